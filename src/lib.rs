@@ -1,8 +1,29 @@
 //! reel: levelled, deduplicated volume dumps on a spool disk, after the Coda backup design.
 //!
 //! The library holds everything; `src/main.rs` only parses arguments, calls in here and prints.
+//! Module map: `scan` walks trees, `chunk` cuts content, `pack` stores compressed chunks,
+//! `store` deduplicates into packs and reads back, `manifest` encodes a dump's namespace,
+//! `catalog` indexes it all in redb, `level` picks bases, `dump` and `restore` are the two
+//! pipelines, `check` verifies, `merge` makes synthetic level 0s.
 
+pub mod catalog;
+pub mod check;
+pub mod chunk;
+pub mod dump;
 pub mod error;
+pub mod failpoint;
+pub mod fsmeta;
+pub mod fsutil;
+pub mod level;
+pub mod manifest;
+pub mod merge;
+pub mod pack;
+pub mod progress;
+pub mod restore;
+pub mod scan;
+pub mod spool;
+pub mod store;
+pub mod timefmt;
 pub mod types;
 
 pub use error::{Error, Result};

@@ -1,0 +1,515 @@
+//! The catalog: a redb database of volumes' dumps, packs, the chunk index and the chunks each
+//! dump owns. It is an index over the packs, not the only copy of the truth: every dump record
+//! and manifest is also stored in packs (see docs/FORMAT.md, "Catalog").
+//!
+//! One writer at a time (the spool lock guarantees it); readers open the file read-only in
+//! redb's `SingleWriter` mode, so `list`, `ls` and `restore` work while a dump runs and see only
+//! committed dumps.
+
+use std::path::{Path, PathBuf};
+
+use redb::{
+    ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::pack::{BlobEntry, BlobKind, PackId};
+use crate::{ChunkId, Error, Result};
+
+/// Version of the catalog's table layout; bumped when a table or record changes shape.
+pub const CATALOG_VERSION: u32 = 1;
+
+/// Small settings: `format` (u32), `next_dump_id` (u64), `next_pack_no` (u64).
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Dump id -> postcard `DumpRecord`.
+pub const DUMPS: TableDefinition<u64, &[u8]> = TableDefinition::new("dumps");
+/// (volume, time ns, dump id) -> (): the dumps of a volume in time order.
+pub const VOLUME_DUMPS: TableDefinition<(&str, i64, u64), ()> =
+    TableDefinition::new("volume_dumps");
+/// Pack number -> postcard `PackRecord`.
+pub const PACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("packs");
+/// Pack id (blake3 of the file) -> pack number.
+pub const PACK_IDS: TableDefinition<[u8; 32], u64> = TableDefinition::new("pack_ids");
+/// Chunk id -> location, 25 bytes: pack no u64 LE, offset u64 LE, stored len u32 LE,
+/// raw len u32 LE, flags u8 (bit 0 compressed, bits 4-7 blob kind).
+pub const CHUNKS: TableDefinition<[u8; 32], [u8; 25]> = TableDefinition::new("chunks");
+/// (dump id, chunk id) -> stored len: the chunks a dump owns (referenced by it and by no
+/// earlier dump of its chain). What an export of that dump writes to tape.
+pub const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition::new("owned");
+
+/// Where a chunk lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkLoc {
+    pub pack_no: u64,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub compressed: bool,
+    pub kind: BlobKind,
+}
+
+impl ChunkLoc {
+    pub fn encode(&self) -> [u8; 25] {
+        let mut b = [0u8; 25];
+        b[0..8].copy_from_slice(&self.pack_no.to_le_bytes());
+        b[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        b[16..20].copy_from_slice(&self.stored_len.to_le_bytes());
+        b[20..24].copy_from_slice(&self.raw_len.to_le_bytes());
+        b[24] = u8::from(self.compressed) | ((self.kind as u8) << 4);
+        b
+    }
+
+    pub fn decode(b: &[u8; 25]) -> Result<ChunkLoc> {
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let kind = match b[24] >> 4 {
+            0 => BlobKind::Data,
+            1 => BlobKind::Manifest,
+            2 => BlobKind::DumpRecord,
+            k => {
+                return Err(Error::corrupt(format!(
+                    "catalog: chunk index entry has unknown blob kind {k}"
+                )));
+            }
+        };
+        Ok(ChunkLoc {
+            pack_no: u64_at(0),
+            offset: u64_at(8),
+            stored_len: u32_at(16),
+            raw_len: u32_at(20),
+            compressed: b[24] & 1 == 1,
+            kind,
+        })
+    }
+
+    /// The pack index entry this location corresponds to.
+    pub fn blob_entry(&self, id: ChunkId) -> BlobEntry {
+        BlobEntry {
+            id,
+            kind: self.kind,
+            compressed: self.compressed,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            raw_len: self.raw_len,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackRecord {
+    pub id: [u8; 32],
+    pub size: u64,
+    pub blobs: u64,
+    pub created_ns: i64,
+}
+
+/// One dump: the catalog row, also stored as a `DumpRecord` blob in the dump's last pack.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DumpRecord {
+    /// Record layout version (1).
+    pub version: u32,
+    pub id: u64,
+    pub volume: String,
+    /// The dump's recorded time (the clone's time), epoch nanoseconds.
+    pub time_ns: i64,
+    pub level: u8,
+    /// The level asked for; differs from `level` when no lower dump existed.
+    pub requested_level: u8,
+    pub base: Option<u64>,
+    /// Ancestors from the level 0 up to the base (empty for a level 0).
+    pub chain: Vec<u64>,
+    /// For a synthetic level 0 made by `merge`: the dump whose manifest it records.
+    pub merged_from: Option<u64>,
+    /// The volume path that was read.
+    pub source: String,
+    /// When the scan started (the same-second rule of change detection compares with it).
+    pub scan_started_ns: i64,
+    pub duration_ns: u64,
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub logical_bytes: u64,
+    /// File bytes actually read (unchanged files are not read).
+    pub read_bytes: u64,
+    pub new_chunks: u64,
+    /// Bytes of packs this dump added to the spool.
+    pub stored_bytes: u64,
+    pub owned_chunks: u64,
+    /// Compressed size of the chunks this dump owns.
+    pub owned_bytes: u64,
+    /// The manifest stream, as chunks in order.
+    pub manifest: Vec<([u8; 32], u32)>,
+    pub manifest_bytes: u64,
+    /// Files that changed while they were read, and similar notices, by name.
+    pub warnings: Vec<String>,
+}
+
+impl DumpRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("dump record serialises")
+    }
+
+    pub fn decode(b: &[u8]) -> Result<DumpRecord> {
+        let r: DumpRecord = postcard::from_bytes(b)
+            .map_err(|e| Error::corrupt(format!("catalog: dump record does not decode ({e})")))?;
+        if r.version != 1 {
+            return Err(Error::corrupt(format!(
+                "dump record {} has version {}, this reel reads version 1: upgrade reel",
+                r.id, r.version
+            )));
+        }
+        Ok(r)
+    }
+
+    pub fn manifest_chunks(&self) -> Vec<(ChunkId, u32)> {
+        self.manifest
+            .iter()
+            .map(|(id, len)| (ChunkId(*id), *len))
+            .collect()
+    }
+
+    /// The chain from the level 0 up to and including this dump.
+    pub fn full_chain(&self) -> Vec<u64> {
+        let mut c = self.chain.clone();
+        c.push(self.id);
+        c
+    }
+}
+
+/// Read access, shared by the writer's and the readers' handles.
+pub enum Handle {
+    Write(Database),
+    Read(ReadOnlyDatabase),
+}
+
+pub struct Catalog {
+    handle: Handle,
+    path: PathBuf,
+}
+
+fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    // The chunk index is looked up at random; a bounded cache keeps memory flat on big spools.
+    b.set_cache_size(128 << 20);
+    b
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => {
+            Error::Corrupt(format!(
+                "catalog {} is damaged ({msg}); rebuild it from the packs with `reel rebuild-catalog`",
+                path.display()
+            ))
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Error::io(path, io),
+        other => Error::Catalog(format!("{}: {other}", path.display())),
+    }
+}
+
+impl Catalog {
+    /// Create a new, empty catalog.
+    pub fn create(path: &Path) -> Result<Catalog> {
+        let db = builder().create(path).map_err(|e| open_error(path, e))?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("format", CATALOG_VERSION.to_le_bytes().as_slice())?;
+            meta.insert("next_dump_id", 1u64.to_le_bytes().as_slice())?;
+            meta.insert("next_pack_no", 1u64.to_le_bytes().as_slice())?;
+            txn.open_table(DUMPS)?;
+            txn.open_table(VOLUME_DUMPS)?;
+            txn.open_table(PACKS)?;
+            txn.open_table(PACK_IDS)?;
+            txn.open_table(CHUNKS)?;
+            txn.open_table(OWNED)?;
+        }
+        txn.commit()?;
+        Ok(Catalog {
+            handle: Handle::Write(db),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Open for writing. The caller holds the spool's write lock.
+    pub fn open_write(path: &Path) -> Result<Catalog> {
+        if !path.exists() {
+            return Err(Error::Spool(format!(
+                "catalog {} is missing; rebuild it from the packs with `reel rebuild-catalog`",
+                path.display()
+            )));
+        }
+        let db = guard_open(path, || builder().open(path))?;
+        let cat = Catalog {
+            handle: Handle::Write(db),
+            path: path.to_path_buf(),
+        };
+        cat.check_format()?;
+        Ok(cat)
+    }
+
+    /// Open for reading. A catalog left needing repair by a killed writer is repaired first
+    /// (which needs the write side, so `repair` is called to take the spool lock).
+    pub fn open_read(path: &Path, repair: impl FnOnce() -> Result<()>) -> Result<Catalog> {
+        if !path.exists() {
+            return Err(Error::Spool(format!(
+                "catalog {} is missing; rebuild it from the packs with `reel rebuild-catalog`",
+                path.display()
+            )));
+        }
+        let db = match guard_open(path, || builder().open_read_only(path)) {
+            Ok(db) => db,
+            Err(Error::Catalog(m)) if m.contains("repair") => {
+                repair()?;
+                guard_open(path, || builder().open_read_only(path))?
+            }
+            Err(e) => return Err(e),
+        };
+        let cat = Catalog {
+            handle: Handle::Read(db),
+            path: path.to_path_buf(),
+        };
+        cat.check_format()?;
+        Ok(cat)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_format(&self) -> Result<()> {
+        let txn = self.read()?;
+        let meta = txn.open_table(META).map_err(|e| self.damaged(e))?;
+        let v = meta
+            .get("format")?
+            .map(|g| g.value().to_vec())
+            .ok_or_else(|| self.damaged("no format entry"))?;
+        let v = u32::from_le_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| self.damaged("bad format entry"))?,
+        );
+        if v != CATALOG_VERSION {
+            return Err(Error::Spool(format!(
+                "catalog {} has format {v}; this reel reads format {CATALOG_VERSION}",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn damaged(&self, what: impl std::fmt::Display) -> Error {
+        Error::Corrupt(format!(
+            "catalog {} is damaged ({what}); rebuild it from the packs with `reel rebuild-catalog`",
+            self.path.display()
+        ))
+    }
+
+    pub fn read(&self) -> Result<ReadTransaction> {
+        Ok(match &self.handle {
+            Handle::Write(db) => db.begin_read()?,
+            Handle::Read(db) => db.begin_read()?,
+        })
+    }
+
+    pub fn write(&self) -> Result<WriteTransaction> {
+        match &self.handle {
+            Handle::Write(db) => Ok(db.begin_write()?),
+            Handle::Read(_) => Err(Error::Spool("catalog opened read-only".into())),
+        }
+    }
+
+    // ----- dumps -----
+
+    pub fn dump(&self, id: u64) -> Result<Option<DumpRecord>> {
+        let txn = self.read()?;
+        let t = txn.open_table(DUMPS)?;
+        match t.get(id)? {
+            Some(v) => Ok(Some(DumpRecord::decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every dump of `volume` (or of all volumes), in time order per volume.
+    pub fn dumps(&self, volume: Option<&str>) -> Result<Vec<DumpRecord>> {
+        let txn = self.read()?;
+        let idx = txn.open_table(VOLUME_DUMPS)?;
+        let dumps = txn.open_table(DUMPS)?;
+        let mut out = Vec::new();
+        let iter = match volume {
+            Some(v) => idx.range((v, i64::MIN, 0u64)..=(v, i64::MAX, u64::MAX))?,
+            None => idx.range::<(&str, i64, u64)>(..)?,
+        };
+        for item in iter {
+            let (k, _) = item?;
+            let (_, _, id) = k.value();
+            let rec = dumps
+                .get(id)?
+                .ok_or_else(|| self.damaged(format!("dump {id} is indexed but has no record")))?;
+            out.push(DumpRecord::decode(rec.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn latest_dump(&self, volume: &str) -> Result<Option<DumpRecord>> {
+        Ok(self.dumps(Some(volume))?.pop())
+    }
+
+    /// The dump current at `at`: the latest dump of the volume at or before that time.
+    pub fn dump_at(&self, volume: &str, at: i64) -> Result<Option<DumpRecord>> {
+        Ok(self
+            .dumps(Some(volume))?
+            .into_iter()
+            .rfind(|d| d.time_ns <= at))
+    }
+
+    pub fn meta_u64(txn: &ReadTransaction, key: &str) -> Result<u64> {
+        let meta = txn.open_table(META)?;
+        let v = meta
+            .get(key)?
+            .ok_or_else(|| Error::corrupt(format!("catalog: meta entry {key} missing")))?;
+        let b: [u8; 8] = v
+            .value()
+            .try_into()
+            .map_err(|_| Error::corrupt(format!("catalog: meta entry {key} is not a u64")))?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    pub fn next_dump_id(&self) -> Result<u64> {
+        Self::meta_u64(&self.read()?, "next_dump_id")
+    }
+
+    // ----- packs and chunks -----
+
+    pub fn chunk(&self, txn: &ReadTransaction, id: &ChunkId) -> Result<Option<ChunkLoc>> {
+        let t = txn.open_table(CHUNKS)?;
+        match t.get(id.0)? {
+            Some(v) => Ok(Some(ChunkLoc::decode(&v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn pack(&self, txn: &ReadTransaction, no: u64) -> Result<Option<PackRecord>> {
+        let t = txn.open_table(PACKS)?;
+        match t.get(no)? {
+            Some(v) => Ok(Some(postcard::from_bytes(v.value()).map_err(|e| {
+                self.damaged(format!("pack record {no} does not decode: {e}"))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// All packs: (number, record).
+    pub fn packs(&self) -> Result<Vec<(u64, PackRecord)>> {
+        let txn = self.read()?;
+        let t = txn.open_table(PACKS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let rec: PackRecord = postcard::from_bytes(v.value()).map_err(|e| {
+                self.damaged(format!("pack record {} does not decode: {e}", k.value()))
+            })?;
+            out.push((k.value(), rec));
+        }
+        Ok(out)
+    }
+
+    pub fn chunk_count(&self) -> Result<u64> {
+        let txn = self.read()?;
+        Ok(txn.open_table(CHUNKS)?.len()?)
+    }
+
+    /// Sum and count of the chunks a dump owns.
+    pub fn owned_summary(&self, dump: u64) -> Result<(u64, u64)> {
+        let txn = self.read()?;
+        let t = txn.open_table(OWNED)?;
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for item in t.range((dump, [0u8; 32])..=(dump, [0xffu8; 32]))? {
+            let (_, v) = item?;
+            n += 1;
+            bytes += u64::from(v.value());
+        }
+        Ok((n, bytes))
+    }
+}
+
+/// Record a finished pack and the locations of its blobs in `txn`.
+pub fn insert_pack(
+    txn: &WriteTransaction,
+    no: u64,
+    id: &PackId,
+    size: u64,
+    entries: &[BlobEntry],
+    now: i64,
+) -> Result<()> {
+    let rec = PackRecord {
+        id: id.0,
+        size,
+        blobs: entries.len() as u64,
+        created_ns: now,
+    };
+    txn.open_table(PACKS)?.insert(
+        no,
+        postcard::to_allocvec(&rec).expect("pack record").as_slice(),
+    )?;
+    txn.open_table(PACK_IDS)?.insert(id.0, no)?;
+    Ok(())
+}
+
+pub fn set_meta_u64(txn: &WriteTransaction, key: &str, v: u64) -> Result<()> {
+    txn.open_table(META)?
+        .insert(key, v.to_le_bytes().as_slice())?;
+    Ok(())
+}
+
+pub fn get_meta_u64(txn: &WriteTransaction, key: &str) -> Result<u64> {
+    let meta = txn.open_table(META)?;
+    let v = meta
+        .get(key)?
+        .ok_or_else(|| Error::corrupt(format!("catalog: meta entry {key} missing")))?;
+    let b: [u8; 8] = v
+        .value()
+        .try_into()
+        .map_err(|_| Error::corrupt(format!("catalog: meta entry {key} is not a u64")))?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Insert a committed dump's record and index entry.
+pub fn insert_dump(txn: &WriteTransaction, rec: &DumpRecord) -> Result<()> {
+    txn.open_table(DUMPS)?
+        .insert(rec.id, rec.encode().as_slice())?;
+    txn.open_table(VOLUME_DUMPS)?
+        .insert((rec.volume.as_str(), rec.time_ns, rec.id), ())?;
+    Ok(())
+}
+
+/// Drop owned-chunk rows left by dumps that never committed (ids >= next_dump_id): a killed
+/// dump may have committed some of its packs, with their rows, but never its record.
+pub fn clean_uncommitted(txn: &WriteTransaction) -> Result<u64> {
+    let next = get_meta_u64(txn, "next_dump_id")?;
+    let mut t = txn.open_table(OWNED)?;
+    let mut n = 0u64;
+    t.retain_in((next, [0u8; 32])..=(u64::MAX, [0xffu8; 32]), |_, _| {
+        n += 1;
+        false
+    })?;
+    Ok(n)
+}
+
+/// redb may panic on a damaged file; turn that into a clear error instead.
+fn guard_open<T>(path: &Path, f: impl FnOnce() -> Result<T, redb::DatabaseError>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::RepairAborted)) => Err(Error::Catalog(format!(
+            "{}: needs repair after an interrupted write",
+            path.display()
+        ))),
+        Ok(Err(e)) => Err(open_error(path, e)),
+        Err(_) => Err(Error::Corrupt(format!(
+            "catalog {} is damaged (it could not be opened); rebuild it from the packs with `reel rebuild-catalog`",
+            path.display()
+        ))),
+    }
+}

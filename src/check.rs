@@ -1,0 +1,292 @@
+//! Verification of a spool: the catalog against the packs, every dump's manifest against the
+//! chunk index, and with `read_data` every chunk's bytes against its hash.
+//!
+//! Problems are collected, not fatal: the report lists each with the pack, dump and file it
+//! touches, so the admin knows what a damaged pack costs.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use redb::ReadableTable;
+
+use crate::catalog::{CHUNKS, ChunkLoc};
+use crate::manifest::ManifestReader;
+use crate::pack::{self, PackId, PackReader};
+use crate::progress::Progress;
+use crate::spool::Spool;
+use crate::store::ChunkReader;
+use crate::{ChunkId, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Problem {
+    pub pack: Option<String>,
+    pub dump: Option<u64>,
+    pub volume: Option<String>,
+    pub file: Option<String>,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub packs: u64,
+    pub chunks: u64,
+    pub dumps: u64,
+    pub bytes_read: u64,
+    pub problems: Vec<Problem>,
+    /// Packs on disk that the catalog does not name (left by an interrupted dump).
+    pub unreferenced_packs: Vec<PathBuf>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn problem(pack: Option<String>, message: String) -> Problem {
+    Problem {
+        pack,
+        dump: None,
+        volume: None,
+        file: None,
+        message,
+    }
+}
+
+pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let packs = spool.catalog.packs()?;
+    report.packs = packs.len() as u64;
+    let packs_dir = spool.packs_dir();
+    // Chunks known to be unreadable or wrong, with the pack they are in.
+    let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
+    let mut bad_packs: HashSet<u64> = HashSet::new();
+    let mut pack_indexes: HashMap<u64, HashMap<ChunkId, pack::BlobEntry>> = HashMap::new();
+
+    progress.message("checking packs");
+    progress.set_total(packs.iter().map(|(_, r)| r.size).sum());
+    type PackResult = (
+        u64,
+        Option<HashMap<ChunkId, pack::BlobEntry>>,
+        Vec<Problem>,
+        Vec<(ChunkId, String)>,
+        u64,
+    );
+    let results: Vec<PackResult> = packs
+        .par_iter()
+        .map(|(no, rec)| {
+            let id = PackId(rec.id);
+            let path = pack::pack_path(&packs_dir, &id);
+            let name = path.display().to_string();
+            let mut problems = Vec::new();
+            let mut bad = Vec::new();
+            let mut read = 0u64;
+            let reader = match PackReader::open(&path) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(problem(
+                        Some(name.clone()),
+                        format!("pack cannot be opened: {e}"),
+                    ));
+                    return (*no, None, problems, bad, read);
+                }
+            };
+            if reader.size() != rec.size {
+                problems.push(problem(
+                    Some(name.clone()),
+                    format!(
+                        "pack is {} bytes, the catalog recorded {}",
+                        reader.size(),
+                        rec.size
+                    ),
+                ));
+            }
+            let index = match reader.read_index() {
+                Ok(i) => i,
+                Err(e) => {
+                    problems.push(problem(
+                        Some(name.clone()),
+                        format!("pack index unreadable: {e}"),
+                    ));
+                    return (*no, None, problems, bad, read);
+                }
+            };
+            if read_data {
+                match reader.hash_file() {
+                    Ok(h) if h == id => {}
+                    Ok(h) => problems.push(problem(
+                        Some(name.clone()),
+                        format!(
+                            "pack content hash is {}, its name says {}: the file was altered",
+                            h.short(),
+                            id.short()
+                        ),
+                    )),
+                    Err(e) => {
+                        problems.push(problem(Some(name.clone()), format!("pack unreadable: {e}")))
+                    }
+                }
+                for entry in &index {
+                    read += u64::from(entry.stored_len);
+                    if let Err(e) = reader.read_blob(entry) {
+                        bad.push((entry.id, e.to_string()));
+                    }
+                }
+                progress.advance(rec.size);
+            }
+            let map = index.into_iter().map(|e| (e.id, e)).collect();
+            (*no, Some(map), problems, bad, read)
+        })
+        .collect();
+    for (no, map, problems, bad, read) in results {
+        report.bytes_read += read;
+        if !problems.is_empty() || map.is_none() {
+            bad_packs.insert(no);
+        }
+        let name = packs
+            .iter()
+            .find(|(n, _)| *n == no)
+            .map(|(_, r)| {
+                pack::pack_path(&packs_dir, &PackId(r.id))
+                    .display()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        for (id, msg) in bad {
+            report.problems.push(problem(
+                Some(name.clone()),
+                format!("chunk {}: {msg}", id.short()),
+            ));
+            bad_chunks.insert(id, name.clone());
+        }
+        report.problems.extend(problems);
+        if let Some(map) = map {
+            pack_indexes.insert(no, map);
+        }
+    }
+
+    // The chunk index against the packs' own indexes.
+    progress.message("checking the chunk index");
+    let pack_names: HashMap<u64, String> = packs
+        .iter()
+        .map(|(no, r)| {
+            (
+                *no,
+                pack::pack_path(&packs_dir, &PackId(r.id))
+                    .display()
+                    .to_string(),
+            )
+        })
+        .collect();
+    {
+        let txn = spool.catalog.read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        for item in chunks.iter()? {
+            let (k, v) = item?;
+            let id = ChunkId(k.value());
+            let loc = ChunkLoc::decode(&v.value())?;
+            report.chunks += 1;
+            match (pack_names.get(&loc.pack_no), pack_indexes.get(&loc.pack_no)) {
+                (None, _) => {
+                    report.problems.push(problem(
+                        None,
+                        format!("chunk {} is indexed in pack number {}, which the catalog does not know", id.short(), loc.pack_no),
+                    ));
+                    bad_chunks.insert(id, format!("pack number {}", loc.pack_no));
+                }
+                (Some(name), Some(index)) => match index.get(&id) {
+                    Some(e) if *e == loc.blob_entry(id) => {}
+                    _ => {
+                        report.problems.push(problem(
+                            Some(name.clone()),
+                            format!("chunk {} is indexed in this pack but the pack's own index disagrees", id.short()),
+                        ));
+                        bad_chunks.insert(id, name.clone());
+                    }
+                },
+                (Some(name), None) => {
+                    bad_chunks.insert(id, name.clone());
+                }
+            }
+        }
+    }
+
+    // Every dump's manifest, and every chunk it references.
+    progress.message("checking dumps");
+    let reader = ChunkReader::new(spool)?;
+    let dumps = spool.catalog.dumps(None)?;
+    report.dumps = dumps.len() as u64;
+    for d in &dumps {
+        let mut issues: BTreeSet<Problem> = BTreeSet::new();
+        let dump_problem = |pack: Option<String>, file: Option<String>, message: String| Problem {
+            pack,
+            dump: Some(d.id),
+            volume: Some(d.volume.clone()),
+            file,
+            message,
+        };
+        for (id, _) in d.manifest_chunks() {
+            if let Some(p) = bad_chunks.get(&id) {
+                issues.insert(dump_problem(
+                    Some(p.clone()),
+                    None,
+                    format!("manifest chunk {} is damaged", id.short()),
+                ));
+            }
+        }
+        let stream = reader.stream(d.manifest_chunks(), format!("manifest of dump {}", d.id));
+        let manifest = match ManifestReader::new(stream) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                issues.insert(dump_problem(
+                    None,
+                    None,
+                    format!("manifest unreadable: {e}"),
+                ));
+                None
+            }
+        };
+        let txn = spool.catalog.read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        for entry in manifest.into_iter().flatten() {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    issues.insert(dump_problem(
+                        None,
+                        None,
+                        format!("manifest unreadable: {e}"),
+                    ));
+                    break;
+                }
+            };
+            for (id, _) in entry.chunks() {
+                if let Some(p) = bad_chunks.get(&id) {
+                    issues.insert(dump_problem(
+                        Some(p.clone()),
+                        Some(entry.display_path()),
+                        format!("chunk {} is damaged or missing", id.short()),
+                    ));
+                } else if chunks.get(id.0)?.is_none() {
+                    issues.insert(dump_problem(
+                        None,
+                        Some(entry.display_path()),
+                        format!("chunk {} is not in the chunk index", id.short()),
+                    ));
+                }
+            }
+        }
+        report.problems.extend(issues);
+    }
+
+    // Packs on disk that no catalog entry names: harmless leftovers of an interrupted dump.
+    let known: HashSet<[u8; 32]> = packs.iter().map(|(_, r)| r.id).collect();
+    for (id, path) in pack::list_packs(&packs_dir)? {
+        if !known.contains(&id.0) {
+            report.unreferenced_packs.push(path);
+        }
+    }
+    let _ = bad_packs;
+    Ok(report)
+}

@@ -1,0 +1,224 @@
+//! `reel ls` and `reel cat`: read a dump without restoring it.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::process::ExitCode;
+
+use clap::Args;
+use reel::catalog::DumpRecord;
+use reel::manifest::ManifestReader;
+use reel::restore::{cat_entry, find_entry, normalise_path, selected};
+use reel::spool::{Access, Spool};
+use reel::store::ChunkReader;
+use reel::timefmt::{format_rfc3339, format_short};
+use reel::{EntryKind, Error, Result};
+
+use super::{Ctx, at_time, print_json};
+
+/// Pick the dump of `volume` current at `at` (latest when None), or dump `id`.
+pub fn pick_dump(
+    spool: &Spool,
+    volume: &str,
+    at: Option<&str>,
+    id: Option<u64>,
+) -> Result<DumpRecord> {
+    spool.known_volume(volume)?;
+    if let Some(id) = id {
+        let d = spool.catalog.dump(id)?.ok_or_else(|| {
+            Error::usage(format!(
+                "no dump {id}; `reel list {volume}` shows the dumps"
+            ))
+        })?;
+        if d.volume != volume {
+            return Err(Error::usage(format!(
+                "dump {id} is of volume {}, not {volume}",
+                d.volume
+            )));
+        }
+        return Ok(d);
+    }
+    match at {
+        Some(t) => {
+            let at = at_time(t)?;
+            spool.catalog.dump_at(volume, at)?.ok_or_else(|| {
+                Error::usage(format!(
+                    "volume {volume} has no dump at or before {}; `reel list {volume}` shows its dumps",
+                    format_rfc3339(at)
+                ))
+            })
+        }
+        None => spool.catalog.latest_dump(volume)?.ok_or_else(|| {
+            Error::usage(format!(
+                "volume {volume} has no dumps yet; run `reel dump {volume} --level 0`"
+            ))
+        }),
+    }
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    /// The volume.
+    name: String,
+    /// Path inside the volume (default: everything).
+    path: Option<std::path::PathBuf>,
+    /// The dump current at this time (default: the latest).
+    #[arg(long)]
+    at: Option<String>,
+    /// A dump by id.
+    #[arg(long, conflicts_with = "at")]
+    dump: Option<u64>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn mode_string(kind: EntryKind, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(kind.letter());
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
+    for (i, (bit, c)) in bits.iter().enumerate() {
+        let special = match i {
+            2 => mode & 0o4000 != 0,
+            5 => mode & 0o2000 != 0,
+            8 => mode & 0o1000 != 0,
+            _ => false,
+        };
+        let set = mode & bit != 0;
+        s.push(match (special, set, i) {
+            (true, true, 8) => 't',
+            (true, false, 8) => 'T',
+            (true, true, _) => 's',
+            (true, false, _) => 'S',
+            (false, true, _) => *c,
+            (false, false, _) => '-',
+        });
+    }
+    s
+}
+
+pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
+    let spool = ctx.open(Access::Read)?;
+    let d = pick_dump(&spool, &a.name, a.at.as_deref(), a.dump)?;
+    let reader = ChunkReader::new(&spool)?;
+    let filter: Vec<Vec<u8>> = a
+        .path
+        .iter()
+        .map(|p| normalise_path(p.as_os_str().as_bytes()))
+        .collect();
+    let manifest = ManifestReader::new(
+        reader.stream(d.manifest_chunks(), format!("manifest of dump {}", d.id)),
+    )?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut json = Vec::new();
+    let mut found = filter.is_empty();
+    for e in manifest {
+        let e = e?;
+        let (take, ancestor) = selected(&e.path, &filter);
+        if !take || ancestor {
+            continue;
+        }
+        found = true;
+        if a.json {
+            json.push(serde_json::json!({
+                "path": e.display_path(),
+                "type": format!("{:?}", e.kind).to_lowercase(),
+                "mode": format!("{:04o}", e.mode),
+                "uid": e.uid,
+                "gid": e.gid,
+                "size": e.size,
+                "mtime": format_rfc3339(e.mtime_ns),
+                "target": if e.target.is_empty() { None } else { Some(String::from_utf8_lossy(&e.target).into_owned()) },
+            }));
+        } else {
+            let mut line = format!(
+                "{} {:>5} {:>5} {:>12} {} {}",
+                mode_string(e.kind, e.mode),
+                e.uid,
+                e.gid,
+                e.size,
+                format_short(e.mtime_ns),
+                e.display_path()
+            );
+            match e.kind {
+                EntryKind::Symlink => {
+                    line += &format!(" -> {}", String::from_utf8_lossy(&e.target))
+                }
+                EntryKind::HardLink => {
+                    line += &format!(" link to {}", String::from_utf8_lossy(&e.target))
+                }
+                _ => {}
+            }
+            writeln!(out, "{line}").map_err(|e| Error::io("<stdout>", e))?;
+        }
+    }
+    if a.json {
+        print_json(&serde_json::Value::Array(json));
+    }
+    out.flush().map_err(|e| Error::io("<stdout>", e))?;
+    if !found {
+        return Err(Error::usage(format!(
+            "{} is not in dump {} of volume {}",
+            a.path.map(|p| p.display().to_string()).unwrap_or_default(),
+            d.id,
+            d.volume
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct CatArgs {
+    /// The volume.
+    name: String,
+    /// Path of a file inside the volume.
+    path: std::path::PathBuf,
+    #[arg(long)]
+    at: Option<String>,
+    #[arg(long, conflicts_with = "at")]
+    dump: Option<u64>,
+}
+
+pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
+    let spool = ctx.open(Access::Read)?;
+    let d = pick_dump(&spool, &a.name, a.at.as_deref(), a.dump)?;
+    let reader = ChunkReader::new(&spool)?;
+    let path = normalise_path(a.path.as_os_str().as_bytes());
+    let mut e = find_entry(&reader, &d, &path)?.ok_or_else(|| {
+        Error::usage(format!(
+            "{} is not in dump {} of volume {}",
+            a.path.display(),
+            d.id,
+            d.volume
+        ))
+    })?;
+    if e.kind == EntryKind::HardLink {
+        e = find_entry(&reader, &d, &e.target.clone())?.ok_or_else(|| {
+            Error::corrupt(format!(
+                "hard link {} points to a missing entry",
+                a.path.display()
+            ))
+        })?;
+    }
+    if e.kind != EntryKind::File {
+        return Err(Error::usage(format!(
+            "{} is not a regular file in dump {}",
+            a.path.display(),
+            d.id
+        )));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    cat_entry(&reader, &e, &mut out)?;
+    out.flush().map_err(|e| Error::io("<stdout>", e))?;
+    Ok(ExitCode::SUCCESS)
+}

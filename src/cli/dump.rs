@@ -1,0 +1,89 @@
+//! `reel dump`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use reel::Result;
+use reel::dump::{DumpOptions, dump_volume};
+use reel::spool::Access;
+use reel::timefmt::{format_bytes, format_duration, format_rfc3339};
+
+use super::{Ctx, date_time};
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// The volume.
+    name: String,
+    /// 0 = full; N = what changed since the latest dump below level N.
+    #[arg(short, long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    level: u8,
+    /// The dump's recorded time (default now): RFC 3339, or YYYY-MM-DD for midnight.
+    #[arg(long)]
+    date: Option<String>,
+    /// Read every file, even those whose stat data is unchanged.
+    #[arg(long)]
+    reread: bool,
+}
+
+pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
+    let spool = ctx.open(Access::Write)?;
+    let opts = DumpOptions {
+        level: a.level,
+        time_ns: a.date.as_deref().map(date_time).transpose()?,
+        reread: a.reread,
+    };
+    let bar = ctx.progress();
+    let out = dump_volume(&spool, &a.name, &opts, &bar)?;
+    drop(bar);
+    let r = &out.record;
+    if out.promoted {
+        println!(
+            "note: volume {} has no dump below level {}; this dump is a level 0",
+            r.volume, r.requested_level
+        );
+    }
+    let secs = r.duration_ns as f64 / 1e9;
+    println!(
+        "dump {} of volume {} at level {}{}, {}",
+        r.id,
+        r.volume,
+        r.level,
+        r.base
+            .map(|b| format!(" (base dump {b})"))
+            .unwrap_or_default(),
+        format_rfc3339(r.time_ns)
+    );
+    println!(
+        "  files        {} ({} directories, {} entries)",
+        r.files, r.dirs, r.entries
+    );
+    println!("  logical      {}", format_bytes(r.logical_bytes));
+    println!("  read         {}", format_bytes(r.read_bytes));
+    println!("  new chunks   {}", r.new_chunks);
+    println!(
+        "  added        {} to the spool",
+        format_bytes(r.stored_bytes)
+    );
+    println!(
+        "  owned        {} in {} chunks",
+        format_bytes(r.owned_bytes),
+        r.owned_chunks
+    );
+    println!(
+        "  dedup ratio  {}",
+        if r.stored_bytes == 0 {
+            "all data already stored".to_string()
+        } else {
+            format!("{:.1}x", r.logical_bytes as f64 / r.stored_bytes as f64)
+        }
+    );
+    println!(
+        "  time         {}, {}/s",
+        format_duration(r.duration_ns),
+        format_bytes((r.logical_bytes as f64 / secs.max(1e-9)) as u64)
+    );
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,187 @@
+//! Command-line front end: argument parsing (clap derive), progress bars, printing and exit
+//! codes. Each subcommand lives in its own file and calls into the library.
+
+mod browse;
+mod check;
+mod dump;
+mod list;
+mod manage;
+mod restore;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use reel::spool::{Access, Spool};
+use reel::timefmt::{DayEdge, parse_time};
+use reel::{Error, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "reel",
+    version,
+    about = "Levelled, deduplicated volume dumps on a spool disk, after the Coda backup design"
+)]
+pub struct Cli {
+    /// The spool directory.
+    #[arg(long, global = true, env = "REEL_SPOOL", value_name = "DIR")]
+    spool: Option<PathBuf>,
+    /// More log output (repeat for more); RUST_LOG also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// No progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new spool.
+    Init,
+    /// Add, list or remove volumes.
+    #[command(subcommand)]
+    Volume(manage::VolumeCmd),
+    /// Dump a volume at a level (0 = full, N = changes since the latest dump below N).
+    Dump(dump::DumpArgs),
+    /// List dumps, one row each.
+    List(list::ListArgs),
+    /// Print one dump's header: volume, time, level, chain, counts and sizes.
+    Show(list::ShowArgs),
+    /// List the entries of a dump without restoring it.
+    Ls(browse::LsArgs),
+    /// Write one file of a dump to standard output.
+    Cat(browse::CatArgs),
+    /// Rebuild a dump's tree, or some of its subtrees, under a directory.
+    Restore(restore::RestoreArgs),
+    /// Record a synthetic level 0 for a point in time (no data copied).
+    Merge(manage::MergeArgs),
+    /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
+    Check(check::CheckArgs),
+}
+
+pub struct Ctx {
+    spool_dir: Option<PathBuf>,
+    quiet: bool,
+}
+
+impl Ctx {
+    fn spool_dir(&self) -> Result<PathBuf> {
+        self.spool_dir
+            .clone()
+            .ok_or_else(|| Error::usage("no spool given: use --spool DIR or set REEL_SPOOL"))
+    }
+
+    fn open(&self, access: Access) -> Result<Spool> {
+        Spool::open(&self.spool_dir()?, access)
+    }
+
+    /// A progress bar on a terminal, nothing on a pipe.
+    fn progress(&self) -> Bar {
+        let bar = if self.quiet || !std::io::stderr().is_terminal() {
+            ProgressBar::hidden()
+        } else {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec}) {elapsed}")
+                    .expect("valid template"),
+            );
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
+            b
+        };
+        Bar(bar)
+    }
+}
+
+pub struct Bar(ProgressBar);
+
+impl reel::progress::Progress for Bar {
+    fn message(&self, msg: &str) {
+        self.0.set_message(msg.to_string());
+    }
+    fn set_total(&self, bytes: u64) {
+        self.0.set_length(bytes);
+        if bytes > 0 && !self.0.is_hidden() {
+            self.0.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+pub fn at_time(s: &str) -> Result<i64> {
+    parse_time(s, DayEdge::End)
+}
+
+pub fn date_time(s: &str) -> Result<i64> {
+    parse_time(s, DayEdge::Start)
+}
+
+pub fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+    let ctx = Ctx {
+        spool_dir: cli.spool.clone(),
+        quiet: cli.quiet,
+    };
+    let result = match cli.command {
+        Command::Init => manage::init(&ctx),
+        Command::Volume(c) => manage::volume(&ctx, c),
+        Command::Dump(a) => dump::run(&ctx, a),
+        Command::List(a) => list::list(&ctx, a),
+        Command::Show(a) => list::show(&ctx, a),
+        Command::Ls(a) => browse::ls(&ctx, a),
+        Command::Cat(a) => browse::cat(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Merge(a) => manage::merge(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Error::Io { source, .. } = &e
+                && source.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("reel: {e}");
+            match e {
+                Error::Usage(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! A spool on disk: its layout, its settings file (`reel.toml`), and the lock that lets one
+//! writer at a time change it.
+//!
+//! ```text
+//! SPOOL/
+//!   reel.toml      settings and volumes (human-edited)
+//!   catalog.redb   the catalog
+//!   packs/ab/      immutable packs, named by the blake3 of their bytes
+//!   tmp/           packs being written (removed when a writer opens the spool)
+//!   clones/ logs/  later phases
+//!   lock           flock()ed by the writer; holds its pid and command for messages
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::chunk::ChunkerParams;
+use crate::error::IoContext;
+use crate::{Error, Result};
+
+pub const SETTINGS_FILE: &str = "reel.toml";
+pub const CATALOG_FILE: &str = "catalog.redb";
+pub const LOCK_FILE: &str = "lock";
+
+/// `reel.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    /// Layout version of the spool directory (1).
+    pub format: u32,
+    #[serde(default)]
+    pub chunker: ChunkerSettings,
+    /// zstd level for new chunks (1-19). 3 is zstd's default; see docs/PERFORMANCE.md.
+    #[serde(default = "default_compression")]
+    pub compression_level: i32,
+    #[serde(default)]
+    pub volumes: BTreeMap<String, VolumeSettings>,
+}
+
+fn default_compression() -> i32 {
+    3
+}
+
+/// Chunk sizes, fixed when the spool is made: changing them would stop new dumps from
+/// deduplicating against old ones.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerSettings {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerSettings {
+    fn default() -> Self {
+        let p = ChunkerParams::DEFAULT;
+        ChunkerSettings {
+            min: p.min,
+            avg: p.avg,
+            max: p.max,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeSettings {
+    pub path: PathBuf,
+}
+
+/// How a command uses the spool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only; runs beside a writer.
+    Read,
+    /// Changes the spool; one at a time.
+    Write,
+}
+
+pub struct Spool {
+    root: PathBuf,
+    pub settings: Settings,
+    pub catalog: Catalog,
+    _lock: Option<File>,
+}
+
+fn settings_chunker(s: &Settings) -> ChunkerParams {
+    ChunkerParams {
+        min: s.chunker.min,
+        avg: s.chunker.avg,
+        max: s.chunker.max,
+    }
+}
+
+/// Volume names become file names and keys: keep them plain.
+pub fn validate_volume_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "bad volume name {name:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        )))
+    }
+}
+
+impl Spool {
+    /// Make a new spool in `root` (created if missing). Refuses an existing spool and a
+    /// non-empty folder that is not one.
+    pub fn init(root: &Path) -> Result<Spool> {
+        if root.join(SETTINGS_FILE).exists() || root.join(CATALOG_FILE).exists() {
+            return Err(Error::Spool(format!(
+                "{} is already a reel spool; use it as it is",
+                root.display()
+            )));
+        }
+        if root.exists() {
+            if !root.is_dir() {
+                return Err(Error::Spool(format!(
+                    "{} exists and is not a directory",
+                    root.display()
+                )));
+            }
+            if fs::read_dir(root).at(root)?.next().is_some() {
+                return Err(Error::Spool(format!(
+                    "{} is not empty and is not a reel spool: choose an empty or new directory",
+                    root.display()
+                )));
+            }
+        }
+        fs::create_dir_all(root).at(root)?;
+        for d in ["packs", "tmp", "logs", "clones"] {
+            fs::create_dir_all(root.join(d)).at(root.join(d))?;
+        }
+        let lock = Self::lock(root, Access::Write)?;
+        let settings = Settings {
+            format: 1,
+            chunker: ChunkerSettings::default(),
+            compression_level: default_compression(),
+            volumes: BTreeMap::new(),
+        };
+        let catalog = Catalog::create(&root.join(CATALOG_FILE))?;
+        let spool = Spool {
+            root: root.to_path_buf(),
+            settings,
+            catalog,
+            _lock: lock,
+        };
+        spool.save_settings()?;
+        crate::fsutil::fsync_dir(root)?;
+        Ok(spool)
+    }
+
+    /// Open an existing spool. `Write` takes the spool lock or fails at once, naming the holder.
+    pub fn open(root: &Path, access: Access) -> Result<Spool> {
+        if !root.join(SETTINGS_FILE).exists() {
+            return Err(Error::Spool(format!(
+                "{} is not a reel spool (no {SETTINGS_FILE}); create one with `reel --spool {} init`",
+                root.display(),
+                root.display()
+            )));
+        }
+        let settings = Self::load_settings(root)?;
+        settings_chunker(&settings)
+            .validate()
+            .map_err(|e| Error::Spool(format!("{}: chunker settings: {e}", root.join(SETTINGS_FILE).display())))?;
+        let lock = Self::lock(root, access)?;
+        let cat_path = root.join(CATALOG_FILE);
+        let catalog = match access {
+            Access::Write => {
+                // Leftovers of a killed writer: packs never renamed into packs/.
+                if let Ok(rd) = fs::read_dir(root.join("tmp")) {
+                    for e in rd.flatten() {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+                Catalog::open_write(&cat_path)?
+            }
+            Access::Read => Catalog::open_read(&cat_path, || {
+                // Replay the interrupted commit under the writer's lock, then read.
+                let _lock = Self::lock(root, Access::Write)?;
+                drop(Catalog::open_write(&cat_path)?);
+                Ok(())
+            })?,
+        };
+        Ok(Spool {
+            root: root.to_path_buf(),
+            settings,
+            catalog,
+            _lock: lock,
+        })
+    }
+
+    fn lock(root: &Path, access: Access) -> Result<Option<File>> {
+        if access == Access::Read {
+            return Ok(None);
+        }
+        let path = root.join(LOCK_FILE);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .at(&path)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = f.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(Error::Spool(format!(
+                    "spool {} is busy: another reel process holds the lock {}{}; wait for it to finish (reel never waits, so two jobs cannot pile up)",
+                    root.display(),
+                    path.display(),
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({holder})")
+                    }
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        let args: Vec<String> = std::env::args().collect();
+        let _ = f.set_len(0);
+        let _ = f.rewind();
+        let _ = writeln!(f, "pid {}: {}", std::process::id(), args.join(" "));
+        Ok(Some(f))
+    }
+
+    fn load_settings(root: &Path) -> Result<Settings> {
+        let path = root.join(SETTINGS_FILE);
+        let text = fs::read_to_string(&path).at(&path)?;
+        let s: Settings =
+            toml::from_str(&text).map_err(|e| Error::Spool(format!("{}: {e}", path.display())))?;
+        if s.format != 1 {
+            return Err(Error::Spool(format!(
+                "{}: spool format {} is not known to this reel (it reads format 1)",
+                path.display(),
+                s.format
+            )));
+        }
+        Ok(s)
+    }
+
+    /// Write `reel.toml` atomically (temp file, fsync, rename).
+    pub fn save_settings(&self) -> Result<()> {
+        let path = self.root.join(SETTINGS_FILE);
+        let tmp = self.root.join("reel.toml.tmp");
+        let body = format!(
+            "# reel spool settings. Volumes can be edited here or with `reel volume`.\n{}",
+            toml::to_string_pretty(&self.settings)
+                .map_err(|e| Error::Spool(format!("cannot write settings: {e}")))?
+        );
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(body.as_bytes()).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        fs::rename(&tmp, &path).at(&path)?;
+        crate::fsutil::fsync_dir(&self.root)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn chunker(&self) -> ChunkerParams {
+        settings_chunker(&self.settings)
+    }
+
+    pub fn volume(&self, name: &str) -> Result<&VolumeSettings> {
+        self.settings.volumes.get(name).ok_or_else(|| {
+            Error::usage(format!(
+                "no volume {name:?} in spool {}; `reel volume list` shows the volumes",
+                self.root.display()
+            ))
+        })
+    }
+
+    /// Volumes that have dumps, even if they were removed from the settings with --force.
+    pub fn known_volume(&self, name: &str) -> Result<()> {
+        if self.settings.volumes.contains_key(name) || !self.catalog.dumps(Some(name))?.is_empty() {
+            Ok(())
+        } else {
+            self.volume(name).map(|_| ())
+        }
+    }
+
+    pub fn add_volume(&mut self, name: &str, path: &Path) -> Result<()> {
+        validate_volume_name(name)?;
+        if self.settings.volumes.contains_key(name) {
+            return Err(Error::usage(format!("volume {name:?} already exists")));
+        }
+        let abs = fs::canonicalize(path)
+            .map_err(|e| Error::usage(format!("volume path {}: {e}", path.display())))?;
+        if !abs.is_dir() {
+            return Err(Error::usage(format!(
+                "volume path {} is not a directory",
+                abs.display()
+            )));
+        }
+        self.settings
+            .volumes
+            .insert(name.to_string(), VolumeSettings { path: abs });
+        self.save_settings()
+    }
+
+    pub fn remove_volume(&mut self, name: &str, force: bool) -> Result<usize> {
+        self.volume(name)?;
+        let n = self.catalog.dumps(Some(name))?.len();
+        if n > 0 && !force {
+            return Err(Error::usage(format!(
+                "volume {name:?} has {n} dumps; they stay restorable only while the volume is known. Use --force to remove it anyway (its dumps are kept in the catalog)"
+            )));
+        }
+        self.settings.volumes.remove(name);
+        self.save_settings()?;
+        Ok(n)
+    }
+}
+
+/// Sniff whether a file looks like a spool's lock file (used in tests).
+pub fn lock_holder(root: &Path) -> Option<String> {
+    let mut s = String::new();
+    File::open(root.join(LOCK_FILE))
+        .ok()?
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s.trim().to_string())
+}

@@ -1,0 +1,316 @@
+//! The chunk store: deduplicating writes into packs, and reads back out of them.
+//!
+//! Writing follows the crash-safe order of DESIGN.md: a pack is written under tmp/, fsynced and
+//! renamed into packs/ before the catalog transaction that indexes its chunks commits. The
+//! index entries of the pack being written live in the open write transaction, so lookups see
+//! them at once, and a crash simply forgets them along with the unfinished pack.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+
+use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, OWNED};
+use crate::pack::{self, BlobKind, EncodedBlob, PACK_TARGET_SIZE, PackReader, PackWriter};
+use crate::spool::Spool;
+use crate::{ChunkId, Error, Result};
+
+/// What a writing session added to the spool.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreStats {
+    pub new_chunks: u64,
+    pub new_raw_bytes: u64,
+    /// Bytes of the packs written (what the spool grew by).
+    pub stored_bytes: u64,
+    pub packs: u64,
+}
+
+pub struct StoreWriter<'a> {
+    spool: &'a Spool,
+    txn: Option<WriteTransaction>,
+    pack: Option<(u64, PackWriter)>,
+    level: i32,
+    pub stats: StoreStats,
+}
+
+impl<'a> StoreWriter<'a> {
+    pub fn new(spool: &'a Spool) -> Result<StoreWriter<'a>> {
+        Ok(StoreWriter {
+            spool,
+            txn: Some(spool.catalog.write()?),
+            pack: None,
+            level: spool.settings.compression_level,
+            stats: StoreStats::default(),
+        })
+    }
+
+    /// The open write transaction (it also carries this session's other catalog rows).
+    pub fn txn(&self) -> &WriteTransaction {
+        self.txn.as_ref().expect("transaction open until finish")
+    }
+
+    /// For each id: is it not in the store yet?
+    pub fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let t = self.txn().open_table(CHUNKS)?;
+        ids.iter().map(|id| Ok(t.get(id.0)?.is_none())).collect()
+    }
+
+    /// Store chunks the spool lacks; `chunks` holds (id, raw bytes). Compression of the new
+    /// ones runs on all cores; appends stay in order on this thread. Returns how many were new.
+    pub fn put_batch(&mut self, chunks: &[(ChunkId, &[u8])], kind: BlobKind) -> Result<u64> {
+        let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
+        let missing = self.missing(&ids)?;
+        let mut seen = HashSet::new();
+        let new: Vec<&(ChunkId, &[u8])> = chunks
+            .iter()
+            .zip(missing)
+            .filter(|(c, m)| *m && seen.insert(c.0))
+            .map(|(c, _)| c)
+            .collect();
+        let level = self.level;
+        let encoded: Vec<EncodedBlob> = new
+            .par_iter()
+            .map(|(_, raw)| pack::encode_blob(raw, level))
+            .collect();
+        for ((id, raw), blob) in new.iter().zip(encoded) {
+            self.append(*id, kind, &blob)?;
+            self.stats.new_chunks += 1;
+            self.stats.new_raw_bytes += raw.len() as u64;
+        }
+        Ok(new.len() as u64)
+    }
+
+    /// Store one blob (a dump record, say) whether or not its id exists: callers dedup first.
+    pub fn put_one(&mut self, id: ChunkId, raw: &[u8], kind: BlobKind) -> Result<()> {
+        let blob = pack::encode_blob(raw, self.level);
+        self.append(id, kind, &blob)
+    }
+
+    fn append(&mut self, id: ChunkId, kind: BlobKind, blob: &EncodedBlob) -> Result<()> {
+        if self.pack.is_none() {
+            let txn = self.txn();
+            let no = catalog::get_meta_u64(txn, "next_pack_no")?;
+            catalog::set_meta_u64(txn, "next_pack_no", no + 1)?;
+            self.pack = Some((no, PackWriter::create(&self.spool.tmp_dir())?));
+        }
+        let (no, writer) = self.pack.as_mut().expect("pack open");
+        let entry = writer.add(id, kind, blob)?;
+        let loc = ChunkLoc {
+            pack_no: *no,
+            offset: entry.offset,
+            stored_len: entry.stored_len,
+            raw_len: entry.raw_len,
+            compressed: entry.compressed,
+            kind,
+        };
+        crate::failpoint::hit("chunk-appended");
+        let full = writer.size() >= PACK_TARGET_SIZE;
+        self.txn().open_table(CHUNKS)?.insert(id.0, loc.encode())?;
+        if full {
+            self.seal_pack()?;
+            self.commit_and_reopen()?;
+        }
+        Ok(())
+    }
+
+    /// Make the open pack durable under packs/ and record it in the transaction.
+    fn seal_pack(&mut self) -> Result<()> {
+        if let Some((no, writer)) = self.pack.take() {
+            let done = writer.finish(&self.spool.packs_dir())?;
+            crate::failpoint::hit("pack-renamed");
+            catalog::insert_pack(
+                self.txn(),
+                no,
+                &done.id,
+                done.size,
+                &done.entries,
+                crate::timefmt::now_ns(),
+            )?;
+            self.stats.stored_bytes += done.size;
+            self.stats.packs += 1;
+        }
+        Ok(())
+    }
+
+    fn commit_and_reopen(&mut self) -> Result<()> {
+        let txn = self.txn.take().expect("transaction open");
+        txn.commit()?;
+        crate::failpoint::hit("pack-committed");
+        self.txn = Some(self.spool.catalog.write()?);
+        Ok(())
+    }
+
+    /// Record that `dump` owns those of `refs` that no dump of `chain` (its ancestors) owns,
+    /// and that it does not own already. Returns (chunks, stored bytes) newly owned.
+    pub fn record_owned(
+        &mut self,
+        dump: u64,
+        chain: &[u64],
+        refs: &[ChunkId],
+    ) -> Result<(u64, u64)> {
+        let txn = self.txn();
+        let mut owned = txn.open_table(OWNED)?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let (mut n, mut bytes) = (0u64, 0u64);
+        'refs: for id in refs {
+            if owned.get((dump, id.0))?.is_some() {
+                continue;
+            }
+            for a in chain {
+                if owned.get((*a, id.0))?.is_some() {
+                    continue 'refs;
+                }
+            }
+            let loc = chunks.get(id.0)?.ok_or_else(|| {
+                Error::corrupt(format!(
+                    "chunk {} is referenced but not in the chunk index",
+                    id.short()
+                ))
+            })?;
+            let loc = ChunkLoc::decode(&loc.value())?;
+            owned.insert((dump, id.0), loc.stored_len)?;
+            n += 1;
+            bytes += u64::from(loc.stored_len);
+        }
+        Ok((n, bytes))
+    }
+
+    /// Seal the last pack, let `last` add the final rows (the dump record) to the same
+    /// transaction, and commit: the record becomes visible only with all its data durable.
+    pub fn finish(
+        mut self,
+        last: impl FnOnce(&WriteTransaction, &StoreStats) -> Result<()>,
+    ) -> Result<StoreStats> {
+        self.seal_pack()?;
+        let stats = self.stats;
+        let txn = self.txn.take().expect("transaction open");
+        last(&txn, &stats)?;
+        crate::failpoint::hit("before-record-commit");
+        txn.commit()?;
+        crate::failpoint::hit("record-committed");
+        Ok(stats)
+    }
+}
+
+impl Drop for StoreWriter<'_> {
+    fn drop(&mut self) {
+        if let Some((_, w)) = self.pack.take() {
+            w.abandon();
+        }
+    }
+}
+
+/// Reads chunks back: locations from the catalog, bytes from packs (kept open, shared).
+pub struct ChunkReader<'a> {
+    catalog: &'a Catalog,
+    txn: ReadTransaction,
+    packs_dir: std::path::PathBuf,
+    open: Mutex<HashMap<u64, Arc<PackReader>>>,
+}
+
+impl<'a> ChunkReader<'a> {
+    pub fn new(spool: &'a Spool) -> Result<ChunkReader<'a>> {
+        Ok(ChunkReader {
+            catalog: &spool.catalog,
+            txn: spool.catalog.read()?,
+            packs_dir: spool.packs_dir(),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn locate(&self, id: &ChunkId) -> Result<Option<ChunkLoc>> {
+        self.catalog.chunk(&self.txn, id)
+    }
+
+    pub fn locate_required(&self, id: &ChunkId, what: &dyn Fn() -> String) -> Result<ChunkLoc> {
+        self.locate(id)?.ok_or_else(|| {
+            Error::corrupt(format!(
+                "chunk {} of {} is not in the spool's chunk index; run `reel check` to see what is damaged",
+                id.short(),
+                what()
+            ))
+        })
+    }
+
+    /// The open reader of a pack, by number.
+    pub fn pack(&self, no: u64) -> Result<Arc<PackReader>> {
+        if let Some(p) = self.open.lock().expect("pack cache").get(&no) {
+            return Ok(p.clone());
+        }
+        let rec = self.catalog.pack(&self.txn, no)?.ok_or_else(|| {
+            Error::corrupt(format!(
+                "pack number {no} is named by the chunk index but not recorded; run `reel check`"
+            ))
+        })?;
+        let path = pack::pack_path(&self.packs_dir, &pack::PackId(rec.id));
+        let reader = Arc::new(PackReader::open(&path)?);
+        let mut cache = self.open.lock().expect("pack cache");
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(no, reader.clone());
+        Ok(reader)
+    }
+
+    pub fn pack_path(&self, no: u64) -> Result<std::path::PathBuf> {
+        let rec = self
+            .catalog
+            .pack(&self.txn, no)?
+            .ok_or_else(|| Error::corrupt(format!("pack number {no} is not recorded")))?;
+        Ok(pack::pack_path(&self.packs_dir, &pack::PackId(rec.id)))
+    }
+
+    /// Read and verify one chunk.
+    pub fn read(&self, id: &ChunkId, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+        let loc = self.locate_required(id, what)?;
+        let p = self.pack(loc.pack_no)?;
+        p.read_blob(&loc.blob_entry(*id)).map_err(|e| {
+            Error::corrupt(format!(
+                "{e} (in pack {}, needed by {})",
+                p.path().display(),
+                what()
+            ))
+        })
+    }
+
+    /// A byte stream over chunks in order (a manifest, a cat).
+    pub fn stream(&'a self, chunks: Vec<(ChunkId, u32)>, what: String) -> ChunkStream<'a> {
+        ChunkStream {
+            reader: self,
+            chunks: chunks.into_iter(),
+            buf: Vec::new(),
+            pos: 0,
+            what,
+        }
+    }
+}
+
+pub struct ChunkStream<'a> {
+    reader: &'a ChunkReader<'a>,
+    chunks: std::vec::IntoIter<(ChunkId, u32)>,
+    buf: Vec<u8>,
+    pos: usize,
+    what: String,
+}
+
+impl Read for ChunkStream<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some((id, _)) = self.chunks.next() else {
+                return Ok(0);
+            };
+            let what = self.what.clone();
+            self.buf = self
+                .reader
+                .read(&id, &move || what.clone())
+                .map_err(std::io::Error::other)?;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

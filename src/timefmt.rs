@@ -1,0 +1,141 @@
+//! Times as the admin types and reads them: RFC 3339 or `YYYY-MM-DD`, in the local time zone
+//! (`TZ`). Internally every time is nanoseconds since the Unix epoch (`i64`).
+
+use chrono::{DateTime, Local, NaiveDate, NaiveTime, TimeZone};
+
+use crate::{Error, Result};
+
+/// What a bare date means: `--date` takes the start of the day, `--at` its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DayEdge {
+    Start,
+    End,
+}
+
+/// Parse an RFC 3339 time, or a `YYYY-MM-DD` date in the local zone, into epoch nanoseconds.
+pub fn parse_time(s: &str, edge: DayEdge) -> Result<i64> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return to_ns(t.timestamp(), t.timestamp_subsec_nanos(), s);
+    }
+    // Also accept a space instead of the `T`, and a local time without an offset.
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
+            let local = Local
+                .from_local_datetime(&naive)
+                .earliest()
+                .ok_or_else(|| {
+                    Error::usage(format!("time {s:?} does not exist in the local time zone"))
+                })?;
+            return to_ns(local.timestamp(), local.timestamp_subsec_nanos(), s);
+        }
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let naive = match edge {
+            DayEdge::Start => date.and_time(NaiveTime::MIN),
+            DayEdge::End => date
+                .and_hms_nano_opt(23, 59, 59, 999_999_999)
+                .expect("valid time"),
+        };
+        let local = match edge {
+            DayEdge::Start => Local.from_local_datetime(&naive).earliest(),
+            DayEdge::End => Local.from_local_datetime(&naive).latest(),
+        }
+        .ok_or_else(|| Error::usage(format!("date {s:?} does not exist in the local time zone")))?;
+        return to_ns(local.timestamp(), local.timestamp_subsec_nanos(), s);
+    }
+    Err(Error::usage(format!(
+        "cannot read time {s:?}: use RFC 3339 (2026-11-20T03:00:00+01:00) or a date (2026-11-20)"
+    )))
+}
+
+fn to_ns(secs: i64, nanos: u32, s: &str) -> Result<i64> {
+    secs.checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(i64::from(nanos)))
+        .ok_or_else(|| Error::usage(format!("time {s:?} is out of range")))
+}
+
+/// The current time in epoch nanoseconds.
+pub fn now_ns() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_nanos() as i64
+}
+
+fn local(ns: i64) -> DateTime<Local> {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000) as u32;
+    Local
+        .timestamp_opt(secs, nanos)
+        .single()
+        .unwrap_or_else(|| Local.timestamp_opt(0, 0).single().expect("epoch"))
+}
+
+/// RFC 3339 in the local zone, whole seconds unless the time has a fraction.
+pub fn format_rfc3339(ns: i64) -> String {
+    let t = local(ns);
+    if ns.rem_euclid(1_000_000_000) == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.9f%:z").to_string()
+    }
+}
+
+/// Short human form for tables: `2026-11-20 03:00:00`.
+pub fn format_short(ns: i64) -> String {
+    local(ns).format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Seconds as `1.23 s` / `2 min 5 s`.
+pub fn format_duration(ns: u64) -> String {
+    let s = ns as f64 / 1e9;
+    if s < 60.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{} min {:.0} s", (s / 60.0) as u64, s % 60.0)
+    }
+}
+
+/// Bytes as `12.3 MiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_edges_and_rfc3339() {
+        let start = parse_time("2026-11-20", DayEdge::Start).unwrap();
+        let end = parse_time("2026-11-20", DayEdge::End).unwrap();
+        assert_eq!(end - start, 86_400_000_000_000 - 1);
+        let t = parse_time("2026-11-20T03:00:00Z", DayEdge::Start).unwrap();
+        assert_eq!(t, 1_795_143_600 * 1_000_000_000);
+        assert_eq!(parse_time(&format_rfc3339(t), DayEdge::End).unwrap(), t);
+        assert!(parse_time("yesterday", DayEdge::End).is_err());
+    }
+
+    #[test]
+    fn bytes_format() {
+        assert_eq!(format_bytes(10), "10 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+    }
+}
