@@ -1,0 +1,135 @@
+//! Deduplication: what a dump adds to the spool is what changed, at sub-file granularity.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+
+use common::*;
+
+fn stored(spool: &Spool, idx: usize) -> (u64, u64, u64) {
+    let d = &spool.list_json()[idx];
+    (
+        d["stored_bytes"].as_u64().unwrap(),
+        d["logical_bytes"].as_u64().unwrap(),
+        d["new_chunks"].as_u64().unwrap(),
+    )
+}
+
+fn write_file(p: &Path, data: &[u8]) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+#[test]
+fn second_full_of_an_unchanged_volume_adds_under_one_percent() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-02"]);
+    let (added, logical, _) = stored(&spool, 1);
+    assert!(
+        added * 100 < logical,
+        "second level 0 added {added} of {logical} bytes"
+    );
+    // The same content in a second volume is stored once too.
+    let vol2 = work.path().join("vol2");
+    snapshot(&vol, &vol2);
+    spool.add_volume("w", &vol2);
+    spool.run(["dump", "w", "--level", "0", "--date", "2026-11-02"]);
+    let (added, logical, _) = stored(&spool, 2);
+    assert!(
+        added * 100 < logical,
+        "an identical volume added {added} of {logical} bytes"
+    );
+    // Content shared by files inside one dump is stored once.
+    let vol3 = work.path().join("vol3");
+    let data = Rng::new(3).bytes(4 << 20);
+    for i in 0..4 {
+        write_file(&vol3.join(format!("copy{i}")), &data);
+    }
+    spool.add_volume("x", &vol3);
+    spool.run(["dump", "x", "--level", "0", "--date", "2026-11-02"]);
+    let (added, _, _) = stored(&spool, 3);
+    assert!(
+        added < (4 << 20) + (512 << 10),
+        "four copies of 4 MiB took {added} bytes"
+    );
+}
+
+#[test]
+fn eight_byte_insertion_in_a_100_mb_file_adds_a_few_chunks() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    let mut data = Rng::new(100).bytes(100_000_000);
+    write_file(&vol.join("big.bin"), &data);
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    data.splice(50_000_000..50_000_000, *b"INSERTED");
+    write_file(&vol.join("big.bin"), &data);
+    spool.run(["dump", "v", "--level", "1", "--date", "2026-11-02"]);
+    let (added, _, new_chunks) = stored(&spool, 1);
+    // A chunk or two around the insertion, the manifest's changed chunk, the dump record.
+    assert!(
+        new_chunks <= 6,
+        "{new_chunks} new chunks for an 8-byte insertion"
+    );
+    assert!(added < 512 << 10, "an 8-byte insertion added {added} bytes");
+    let target = work.path().join("r");
+    spool.run(["restore", "v", "--to", target.to_str().unwrap()]);
+    assert!(
+        fs::read(target.join("big.bin")).unwrap() == data,
+        "restored bytes differ"
+    );
+}
+
+#[test]
+fn database_file_with_one_percent_of_pages_rewritten_adds_under_five_percent() {
+    const PAGES: u64 = 32_768; // 256 MiB of 8 KiB pages
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    fs::create_dir_all(&vol).unwrap();
+    let db = vol.join("db.dat");
+    {
+        let mut f = fs::File::create(&db).unwrap();
+        let mut rng = Rng::new(256);
+        for p in 0..PAGES {
+            // Pages of incompressible data, so compression cannot hide what the chunking costs.
+            let mut page = rng.bytes(8192);
+            page[..8].copy_from_slice(&p.to_le_bytes());
+            f.write_all(&page).unwrap();
+        }
+    }
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    {
+        let mut f = OpenOptions::new().write(true).open(&db).unwrap();
+        let mut rng = Rng::new(7);
+        for _ in 0..PAGES / 100 {
+            let p = rng.below(PAGES);
+            f.seek(SeekFrom::Start(p * 8192)).unwrap();
+            f.write_all(&rng.bytes(8192)).unwrap();
+        }
+    }
+    spool.run(["dump", "v", "--level", "1", "--date", "2026-11-02"]);
+    let (added, logical, _) = stored(&spool, 1);
+    assert_eq!(logical, PAGES * 8192);
+    assert!(
+        added * 20 < logical,
+        "rewriting 1% of the pages added {added} bytes ({:.1}% of {logical})",
+        added as f64 * 100.0 / logical as f64
+    );
+    eprintln!(
+        "1% of 8 KiB pages rewritten: added {added} bytes = {:.2}% of the file",
+        added as f64 * 100.0 / logical as f64
+    );
+    let target = work.path().join("r");
+    spool.run(["restore", "v", "--to", target.to_str().unwrap()]);
+    assert!(fs::read(target.join("db.dat")).unwrap() == fs::read(&db).unwrap());
+}
