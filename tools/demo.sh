@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# tools/demo.sh — a week of reel in a minute: dumps, a listing, a restore checked against the day
+# it came from, and the dedup figures.
+#
+# What it does, in a temporary directory that is removed at the end:
+#   1. builds reel (cargo build --release) and generates a ~50 MB volume (tools/gen_tree.py)
+#   2. dumps it on 7 days (--date 2026-11-01 .. 2026-11-07) at levels 0 1 2 1 3 2 1, changing it
+#      between days (content edits, appends, new and deleted files, a renamed directory, a
+#      mode-only and an mtime-only change, a symlink, a hard link) and keeping an exact copy of
+#      each day's tree (cp -a)
+#   3. prints `reel list`
+#   4. restores day 4 (--at 2026-11-04) and checks it against that day's copy: contents (diff -r)
+#      and metadata (type, mode, owner, size, mtime to the nanosecond, symlink target)
+#   5. prints the dedup figures: the spool's size against the logical bytes of all dumps
+#   6. runs `reel check --read-data`
+# and ends with PASS or FAIL (exit status 0 or 1).
+#
+# Environment: DEMO_MB=50 (volume size, MiB), DEMO_ALL_DAYS=1 (restore and check every day, not
+# only day 4), DEMO_KEEP=1 (keep the work directory and print where it is), DEMO_DIR (parent of
+# the work directory; default $TMPDIR or /tmp), REEL_BIN (use this reel binary, do not build).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+DEMO_MB=${DEMO_MB:-50}
+DEMO_ALL_DAYS=${DEMO_ALL_DAYS:-0}
+DEMO_KEEP=${DEMO_KEEP:-0}
+
+WORK=$(mktemp -d "${DEMO_DIR:-${TMPDIR:-/tmp}}/reel-demo.XXXXXX")
+RESULT=""
+finish() {
+    local rc=$?
+    if [ -z "$RESULT" ]; then
+        if [ "$rc" -eq 0 ]; then RESULT=PASS; else RESULT=FAIL; fi
+    fi
+    if [ "$DEMO_KEEP" = 1 ]; then
+        echo "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    if [ "$RESULT" = PASS ]; then
+        echo "PASS: a week of dumps, restored and verified"
+    else
+        echo "FAIL: ${FAILED_AT:-see the messages above} (exit status $rc)"
+        [ "$rc" -ne 0 ] || rc=1
+    fi
+    exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+FAILED_AT=""
+step() { FAILED_AT=$1; printf '\n== %s\n' "$1"; }
+
+unset REEL_SPOOL
+VOL="$WORK/vol/home"
+SPOOL="$WORK/spool"
+DAYS="$WORK/days"
+
+if [ -n "${REEL_BIN:-}" ]; then
+    BIN=$REEL_BIN  # a reel built elsewhere
+else
+    step "building reel"
+    cargo build --release --quiet
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/reel"
+fi
+[ -x "$BIN" ] || { echo "$BIN not found after cargo build --release"; exit 1; }
+reel() { "$BIN" --spool "$SPOOL" "$@"; }
+
+step "generating a ${DEMO_MB} MiB volume"
+python3 tools/gen_tree.py "$VOL" --size-mb "$DEMO_MB" --seed 7
+mkdir -p "$VOL/links" "$VOL/hard"
+ln -s ../data/store.db "$VOL/links/db"
+
+# Changes of a day beyond content (gen_tree --mutate does the content): deterministic by day.
+first_file() { find "$1" -type f | LC_ALL=C sort | head -n 1; }
+daily_changes() {
+    local day=$1 f d
+    python3 tools/gen_tree.py "$VOL" --mutate "$day" --percent 2 --seed 7
+    # mode only
+    f=$(first_file "$VOL/d000")
+    chmod "$([ $((day % 2)) -eq 0 ] && echo 600 || echo 640)" "$f"
+    # mtime only, with nanoseconds
+    f=$(first_file "$VOL/var")
+    touch -m -d "@$((1700000000 + day * 86400)).$(printf '%09d' $((day * 111111111)))" "$f"
+    # a directory renamed
+    d=$(find "$VOL" -maxdepth 1 -name 'd001*' | LC_ALL=C sort | head -n 1)
+    [ -z "$d" ] || mv "$d" "$VOL/d001.day$day"
+    # a symlink retargeted, a hard link added or removed
+    ln -sfn "../d000/day$day-missing" "$VOL/links/moving"
+    if [ $((day % 2)) -eq 0 ]; then
+        ln -f "$VOL/images/disk.img" "$VOL/hard/disk.img"
+    else
+        rm -f "$VOL/hard/disk.img"
+    fi
+}
+
+step "a week of dumps"
+reel init
+reel volume add home "$VOL"
+LEVELS=(0 1 2 1 3 2 1)
+mkdir -p "$DAYS"
+for i in "${!LEVELS[@]}"; do
+    day=$((i + 1))
+    [ "$day" -eq 1 ] || daily_changes "$day"
+    cp -a --sparse=always "$VOL" "$DAYS/day$day"  # the tree as it is on this day
+    echo "-- day $day: reel dump home --level ${LEVELS[$i]} --date 2026-11-0$day"
+    reel dump home --level "${LEVELS[$i]}" --date "2026-11-0$day"
+done
+
+step "reel list"
+reel list
+
+# The metadata of a tree, one sorted line per entry: path, type, mode, owner, size (not for
+# directories, whose size depends on their history), mtime in ns, symlink target.
+meta() {
+    (
+        cd "$1"
+        find . ! -type d -printf '%P %y %m %U:%G %s %T@ %l\n'
+        find . -type d -printf '%P %y %m %U:%G - %T@\n'
+    ) | LC_ALL=C sort
+}
+
+verify_day() { # day
+    local day=$1 dst="$WORK/restore-day$1"
+    step "restore day $day and compare it with that day's tree"
+    mkdir -p "$dst"
+    reel restore home --at "2026-11-0$day" --to "$dst"
+    diff -r --no-dereference "$DAYS/day$day" "$dst"
+    if ! diff <(meta "$DAYS/day$day") <(meta "$dst") >"$WORK/meta.diff"; then
+        echo "metadata differs (< day $day's tree, > the restore):"
+        head -n 40 "$WORK/meta.diff"
+        exit 1
+    fi
+    # Hard links come back as links.
+    if [ -e "$DAYS/day$day/hard/disk.img" ]; then
+        [ "$(stat -c %i "$dst/hard/disk.img")" = "$(stat -c %i "$dst/images/disk.img")" ] \
+            || { echo "hard/disk.img is not a hard link of images/disk.img"; exit 1; }
+    fi
+    echo "day $day: $(meta "$dst" | wc -l) entries identical in content and metadata"
+    rm -rf "$dst"
+}
+
+if [ "$DEMO_ALL_DAYS" = 1 ]; then
+    for day in 1 2 3 4 5 6 7; do verify_day "$day"; done
+else
+    verify_day 4
+fi
+
+step "dedup figures"
+reel list --json >"$WORK/list.json"
+python3 - "$WORK/list.json" "$(du -sb "$SPOOL" | cut -f1)" <<'EOF'
+import json, sys
+dumps = json.load(open(sys.argv[1]))
+spool = int(sys.argv[2])
+logical = sum(d["logical_bytes"] for d in dumps)
+stored = sum(d["stored_bytes"] for d in dumps)
+def mb(b):
+    return b / 1e6
+print(f"{len(dumps)} dumps, {mb(logical):.1f} MB of logical data in all")
+for d in dumps:
+    print(f"  {d['time']}  level {d['level']}  {mb(d['logical_bytes']):8.1f} MB logical"
+          f"  {mb(d['stored_bytes']):7.2f} MB added to the spool")
+print(f"spool on disk: {mb(spool):.1f} MB (added by the dumps: {mb(stored):.1f} MB)")
+print(f"dedup + compression: {logical / max(spool, 1):.1f}x "
+      f"(the week takes {100 * spool / max(logical, 1):.1f}% of its logical size)")
+EOF
+
+step "reel check --read-data"
+reel check --read-data
+
+RESULT=PASS
