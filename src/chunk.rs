@@ -30,12 +30,12 @@ pub struct ChunkerParams {
 }
 
 impl ChunkerParams {
-    /// 4 KiB / 16 KiB / 64 KiB: small chunks keep scattered 8 KiB page rewrites cheap (see
-    /// docs/FORMAT-pack.md). To be tuned by measurement.
+    /// 2 KiB / 8 KiB / 32 KiB: small chunks keep scattered 8 KiB page rewrites cheap (see
+    /// docs/FORMAT.md, "Pack format"). Chosen by measurement (docs/PERFORMANCE.md).
     pub const DEFAULT: ChunkerParams = ChunkerParams {
-        min: 4 << 10,
-        avg: 16 << 10,
-        max: 64 << 10,
+        min: 2 << 10,
+        avg: 8 << 10,
+        max: 32 << 10,
     };
 
     /// Check the parameters against what FastCDC 2020 supports: `min <= avg <= max`, each in
@@ -273,11 +273,11 @@ mod tests {
                 ..ChunkerParams::DEFAULT
             },
             ChunkerParams {
-                avg: 2048,
+                avg: 1024, // below min
                 ..ChunkerParams::DEFAULT
             },
             ChunkerParams {
-                max: 8192,
+                max: 4096, // below avg
                 ..ChunkerParams::DEFAULT
             },
             ChunkerParams {

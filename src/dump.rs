@@ -562,28 +562,53 @@ impl Session<'_> {
                 }
                 f.seek(SeekFrom::Start(off))
                     .map_err(|e| Error::io(abs, e))?;
-                let mut sc = StreamChunker::new((&f).take(len), self.params, SEGMENT);
-                while let Some(seg) = sc.next_segment().map_err(|e| Error::io(abs, e))? {
-                    let ids: Vec<ChunkId> = seg
-                        .chunks
-                        .par_iter()
-                        .map(|r| ChunkId::of(&seg.data[r.clone()]))
-                        .collect();
-                    let batch: Vec<(ChunkId, &[u8])> = ids
-                        .iter()
-                        .zip(&seg.chunks)
-                        .map(|(id, r)| (*id, &seg.data[r.clone()]))
-                        .collect();
-                    self.store.put_batch(&batch, BlobKind::Data)?;
-                    for (id, r) in ids.iter().zip(&seg.chunks) {
-                        extents.push(Extent::Chunk {
-                            id: *id,
-                            len: r.len() as u32,
-                        });
+                // A reader thread reads and cuts the next segments while this one is hashed,
+                // compressed and stored, so disk reads overlap the CPU work.
+                let params = self.params;
+                let file = &f;
+                let got = std::thread::scope(|scope| -> Result<u64> {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                    let reader = scope.spawn(move || {
+                        let mut sc = StreamChunker::new(file.take(len), params, SEGMENT);
+                        loop {
+                            match sc.next_segment() {
+                                Ok(Some(seg)) => {
+                                    if tx.send(Ok(seg)).is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    let _ = tx.send(Err(e));
+                                    break;
+                                }
+                            }
+                        }
+                        sc.bytes_read()
+                    });
+                    for seg in rx {
+                        let seg = seg.map_err(|e| Error::io(abs, e))?;
+                        let ids: Vec<ChunkId> = seg
+                            .chunks
+                            .par_iter()
+                            .map(|r| ChunkId::of(&seg.data[r.clone()]))
+                            .collect();
+                        let batch: Vec<(ChunkId, &[u8])> = ids
+                            .iter()
+                            .zip(&seg.chunks)
+                            .map(|(id, r)| (*id, &seg.data[r.clone()]))
+                            .collect();
+                        self.store.put_batch(&batch, BlobKind::Data)?;
+                        for (id, r) in ids.iter().zip(&seg.chunks) {
+                            extents.push(Extent::Chunk {
+                                id: *id,
+                                len: r.len() as u32,
+                            });
+                        }
+                        self.progress.advance(seg.data.len() as u64);
                     }
-                    self.progress.advance(seg.data.len() as u64);
-                }
-                let got = sc.bytes_read();
+                    Ok(reader.join().expect("segment reader thread"))
+                })?;
                 self.read_bytes += got;
                 pos = off + got;
                 if got < len {

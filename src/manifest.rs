@@ -2,7 +2,7 @@
 //!
 //! A manifest lists every entry of a volume in path order (`types::path_cmp`), root first. It
 //! is written as one stream that the dump cuts into content-defined chunks, so the encoding is
-//! built for three things (the byte-level format is in `docs/FORMAT-manifest.md`):
+//! built for three things (the byte-level format is in docs/FORMAT.md, "Manifest stream format"):
 //!
 //! * **Small and stable.** Hand-written records with LEB128 varints, paths stored as (bytes
 //!   shared with the previous path, suffix), times and inode numbers stored as deltas, and

@@ -1,6 +1,6 @@
 //! Pack files: immutable files of many zstd-compressed blobs with an index at the end.
 //!
-//! Why it is built this way (the byte layout is specified in docs/FORMAT-pack.md):
+//! Why it is built this way (the byte layout is specified in docs/FORMAT.md, "Pack format"):
 //! - Packs are self-describing. Every blob carries a small header (magic, kind, flags, chunk
 //!   id, lengths, and a check over the header), and the file ends with an index plus a
 //!   fixed-size footer. A lost catalog can be rebuilt from the indexes; a pack whose index or

@@ -43,6 +43,8 @@ pub struct RestoreStats {
     pub files: u64,
     pub bytes: u64,
     pub chunks_read: u64,
+    /// Entries left out (device nodes when not root).
+    pub skipped: u64,
 }
 
 /// Normalise a user-given path inside a volume: no leading or trailing '/'.
@@ -241,6 +243,15 @@ fn run_window(
                 stats.bytes += e.size;
             }
             EntryKind::HardLink => links.push((path, i)),
+            EntryKind::CharDev | EntryKind::BlockDev if !as_root => {
+                // Only root can make device nodes; a user's restore of their own files should
+                // not fail for the volume's /dev entries.
+                tracing::warn!(
+                    "{}: device node skipped (restoring devices needs root)",
+                    e.display_path()
+                );
+                stats.skipped += 1;
+            }
             _ => {
                 fsmeta::create_node(target, &path, e)?;
                 fsmeta::apply_metadata(&path, e, as_root)?;

@@ -168,9 +168,12 @@ impl Spool {
             )));
         }
         let settings = Self::load_settings(root)?;
-        settings_chunker(&settings)
-            .validate()
-            .map_err(|e| Error::Spool(format!("{}: chunker settings: {e}", root.join(SETTINGS_FILE).display())))?;
+        settings_chunker(&settings).validate().map_err(|e| {
+            Error::Spool(format!(
+                "{}: chunker settings: {e}",
+                root.join(SETTINGS_FILE).display()
+            ))
+        })?;
         let lock = Self::lock(root, access)?;
         let cat_path = root.join(CATALOG_FILE);
         let catalog = match access {

@@ -73,7 +73,7 @@ mkdir -p "$VOL/links" "$VOL/hard"
 ln -s ../data/store.db "$VOL/links/db"
 
 # Changes of a day beyond content (gen_tree --mutate does the content): deterministic by day.
-first_file() { find "$1" -type f | LC_ALL=C sort | head -n 1; }
+first_file() { find "$1" -type f | LC_ALL=C sort | sed -n 1p; }
 daily_changes() {
     local day=$1 f d
     python3 tools/gen_tree.py "$VOL" --mutate "$day" --percent 2 --seed 7
@@ -84,7 +84,7 @@ daily_changes() {
     f=$(first_file "$VOL/var")
     touch -m -d "@$((1700000000 + day * 86400)).$(printf '%09d' $((day * 111111111)))" "$f"
     # a directory renamed
-    d=$(find "$VOL" -maxdepth 1 -name 'd001*' | LC_ALL=C sort | head -n 1)
+    d=$(find "$VOL" -maxdepth 1 -name 'd001*' | LC_ALL=C sort | sed -n 1p)
     [ -z "$d" ] || mv "$d" "$VOL/d001.day$day"
     # a symlink retargeted, a hard link added or removed
     ln -sfn "../d000/day$day-missing" "$VOL/links/moving"
