@@ -31,45 +31,65 @@ pub const VOLUME_DUMPS: TableDefinition<(&str, i64, u64), ()> =
 pub const PACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("packs");
 /// Pack id (blake3 of the file) -> pack number.
 pub const PACK_IDS: TableDefinition<[u8; 32], u64> = TableDefinition::new("pack_ids");
-/// Chunk id -> location, 25 bytes: pack no u64 LE, offset u64 LE, stored len u32 LE,
-/// raw len u32 LE, flags u8 (bit 0 compressed, bits 4-7 blob kind).
-pub const CHUNKS: TableDefinition<[u8; 32], [u8; 25]> = TableDefinition::new("chunks");
+/// Chunk id -> location, 33 bytes (see `ChunkLoc::encode`).
+pub const CHUNKS: TableDefinition<[u8; 32], [u8; 33]> = TableDefinition::new("chunks");
 /// (dump id, chunk id) -> stored len: the chunks a dump owns (referenced by it and by no
 /// earlier dump of its chain). What an export of that dump writes to tape.
 pub const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition::new("owned");
 
-/// Where a chunk lives.
+/// Where a chunk lives: a blob of its own, or a slice of a frame blob (`crate::frame`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkLoc {
     pub pack_no: u64,
+    /// Offset of the stored bytes of the blob holding the chunk (its own, or its frame's).
     pub offset: u64,
+    /// Stored length of that blob.
     pub stored_len: u32,
+    /// The chunk's raw length.
     pub raw_len: u32,
+    /// Whether that blob is zstd-compressed.
     pub compressed: bool,
+    /// Kind of the chunk (`Data`, `Manifest`, `DumpRecord`).
     pub kind: BlobKind,
+    /// For a chunk inside a frame: the frame's raw length and the chunk's offset in it.
+    pub frame: Option<FrameSlot>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameSlot {
+    pub raw_len: u32,
+    pub inner: u32,
 }
 
 impl ChunkLoc {
-    pub fn encode(&self) -> [u8; 25] {
-        let mut b = [0u8; 25];
+    /// pack no u64 | offset u64 | stored len u32 | raw len u32 | flags u8 (bit 0 compressed,
+    /// bit 1 in a frame, bits 4-7 kind) | frame raw len u32 | offset in frame u32 (both 0 when
+    /// not in a frame). Little-endian.
+    pub fn encode(&self) -> [u8; 33] {
+        let mut b = [0u8; 33];
         b[0..8].copy_from_slice(&self.pack_no.to_le_bytes());
         b[8..16].copy_from_slice(&self.offset.to_le_bytes());
         b[16..20].copy_from_slice(&self.stored_len.to_le_bytes());
         b[20..24].copy_from_slice(&self.raw_len.to_le_bytes());
-        b[24] = u8::from(self.compressed) | ((self.kind as u8) << 4);
+        b[24] = u8::from(self.compressed)
+            | (u8::from(self.frame.is_some()) << 1)
+            | ((self.kind as u8) << 4);
+        if let Some(f) = self.frame {
+            b[25..29].copy_from_slice(&f.raw_len.to_le_bytes());
+            b[29..33].copy_from_slice(&f.inner.to_le_bytes());
+        }
         b
     }
 
-    pub fn decode(b: &[u8; 25]) -> Result<ChunkLoc> {
+    pub fn decode(b: &[u8; 33]) -> Result<ChunkLoc> {
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        let kind = match b[24] >> 4 {
-            0 => BlobKind::Data,
-            1 => BlobKind::Manifest,
-            2 => BlobKind::DumpRecord,
-            k => {
+        let kind = match BlobKind::from_u8(b[24] >> 4) {
+            Some(k) if k != BlobKind::Frame => k,
+            _ => {
                 return Err(Error::corrupt(format!(
-                    "catalog: chunk index entry has unknown blob kind {k}"
+                    "catalog: chunk index entry has unknown blob kind {}",
+                    b[24] >> 4
                 )));
             }
         };
@@ -80,18 +100,56 @@ impl ChunkLoc {
             raw_len: u32_at(20),
             compressed: b[24] & 1 == 1,
             kind,
+            frame: (b[24] & 2 == 2).then(|| FrameSlot {
+                raw_len: u32_at(25),
+                inner: u32_at(29),
+            }),
         })
     }
 
-    /// The pack index entry this location corresponds to.
+    /// The pack index entry of the blob holding the chunk. For a framed chunk the id is the
+    /// chunk's, not the frame's: use it to read the stored bytes, then `decode`.
     pub fn blob_entry(&self, id: ChunkId) -> BlobEntry {
         BlobEntry {
             id,
-            kind: self.kind,
+            kind: if self.frame.is_some() {
+                BlobKind::Frame
+            } else {
+                self.kind
+            },
             compressed: self.compressed,
             offset: self.offset,
             stored_len: self.stored_len,
-            raw_len: self.raw_len,
+            raw_len: self.frame.map_or(self.raw_len, |f| f.raw_len),
+        }
+    }
+
+    /// Decompress a frame's stored bytes (framed chunks only), checking its length. The
+    /// frame's own hash is not known here; `frame::slice` verifies each chunk instead.
+    pub fn decode_frame(&self, stored: &[u8]) -> Result<Vec<u8>> {
+        let f = self.frame.expect("framed chunk");
+        let raw = if self.compressed {
+            zstd::bulk::decompress(stored, f.raw_len as usize).map_err(|e| {
+                Error::corrupt(format!(
+                    "frame does not decompress ({e}); the pack holding it is damaged"
+                ))
+            })?
+        } else {
+            stored.to_vec()
+        };
+        if raw.len() != f.raw_len as usize {
+            return Err(Error::corrupt(
+                "frame has the wrong length; the pack holding it is damaged",
+            ));
+        }
+        Ok(raw)
+    }
+
+    /// Turn the stored bytes of the chunk's blob into the chunk's verified raw bytes.
+    pub fn decode_chunk(&self, id: ChunkId, stored: &[u8]) -> Result<Vec<u8>> {
+        match self.frame {
+            None => crate::pack::decode_blob(&self.blob_entry(id), stored),
+            Some(f) => crate::frame::slice(&self.decode_frame(stored)?, &id, f.inner, self.raw_len),
         }
     }
 }
@@ -277,6 +335,17 @@ impl Catalog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Give back the space of pages freed by earlier transactions (redb keeps them for reuse;
+    /// after a large dump the file can be twice its live size). Writer only.
+    pub fn compact(&mut self) -> Result<bool> {
+        match &mut self.handle {
+            Handle::Write(db) => db.compact().map_err(|e| {
+                Error::Catalog(format!("{}: compaction failed: {e}", self.path.display()))
+            }),
+            Handle::Read(_) => Ok(false),
+        }
     }
 
     fn check_format(&self) -> Result<()> {

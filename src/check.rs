@@ -12,7 +12,7 @@ use redb::ReadableTable;
 
 use crate::catalog::{CHUNKS, ChunkLoc};
 use crate::manifest::ManifestReader;
-use crate::pack::{self, PackId, PackReader};
+use crate::pack::{self, BlobKind, PackId, PackReader};
 use crate::progress::Progress;
 use crate::spool::Spool;
 use crate::store::ChunkReader;
@@ -54,6 +54,20 @@ fn problem(pack: Option<String>, message: String) -> Problem {
     }
 }
 
+/// Does a pack's own index entry describe the blob the chunk index points at?
+fn index_agrees(e: &pack::BlobEntry, loc: &ChunkLoc, id: &ChunkId) -> bool {
+    e.stored_len == loc.stored_len
+        && e.compressed == loc.compressed
+        && match loc.frame {
+            None => e.id == *id && e.kind == loc.kind && e.raw_len == loc.raw_len,
+            Some(f) => {
+                e.kind == BlobKind::Frame
+                    && e.raw_len == f.raw_len
+                    && u64::from(f.inner) + u64::from(loc.raw_len) <= u64::from(f.raw_len)
+            }
+        }
+}
+
 pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let packs = spool.catalog.packs()?;
@@ -62,15 +76,18 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
     // Chunks known to be unreadable or wrong, with the pack they are in.
     let mut bad_chunks: HashMap<ChunkId, String> = HashMap::new();
     let mut bad_packs: HashSet<u64> = HashSet::new();
-    let mut pack_indexes: HashMap<u64, HashMap<ChunkId, pack::BlobEntry>> = HashMap::new();
+    // Each pack's own index, by offset (a frame holds many chunks at one offset).
+    let mut pack_indexes: HashMap<u64, HashMap<u64, pack::BlobEntry>> = HashMap::new();
+    // Blobs found damaged by --read-data: (pack number, offset).
+    let mut bad_blobs: HashSet<(u64, u64)> = HashSet::new();
 
     progress.message("checking packs");
     progress.set_total(packs.iter().map(|(_, r)| r.size).sum());
     type PackResult = (
         u64,
-        Option<HashMap<ChunkId, pack::BlobEntry>>,
+        Option<HashMap<u64, pack::BlobEntry>>,
         Vec<Problem>,
-        Vec<(ChunkId, String)>,
+        Vec<(u64, String)>,
         u64,
     );
     let results: Vec<PackResult> = packs
@@ -129,13 +146,33 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
                 }
                 for entry in &index {
                     read += u64::from(entry.stored_len);
-                    if let Err(e) = reader.read_blob(entry) {
-                        bad.push((entry.id, e.to_string()));
+                    match reader.read_blob(entry) {
+                        Err(e) => bad.push((entry.offset, e.to_string())),
+                        Ok(raw) if entry.kind == BlobKind::Frame => {
+                            // The frame's hash held; its table must too.
+                            let table = crate::frame::parse(&raw);
+                            let broken = match &table {
+                                Err(e) => Some(e.to_string()),
+                                Ok(t) => t
+                                    .iter()
+                                    .find(|(cid, r)| ChunkId::of(&raw[r.clone()]) != *cid)
+                                    .map(|(cid, _)| {
+                                        format!(
+                                            "chunk {} in frame does not match its hash",
+                                            cid.short()
+                                        )
+                                    }),
+                            };
+                            if let Some(msg) = broken {
+                                bad.push((entry.offset, msg));
+                            }
+                        }
+                        Ok(_) => {}
                     }
                 }
                 progress.advance(rec.size);
             }
-            let map = index.into_iter().map(|e| (e.id, e)).collect();
+            let map = index.into_iter().map(|e| (e.offset, e)).collect();
             (*no, Some(map), problems, bad, read)
         })
         .collect();
@@ -153,12 +190,12 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
                     .to_string()
             })
             .unwrap_or_default();
-        for (id, msg) in bad {
+        for (offset, msg) in bad {
+            bad_blobs.insert((no, offset));
             report.problems.push(problem(
                 Some(name.clone()),
-                format!("chunk {}: {msg}", id.short()),
+                format!("blob at offset {offset}: {msg}"),
             ));
-            bad_chunks.insert(id, name.clone());
         }
         report.problems.extend(problems);
         if let Some(map) = map {
@@ -195,8 +232,11 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
                     ));
                     bad_chunks.insert(id, format!("pack number {}", loc.pack_no));
                 }
-                (Some(name), Some(index)) => match index.get(&id) {
-                    Some(e) if *e == loc.blob_entry(id) => {}
+                (Some(name), Some(_)) if bad_blobs.contains(&(loc.pack_no, loc.offset)) => {
+                    bad_chunks.insert(id, name.clone());
+                }
+                (Some(name), Some(index)) => match index.get(&loc.offset) {
+                    Some(e) if index_agrees(e, &loc, &id) => {}
                     _ => {
                         report.problems.push(problem(
                             Some(name.clone()),

@@ -144,8 +144,8 @@ pub fn dump_tree(
             )));
         }
         Err(e) => {
-            return Err(Error::usage(format!(
-                "volume {name}: path {} cannot be read ({e}); fix the path with `reel volume` or mount the volume",
+            return Err(Error::Volume(format!(
+                "volume {name}: path {} cannot be read ({e}); mount the volume, or correct its path in reel.toml ([volumes.{name}] path)",
                 root.display()
             )));
         }

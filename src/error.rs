@@ -22,6 +22,9 @@ pub enum Error {
     /// Stored data failed verification: a hash, a checksum or a structure did not match.
     #[error("{0}")]
     Corrupt(String),
+    /// A volume's tree cannot be dumped (its path is missing or unreadable).
+    #[error("{0}")]
+    Volume(String),
     /// The catalog database reported an error.
     #[error("catalog: {0}")]
     Catalog(String),

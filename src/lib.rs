@@ -12,6 +12,7 @@ pub mod chunk;
 pub mod dump;
 pub mod error;
 pub mod failpoint;
+pub mod frame;
 pub mod fsmeta;
 pub mod fsutil;
 pub mod level;

@@ -151,6 +151,9 @@ pub enum BlobKind {
     Manifest = 1,
     /// A dump record (so the catalog can be rebuilt from packs).
     DumpRecord = 2,
+    /// Several data chunks compressed together (see `crate::frame`): compression works on
+    /// ~128 KiB instead of one 8 KiB chunk, while dedup stays per chunk.
+    Frame = 3,
 }
 
 impl BlobKind {
@@ -159,6 +162,7 @@ impl BlobKind {
             0 => BlobKind::Data,
             1 => BlobKind::Manifest,
             2 => BlobKind::DumpRecord,
+            3 => BlobKind::Frame,
             _ => return None,
         })
     }

@@ -83,7 +83,7 @@ struct Write {
 
 /// The read plan of a window: pack number -> offset in the pack -> the chunk there and where
 /// its bytes go. BTreeMaps keep each pack's reads in file order.
-type Plan = BTreeMap<u64, BTreeMap<u64, (ChunkId, crate::catalog::ChunkLoc, Vec<Write>)>>;
+type Plan = BTreeMap<u64, BTreeMap<(u64, u32), (ChunkId, crate::catalog::ChunkLoc, Vec<Write>)>>;
 
 /// Restore dump `rec` into `target`.
 pub fn restore_dump(
@@ -228,7 +228,7 @@ fn run_window(
                             reader.locate_required(id, &|| format!("file {}", e.display_path()))?;
                         plan.entry(loc.pack_no)
                             .or_default()
-                            .entry(loc.offset)
+                            .entry((loc.offset, loc.frame.map_or(0, |f| f.inner)))
                             .or_insert_with(|| (*id, loc, Vec::new()))
                             .2
                             .push(Write {
@@ -266,20 +266,35 @@ fn run_window(
         .map(|(pack_no, chunks)| -> Result<u64> {
             let pack = reader.pack(pack_no)?;
             let mut open: Option<(usize, std::fs::File)> = None;
+            let mut frame: Option<(u64, Vec<u8>)> = None;
             let mut n = 0u64;
             for (_, (id, loc, writes)) in chunks {
                 let what = || {
                     let (_, wi) = files_ref[writes[0].file];
                     window_ref[wi].display_path()
                 };
-                let stored = pack.read_stored(&loc.blob_entry(id))?;
-                let raw = crate::pack::decode_blob(&loc.blob_entry(id), &stored).map_err(|e| {
+                let damaged = |e: Error| {
                     Error::corrupt(format!(
                         "restore of {} stopped: {e} (pack {}); nothing wrong was written, run `reel check --read-data`",
                         what(),
                         pack.path().display()
                     ))
-                })?;
+                };
+                let raw = match loc.frame {
+                    None => {
+                        let stored = pack.read_stored(&loc.blob_entry(id))?;
+                        crate::pack::decode_blob(&loc.blob_entry(id), &stored).map_err(damaged)?
+                    }
+                    Some(slot) => {
+                        // Chunks of one frame are adjacent in the plan: decompress it once.
+                        if frame.as_ref().map(|(o, _)| *o) != Some(loc.offset) {
+                            let stored = pack.read_stored(&loc.blob_entry(id))?;
+                            frame = Some((loc.offset, loc.decode_frame(&stored).map_err(damaged)?));
+                        }
+                        let (_, f) = frame.as_ref().expect("frame decoded above");
+                        crate::frame::slice(f, &id, slot.inner, loc.raw_len).map_err(damaged)?
+                    }
+                };
                 n += 1;
                 if raw.iter().all(|&b| b == 0) {
                     continue; // the file was created at full length: zeros are a hole already
@@ -315,21 +330,21 @@ fn run_window(
     Ok(())
 }
 
-/// Find one entry of a dump by path.
+/// Find one entry of a dump by path. The whole manifest is read, so its trailer (count and
+/// hash) is verified before the entry is trusted.
 pub fn find_entry(reader: &ChunkReader, rec: &DumpRecord, path: &[u8]) -> Result<Option<Entry>> {
     let manifest = ManifestReader::new(reader.stream(
         rec.manifest_chunks(),
         format!("manifest of dump {}", rec.id),
     ))?;
+    let mut found = None;
     for e in manifest {
         let e = e?;
-        match path_cmp(&e.path, path) {
-            std::cmp::Ordering::Less => continue,
-            std::cmp::Ordering::Equal => return Ok(Some(e)),
-            std::cmp::Ordering::Greater => return Ok(None),
+        if found.is_none() && path_cmp(&e.path, path) == std::cmp::Ordering::Equal {
+            found = Some(e);
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// Write a file's content to `out`, verifying every chunk.

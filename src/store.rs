@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, OWNED};
+use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, FrameSlot, OWNED};
+use crate::frame;
 use crate::pack::{self, BlobKind, EncodedBlob, PACK_TARGET_SIZE, PackReader, PackWriter};
 use crate::spool::Spool;
 use crate::{ChunkId, Error, Result};
@@ -57,38 +58,105 @@ impl<'a> StoreWriter<'a> {
         ids.iter().map(|id| Ok(t.get(id.0)?.is_none())).collect()
     }
 
-    /// Store chunks the spool lacks; `chunks` holds (id, raw bytes). Compression of the new
-    /// ones runs on all cores; appends stay in order on this thread. Returns how many were new.
+    /// Store chunks the spool lacks; `chunks` holds (id, raw bytes). New data chunks are
+    /// grouped into frames (`crate::frame`) and compressed on all cores; appends stay in order
+    /// on this thread. Returns how many were new.
     pub fn put_batch(&mut self, chunks: &[(ChunkId, &[u8])], kind: BlobKind) -> Result<u64> {
         let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
         let missing = self.missing(&ids)?;
         let mut seen = HashSet::new();
-        let new: Vec<&(ChunkId, &[u8])> = chunks
+        let new: Vec<(ChunkId, &[u8])> = chunks
             .iter()
             .zip(missing)
             .filter(|(c, m)| *m && seen.insert(c.0))
-            .map(|(c, _)| c)
+            .map(|(c, _)| *c)
             .collect();
         let level = self.level;
-        let encoded: Vec<EncodedBlob> = new
+        if kind != BlobKind::Data {
+            let encoded: Vec<EncodedBlob> = new
+                .par_iter()
+                .map(|(_, raw)| pack::encode_blob(raw, level))
+                .collect();
+            for ((id, raw), blob) in new.iter().zip(encoded) {
+                self.append(*id, kind, &blob, None)?;
+                self.count_new(raw.len());
+            }
+            return Ok(new.len() as u64);
+        }
+        // Consecutive new chunks, up to FRAME_RAW_MAX raw bytes per frame.
+        let mut groups: Vec<&[(ChunkId, &[u8])]> = Vec::new();
+        let (mut start, mut size) = (0usize, frame::EMPTY_FRAME);
+        for (i, (_, raw)) in new.iter().enumerate() {
+            if i > start && size + frame::cost(raw.len()) > frame::FRAME_RAW_MAX {
+                groups.push(&new[start..i]);
+                start = i;
+                size = frame::EMPTY_FRAME;
+            }
+            size += frame::cost(raw.len());
+        }
+        if start < new.len() {
+            groups.push(&new[start..]);
+        }
+        let frames: Vec<(Vec<u8>, Vec<u32>, EncodedBlob)> = groups
             .par_iter()
-            .map(|(_, raw)| pack::encode_blob(raw, level))
+            .map(|g| {
+                let (raw, offsets) = frame::build(g);
+                let blob = pack::encode_blob(&raw, level);
+                (raw, offsets, blob)
+            })
             .collect();
-        for ((id, raw), blob) in new.iter().zip(encoded) {
-            self.append(*id, kind, &blob)?;
-            self.stats.new_chunks += 1;
-            self.stats.new_raw_bytes += raw.len() as u64;
+        for (group, (raw, offsets, blob)) in groups.iter().zip(frames) {
+            let slots: Vec<(ChunkId, u32, FrameSlot)> = group
+                .iter()
+                .zip(offsets)
+                .map(|((id, data), inner)| {
+                    (
+                        *id,
+                        data.len() as u32,
+                        FrameSlot {
+                            raw_len: raw.len() as u32,
+                            inner,
+                        },
+                    )
+                })
+                .collect();
+            self.append_frame(ChunkId::of(&raw), &blob, &slots)?;
+            for (_, data) in group.iter() {
+                self.count_new(data.len());
+            }
         }
         Ok(new.len() as u64)
+    }
+
+    fn count_new(&mut self, raw_len: usize) {
+        self.stats.new_chunks += 1;
+        self.stats.new_raw_bytes += raw_len as u64;
     }
 
     /// Store one blob (a dump record, say) whether or not its id exists: callers dedup first.
     pub fn put_one(&mut self, id: ChunkId, raw: &[u8], kind: BlobKind) -> Result<()> {
         let blob = pack::encode_blob(raw, self.level);
-        self.append(id, kind, &blob)
+        self.append(id, kind, &blob, None)
     }
 
-    fn append(&mut self, id: ChunkId, kind: BlobKind, blob: &EncodedBlob) -> Result<()> {
+    /// Append a frame blob and index each chunk inside it.
+    fn append_frame(
+        &mut self,
+        frame_id: ChunkId,
+        blob: &EncodedBlob,
+        slots: &[(ChunkId, u32, FrameSlot)],
+    ) -> Result<()> {
+        self.append(frame_id, BlobKind::Frame, blob, Some(slots))
+    }
+
+    /// Append one blob; index it under its own id, or (a frame) each chunk in `slots`.
+    fn append(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        blob: &EncodedBlob,
+        slots: Option<&[(ChunkId, u32, FrameSlot)]>,
+    ) -> Result<()> {
         if self.pack.is_none() {
             let txn = self.txn();
             let no = catalog::get_meta_u64(txn, "next_pack_no")?;
@@ -104,10 +172,29 @@ impl<'a> StoreWriter<'a> {
             raw_len: entry.raw_len,
             compressed: entry.compressed,
             kind,
+            frame: None,
         };
-        crate::failpoint::hit("chunk-appended");
+        crate::failpoint::hit("chunk-appended"); // once per blob (a frame is one blob)
         let full = writer.size() >= PACK_TARGET_SIZE;
-        self.txn().open_table(CHUNKS)?.insert(id.0, loc.encode())?;
+        {
+            let mut table = self.txn().open_table(CHUNKS)?;
+            match slots {
+                None => {
+                    table.insert(id.0, loc.encode())?;
+                }
+                Some(slots) => {
+                    for (cid, len, slot) in slots {
+                        let l = ChunkLoc {
+                            raw_len: *len,
+                            kind: BlobKind::Data,
+                            frame: Some(*slot),
+                            ..loc
+                        };
+                        table.insert(cid.0, l.encode())?;
+                    }
+                }
+            }
+        }
         if full {
             self.seal_pack()?;
             self.commit_and_reopen()?;
@@ -170,9 +257,10 @@ impl<'a> StoreWriter<'a> {
                 ))
             })?;
             let loc = ChunkLoc::decode(&loc.value())?;
-            owned.insert((dump, id.0), loc.stored_len)?;
+            let stored = stored_share(&loc);
+            owned.insert((dump, id.0), stored)?;
             n += 1;
-            bytes += u64::from(loc.stored_len);
+            bytes += u64::from(stored);
         }
         Ok((n, bytes))
     }
@@ -202,12 +290,25 @@ impl Drop for StoreWriter<'_> {
     }
 }
 
+/// The stored bytes a chunk accounts for: its blob, or its raw share of its frame's blob.
+pub fn stored_share(loc: &ChunkLoc) -> u32 {
+    match loc.frame {
+        None => loc.stored_len,
+        Some(f) => {
+            let share =
+                u64::from(loc.stored_len) * u64::from(loc.raw_len) / u64::from(f.raw_len.max(1));
+            share.max(1) as u32
+        }
+    }
+}
+
 /// Reads chunks back: locations from the catalog, bytes from packs (kept open, shared).
 pub struct ChunkReader<'a> {
     catalog: &'a Catalog,
     txn: ReadTransaction,
     packs_dir: std::path::PathBuf,
     open: Mutex<HashMap<u64, Arc<PackReader>>>,
+    last_frame: Mutex<Option<((u64, u64), Arc<Vec<u8>>)>>,
 }
 
 impl<'a> ChunkReader<'a> {
@@ -217,6 +318,7 @@ impl<'a> ChunkReader<'a> {
             txn: spool.catalog.read()?,
             packs_dir: spool.packs_dir(),
             open: Mutex::new(HashMap::new()),
+            last_frame: Mutex::new(None),
         })
     }
 
@@ -266,13 +368,35 @@ impl<'a> ChunkReader<'a> {
     pub fn read(&self, id: &ChunkId, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
         let loc = self.locate_required(id, what)?;
         let p = self.pack(loc.pack_no)?;
-        p.read_blob(&loc.blob_entry(*id)).map_err(|e| {
+        let damaged = |e: Error| {
             Error::corrupt(format!(
                 "{e} (in pack {}, needed by {})",
                 p.path().display(),
                 what()
             ))
-        })
+        };
+        let Some(slot) = loc.frame else {
+            return p.read_blob(&loc.blob_entry(*id)).map_err(damaged);
+        };
+        // The last frame read is kept, so reading a file's chunks in order decompresses each
+        // frame once.
+        let key = (loc.pack_no, loc.offset);
+        let cached = {
+            let last = self.last_frame.lock().expect("frame cache");
+            last.as_ref()
+                .filter(|(k, _)| *k == key)
+                .map(|(_, f)| f.clone())
+        };
+        let frame = match cached {
+            Some(f) => f,
+            None => {
+                let stored = p.read_stored(&loc.blob_entry(*id)).map_err(damaged)?;
+                let f = Arc::new(loc.decode_frame(&stored).map_err(damaged)?);
+                *self.last_frame.lock().expect("frame cache") = Some((key, f.clone()));
+                f
+            }
+        };
+        frame::slice(&frame, id, slot.inner, loc.raw_len).map_err(damaged)
     }
 
     /// A byte stream over chunks in order (a manifest, a cat).

@@ -26,7 +26,7 @@ pub struct DumpArgs {
 }
 
 pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
-    let spool = ctx.open(Access::Write)?;
+    let mut spool = ctx.open(Access::Write)?;
     let opts = DumpOptions {
         level: a.level,
         time_ns: a.date.as_deref().map(date_time).transpose()?,
@@ -35,6 +35,11 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
     let bar = ctx.progress();
     let out = dump_volume(&spool, &a.name, &opts, &bar)?;
     drop(bar);
+    // A level 0 leaves many freed catalog pages behind; give them back (fast for the catalog
+    // sizes of today; retention work may move this to `reel gc` for huge catalogs).
+    if let Err(e) = spool.catalog.compact() {
+        tracing::warn!("{e}");
+    }
     let r = &out.record;
     if out.promoted {
         println!(

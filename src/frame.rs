@@ -1,0 +1,136 @@
+//! Frames: several data chunks compressed as one blob.
+//!
+//! Chunks are small (8 KiB on average) so that scattered changes cost little, but zstd on
+//! 8 KiB of text finds little to work with. A frame concatenates the new chunks of a batch, up
+//! to `FRAME_RAW_MAX` bytes, and is compressed as one pack blob of kind `Frame`; the chunk index
+//! points each chunk at its frame and its place inside it. Dedup stays per chunk; only the
+//! compression unit grows. A frame starts with a table of its chunks, so packs stay
+//! self-describing (a catalog rebuild or a salvage can list the chunks of every frame).
+//!
+//! Raw frame layout (all integers little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `RFRM` |
+//! | 4 | 4 | chunk count n (u32) |
+//! | 8 | 36 × n | per chunk: id (32 bytes, blake3 of its bytes), raw length (u32) |
+//! | 8 + 36n | Σ lengths | the chunks' bytes, in table order |
+
+use std::ops::Range;
+
+use crate::{ChunkId, Error, Result};
+
+pub const FRAME_MAGIC: [u8; 4] = *b"RFRM";
+/// Raw bytes per frame at most (table included, so a frame may end short of it).
+pub const FRAME_RAW_MAX: usize = 1 << 20;
+const HEADER_LEN: usize = 8;
+const TABLE_ENTRY_LEN: usize = 36;
+
+/// Build a frame from chunks: (id, bytes). Returns the raw frame and, per chunk, the offset of
+/// its bytes inside the frame.
+pub fn build(chunks: &[(ChunkId, &[u8])]) -> (Vec<u8>, Vec<u32>) {
+    let table = HEADER_LEN + TABLE_ENTRY_LEN * chunks.len();
+    let total = table + chunks.iter().map(|c| c.1.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&FRAME_MAGIC);
+    out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    for (id, data) in chunks {
+        out.extend_from_slice(&id.0);
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    }
+    let mut offsets = Vec::with_capacity(chunks.len());
+    for (_, data) in chunks {
+        offsets.push(out.len() as u32);
+        out.extend_from_slice(data);
+    }
+    (out, offsets)
+}
+
+/// Room a chunk of `len` bytes takes in a frame (its bytes and its table entry).
+pub fn cost(len: usize) -> usize {
+    len + TABLE_ENTRY_LEN
+}
+
+/// Raw size of an empty frame.
+pub const EMPTY_FRAME: usize = HEADER_LEN;
+
+/// The chunks of a raw frame: (id, byte range in the frame). Validates the table and bounds;
+/// the chunks' hashes are the caller's to check (`slice`).
+pub fn parse(raw: &[u8]) -> Result<Vec<(ChunkId, Range<usize>)>> {
+    let bad = |what: &str| Error::corrupt(format!("frame is damaged: {what}"));
+    if raw.len() < HEADER_LEN || raw[0..4] != FRAME_MAGIC {
+        return Err(bad("no frame magic"));
+    }
+    let n = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes")) as usize;
+    let table_end = n
+        .checked_mul(TABLE_ENTRY_LEN)
+        .and_then(|t| t.checked_add(HEADER_LEN))
+        .filter(|&t| t <= raw.len())
+        .ok_or_else(|| bad("chunk table runs past the end"))?;
+    let mut pos = table_end;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let e = &raw[HEADER_LEN + i * TABLE_ENTRY_LEN..HEADER_LEN + (i + 1) * TABLE_ENTRY_LEN];
+        let id = ChunkId(e[0..32].try_into().expect("32 bytes"));
+        let len = u32::from_le_bytes(e[32..36].try_into().expect("4 bytes")) as usize;
+        let end = pos
+            .checked_add(len)
+            .filter(|&e| e <= raw.len())
+            .ok_or_else(|| bad("chunk runs past the end"))?;
+        out.push((id, pos..end));
+        pos = end;
+    }
+    if pos != raw.len() {
+        return Err(bad("bytes after the last chunk"));
+    }
+    Ok(out)
+}
+
+/// The bytes of chunk `id` at `inner..inner+len` of a raw frame, verified against the id.
+pub fn slice(raw: &[u8], id: &ChunkId, inner: u32, len: u32) -> Result<Vec<u8>> {
+    let r = inner as usize..inner as usize + len as usize;
+    let data = raw.get(r).ok_or_else(|| {
+        Error::corrupt(format!(
+            "chunk {}: lies outside its frame; the pack holding it is damaged",
+            id.short()
+        ))
+    })?;
+    if ChunkId::of(data) != *id {
+        return Err(Error::corrupt(format!(
+            "chunk {}: content does not match its hash; the pack holding it is damaged",
+            id.short()
+        )));
+    }
+    Ok(data.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_parse_slice_round_trip() {
+        let a = vec![1u8; 100];
+        let b = b"hello frame".to_vec();
+        let chunks = [
+            (ChunkId::of(&a), a.as_slice()),
+            (ChunkId::of(&b), b.as_slice()),
+        ];
+        let (raw, offs) = build(&chunks);
+        let parsed = parse(&raw).unwrap();
+        assert_eq!(parsed.len(), 2);
+        for ((id, data), ((pid, r), off)) in chunks.iter().zip(parsed.iter().zip(&offs)) {
+            assert_eq!(id, pid);
+            assert_eq!(r.start, *off as usize);
+            assert_eq!(slice(&raw, id, *off, data.len() as u32).unwrap(), *data);
+        }
+        assert!(
+            slice(&raw, &chunks[0].0, offs[1], 11).is_err(),
+            "wrong bytes must not verify"
+        );
+        assert!(parse(&raw[..raw.len() - 1]).is_err());
+        let mut bad = raw.clone();
+        bad[4] = 200;
+        assert!(parse(&bad).is_err());
+    }
+}
