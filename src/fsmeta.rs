@@ -210,6 +210,37 @@ pub fn create_node(root: &Path, path: &Path, entry: &Entry) -> Result<Option<Fil
         }
         EntryKind::HardLink => {
             let target = safe_join(root, &entry.target)?;
+            // The target's ancestors are checked like any restored path: a symlink restored
+            // earlier (`a` -> /etc) must not turn a link to `a/passwd` into a second name,
+            // inside the root, of a file outside it. And the target must be a regular file
+            // (what the scanner records as hard links): link(2) would happily link a symlink,
+            // a FIFO or a device node itself.
+            ParentGuard::new(root).check(&entry.target)?;
+            match fs::symlink_metadata(&target) {
+                Ok(md) if md.is_file() => {}
+                Ok(md) => {
+                    let kind = if md.is_symlink() {
+                        "symlink"
+                    } else if md.is_dir() {
+                        "directory"
+                    } else {
+                        "special file"
+                    };
+                    return Err(Error::corrupt(format!(
+                        "{}: hard link to '{}', which is a {kind}, not a regular file; \
+                         refusing to restore it (the manifest is damaged or hostile)",
+                        path.display(),
+                        String::from_utf8_lossy(&entry.target),
+                    )));
+                }
+                Err(e) => {
+                    let what = format!(
+                        "cannot find hard link target {} (restored from this dump?)",
+                        target.display()
+                    );
+                    return Err(Error::io(path, with_what(&what, e)));
+                }
+            }
             clear_path(path)?;
             fs::hard_link(&target, path).map_err(|e| {
                 let what = format!("cannot create hard link to {}", target.display());
@@ -555,6 +586,25 @@ mod tests {
             create_node(root, &root.join("h"), &hl),
             Err(Error::Corrupt(_))
         ));
+
+        // Nor may it reach through a symlink to a file outside the root, or name a non-file.
+        let inner = root.join("inner");
+        fs::create_dir(&inner).unwrap();
+        std::os::unix::fs::symlink(root, inner.join("up")).unwrap();
+        std::os::unix::fs::symlink(&victim, inner.join("s")).unwrap();
+        for (target, why) in [(&b"up/victim"[..], "is a symlink"), (b"s", "not a regular")] {
+            let hl = Entry {
+                target: target.to_vec(),
+                ..hl.clone()
+            };
+            let err = create_node(&inner, &inner.join("h"), &hl)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{err}");
+            assert!(!inner.join("h").exists());
+        }
+        let md = fs::metadata(&victim).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::nlink(&md), 1);
     }
 
     #[test]
