@@ -2,9 +2,10 @@
 //!
 //! Why it is built this way: reel's own `ManifestWriter` refuses every bad entry, so the only
 //! way to get a hostile manifest into a spool is to write its bytes by hand. This file has its
-//! own tiny encoder that follows the manifest format (docs/FORMAT.md) byte for byte (header, varints,
-//! zigzag deltas, presence flags, trailer with count and blake3) and shares no code with
-//! `src/manifest.rs`, so a test of the reader is not a test of the writer against itself. The
+//! own tiny encoder that follows the manifest stream format (docs/FORMAT.md) byte for byte
+//! (header, varints, zigzag deltas, presence flags, trailer with count and blake3) and shares
+//! no code with `src/manifest.rs`, so a test of the reader is not a test of the writer against
+//! itself. The
 //! bytes are stored as `Manifest` chunks through the library's `StoreWriter` and a
 //! `DumpRecord` is committed for them exactly as `src/dump.rs` does, in a spool that already
 //! holds one real dump. Then the real `reel` binary restores, lists and cats them.
@@ -34,7 +35,7 @@ use reel::spool::Access;
 use reel::store::StoreWriter;
 
 // ---------------------------------------------------------------------------------------------
-// A manifest encoder written from the format doc (docs/FORMAT.md), without ManifestWriter's checks
+// A manifest encoder written from docs/FORMAT.md, without ManifestWriter's checks
 // ---------------------------------------------------------------------------------------------
 
 const T_DIR: u8 = 1;
