@@ -500,7 +500,6 @@ fn dump_of_a_vanished_volume_path_fails_commits_nothing_and_recovers() {
 }
 
 #[test]
-#[ignore = "bug: a dump of a volume whose path is gone exits 2 (usage) instead of 1 (failure)"]
 fn dump_of_a_vanished_volume_path_exits_one() {
     let (work, vol, spool) = dumped();
     fs::rename(&vol, work.path().join("elsewhere")).unwrap();

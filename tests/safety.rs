@@ -51,7 +51,7 @@ fn killed_dump_leaves_a_spool_that_checks_restores_and_dumps_again() {
         "pack-renamed:1",
         "pack-committed:1",
         "pack-renamed:2",
-        "chunk-appended:60",
+        "chunk-appended:5",
         "before-record-commit:1",
     ];
     let mut date = 2;
