@@ -302,13 +302,16 @@ pub fn stored_share(loc: &ChunkLoc) -> u32 {
     }
 }
 
+/// A decompressed frame, keyed by (pack number, offset).
+type CachedFrame = ((u64, u64), Arc<Vec<u8>>);
+
 /// Reads chunks back: locations from the catalog, bytes from packs (kept open, shared).
 pub struct ChunkReader<'a> {
     catalog: &'a Catalog,
     txn: ReadTransaction,
     packs_dir: std::path::PathBuf,
     open: Mutex<HashMap<u64, Arc<PackReader>>>,
-    last_frame: Mutex<Option<((u64, u64), Arc<Vec<u8>>)>>,
+    last_frame: Mutex<Option<CachedFrame>>,
 }
 
 impl<'a> ChunkReader<'a> {
