@@ -305,6 +305,35 @@ fn zstd_compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
+thread_local! {
+    static PROBE: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Already-compressed or random data costs zstd as much time as text and gains nothing. For a
+/// large blob, compress four 8 KiB samples at level 1 first: if none of them shrinks by 1/32,
+/// the blob is stored raw without spending a full compression on it.
+fn looks_incompressible(raw: &[u8]) -> bool {
+    const SAMPLE: usize = 8 << 10;
+    if raw.len() < 16 * SAMPLE {
+        return false;
+    }
+    let step = raw.len() / 4;
+    PROBE.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.is_none() {
+            *p = zstd::bulk::Compressor::new(1).ok();
+        }
+        let Some(z) = p.as_mut() else {
+            return false;
+        };
+        (0..4).all(|i| {
+            let sample = &raw[i * step..i * step + SAMPLE];
+            z.compress(sample)
+                .is_ok_and(|c| c.len() > SAMPLE - SAMPLE / 32)
+        })
+    })
+}
+
 fn zstd_decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
@@ -323,7 +352,8 @@ fn zstd_decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
 /// time on restore. Panics if `raw` is 4 GiB or more (blobs are chunks, far smaller).
 pub fn encode_blob(raw: &[u8], level: i32) -> EncodedBlob {
     let raw_len = u32::try_from(raw.len()).expect("blob of 4 GiB or more");
-    if let Some(c) = zstd_compress(raw, level)
+    if !looks_incompressible(raw)
+        && let Some(c) = zstd_compress(raw, level)
         && c.len() <= raw.len() - raw.len() / 32
         && !raw.is_empty()
     {
