@@ -436,14 +436,7 @@ impl Catalog {
 
     pub fn meta_u64(txn: &ReadTransaction, key: &str) -> Result<u64> {
         let meta = txn.open_table(META)?;
-        let v = meta
-            .get(key)?
-            .ok_or_else(|| Error::corrupt(format!("catalog: meta entry {key} missing")))?;
-        let b: [u8; 8] = v
-            .value()
-            .try_into()
-            .map_err(|_| Error::corrupt(format!("catalog: meta entry {key} is not a u64")))?;
-        Ok(u64::from_le_bytes(b))
+        parse_meta_u64(key, meta.get(key)?.as_ref().map(|v| v.value()))
     }
 
     pub fn next_dump_id(&self) -> Result<u64> {
@@ -535,11 +528,12 @@ pub fn set_meta_u64(txn: &WriteTransaction, key: &str, v: u64) -> Result<()> {
 
 pub fn get_meta_u64(txn: &WriteTransaction, key: &str) -> Result<u64> {
     let meta = txn.open_table(META)?;
-    let v = meta
-        .get(key)?
-        .ok_or_else(|| Error::corrupt(format!("catalog: meta entry {key} missing")))?;
+    parse_meta_u64(key, meta.get(key)?.as_ref().map(|v| v.value()))
+}
+
+fn parse_meta_u64(key: &str, v: Option<&[u8]>) -> Result<u64> {
+    let v = v.ok_or_else(|| Error::corrupt(format!("catalog: meta entry {key} missing")))?;
     let b: [u8; 8] = v
-        .value()
         .try_into()
         .map_err(|_| Error::corrupt(format!("catalog: meta entry {key} is not a u64")))?;
     Ok(u64::from_le_bytes(b))

@@ -354,12 +354,9 @@ fn read_small(abs: &Path, params: &ChunkerParams) -> Result<Option<FileContent>>
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut f = match open_nofollow(abs) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(abs, e)),
+        let Some((mut f, before)) = open_for_read(abs)? else {
+            return Ok(None);
         };
-        let before = f.metadata().map_err(|e| Error::io(abs, e))?;
         let mut data = Vec::with_capacity(before.size() as usize);
         f.read_to_end(&mut data).map_err(|e| Error::io(abs, e))?;
         let after = f.metadata().map_err(|e| Error::io(abs, e))?;
@@ -396,6 +393,17 @@ fn read_small(abs: &Path, params: &ChunkerParams) -> Result<Option<FileContent>>
             warning,
         }));
     }
+}
+
+/// Open a file to read it, with its stat data; None if it vanished since the walk.
+fn open_for_read(abs: &Path) -> Result<Option<(File, std::fs::Metadata)>> {
+    let f = match open_nofollow(abs) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(abs, e)),
+    };
+    let md = f.metadata().map_err(|e| Error::io(abs, e))?;
+    Ok(Some((f, md)))
 }
 
 fn open_nofollow(p: &Path) -> std::io::Result<File> {
@@ -542,12 +550,9 @@ impl Session<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut f = match open_nofollow(abs) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::io(abs, e)),
+            let Some((mut f, before)) = open_for_read(abs)? else {
+                return Ok(None);
             };
-            let before = f.metadata().map_err(|e| Error::io(abs, e))?;
             let size = before.size();
             let ranges = if is_sparse(&before) {
                 scan::data_ranges(&f, size).map_err(|e| Error::io(abs, e))?

@@ -101,9 +101,15 @@ pub fn restore_dump(
         format!("manifest of dump {}", rec.id),
     ))?;
     let as_root = fsmeta::is_root();
-    let mut guard = ParentGuard::new(&target);
-    let mut stats = RestoreStats::default();
-    let mut dirs: Vec<(PathBuf, Entry)> = Vec::new();
+    let mut run = Runner {
+        reader: &reader,
+        target: &target,
+        guard: ParentGuard::new(&target),
+        dirs: Vec::new(),
+        as_root,
+        stats: RestoreStats::default(),
+        progress,
+    };
     let mut window: Vec<Entry> = Vec::new();
     let mut window_chunks = 0usize;
     let mut matched = vec![false; opts.paths.len()];
@@ -122,29 +128,11 @@ pub fn restore_dump(
         window_chunks += entry.extents.len();
         window.push(entry);
         if window_chunks >= WINDOW_CHUNKS || window.len() >= WINDOW_ENTRIES {
-            run_window(
-                &reader,
-                &target,
-                &mut window,
-                &mut guard,
-                &mut dirs,
-                as_root,
-                &mut stats,
-                progress,
-            )?;
+            run.window(&mut window)?;
             window_chunks = 0;
         }
     }
-    run_window(
-        &reader,
-        &target,
-        &mut window,
-        &mut guard,
-        &mut dirs,
-        as_root,
-        &mut stats,
-        progress,
-    )?;
+    run.window(&mut window)?;
     if let Some((_, f)) = matched.iter().zip(&opts.paths).find(|(m, _)| !**m) {
         return Err(Error::usage(format!(
             "{} is not in dump {} of volume {}; `reel ls {}` lists what it holds",
@@ -155,10 +143,10 @@ pub fn restore_dump(
         )));
     }
     // Directory metadata last, deepest first (reverse of the depth-first order).
-    for (path, e) in dirs.iter().rev() {
+    for (path, e) in run.dirs.iter().rev() {
         fsmeta::apply_metadata(path, e, as_root)?;
     }
-    Ok(stats)
+    Ok(run.stats)
 }
 
 fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
@@ -188,80 +176,89 @@ fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_window(
-    reader: &ChunkReader,
-    target: &Path,
-    window: &mut Vec<Entry>,
-    guard: &mut ParentGuard,
-    dirs: &mut Vec<(PathBuf, Entry)>,
+/// The state a restore carries from window to window.
+struct Runner<'a> {
+    reader: &'a ChunkReader<'a>,
+    target: &'a Path,
+    guard: ParentGuard,
+    /// Directories restored so far: their metadata is applied last, deepest first.
+    dirs: Vec<(PathBuf, Entry)>,
     as_root: bool,
-    stats: &mut RestoreStats,
-    progress: &dyn Progress,
-) -> Result<()> {
-    // 1. Nodes, and the plan: pack -> (offset in pack, chunk) -> writes.
-    let mut files: Vec<(PathBuf, usize)> = Vec::new(); // (path, index in window)
-    let mut plan: Plan = BTreeMap::new();
-    let mut links: Vec<(PathBuf, usize)> = Vec::new();
-    for (i, e) in window.iter().enumerate() {
-        guard.check(&e.path)?;
-        let path = if e.path.is_empty() {
-            target.to_path_buf()
-        } else {
-            fsmeta::safe_join(target, &e.path)?
-        };
-        stats.entries += 1;
-        match e.kind {
-            EntryKind::Dir => {
-                if !e.path.is_empty() {
-                    fsmeta::create_node(target, &path, e)?;
-                }
-                dirs.push((path, e.clone()));
-            }
-            EntryKind::File => {
-                fsmeta::create_node(target, &path, e)?;
-                let fi = files.len();
-                let mut off = 0u64;
-                for x in &e.extents {
-                    if let Extent::Chunk { id, .. } = x {
-                        let loc =
-                            reader.locate_required(id, &|| format!("file {}", e.display_path()))?;
-                        plan.entry(loc.pack_no)
-                            .or_default()
-                            .entry((loc.offset, loc.frame.map_or(0, |f| f.inner)))
-                            .or_insert_with(|| (*id, loc, Vec::new()))
-                            .2
-                            .push(Write {
-                                file: fi,
-                                offset: off,
-                            });
+    stats: RestoreStats,
+    progress: &'a dyn Progress,
+}
+
+impl Runner<'_> {
+    /// Restore one window of entries: nodes, data pack by pack in parallel, links, metadata.
+    fn window(&mut self, window: &mut Vec<Entry>) -> Result<()> {
+        let (reader, target, as_root, progress) =
+            (self.reader, self.target, self.as_root, self.progress);
+        let guard = &mut self.guard;
+        let dirs = &mut self.dirs;
+        let stats = &mut self.stats;
+        // 1. Nodes, and the plan: pack -> (offset in pack, chunk) -> writes.
+        let mut files: Vec<(PathBuf, usize)> = Vec::new(); // (path, index in window)
+        let mut plan: Plan = BTreeMap::new();
+        let mut links: Vec<(PathBuf, usize)> = Vec::new();
+        for (i, e) in window.iter().enumerate() {
+            guard.check(&e.path)?;
+            let path = if e.path.is_empty() {
+                target.to_path_buf()
+            } else {
+                fsmeta::safe_join(target, &e.path)?
+            };
+            stats.entries += 1;
+            match e.kind {
+                EntryKind::Dir => {
+                    if !e.path.is_empty() {
+                        fsmeta::create_node(target, &path, e)?;
                     }
-                    off += x.len();
+                    dirs.push((path, e.clone()));
                 }
-                files.push((path, i));
-                stats.files += 1;
-                stats.bytes += e.size;
-            }
-            EntryKind::HardLink => links.push((path, i)),
-            EntryKind::CharDev | EntryKind::BlockDev if !as_root => {
-                // Only root can make device nodes; a user's restore of their own files should
-                // not fail for the volume's /dev entries.
-                tracing::warn!(
-                    "{}: device node skipped (restoring devices needs root)",
-                    e.display_path()
-                );
-                stats.skipped += 1;
-            }
-            _ => {
-                fsmeta::create_node(target, &path, e)?;
-                fsmeta::apply_metadata(&path, e, as_root)?;
+                EntryKind::File => {
+                    fsmeta::create_node(target, &path, e)?;
+                    let fi = files.len();
+                    let mut off = 0u64;
+                    for x in &e.extents {
+                        if let Extent::Chunk { id, .. } = x {
+                            let loc = reader
+                                .locate_required(id, &|| format!("file {}", e.display_path()))?;
+                            plan.entry(loc.pack_no)
+                                .or_default()
+                                .entry((loc.offset, loc.frame.map_or(0, |f| f.inner)))
+                                .or_insert_with(|| (*id, loc, Vec::new()))
+                                .2
+                                .push(Write {
+                                    file: fi,
+                                    offset: off,
+                                });
+                        }
+                        off += x.len();
+                    }
+                    files.push((path, i));
+                    stats.files += 1;
+                    stats.bytes += e.size;
+                }
+                EntryKind::HardLink => links.push((path, i)),
+                EntryKind::CharDev | EntryKind::BlockDev if !as_root => {
+                    // Only root can make device nodes; a user's restore of their own files should
+                    // not fail for the volume's /dev entries.
+                    tracing::warn!(
+                        "{}: device node skipped (restoring devices needs root)",
+                        e.display_path()
+                    );
+                    stats.skipped += 1;
+                }
+                _ => {
+                    fsmeta::create_node(target, &path, e)?;
+                    fsmeta::apply_metadata(&path, e, as_root)?;
+                }
             }
         }
-    }
-    // 2. Data, pack by pack in parallel, each pack front to back.
-    let window_ref: &Vec<Entry> = window;
-    let files_ref = &files;
-    let chunks_read: u64 = plan
+        // 2. Data, pack by pack in parallel, each pack front to back.
+        let window_ref: &Vec<Entry> = window;
+        let files_ref = &files;
+        let chunks_read: u64 = plan
         .into_par_iter()
         .map(|(pack_no, chunks)| -> Result<u64> {
             let pack = reader.pack(pack_no)?;
@@ -318,16 +315,17 @@ fn run_window(
             Ok(n)
         })
         .try_reduce(|| 0, |a, b| Ok(a + b))?;
-    stats.chunks_read += chunks_read;
-    // 3. Hard links (their targets are complete now), then file metadata.
-    for (path, i) in &links {
-        fsmeta::create_node(target, path, &window[*i])?;
+        stats.chunks_read += chunks_read;
+        // 3. Hard links (their targets are complete now), then file metadata.
+        for (path, i) in &links {
+            fsmeta::create_node(target, path, &window[*i])?;
+        }
+        files
+            .par_iter()
+            .try_for_each(|(path, i)| fsmeta::apply_metadata(path, &window[*i], as_root))?;
+        window.clear();
+        Ok(())
     }
-    files
-        .par_iter()
-        .try_for_each(|(path, i)| fsmeta::apply_metadata(path, &window[*i], as_root))?;
-    window.clear();
-    Ok(())
 }
 
 /// Find one entry of a dump by path. The whole manifest is read, so its trailer (count and
