@@ -97,30 +97,22 @@ impl<'a> StoreWriter<'a> {
         if start < new.len() {
             groups.push(&new[start..]);
         }
-        let frames: Vec<(Vec<u8>, Vec<u32>, EncodedBlob)> = groups
+        // Build, hash and compress the frames on all cores; only the appends are serial.
+        let frames: Vec<(ChunkId, u32, Vec<u32>, EncodedBlob)> = groups
             .par_iter()
             .map(|g| {
                 let (raw, offsets) = frame::build(g);
                 let blob = pack::encode_blob(&raw, level);
-                (raw, offsets, blob)
+                (ChunkId::of(&raw), raw.len() as u32, offsets, blob)
             })
             .collect();
-        for (group, (raw, offsets, blob)) in groups.iter().zip(frames) {
+        for (group, (frame_id, raw_len, offsets, blob)) in groups.iter().zip(frames) {
             let slots: Vec<(ChunkId, u32, FrameSlot)> = group
                 .iter()
                 .zip(offsets)
-                .map(|((id, data), inner)| {
-                    (
-                        *id,
-                        data.len() as u32,
-                        FrameSlot {
-                            raw_len: raw.len() as u32,
-                            inner,
-                        },
-                    )
-                })
+                .map(|((id, data), inner)| (*id, data.len() as u32, FrameSlot { raw_len, inner }))
                 .collect();
-            self.append_frame(ChunkId::of(&raw), &blob, &slots)?;
+            self.append_frame(frame_id, &blob, &slots)?;
             for (_, data) in group.iter() {
                 self.count_new(data.len());
             }
