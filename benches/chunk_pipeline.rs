@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
 use reel::ChunkId;
 use reel::chunk::{ChunkerParams, cut};
@@ -73,6 +73,8 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("chunk_pipeline");
     g.throughput(Throughput::Bytes(SIZE as u64));
     g.sample_size(10);
+    // Iterations take 50-300 ms: flat sampling keeps the run near two minutes.
+    g.sampling_mode(SamplingMode::Flat);
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(8));
 

@@ -152,7 +152,7 @@ pub enum BlobKind {
     /// A dump record (so the catalog can be rebuilt from packs).
     DumpRecord = 2,
     /// Several data chunks compressed together (see `crate::frame`): compression works on
-    /// ~128 KiB instead of one 8 KiB chunk, while dedup stays per chunk.
+    /// up to 1 MiB instead of one 8 KiB chunk, while dedup stays per chunk.
     Frame = 3,
 }
 
