@@ -27,9 +27,7 @@ fn second_full_of_an_unchanged_volume_adds_under_one_percent() {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     rich_tree(&vol);
-    let spool = Spool::new();
-    spool.add_volume("v", &vol);
-    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    let spool = spool_with_full_dump(&vol);
     spool.run(["dump", "v", "--level", "0", "--date", "2026-11-02"]);
     let (added, logical, _) = stored(&spool, 1);
     assert!(
@@ -67,9 +65,7 @@ fn eight_byte_insertion_in_a_100_mb_file_adds_a_few_chunks() {
     let vol = work.path().join("vol");
     let mut data = Rng::new(100).bytes(100_000_000);
     write_file(&vol.join("big.bin"), &data);
-    let spool = Spool::new();
-    spool.add_volume("v", &vol);
-    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    let spool = spool_with_full_dump(&vol);
     data.splice(50_000_000..50_000_000, *b"INSERTED");
     write_file(&vol.join("big.bin"), &data);
     spool.run(["dump", "v", "--level", "1", "--date", "2026-11-02"]);
@@ -105,9 +101,7 @@ fn database_file_with_one_percent_of_pages_rewritten_adds_under_five_percent() {
             f.write_all(&page).unwrap();
         }
     }
-    let spool = Spool::new();
-    spool.add_volume("v", &vol);
-    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    let spool = spool_with_full_dump(&vol);
     {
         let mut f = OpenOptions::new().write(true).open(&db).unwrap();
         let mut rng = Rng::new(7);

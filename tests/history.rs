@@ -181,9 +181,7 @@ fn merge_records_a_synthetic_full_that_restores() {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     rich_tree(&vol);
-    let spool = Spool::new();
-    spool.add_volume("v", &vol);
-    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    let spool = spool_with_full_dump(&vol);
     mutate_day(&vol, 1);
     snapshot(&vol, &work.path().join("day1"));
     spool.run(["dump", "v", "--level", "1", "--date", "2026-11-02"]);

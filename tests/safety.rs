@@ -36,9 +36,7 @@ fn killed_dump_leaves_a_spool_that_checks_restores_and_dumps_again() {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     big_volume(&vol, 1, 40);
-    let spool = Spool::new();
-    spool.add_volume("v", &vol);
-    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    let spool = spool_with_full_dump(&vol);
     let day1 = work.path().join("day1");
     snapshot(&vol, &day1);
     // New data for the dumps we kill: about 80 MiB, so several packs are sealed on the way.
@@ -127,9 +125,7 @@ fn dump_killed_at_random_moments_never_damages_the_spool() {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     big_volume(&vol, 3, 24);
-    let spool = Spool::new();
-    spool.add_volume("v", &vol);
-    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    let spool = spool_with_full_dump(&vol);
     let day1 = work.path().join("day1");
     snapshot(&vol, &day1);
     big_volume(&vol.join("more"), 4, 64);
@@ -208,9 +204,7 @@ fn a_flipped_byte_in_a_pack_is_found_and_restore_refuses_to_write_wrong_bytes() 
     let vol = work.path().join("vol");
     fs::create_dir_all(&vol).unwrap();
     fs::write(vol.join("only.bin"), Rng::new(9).bytes(3 << 20)).unwrap();
-    let spool = Spool::new();
-    spool.add_volume("v", &vol);
-    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    let spool = spool_with_full_dump(&vol);
     let before = spool.run(["check", "--read-data"]);
     assert!(before.contains("no problems found"), "{before}");
     // The data pack is the largest; flip a byte in its middle (inside a chunk's bytes).

@@ -141,6 +141,14 @@ impl Spool {
     }
 }
 
+/// A new spool with volume `v` at `vol` and its level 0 dump dated 2026-11-01.
+pub fn spool_with_full_dump(vol: &Path) -> Spool {
+    let spool = Spool::new();
+    spool.add_volume("v", vol);
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    spool
+}
+
 // ---------------------------------------------------------------------------------------------
 // Deterministic pseudo-random data
 // ---------------------------------------------------------------------------------------------
