@@ -229,12 +229,12 @@ impl<R: Read> StreamChunker<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    /// Deterministic pseudo-random bytes (blake3 in XOF mode).
-    fn random(seed: u64, len: usize) -> Vec<u8> {
+    /// Deterministic pseudo-random bytes (blake3 in XOF mode); the pack tests use it too.
+    pub(crate) fn random(seed: u64, len: usize) -> Vec<u8> {
         let mut out = vec![0u8; len];
         blake3::Hasher::new()
             .update(&seed.to_le_bytes())

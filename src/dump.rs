@@ -440,7 +440,8 @@ impl Session<'_> {
         for (&i, c) in small.iter().zip(contents) {
             match c? {
                 Some(c) if !is_sparse(&c.md) || c.md.size() == 0 => read.push((i, c)),
-                Some(_) => window[i].entry.size = u64::MAX, // sparse: take the segment path below
+                // Sparse: no extents yet, so the segment path below reads it and keeps its holes.
+                Some(_) => {}
                 None => window[i].gone = true,
             }
         }

@@ -905,15 +905,7 @@ pub fn list_packs(packs_dir: &Path) -> Result<Vec<(PackId, PathBuf)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn random(seed: u64, len: usize) -> Vec<u8> {
-        let mut out = vec![0u8; len];
-        blake3::Hasher::new()
-            .update(&seed.to_le_bytes())
-            .finalize_xof()
-            .fill(&mut out);
-        out
-    }
+    use crate::chunk::tests::random;
 
     fn text(seed: u64, len: usize) -> Vec<u8> {
         let words = [
