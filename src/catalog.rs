@@ -35,6 +35,8 @@ pub const PACK_IDS: TableDefinition<[u8; 32], u64> = TableDefinition::new("pack_
 pub const CHUNKS: TableDefinition<[u8; 32], [u8; 33]> = TableDefinition::new("chunks");
 /// (dump id, chunk id) -> stored len: the chunks a dump owns (referenced by it and by no
 /// earlier dump of its chain). What an export of that dump writes to tape.
+/// volume → its latest clone (a `CloneRecord`). One per volume: a new clone replaces it.
+pub const CLONES: TableDefinition<&str, &[u8]> = TableDefinition::new("clones");
 pub const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition::new("owned");
 
 /// Where a chunk lives: a blob of its own, or a slice of a frame blob (`crate::frame`).
@@ -235,6 +237,70 @@ impl DumpRecord {
     }
 }
 
+/// Where a clone's tree can be read.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CloneView {
+    /// `store` method: the clone is a manifest in the spool (chunks in packs).
+    Manifest {
+        chunks: Vec<([u8; 32], u32)>,
+        bytes: u64,
+    },
+    /// `reflink`, `copy`, `hook`: a read-only directory tree. `statmap` (reflink and copy)
+    /// is a manifest file of the volume's own stat data (inode, ctime) for the same paths,
+    /// so change detection and the dump see the volume, not the copy.
+    Dir {
+        path: String,
+        statmap: Option<String>,
+    },
+}
+
+/// A volume's latest clone: the users' "yesterday" view and the input of its next dump.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CloneRecord {
+    /// Record layout version (1).
+    pub version: u32,
+    pub volume: String,
+    /// When the volume was frozen; the dump made from this clone records this time.
+    pub time_ns: i64,
+    pub method: crate::spool::CloneMethod,
+    /// How long the volume was frozen (freeze hook start to thaw hook end).
+    pub frozen_ns: u64,
+    /// When the clone's scan started (the same-second rule compares with it).
+    pub scan_started_ns: i64,
+    /// The volume path that was cloned.
+    pub source: String,
+    pub view: CloneView,
+    /// The dump made from this clone, once there is one.
+    pub dumped: Option<u64>,
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub logical_bytes: u64,
+    pub read_bytes: u64,
+    /// Chunks and pack bytes the clone added to the spool (`store` method).
+    pub new_chunks: u64,
+    pub stored_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+impl CloneRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("clone record serialises")
+    }
+
+    pub fn decode(b: &[u8]) -> Result<CloneRecord> {
+        let r: CloneRecord = postcard::from_bytes(b)
+            .map_err(|e| Error::corrupt(format!("catalog: clone record does not decode ({e})")))?;
+        if r.version != 1 {
+            return Err(Error::corrupt(format!(
+                "clone record of volume {} has version {}, this reel reads version 1: upgrade reel",
+                r.volume, r.version
+            )));
+        }
+        Ok(r)
+    }
+}
+
 /// Read access, shared by the writer's and the readers' handles.
 pub enum Handle {
     Write(Database),
@@ -283,6 +349,7 @@ impl Catalog {
             txn.open_table(PACK_IDS)?;
             txn.open_table(CHUNKS)?;
             txn.open_table(OWNED)?;
+            txn.open_table(CLONES)?;
         }
         txn.commit()?;
         Ok(Catalog {
@@ -434,6 +501,21 @@ impl Catalog {
             .rfind(|d| d.time_ns <= at))
     }
 
+    /// The latest clone of `volume`, if any. Catalogs made before clones existed have no
+    /// table yet: no clone.
+    pub fn clone_of(&self, volume: &str) -> Result<Option<CloneRecord>> {
+        let txn = self.read()?;
+        let t = match txn.open_table(CLONES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match t.get(volume)? {
+            Some(v) => Ok(Some(CloneRecord::decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn meta_u64(txn: &ReadTransaction, key: &str) -> Result<u64> {
         let meta = txn.open_table(META)?;
         parse_meta_u64(key, meta.get(key)?.as_ref().map(|v| v.value()))
@@ -545,6 +627,19 @@ pub fn insert_dump(txn: &WriteTransaction, rec: &DumpRecord) -> Result<()> {
         .insert(rec.id, rec.encode().as_slice())?;
     txn.open_table(VOLUME_DUMPS)?
         .insert((rec.volume.as_str(), rec.time_ns, rec.id), ())?;
+    Ok(())
+}
+
+/// Record `rec` as its volume's latest clone (replacing the previous one).
+pub fn put_clone(txn: &WriteTransaction, rec: &CloneRecord) -> Result<()> {
+    txn.open_table(CLONES)?
+        .insert(rec.volume.as_str(), rec.encode().as_slice())?;
+    Ok(())
+}
+
+/// Forget the clone of `volume`.
+pub fn remove_clone(txn: &WriteTransaction, volume: &str) -> Result<()> {
+    txn.open_table(CLONES)?.remove(volume)?;
     Ok(())
 }
 

@@ -25,6 +25,12 @@ pub enum Error {
     /// A volume's tree cannot be dumped (its path is missing or unreadable).
     #[error("{0}")]
     Volume(String),
+    /// A hook (freeze, thaw, snapshot, release) failed, hung or could not start.
+    #[error("{0}")]
+    Hook(String),
+    /// SIGINT, SIGTERM or SIGHUP arrived; the work stopped cleanly (the volume was thawed).
+    #[error("interrupted by signal {0}; stopped cleanly")]
+    Interrupted(i32),
     /// The catalog database reported an error.
     #[error("catalog: {0}")]
     Catalog(String),

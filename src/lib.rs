@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod check;
 pub mod chunk;
+pub mod clone;
 pub mod dump;
 pub mod error;
 pub mod failpoint;

@@ -65,9 +65,105 @@ impl Default for ChunkerSettings {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// One volume's section of `reel.toml`. Only `path` is required; the rest is the nightly
+/// cycle's configuration (docs/NIGHTLY.md).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VolumeSettings {
     pub path: PathBuf,
+    /// Day letters: `F` = level 0, `I` = level 1, `0`-`9` = that level (crate::schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How `reel clone` takes the clone.
+    #[serde(default, skip_serializing_if = "CloneMethod::is_default")]
+    pub clone: CloneMethod,
+    /// Run through `sh -c` before the clone; the volume is frozen once it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_cmd: Option<String>,
+    /// Run through `sh -c` after the clone, whatever happened, once the freeze hook started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thaw_cmd: Option<String>,
+    /// `hook` method: prints the path of a read-only view of the volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_cmd: Option<String>,
+    /// `hook` method: removes the view (gets its path in `REEL_SNAPSHOT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_cmd: Option<String>,
+    /// Seconds a hook may run before it is killed and the clone fails (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_timeout: Option<u64>,
+}
+
+/// Default seconds a hook may run.
+pub const DEFAULT_HOOK_TIMEOUT: u64 = 300;
+
+impl VolumeSettings {
+    pub fn new(path: PathBuf) -> VolumeSettings {
+        VolumeSettings {
+            path,
+            ..Default::default()
+        }
+    }
+
+    pub fn hook_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT))
+    }
+}
+
+/// How a clone is taken (DESIGN.md, "The three phases").
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CloneMethod {
+    /// Straight into the content store: only files whose stat data changed are read.
+    #[default]
+    Store,
+    /// A copy-on-write copy of the tree under clones/ (btrfs, xfs).
+    Reflink,
+    /// A plain copy of the tree under clones/.
+    Copy,
+    /// The admin's snapshot command prints the path of a read-only view.
+    Hook,
+}
+
+impl CloneMethod {
+    pub const ALL: [CloneMethod; 4] = [
+        CloneMethod::Store,
+        CloneMethod::Reflink,
+        CloneMethod::Copy,
+        CloneMethod::Hook,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CloneMethod::Store => "store",
+            CloneMethod::Reflink => "reflink",
+            CloneMethod::Copy => "copy",
+            CloneMethod::Hook => "hook",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == CloneMethod::Store
+    }
+}
+
+impl std::fmt::Display for CloneMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CloneMethod {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<CloneMethod> {
+        CloneMethod::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "unknown clone method {s:?}: use store, reflink, copy or hook"
+                ))
+            })
+    }
 }
 
 /// How a command uses the spool.
@@ -279,6 +375,33 @@ impl Spool {
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
+    /// Directory clones of volume `name` (reflink and copy methods).
+    pub fn clones_dir(&self, name: &str) -> PathBuf {
+        self.root.join("clones").join(name)
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    /// The freeze lock of volume `name`: reel holds it exclusively while the volume is
+    /// frozen; cooperating writers hold it shared while they write (docs/NIGHTLY.md).
+    pub fn freeze_lock_path(&self, name: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{name}.freeze"))
+    }
+    /// Change one volume's settings and save them.
+    pub fn update_volume(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut VolumeSettings) -> Result<()>,
+    ) -> Result<()> {
+        let v = self.settings.volumes.get_mut(name).ok_or_else(|| {
+            Error::usage(format!(
+                "no volume {name:?} in spool {}; `reel volume list` shows the volumes",
+                self.root.display()
+            ))
+        })?;
+        f(v)?;
+        self.save_settings()
+    }
 
     pub fn chunker(&self) -> ChunkerParams {
         settings_chunker(&self.settings)
@@ -317,7 +440,7 @@ impl Spool {
         }
         self.settings
             .volumes
-            .insert(name.to_string(), VolumeSettings { path: abs });
+            .insert(name.to_string(), VolumeSettings::new(abs));
         self.save_settings()
     }
 

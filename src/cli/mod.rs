@@ -180,6 +180,7 @@ pub fn main() -> ExitCode {
             eprintln!("reel: {e}");
             match e {
                 Error::Usage(_) => ExitCode::from(2),
+                Error::Interrupted(sig) => ExitCode::from(128u8.saturating_add(sig as u8)),
                 _ => ExitCode::FAILURE,
             }
         }
