@@ -18,14 +18,14 @@ use std::rc::Rc;
 
 use rayon::prelude::*;
 
-use crate::catalog::{self, DumpRecord};
+use crate::catalog::{self, CloneRecord, CloneView, DumpRecord};
 use crate::chunk::{self, ChunkerParams, StreamChunker};
 use crate::level;
 use crate::manifest::{ManifestReader, ManifestWriter};
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::scan::{self, Walker};
-use crate::spool::Spool;
+use crate::spool::{CloneMethod, Spool};
 use crate::store::{ChunkReader, StoreWriter};
 use crate::timefmt::{self, format_rfc3339};
 use crate::types::path_cmp;
@@ -60,6 +60,8 @@ pub struct DumpOutcome {
     pub record: DumpRecord,
     /// Set when the requested level had no lower dump and the dump became a level 0.
     pub promoted: bool,
+    /// Set when the dump was made from the volume's latest clone rather than its live tree.
+    pub from_clone: Option<CloneMethod>,
 }
 
 enum Action {
@@ -96,11 +98,29 @@ impl Write for SharedBuf {
     }
 }
 
+/// The manifest a scan takes its stat cache from.
+struct PrevManifest {
+    chunks: Vec<(ChunkId, u32)>,
+    scan_started_ns: i64,
+    /// Whether its chunks are all owned inside the new dump's chain.
+    in_chain: bool,
+    label: String,
+}
+
+/// Who owns what a scan reads: the dump being made and its ancestors. None for a clone
+/// capture, whose ownership is settled when it becomes a dump.
+struct Owner {
+    id: u64,
+    chain: Vec<u64>,
+}
+
 struct Session<'a> {
     store: StoreWriter<'a>,
     params: ChunkerParams,
-    id: u64,
-    chain: Vec<u64>,
+    owner: Option<Owner>,
+    /// Scanning a copy of the volume: keep the volume's own ctime (from the stat map), not
+    /// the copy's, when a file is read.
+    keep_ctime: bool,
     manifest_buf: SharedBuf,
     manifest_chunks: Vec<([u8; 32], u32)>,
     manifest_bytes: u64,
@@ -110,7 +130,15 @@ struct Session<'a> {
     progress: &'a dyn Progress,
 }
 
-/// Dump volume `name` at `opts.level`.
+/// What a finished scan holds: the open store (its last pack not sealed yet) and the manifest.
+struct Scanned<'a> {
+    s: Session<'a>,
+    mstats: crate::manifest::ManifestStats,
+    scan_started_ns: i64,
+}
+
+/// Dump volume `name` at `opts.level`: its latest clone when that has not been dumped yet,
+/// otherwise its live tree.
 pub fn dump_volume(
     spool: &Spool,
     name: &str,
@@ -118,7 +146,52 @@ pub fn dump_volume(
     progress: &dyn Progress,
 ) -> Result<DumpOutcome> {
     let vol = spool.volume(name)?;
+    if let Some(clone) = spool.catalog.clone_of(name)?.filter(|c| c.dumped.is_none()) {
+        if opts.time_ns.is_some() || opts.reread {
+            return Err(Error::usage(format!(
+                "volume {name} has a clone from {} that is not dumped yet; its dump takes the clone's time and stat data, so drop --date/--reread (or take a new clone with `reel clone {name}`)",
+                format_rfc3339(clone.time_ns)
+            )));
+        }
+        return dump_clone(spool, name, clone, opts.level, progress);
+    }
     dump_tree(spool, name, &vol.path.clone(), opts, progress)
+}
+
+fn check_root(name: &str, root: &Path) -> Result<()> {
+    match std::fs::metadata(root) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => Err(Error::usage(format!(
+            "volume {name}: path {} is not a directory",
+            root.display()
+        ))),
+        Err(e) => Err(Error::Volume(format!(
+            "volume {name}: path {} cannot be read ({e}); mount the volume, or correct its path in reel.toml ([volumes.{name}] path)",
+            root.display()
+        ))),
+    }
+}
+
+fn check_level(level: u8) -> Result<()> {
+    if level > level::MAX_LEVEL {
+        return Err(Error::usage(format!(
+            "level {level} is out of range: use 0-9"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse a dump time not later than the volume's latest dump.
+pub(crate) fn check_time(name: &str, dumps: &[DumpRecord], time_ns: i64) -> Result<()> {
+    if let Some(last) = dumps.last().filter(|l| time_ns <= l.time_ns) {
+        return Err(Error::usage(format!(
+            "dump time {} is not later than the latest dump of volume {name} (dump {} at {}); give a later --date",
+            format_rfc3339(time_ns),
+            last.id,
+            format_rfc3339(last.time_ns)
+        )));
+    }
+    Ok(())
 }
 
 /// Dump the tree at `root` as a dump of volume `name` (the volume's path, or a clone of it).
@@ -129,56 +202,154 @@ pub fn dump_tree(
     opts: &DumpOptions,
     progress: &dyn Progress,
 ) -> Result<DumpOutcome> {
-    if opts.level > level::MAX_LEVEL {
-        return Err(Error::usage(format!(
-            "level {} is out of range: use 0-9",
-            opts.level
-        )));
-    }
-    match std::fs::metadata(root) {
-        Ok(md) if md.is_dir() => {}
-        Ok(_) => {
-            return Err(Error::usage(format!(
-                "volume {name}: path {} is not a directory",
-                root.display()
-            )));
-        }
-        Err(e) => {
-            return Err(Error::Volume(format!(
-                "volume {name}: path {} cannot be read ({e}); mount the volume, or correct its path in reel.toml ([volumes.{name}] path)",
-                root.display()
-            )));
-        }
-    }
+    dump_tree_as(spool, name, root, opts, None, progress)
+}
+
+/// `dump_tree`, optionally for a directory clone (`clone`): then the stat map gives the
+/// volume's inodes and ctimes, and the clone is marked dumped with the dump.
+fn dump_tree_as(
+    spool: &Spool,
+    name: &str,
+    root: &Path,
+    opts: &DumpOptions,
+    clone: Option<CloneRecord>,
+    progress: &dyn Progress,
+) -> Result<DumpOutcome> {
+    check_level(opts.level)?;
+    check_root(name, root)?;
     let started = std::time::Instant::now();
-    let scan_started_ns = timefmt::now_ns();
-    let time_ns = opts.time_ns.unwrap_or(scan_started_ns);
+    let time_ns = opts.time_ns.unwrap_or_else(timefmt::now_ns);
     let dumps = spool.catalog.dumps(Some(name))?;
-    if let Some(last) = dumps.last().filter(|l| time_ns <= l.time_ns) {
-        return Err(Error::usage(format!(
-            "dump time {} is not later than the latest dump of volume {name} (dump {} at {}); give a later --date",
-            format_rfc3339(time_ns),
-            last.id,
-            format_rfc3339(last.time_ns)
-        )));
-    }
+    check_time(name, &dumps, time_ns)?;
     let base = level::choose_base(&dumps, opts.level).cloned();
     let level = if base.is_none() { 0 } else { opts.level };
     let chain = base.as_ref().map(|b| b.full_chain()).unwrap_or_default();
-    let prev = dumps.last().cloned();
-    let prev_in_chain = prev.as_ref().is_some_and(|p| chain.contains(&p.id));
-
+    let prev = match (dumps.last(), opts.reread) {
+        (Some(p), false) => Some(PrevManifest {
+            chunks: p.manifest_chunks(),
+            scan_started_ns: p.scan_started_ns,
+            in_chain: chain.contains(&p.id),
+            label: format!("manifest of dump {}", p.id),
+        }),
+        _ => None,
+    };
     let store = StoreWriter::new(spool)?;
     let stale = catalog::clean_uncommitted(store.txn())?;
     if stale > 0 {
         tracing::info!("dropped {stale} owned-chunk rows of an interrupted dump");
     }
     let id = catalog::get_meta_u64(store.txn(), "next_dump_id")?;
+    let statmap = match clone.as_ref().map(|c| &c.view) {
+        Some(CloneView::Dir {
+            statmap: Some(p), ..
+        }) => Some(PathBuf::from(p)),
+        _ => None,
+    };
+    progress.message(&format!("dumping {name} at level {level}"));
+    let owner = Owner {
+        id,
+        chain: chain.clone(),
+    };
+    let Scanned {
+        s,
+        mstats,
+        scan_started_ns,
+    } = scan(
+        spool,
+        store,
+        root,
+        prev,
+        Some(owner),
+        statmap.as_deref(),
+        progress,
+    )?;
+
+    let mut rec = DumpRecord {
+        version: 1,
+        id,
+        volume: name.to_string(),
+        time_ns,
+        level,
+        requested_level: opts.level,
+        base: base.as_ref().map(|b| b.id),
+        chain,
+        merged_from: None,
+        source: clone
+            .as_ref()
+            .map(|c| c.source.clone())
+            .unwrap_or_else(|| root.display().to_string()),
+        // A clone was scanned when it was taken: the same-second rule must compare with that.
+        scan_started_ns: clone
+            .as_ref()
+            .map_or(scan_started_ns, |c| c.scan_started_ns),
+        duration_ns: 0,
+        entries: mstats.entries,
+        files: mstats.files,
+        dirs: mstats.dirs,
+        logical_bytes: mstats.logical_bytes,
+        read_bytes: s.read_bytes,
+        // Counted when the store commits (commit_record adds the store's totals).
+        new_chunks: 0,
+        stored_bytes: 0,
+        owned_chunks: s.owned.0,
+        owned_bytes: s.owned.1,
+        manifest: s.manifest_chunks.clone(),
+        manifest_bytes: s.manifest_bytes,
+        warnings: s.warnings.clone(),
+    };
+    rec.duration_ns = started.elapsed().as_nanos() as u64;
+    let from_clone = clone.as_ref().map(|c| c.method);
+    let rec = commit_record(s.store, rec, started, clone)?;
+    Ok(DumpOutcome {
+        promoted: level != opts.level,
+        record: rec,
+        from_clone,
+    })
+}
+
+/// Store a copy of the dump record in the last pack (so the catalog can be rebuilt from packs),
+/// seal it and commit the record, marking `clone` dumped in the same transaction.
+fn commit_record(
+    mut store: StoreWriter<'_>,
+    mut rec: DumpRecord,
+    started: std::time::Instant,
+    clone: Option<CloneRecord>,
+) -> Result<DumpRecord> {
+    let blob = rec.encode();
+    store.put_one(ChunkId::of(&blob), &blob, BlobKind::DumpRecord)?;
+    let id = rec.id;
+    store.finish(|txn, stats| {
+        rec.new_chunks += stats.new_chunks;
+        rec.stored_bytes += stats.stored_bytes;
+        rec.duration_ns = started.elapsed().as_nanos() as u64;
+        catalog::insert_dump(txn, &rec)?;
+        if let Some(mut c) = clone {
+            c.dumped = Some(id);
+            catalog::put_clone(txn, &c)?;
+        }
+        catalog::set_meta_u64(txn, "next_dump_id", id + 1)
+    })?;
+    Ok(rec)
+}
+
+/// Walk `root` and store what changed since `prev`: the shared first half of a dump and of a
+/// `store` clone.
+fn scan<'a>(
+    spool: &Spool,
+    store: StoreWriter<'a>,
+    root: &Path,
+    prev: Option<PrevManifest>,
+    owner: Option<Owner>,
+    statmap: Option<&Path>,
+    progress: &'a dyn Progress,
+) -> Result<Scanned<'a>> {
+    let scan_started_ns = timefmt::now_ns();
+    let prev_in_chain = prev.as_ref().is_some_and(|p| p.in_chain);
     let mut s = Session {
         store,
         params: spool.chunker(),
-        id,
-        chain: chain.clone(),
+        owner,
+        keep_ctime: statmap.is_some(),
         manifest_buf: SharedBuf::default(),
         manifest_chunks: Vec::new(),
         manifest_bytes: 0,
@@ -187,36 +358,43 @@ pub fn dump_tree(
         warnings: Vec::new(),
         progress,
     };
+    let owning = s.owner.is_some();
 
-    // The previous manifest, for change detection (not with --reread).
+    // The previous manifest, for change detection.
     let reader = ChunkReader::new(spool)?;
-    let mut prev_entries = match (&prev, opts.reread) {
-        (Some(p), false) => {
-            let stream = reader.stream(p.manifest_chunks(), format!("manifest of dump {}", p.id));
+    let mut prev_entries = match prev {
+        Some(p) => {
+            let stream = reader.stream(p.chunks, p.label);
             Some((ManifestReader::new(stream)?.peekable(), p.scan_started_ns))
         }
-        _ => None,
+        None => None,
+    };
+    let mut statmap = match statmap {
+        Some(p) => Some(StatMap::open(p)?),
+        None => None,
     };
 
     let mut manifest = ManifestWriter::new(s.manifest_buf.clone())?;
     let mut walker = Walker::new(root)?;
     let mut window: Vec<Work> = Vec::new();
     let mut window_bytes = 0u64;
-    progress.message(&format!("dumping {name} at level {level}"));
     for item in walker.by_ref() {
         let item = item?;
         let mut entry = item.entry;
+        if let Some(sm) = statmap.as_mut() {
+            sm.apply(&mut entry)?;
+        }
         let mut action = Action::None;
         let mut may_own = false;
         if entry.kind == EntryKind::File && entry.size > 0 {
             action = Action::Read;
-            may_own = true;
+            may_own = owning;
             if let Some((prev_iter, prev_scan)) = prev_entries.as_mut()
                 && let Some(old) = unchanged(prev_iter, &entry, *prev_scan)?
             {
                 entry.extents = old;
                 action = Action::Reuse;
-                may_own = !prev_in_chain;
+                may_own = owning && !prev_in_chain;
             }
         }
         if matches!(action, Action::Read) {
@@ -230,6 +408,7 @@ pub fn dump_tree(
             gone: false,
         });
         if window_bytes >= WINDOW_BYTES || window.len() >= WINDOW_ENTRIES {
+            crate::clone::freeze::check_interrupted()?;
             s.flush_window(&mut window, &mut manifest)?;
             window_bytes = 0;
         }
@@ -240,51 +419,282 @@ pub fn dump_tree(
 
     let (_, mstats) = manifest.finish()?;
     s.store_manifest(true)?;
+    Ok(Scanned {
+        s,
+        mstats,
+        scan_started_ns,
+    })
+}
 
-    let mut rec = DumpRecord {
+/// Capture volume `name` straight into the store as its new clone (`store` method): the
+/// stat cache comes from its newest manifest (latest dump, or the clone it replaces), so only
+/// changed files are read. Nothing is owned yet; `dump_clone` settles that.
+pub fn capture_clone(
+    spool: &Spool,
+    name: &str,
+    time_ns: i64,
+    reread: bool,
+    progress: &dyn Progress,
+) -> Result<CloneRecord> {
+    let vol = spool.volume(name)?;
+    let root = vol.path.clone();
+    check_root(name, &root)?;
+    let dumps = spool.catalog.dumps(Some(name))?;
+    check_time(name, &dumps, time_ns)?;
+    let old = spool.catalog.clone_of(name)?;
+    let prev = if reread {
+        None
+    } else {
+        let from_clone = old.as_ref().and_then(|c| match &c.view {
+            CloneView::Manifest { chunks, .. }
+                if dumps.last().is_none_or(|d| d.time_ns < c.time_ns) =>
+            {
+                Some(PrevManifest {
+                    chunks: chunks.iter().map(|(id, n)| (ChunkId(*id), *n)).collect(),
+                    scan_started_ns: c.scan_started_ns,
+                    in_chain: false,
+                    label: format!("manifest of the clone of {name}"),
+                })
+            }
+            _ => None,
+        });
+        from_clone.or_else(|| {
+            dumps.last().map(|p| PrevManifest {
+                chunks: p.manifest_chunks(),
+                scan_started_ns: p.scan_started_ns,
+                in_chain: false,
+                label: format!("manifest of dump {}", p.id),
+            })
+        })
+    };
+    let store = StoreWriter::new(spool)?;
+    progress.message(&format!("cloning {name}"));
+    let Scanned {
+        s,
+        mstats,
+        scan_started_ns,
+    } = scan(spool, store, &root, prev, None, None, progress)?;
+    let mut rec = CloneRecord {
         version: 1,
-        id,
         volume: name.to_string(),
         time_ns,
-        level,
-        requested_level: opts.level,
-        base: base.as_ref().map(|b| b.id),
-        chain,
-        merged_from: None,
-        source: root.display().to_string(),
+        method: CloneMethod::Store,
+        frozen_ns: 0,
         scan_started_ns,
-        duration_ns: 0,
+        source: root.display().to_string(),
+        view: CloneView::Manifest {
+            chunks: s.manifest_chunks.clone(),
+            bytes: s.manifest_bytes,
+        },
+        dumped: None,
         entries: mstats.entries,
         files: mstats.files,
         dirs: mstats.dirs,
         logical_bytes: mstats.logical_bytes,
         read_bytes: s.read_bytes,
-        new_chunks: s.store.stats.new_chunks,
-        stored_bytes: s.store.stats.stored_bytes,
-        owned_chunks: s.owned.0,
-        owned_bytes: s.owned.1,
-        manifest: s.manifest_chunks.clone(),
-        manifest_bytes: s.manifest_bytes,
+        new_chunks: 0,
+        stored_bytes: 0,
         warnings: s.warnings.clone(),
     };
-    rec.duration_ns = started.elapsed().as_nanos() as u64;
-    // A copy of the record goes into the last pack, so the catalog can be rebuilt from packs.
-    let blob = rec.encode();
-    s.store
-        .put_one(ChunkId::of(&blob), &blob, BlobKind::DumpRecord)?;
-    let stats = s.store.finish(|txn, stats| {
+    s.store.finish(|txn, stats| {
         rec.new_chunks = stats.new_chunks;
         rec.stored_bytes = stats.stored_bytes;
-        rec.duration_ns = started.elapsed().as_nanos() as u64;
-        catalog::insert_dump(txn, &rec)?;
-        catalog::set_meta_u64(txn, "next_dump_id", id + 1)
+        catalog::put_clone(txn, &rec)
     })?;
-    rec.stored_bytes = stats.stored_bytes;
-    rec.new_chunks = stats.new_chunks;
+    Ok(rec)
+}
+
+/// Turn volume `name`'s undumped clone into a dump at `level`.
+pub fn dump_clone(
+    spool: &Spool,
+    name: &str,
+    clone: CloneRecord,
+    level: u8,
+    progress: &dyn Progress,
+) -> Result<DumpOutcome> {
+    check_level(level)?;
+    let opts = DumpOptions {
+        level,
+        time_ns: Some(clone.time_ns),
+        reread: false,
+    };
+    match &clone.view {
+        CloneView::Dir { path, .. } => {
+            let path = PathBuf::from(path);
+            let method = clone.method;
+            let mut out = dump_tree_as(spool, name, &path, &opts, Some(clone), progress)?;
+            out.from_clone = Some(method);
+            Ok(out)
+        }
+        CloneView::Manifest { .. } => commit_store_clone(spool, name, clone, level, progress),
+    }
+}
+
+/// A `store` clone is already in the store: its dump only settles what it owns (by comparing
+/// its manifest with the base's: an entry with the same content as in the base is owned
+/// within the chain) and commits the record.
+fn commit_store_clone(
+    spool: &Spool,
+    name: &str,
+    clone: CloneRecord,
+    level_asked: u8,
+    progress: &dyn Progress,
+) -> Result<DumpOutcome> {
+    let started = std::time::Instant::now();
+    let dumps = spool.catalog.dumps(Some(name))?;
+    check_time(name, &dumps, clone.time_ns)?;
+    let base = level::choose_base(&dumps, level_asked).cloned();
+    let level = if base.is_none() { 0 } else { level_asked };
+    let chain = base.as_ref().map(|b| b.full_chain()).unwrap_or_default();
+    let CloneView::Manifest { chunks, bytes } = &clone.view else {
+        unreachable!("caller checked the view");
+    };
+    let manifest: Vec<(ChunkId, u32)> = chunks.iter().map(|(id, n)| (ChunkId(*id), *n)).collect();
+    progress.message(&format!("dumping the clone of {name} at level {level}"));
+
+    let mut store = StoreWriter::new(spool)?;
+    catalog::clean_uncommitted(store.txn())?;
+    let id = catalog::get_meta_u64(store.txn(), "next_dump_id")?;
+    let reader = ChunkReader::new(spool)?;
+    let mut base_entries = match &base {
+        Some(b) => Some(
+            ManifestReader::new(
+                reader.stream(b.manifest_chunks(), format!("manifest of dump {}", b.id)),
+            )?
+            .peekable(),
+        ),
+        None => None,
+    };
+    let entries = ManifestReader::new(
+        reader.stream(manifest.clone(), format!("manifest of the clone of {name}")),
+    )?;
+    let mut owned = (0u64, 0u64);
+    let mut refs: Vec<ChunkId> = manifest.iter().map(|(id, _)| *id).collect();
+    for e in entries {
+        let e = e?;
+        if e.kind != EntryKind::File || e.extents.is_empty() {
+            continue;
+        }
+        let same = match base_entries.as_mut() {
+            Some(b) => same_content(b, &e)?,
+            None => false,
+        };
+        if !same {
+            refs.extend(e.chunks().map(|(id, _)| id));
+        }
+        if refs.len() >= 16_384 {
+            let (n, b) = store.record_owned(id, &chain, &refs)?;
+            owned = (owned.0 + n, owned.1 + b);
+            refs.clear();
+            crate::clone::freeze::check_interrupted()?;
+        }
+    }
+    let (n, b) = store.record_owned(id, &chain, &refs)?;
+    owned = (owned.0 + n, owned.1 + b);
+    drop(base_entries);
+
+    let rec = DumpRecord {
+        version: 1,
+        id,
+        volume: name.to_string(),
+        time_ns: clone.time_ns,
+        level,
+        requested_level: level_asked,
+        base: base.as_ref().map(|b| b.id),
+        chain,
+        merged_from: None,
+        source: clone.source.clone(),
+        scan_started_ns: clone.scan_started_ns,
+        duration_ns: 0,
+        entries: clone.entries,
+        files: clone.files,
+        dirs: clone.dirs,
+        logical_bytes: clone.logical_bytes,
+        read_bytes: clone.read_bytes,
+        new_chunks: clone.new_chunks,
+        stored_bytes: clone.stored_bytes,
+        owned_chunks: owned.0,
+        owned_bytes: owned.1,
+        manifest: chunks.clone(),
+        manifest_bytes: *bytes,
+        warnings: clone.warnings.clone(),
+    };
+    let rec = commit_record(store, rec, started, Some(clone))?;
     Ok(DumpOutcome {
-        promoted: level != opts.level,
+        promoted: level != level_asked,
         record: rec,
+        from_clone: Some(CloneMethod::Store),
     })
+}
+
+/// Merge-join step for ownership: whether the base has `e.path` as a file with the same
+/// extents.
+fn same_content<I: Iterator<Item = Result<Entry>>>(
+    base: &mut std::iter::Peekable<I>,
+    e: &Entry,
+) -> Result<bool> {
+    loop {
+        let ord = match base.peek() {
+            None => return Ok(false),
+            Some(Err(_)) => {
+                let err = base.next().expect("peeked").expect_err("peeked an error");
+                return Err(err);
+            }
+            Some(Ok(b)) => path_cmp(&b.path, &e.path),
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                base.next();
+            }
+            std::cmp::Ordering::Greater => return Ok(false),
+            std::cmp::Ordering::Equal => {
+                let b = base.next().expect("peeked")?;
+                return Ok(b.kind == EntryKind::File && b.extents == e.extents);
+            }
+        }
+    }
+}
+
+/// The volume's own stat data for the paths of a directory clone (written by the copy), so
+/// change detection and the manifest see the volume's inodes and ctimes, not the copy's.
+struct StatMap {
+    entries: std::iter::Peekable<ManifestReader<std::io::BufReader<File>>>,
+}
+
+impl StatMap {
+    fn open(path: &Path) -> Result<StatMap> {
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        Ok(StatMap {
+            entries: ManifestReader::new(std::io::BufReader::new(f))?.peekable(),
+        })
+    }
+
+    fn apply(&mut self, e: &mut Entry) -> Result<()> {
+        loop {
+            let ord = match self.entries.peek() {
+                None => return Ok(()),
+                Some(Err(_)) => {
+                    let err = self.entries.next().expect("peeked").expect_err("peeked");
+                    return Err(err);
+                }
+                Some(Ok(m)) => path_cmp(&m.path, &e.path),
+            };
+            match ord {
+                std::cmp::Ordering::Less => {
+                    self.entries.next();
+                }
+                std::cmp::Ordering::Greater => return Ok(()),
+                std::cmp::Ordering::Equal => {
+                    let m = self.entries.next().expect("peeked")?;
+                    if m.kind == e.kind {
+                        e.ino = m.ino;
+                        e.ctime_ns = m.ctime_ns;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
 
 /// Merge-join step: advance the previous manifest to `entry.path`; if the file there has the
@@ -456,7 +866,7 @@ impl Session<'_> {
             let w = &mut window[i];
             self.read_bytes += c.data.len() as u64;
             self.progress.advance(c.data.len() as u64);
-            apply_read_stat(&mut w.entry, &c.md, c.data.len() as u64);
+            apply_read_stat(&mut w.entry, &c.md, c.data.len() as u64, self.keep_ctime);
             w.entry.extents = c.extents;
             if let Some(msg) = c.warning {
                 tracing::warn!("{msg}");
@@ -472,7 +882,7 @@ impl Session<'_> {
             {
                 match self.read_large(&w.abs)? {
                     Some((extents, md, len, warning)) => {
-                        apply_read_stat(&mut w.entry, &md, len);
+                        apply_read_stat(&mut w.entry, &md, len, self.keep_ctime);
                         w.entry.extents = extents;
                         if let Some(msg) = warning {
                             tracing::warn!("{msg}");
@@ -507,7 +917,10 @@ impl Session<'_> {
     }
 
     fn own(&mut self, refs: &[ChunkId]) -> Result<()> {
-        let (n, b) = self.store.record_owned(self.id, &self.chain, refs)?;
+        let Some(owner) = &self.owner else {
+            return Ok(());
+        };
+        let (n, b) = self.store.record_owned(owner.id, &owner.chain, refs)?;
         self.owned.0 += n;
         self.owned.1 += b;
         Ok(())
@@ -644,10 +1057,13 @@ impl Session<'_> {
 }
 
 /// The file was read with this stat data: record it, so the manifest matches what was read.
-fn apply_read_stat(e: &mut Entry, md: &std::fs::Metadata, len: u64) {
+/// `keep_ctime`: the entry's ctime is the volume's (from a clone's stat map), not the copy's.
+fn apply_read_stat(e: &mut Entry, md: &std::fs::Metadata, len: u64, keep_ctime: bool) {
     e.size = len;
     e.mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-    e.ctime_ns = md.ctime() * 1_000_000_000 + md.ctime_nsec();
+    if !keep_ctime {
+        e.ctime_ns = md.ctime() * 1_000_000_000 + md.ctime_nsec();
+    }
     e.mode = md.mode() & 0o7777;
     e.uid = md.uid();
     e.gid = md.gid();

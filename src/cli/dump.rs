@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use reel::Result;
-use reel::dump::{DumpOptions, dump_volume};
+use reel::dump::{DumpOptions, DumpOutcome, dump_volume};
 use reel::spool::Access;
 use reel::timefmt::{format_bytes, format_duration, format_rfc3339};
 
@@ -40,6 +40,12 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
     if let Err(e) = spool.catalog.compact() {
         tracing::warn!("{e}");
     }
+    print_dump(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The dump's summary, as `dump`, `backup` and `nightly` print it.
+pub fn print_dump(out: &DumpOutcome) {
     let r = &out.record;
     if out.promoted {
         println!(
@@ -58,6 +64,9 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
             .unwrap_or_default(),
         format_rfc3339(r.time_ns)
     );
+    if let Some(m) = out.from_clone {
+        println!("  from         its {m} clone of {}", format_rfc3339(r.time_ns));
+    }
     println!(
         "  files        {} ({} directories, {} entries)",
         r.files, r.dirs, r.entries
@@ -90,5 +99,4 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
     for w in &r.warnings {
         println!("  warning: {w}");
     }
-    Ok(ExitCode::SUCCESS)
 }

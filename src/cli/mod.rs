@@ -3,6 +3,7 @@
 
 mod browse;
 mod check;
+mod cycle;
 mod dump;
 mod list;
 mod manage;
@@ -59,6 +60,12 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Record a synthetic level 0 for a point in time (no data copied).
     Merge(manage::MergeArgs),
+    /// Freeze a volume, take its clone (the users' "yesterday"), thaw it.
+    Clone(cycle::CloneArgs),
+    /// Clone a volume, then dump the clone (at the level its schedule names for the day).
+    Backup(cycle::BackupArgs),
+    /// The day's work for every scheduled volume: clone all, dump all, retry, report.
+    Nightly(cycle::NightlyArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
 }
@@ -168,6 +175,9 @@ pub fn main() -> ExitCode {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Merge(a) => manage::merge(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Clone(a) => cycle::clone(&ctx, a),
+        Command::Backup(a) => cycle::backup(&ctx, a),
+        Command::Nightly(a) => cycle::nightly(&ctx, a),
     };
     match result {
         Ok(code) => code,

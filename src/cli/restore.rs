@@ -15,7 +15,7 @@ use super::browse::pick_dump;
 
 #[derive(Args)]
 pub struct RestoreArgs {
-    /// The volume.
+    /// The volume; NAME@T for the dump current at T, NAME@backup for the latest clone.
     name: String,
     /// Restore only these paths (subtrees) of the volume.
     paths: Vec<PathBuf>,

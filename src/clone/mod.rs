@@ -10,10 +10,16 @@ pub mod freeze;
 pub mod hook;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use crate::catalog::{CloneRecord, CloneView};
-use crate::spool::Spool;
-use crate::{ChunkId, Result};
+use crate::catalog::{self, CloneRecord, CloneView};
+use crate::error::IoContext;
+use crate::progress::Progress;
+use crate::spool::{CloneMethod, Spool, VolumeSettings};
+use crate::timefmt;
+use crate::{ChunkId, Error, Result};
+use copy::CopyStats;
+use hook::HookKind;
 
 /// Where the tree of a volume's latest clone can be read.
 #[derive(Clone, Debug)]
@@ -40,4 +46,268 @@ pub fn backup_tree(spool: &Spool, volume: &str) -> Result<Option<(CloneRecord, T
         (CloneView::Dir { path, .. }, _) => Tree::Dir(PathBuf::from(path)),
     };
     Ok(Some((rec, tree)))
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CloneOptions {
+    /// The clone's recorded time (its dump's time); now when None.
+    pub time_ns: Option<i64>,
+    /// `store` method: read every file, ignoring the stat-data cache.
+    pub reread: bool,
+}
+
+/// A clone taken, with what the admin wants to hear about it.
+#[derive(Clone, Debug)]
+pub struct CloneOutcome {
+    pub record: CloneRecord,
+    /// How long the volume was frozen: from taking the freeze lock to the thaw hook's end.
+    pub frozen: Duration,
+    /// Things worth a line in the report (a replaced clone that was never dumped, a release
+    /// hook that failed).
+    pub notes: Vec<String>,
+}
+
+/// Take a new clone of volume `name`: freeze (lock, freeze hook), clone by the volume's
+/// method, thaw (thaw hook, unlock), record it as the volume's latest clone and drop the one
+/// it replaces. The thaw hook runs whenever the freeze hook was started, also on errors and on
+/// SIGINT/SIGTERM/SIGHUP (which then end the clone with `Error::Interrupted`).
+pub fn clone_volume(
+    spool: &Spool,
+    name: &str,
+    opts: &CloneOptions,
+    progress: &dyn Progress,
+) -> Result<CloneOutcome> {
+    let vol = spool.volume(name)?.clone();
+    let time_ns = opts.time_ns.unwrap_or_else(timefmt::now_ns);
+    crate::dump::check_time(name, &spool.catalog.dumps(Some(name))?, time_ns)?;
+    if vol.clone == CloneMethod::Hook && vol.snapshot_cmd.is_none() {
+        return Err(Error::usage(format!(
+            "volume {name} clones with the hook method but has no snapshot command: set one with `reel volume set {name} --snapshot-cmd CMD`"
+        )));
+    }
+    if let Err(e) = std::fs::metadata(&vol.path) {
+        return Err(Error::Volume(format!(
+            "volume {name}: path {} cannot be read ({e}); mount the volume, or correct its path in reel.toml ([volumes.{name}] path)",
+            vol.path.display()
+        )));
+    }
+    let old = spool.catalog.clone_of(name)?;
+    let timeout = vol.hook_timeout();
+
+    let _signals = freeze::catch_signals();
+    let lock = freeze::acquire(&spool.freeze_lock_path(name), timeout)?;
+    let frozen_at = Instant::now();
+    let mut made = Ok(None);
+    let mut froze = false;
+    if let Some(cmd) = &vol.freeze_cmd {
+        froze = true;
+        made = hook::run_hook(HookKind::Freeze, cmd, name, &vol.path, &[], timeout, true)
+            .map(|_| None);
+    }
+    if made.is_ok() {
+        made = freeze::check_interrupted()
+            .and_then(|()| take(spool, name, &vol, time_ns, opts.reread, progress).map(Some));
+    }
+    let thawed = match (&vol.thaw_cmd, froze) {
+        (Some(cmd), true) => {
+            hook::run_hook(HookKind::Thaw, cmd, name, &vol.path, &[], timeout, false).map(|_| ())
+        }
+        _ => Ok(()),
+    };
+    let frozen = frozen_at.elapsed();
+    drop(lock);
+
+    let mut notes = Vec::new();
+    let record = match made {
+        Ok(Some(mut rec)) => {
+            rec.frozen_ns = frozen.as_nanos() as u64;
+            let txn = spool.catalog.write()?;
+            catalog::put_clone(&txn, &rec)?;
+            txn.commit()?;
+            drop_old_clone(spool, name, &vol, old.as_ref(), &rec, &mut notes);
+            rec
+        }
+        Ok(None) => unreachable!("a clone is taken once the freeze succeeds"),
+        Err(e) => {
+            // Whatever the take left behind under clones/ is not recorded: remove it.
+            sweep_clone_dir(spool, name, old.as_ref());
+            return Err(match thawed {
+                Err(t) => Error::Hook(format!("{e}; and then: {t}")),
+                Ok(()) => e,
+            });
+        }
+    };
+    thawed.map_err(|t| {
+        Error::Hook(format!(
+            "{t}. The clone was taken, but volume {name} may still be frozen: run its thaw command by hand"
+        ))
+    })?;
+    freeze::check_interrupted()?;
+    Ok(CloneOutcome {
+        record,
+        frozen,
+        notes,
+    })
+}
+
+/// Make the clone by the volume's method, while it is frozen.
+fn take(
+    spool: &Spool,
+    name: &str,
+    vol: &VolumeSettings,
+    time_ns: i64,
+    reread: bool,
+    progress: &dyn Progress,
+) -> Result<CloneRecord> {
+    let scan_started_ns = timefmt::now_ns();
+    let record = |view, stats: CopyStats| CloneRecord {
+        version: 1,
+        volume: name.to_string(),
+        time_ns,
+        method: vol.clone,
+        frozen_ns: 0,
+        scan_started_ns,
+        source: vol.path.display().to_string(),
+        view,
+        dumped: None,
+        entries: stats.entries,
+        files: stats.files,
+        dirs: stats.dirs,
+        logical_bytes: stats.bytes,
+        read_bytes: 0,
+        new_chunks: 0,
+        stored_bytes: 0,
+        warnings: Vec::new(),
+    };
+    match vol.clone {
+        CloneMethod::Store => crate::dump::capture_clone(spool, name, time_ns, reread, progress),
+        CloneMethod::Reflink | CloneMethod::Copy => {
+            let dir = spool.clones_dir(name);
+            std::fs::create_dir_all(&dir).at(&dir)?;
+            let dst = dir.join(time_ns.to_string());
+            let statmap = dir.join(format!("{time_ns}.statmap"));
+            if dst.exists() {
+                copy::remove_tree(&dst)?;
+            }
+            let mode = if vol.clone == CloneMethod::Reflink {
+                copy::CopyMode::Reflink
+            } else {
+                copy::CopyMode::Copy
+            };
+            progress.message(&format!("cloning {name} ({})", vol.clone));
+            let stats = copy::copy_tree(
+                &vol.path,
+                &dst,
+                mode,
+                &statmap,
+                &freeze::check_interrupted,
+            )?;
+            Ok(record(
+                CloneView::Dir {
+                    path: dst.display().to_string(),
+                    statmap: Some(statmap.display().to_string()),
+                },
+                stats,
+            ))
+        }
+        CloneMethod::Hook => {
+            let cmd = vol.snapshot_cmd.as_deref().expect("checked before freezing");
+            let out = hook::run_hook(
+                HookKind::Snapshot,
+                cmd,
+                name,
+                &vol.path,
+                &[],
+                vol.hook_timeout(),
+                true,
+            )?;
+            let line = out
+                .stdout
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty())
+                .unwrap_or("");
+            let path = PathBuf::from(line);
+            if !path.is_absolute() || !path.is_dir() {
+                return Err(Error::Hook(format!(
+                    "volume {name}: the snapshot command `{cmd}` must print the absolute path of a directory as its last line; it printed {line:?}"
+                )));
+            }
+            Ok(record(
+                CloneView::Dir {
+                    path: path.display().to_string(),
+                    statmap: None,
+                },
+                CopyStats::default(),
+            ))
+        }
+    }
+}
+
+/// After a new clone is recorded: remove the directory clone it replaces, or release the
+/// snapshot it replaces, and sweep leftovers of interrupted clones.
+fn drop_old_clone(
+    spool: &Spool,
+    name: &str,
+    vol: &VolumeSettings,
+    old: Option<&CloneRecord>,
+    new: &CloneRecord,
+    notes: &mut Vec<String>,
+) {
+    if let Some(old) = old {
+        if old.dumped.is_none() {
+            notes.push(format!(
+                "replaced the clone of {} that was never dumped",
+                timefmt::format_rfc3339(old.time_ns)
+            ));
+        }
+        if let (CloneMethod::Hook, CloneView::Dir { path, .. }) = (old.method, &old.view) {
+            let same = matches!(&new.view, CloneView::Dir { path: p, .. } if p == path);
+            if let (Some(cmd), false) = (&vol.release_cmd, same)
+                && let Err(e) = hook::run_hook(
+                    HookKind::Release,
+                    cmd,
+                    name,
+                    &vol.path,
+                    &[("REEL_SNAPSHOT", path)],
+                    vol.hook_timeout(),
+                    false,
+                )
+            {
+                tracing::warn!("{e}");
+                notes.push(format!("releasing the previous snapshot failed: {e}"));
+            }
+        }
+    }
+    sweep_clone_dir(spool, name, Some(new));
+}
+
+/// Remove everything under clones/NAME/ that is not the recorded clone's tree or stat map.
+fn sweep_clone_dir(spool: &Spool, name: &str, keep: Option<&CloneRecord>) {
+    let dir = spool.clones_dir(name);
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let kept: Vec<PathBuf> = match keep.map(|k| &k.view) {
+        Some(CloneView::Dir { path, statmap }) => {
+            let mut v = vec![PathBuf::from(path)];
+            v.extend(statmap.iter().map(PathBuf::from));
+            v
+        }
+        _ => Vec::new(),
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if kept.contains(&p) {
+            continue;
+        }
+        let res = if p.is_dir() {
+            copy::remove_tree(&p)
+        } else {
+            std::fs::remove_file(&p).at(&p)
+        };
+        if let Err(e) = res {
+            tracing::warn!("cannot remove an old clone: {e}");
+        }
+    }
 }

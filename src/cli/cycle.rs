@@ -1,0 +1,174 @@
+//! The nightly cycle's commands: `reel clone`, `reel backup`, `reel nightly`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use reel::clone::{CloneOptions, CloneOutcome, clone_volume};
+use reel::dump::dump_clone;
+use reel::nightly::{self, NightlyOptions};
+use reel::schedule::{self, Schedule};
+use reel::spool::{Access, Spool};
+use reel::timefmt::{self, format_bytes, format_duration, format_rfc3339};
+use reel::{Error, Result};
+
+use super::dump::print_dump;
+use super::{Ctx, date_time, print_json};
+
+#[derive(Args)]
+pub struct CloneArgs {
+    /// The volume.
+    name: String,
+    /// The clone's recorded time (default now): RFC 3339, or YYYY-MM-DD for midnight.
+    #[arg(long)]
+    date: Option<String>,
+    /// `store` method: read every file, even those whose stat data is unchanged.
+    #[arg(long)]
+    reread: bool,
+}
+
+pub fn clone(ctx: &Ctx, a: CloneArgs) -> Result<ExitCode> {
+    let spool = ctx.open(Access::Write)?;
+    let opts = CloneOptions {
+        time_ns: a.date.as_deref().map(date_time).transpose()?,
+        reread: a.reread,
+    };
+    let bar = ctx.progress();
+    let out = clone_volume(&spool, &a.name, &opts, &bar)?;
+    drop(bar);
+    print_clone(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_clone(out: &CloneOutcome) {
+    let c = &out.record;
+    println!(
+        "clone of volume {} ({}), {}: frozen for {}",
+        c.volume,
+        c.method,
+        format_rfc3339(c.time_ns),
+        format_duration(out.frozen.as_nanos() as u64)
+    );
+    match &c.view {
+        reel::catalog::CloneView::Manifest { .. } => println!(
+            "  {} files, {} logical, {} read, {} added to the spool",
+            c.files,
+            format_bytes(c.logical_bytes),
+            format_bytes(c.read_bytes),
+            format_bytes(c.stored_bytes)
+        ),
+        reel::catalog::CloneView::Dir { path, .. } => println!("  read-only tree at {path}"),
+    }
+    for n in &out.notes {
+        println!("  note: {n}");
+    }
+    for w in &c.warnings {
+        println!("  warning: {w}");
+    }
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// The volume.
+    name: String,
+    /// The level (default: the one the volume's schedule names for the clone's local date).
+    #[arg(short, long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    level: Option<u8>,
+    /// The clone's recorded time (default now): RFC 3339, or YYYY-MM-DD for midnight.
+    #[arg(long)]
+    date: Option<String>,
+}
+
+/// Clone, then dump the clone.
+pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
+    let mut spool = ctx.open(Access::Write)?;
+    let time_ns = a.date.as_deref().map(date_time).transpose()?;
+    let level = match a.level {
+        Some(l) => l,
+        None => scheduled_level(
+            &spool,
+            &a.name,
+            timefmt::local_date(time_ns.unwrap_or_else(timefmt::now_ns)),
+        )?,
+    };
+    let bar = ctx.progress();
+    let opts = CloneOptions {
+        time_ns,
+        reread: false,
+    };
+    let cloned = clone_volume(&spool, &a.name, &opts, &bar)?;
+    let out = dump_clone(&spool, &a.name, cloned.record.clone(), level, &bar)?;
+    drop(bar);
+    compact(&mut spool);
+    print_clone(&cloned);
+    print_dump(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scheduled_level(spool: &Spool, name: &str, date: chrono::NaiveDate) -> Result<u8> {
+    let vol = spool.volume(name)?;
+    let text = vol.schedule.as_deref().ok_or_else(|| {
+        Error::usage(format!(
+            "volume {name} has no schedule: give --level N, or set one with `reel volume set {name} --schedule FIIIIII`"
+        ))
+    })?;
+    Ok(Schedule::parse(text)?.level_on(date))
+}
+
+fn compact(spool: &mut Spool) {
+    if let Err(e) = spool.catalog.compact() {
+        tracing::warn!("{e}");
+    }
+}
+
+#[derive(Args)]
+pub struct NightlyArgs {
+    /// The day to run (default today, local): its schedule letters apply, and clones are
+    /// recorded on it (replaying a night).
+    #[arg(long)]
+    date: Option<String>,
+    /// Dump volumes that already have a dump that day.
+    #[arg(long)]
+    force: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
+    let mut spool = ctx.open(Access::Write)?;
+    let date = match &a.date {
+        Some(d) => chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
+            .map_err(|_| Error::usage(format!("--date {d:?}: give a date as YYYY-MM-DD")))?,
+        None => schedule::today_local(),
+    };
+    let opts = NightlyOptions {
+        date,
+        replay: a.date.is_some(),
+        force: a.force,
+    };
+    let bar = ctx.progress();
+    let mut report = nightly::run(&spool, &opts, &bar)?;
+    drop(bar);
+    compact(&mut spool);
+    let saved = nightly::save(&spool, &mut report);
+    if a.json {
+        print_json(&serde_json::to_value(&report).expect("report serialises"));
+    } else {
+        print!("{}", nightly::render(&report));
+        if let Some(p) = report.saved.first() {
+            println!("report saved in {p}");
+        }
+    }
+    if let Err(e) = saved {
+        eprintln!("reel: the report could not be saved: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(sig) = report.interrupted {
+        return Ok(ExitCode::from(128u8.saturating_add(sig as u8)));
+    }
+    Ok(if report.any_failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
