@@ -190,7 +190,10 @@ pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Res
         }
         interrupted = take_dump(spool, job, progress);
     }
-    for job in jobs.iter_mut().filter(|j| !j.done && j.report.attempts == 1) {
+    for job in jobs
+        .iter_mut()
+        .filter(|j| !j.done && j.report.attempts == 1)
+    {
         if interrupted.is_some() {
             break;
         }
@@ -369,7 +372,15 @@ pub fn render(r: &NightlyReport) -> String {
             let _ = writeln!(
                 s,
                 "  {:<16} {:>5} {:>8} {:>11} {:>11} {:>7} {:>9} {:>9} {:>11}",
-                "volume", "level", "files", "logical", "added", "dedup", "frozen", "dump", "throughput"
+                "volume",
+                "level",
+                "files",
+                "logical",
+                "added",
+                "dedup",
+                "frozen",
+                "dump",
+                "throughput"
             );
         }
         for v in vols {

@@ -153,5 +153,9 @@ pub fn on_date(date: NaiveDate, now: i64) -> Result<i64> {
         .from_local_datetime(&naive)
         .earliest()
         .ok_or_else(|| Error::usage(format!("{naive} does not exist in the local time zone")))?;
-    to_ns(t.timestamp(), t.timestamp_subsec_nanos(), &naive.to_string())
+    to_ns(
+        t.timestamp(),
+        t.timestamp_subsec_nanos(),
+        &naive.to_string(),
+    )
 }

@@ -9,6 +9,10 @@
 #   BENCH_SEED=1            generator seed (same seed = same bytes for every tool)
 #   BENCH_SMALL_FILES=0     if > 0 (e.g. 1000000): also dump a tree of that many tiny files with
 #                           reel and report its peak memory (the "< 500 MB" aim)
+#   BENCH_FREEZE_FILES=0    if > 0 (e.g. 100000): also measure how long a `store` clone of an
+#                           unchanged volume of that many files keeps it frozen, against the
+#                           time to read the volume (warm page cache, and cold when root can
+#                           drop the caches)
 #   BENCH_DIR=$TMPDIR       where the temporary work directory goes (needs ~4x BENCH_MB free)
 #   BENCH_BORG_COMPRESSION=zstd,3
 #   REEL_BIN                use this reel binary instead of building one with cargo build --release
@@ -56,6 +60,7 @@ BENCH_MB=${BENCH_MB:-300}
 BENCH_CHANGE_PCT=${BENCH_CHANGE_PCT:-1}
 BENCH_SEED=${BENCH_SEED:-1}
 BENCH_SMALL_FILES=${BENCH_SMALL_FILES:-0}
+BENCH_FREEZE_FILES=${BENCH_FREEZE_FILES:-0}
 BENCH_BORG_COMPRESSION=${BENCH_BORG_COMPRESSION:-zstd,3}
 
 say() { printf '[bench] %s\n' "$*" >&2; }
@@ -94,7 +99,7 @@ fi
 for t in $SKIPPED; do TOOLS=$(echo " $TOOLS " | sed "s/ $t / /; s/^ *//; s/ *$//"); done
 
 REEL=""
-if has_tool reel || [ "$BENCH_SMALL_FILES" -gt 0 ]; then
+if has_tool reel || [ "$BENCH_SMALL_FILES" -gt 0 ] || [ "$BENCH_FREEZE_FILES" -gt 0 ]; then
     if [ -n "${REEL_BIN:-}" ]; then
         REEL=$REEL_BIN
     else
@@ -270,6 +275,35 @@ if [ "$BENCH_SMALL_FILES" -gt 0 ]; then
     rm -rf "$SMALL" "$SSPOOL"
 fi
 
+# --- freeze time of a store clone (issue 3) -----------------------------------------------------
+
+FREEZE_LINE=""
+if [ "$BENCH_FREEZE_FILES" -gt 0 ]; then
+    FVOL="$WORK/freeze-vol"
+    FSPOOL="$WORK/spool-freeze"
+    say "generating $BENCH_FREEZE_FILES files for the freeze measurement"
+    python3 tools/gen_tree.py "$FVOL" --small-files "$BENCH_FREEZE_FILES" --seed "$BENCH_SEED"
+    FBYTES=$(tree_bytes "$FVOL")
+    "$REEL" --spool "$FSPOOL" init >/dev/null
+    "$REEL" --spool "$FSPOOL" volume add vol "$FVOL" >/dev/null
+    "$REEL" --spool "$FSPOOL" backup vol --level 0 >"$LOGS/freeze-first.out"
+    sleep 1.1  # out of the same-second window of the first scan
+    "$REEL" --spool "$FSPOOL" clone vol >"$LOGS/freeze-second.out"
+    frozen=$(sed -n 's/.*frozen for \([0-9.]*\) s.*/\1/p' "$LOGS/freeze-second.out" | head -n 1)
+    first=$(sed -n 's/.*frozen for \([0-9.]*\) s.*/\1/p' "$LOGS/freeze-first.out" | head -n 1)
+    t0=$(date +%s.%N); warm "$FVOL"; t1=$(date +%s.%N)
+    warm_read=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+    cold_read="n/a (needs root)"
+    if [ -w /proc/sys/vm/drop_caches ]; then
+        sync; echo 3 >/proc/sys/vm/drop_caches
+        t0=$(date +%s.%N); warm "$FVOL"; t1=$(date +%s.%N)
+        cold_read="$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s"
+    fi
+    FREEZE_LINE="freeze: a store clone of an unchanged volume of $BENCH_FREEZE_FILES files ($(awk -v b="$FBYTES" 'BEGIN {printf "%.1f", b / 1e6}') MB) kept it frozen ${frozen:-?} s (the first clone, which read everything: ${first:-?} s); reading the volume's files takes $warm_read s warm, $cold_read cold"
+    say "$FREEZE_LINE"
+    rm -rf "$FVOL" "$FSPOOL"
+fi
+
 # --- report -------------------------------------------------------------------------------------
 
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
@@ -294,6 +328,7 @@ report() {
         "borg: --encryption none --compression $BENCH_BORG_COMPRESSION; page cache warm for all tools, not dropped"
     [ -z "$SKIPPED" ] || echo "- skipped (not installable):$SKIPPED"
     echo
+    [ -z "$FREEZE_LINE" ] || { echo "- $FREEZE_LINE"; echo; }
     echo "| tool | phase | seconds | MB/s | peak RSS MB | repo MB |"
     echo "|---|---|---:|---:|---:|---:|"
     for r in "${ROWS[@]}"; do

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# tools/demo.sh — a week of reel in a minute: dumps, a listing, a restore checked against the day
-# it came from, and the dedup figures.
+# tools/demo.sh — a week of reel in a minute: nightly runs on a schedule, a listing, a restore
+# checked against the day it came from, and the dedup figures.
 #
 # What it does, in a temporary directory that is removed at the end:
 #   1. builds reel (cargo build --release) and generates a ~50 MB volume (tools/gen_tree.py)
-#   2. dumps it on 7 days (--date 2026-11-01 .. 2026-11-07) at levels 0 1 2 1 3 2 1, changing it
-#      between days (content edits, appends, new and deleted files, a renamed directory, a
+#   2. gives the volume the schedule 0121321 (Sunday first) and runs `reel nightly` for 7 nights
+#      (--date 2026-11-01 .. 2026-11-07, a Sunday to a Saturday: levels 0 1 2 1 3 2 1), each
+#      night cloning the volume (store method, frozen only while changed files are read) and
+#      dumping the clone, and prints each night's report; between nights it changes the volume (content edits, appends, new and deleted files, a renamed directory, a
 #      mode-only and an mtime-only change, a symlink, a hard link) and keeping an exact copy of
 #      each day's tree (cp -a)
 #   3. prints `reel list`
@@ -95,18 +97,19 @@ daily_changes() {
     fi
 }
 
-step "a week of dumps"
+step "a week of nightly runs"
 reel init
-reel volume add home "$VOL"
-LEVELS=(0 1 2 1 3 2 1)
+reel volume add home "$VOL" --schedule 0121321
+reel schedule show --date 2026-11-01
 mkdir -p "$DAYS"
-for i in "${!LEVELS[@]}"; do
-    day=$((i + 1))
+for day in 1 2 3 4 5 6 7; do
     [ "$day" -eq 1 ] || daily_changes "$day"
     cp -a --sparse=always "$VOL" "$DAYS/day$day"  # the tree as it is on this day
-    echo "-- day $day: reel dump home --level ${LEVELS[$i]} --date 2026-11-0$day"
-    reel dump home --level "${LEVELS[$i]}" --date "2026-11-0$day"
+    echo "-- night $day: reel nightly --date 2026-11-0$day"
+    reel nightly --date "2026-11-0$day"
 done
+echo "-- the users' yesterday view (the latest clone): reel ls home@backup links"
+reel ls home@backup links
 
 step "reel list"
 reel list

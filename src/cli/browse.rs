@@ -76,7 +76,12 @@ fn backup_record(spool: &Spool, volume: &str) -> Result<DumpRecord> {
             "volume {volume} has no clone yet; take one with `reel clone {volume}` (or `reel backup {volume}`)"
         )));
     };
-    if let Some(d) = c.dumped.map(|id| spool.catalog.dump(id)).transpose()?.flatten() {
+    if let Some(d) = c
+        .dumped
+        .map(|id| spool.catalog.dump(id))
+        .transpose()?
+        .flatten()
+    {
         return Ok(d);
     }
     match tree {

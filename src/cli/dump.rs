@@ -65,7 +65,10 @@ pub fn print_dump(out: &DumpOutcome) {
         format_rfc3339(r.time_ns)
     );
     if let Some(m) = out.from_clone {
-        println!("  from         its {m} clone of {}", format_rfc3339(r.time_ns));
+        println!(
+            "  from         its {m} clone of {}",
+            format_rfc3339(r.time_ns)
+        );
     }
     println!(
         "  files        {} ({} directories, {} entries)",

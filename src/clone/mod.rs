@@ -195,13 +195,8 @@ fn take(
                 copy::CopyMode::Copy
             };
             progress.message(&format!("cloning {name} ({})", vol.clone));
-            let stats = copy::copy_tree(
-                &vol.path,
-                &dst,
-                mode,
-                &statmap,
-                &freeze::check_interrupted,
-            )?;
+            let stats =
+                copy::copy_tree(&vol.path, &dst, mode, &statmap, &freeze::check_interrupted)?;
             Ok(record(
                 CloneView::Dir {
                     path: dst.display().to_string(),
@@ -211,7 +206,10 @@ fn take(
             ))
         }
         CloneMethod::Hook => {
-            let cmd = vol.snapshot_cmd.as_deref().expect("checked before freezing");
+            let cmd = vol
+                .snapshot_cmd
+                .as_deref()
+                .expect("checked before freezing");
             let out = hook::run_hook(
                 HookKind::Snapshot,
                 cmd,

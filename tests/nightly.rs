@@ -1,0 +1,438 @@
+//! The nightly cycle end to end: two weeks of scheduled nights restore exactly, failures stay
+//! with their volume, the thaw hook always runs, a second run the same day does nothing, and
+//! clones (store and copy) read only what changed.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn date(day: u32) -> String {
+    format!("2026-11-{day:02}")
+}
+
+/// Level a schedule names for a date in November 2026 (2026-11-01 is a Sunday; the day index
+/// of a 7-letter schedule is the weekday, Sunday first).
+fn scheduled(schedule: &str, day: u32) -> u8 {
+    let letter = schedule.as_bytes()[((day - 1) % 7) as usize];
+    match letter {
+        b'F' => 0,
+        b'I' => 1,
+        d => d - b'0',
+    }
+}
+
+fn nightly_json(spool: &Spool, args: &[&str]) -> (bool, serde_json::Value) {
+    let out = spool
+        .cmd()
+        .arg("nightly")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "nightly --json: {e}\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), v)
+}
+
+fn volume_report<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["volume"] == name)
+        .unwrap_or_else(|| panic!("no volume {name} in {report}"))
+}
+
+#[test]
+fn two_weeks_of_scheduled_nights_restore_exactly() {
+    let work = tempfile::tempdir().unwrap();
+    let schedules = [("home", "FIIIIII"), ("proj", "0325476")];
+    let spool = Spool::new();
+    for (name, sched) in schedules {
+        let vol = work.path().join(name);
+        rich_tree(&vol);
+        spool.add_volume(name, &vol);
+        spool.run(["volume", "set", name, "--schedule", sched]);
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // (volume, night, dump id, level) as the nights go.
+    let mut made: Vec<(String, u32, u64, u8)> = Vec::new();
+    for day in 1..=14u32 {
+        for (name, _) in schedules {
+            let vol = work.path().join(name);
+            if day > 1 {
+                mutate_day(&vol, day);
+            }
+            snapshot(&vol, &work.path().join(format!("{name}-{day}")));
+        }
+        let (ok, report) = nightly_json(&spool, &["--date", &date(day)]);
+        assert!(ok, "night {day}: {report}");
+        assert_eq!(report["totals"]["succeeded"], 2, "night {day}: {report}");
+        for (name, sched) in schedules {
+            let v = volume_report(&report, name);
+            let want = scheduled(sched, day);
+            assert_eq!(v["level"], want, "night {day} {name}: {v}");
+            assert_eq!(v["status"], "succeeded");
+            made.push((
+                name.to_string(),
+                day,
+                v["dump_id"].as_u64().unwrap(),
+                v["dump_level"].as_u64().unwrap() as u8,
+            ));
+        }
+        // The users' yesterday view is the clone just taken.
+        let small = spool.run(["cat", "home@backup", "small.txt"]);
+        assert_eq!(
+            small.as_bytes(),
+            std::fs::read(work.path().join(format!("home-{day}/small.txt"))).unwrap()
+        );
+    }
+
+    let list = spool.list_json();
+    for (name, sched) in schedules {
+        let dumps: Vec<&serde_json::Value> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["volume"] == name)
+            .collect();
+        assert_eq!(dumps.len(), 14, "{name}");
+        for (i, d) in dumps.iter().enumerate() {
+            let day = i as u32 + 1;
+            assert!(d["time"].as_str().unwrap().starts_with(&date(day)), "{d}");
+            // The base: the latest earlier dump of a lower level (none for a level 0).
+            let level = scheduled(sched, day);
+            let lower = dumps[..i]
+                .iter()
+                .rev()
+                .find(|p| (p["level"].as_u64().unwrap() as u8) < level);
+            let (want_level, want_base) = match lower {
+                Some(p) => (level, p["id"].as_u64()),
+                None => (0, None),
+            };
+            assert_eq!(d["level"], want_level, "{name} night {day}: {d}");
+            assert_eq!(d["base"].as_u64(), want_base, "{name} night {day}: {d}");
+        }
+    }
+    for (name, day, id, _) in &made {
+        let to = work.path().join(format!("restore-{name}-{day}"));
+        spool.run([
+            "restore",
+            name,
+            "--dump",
+            &id.to_string(),
+            "--to",
+            to.to_str().unwrap(),
+        ]);
+        assert_trees_equal(&work.path().join(format!("{name}-{day}")), &to);
+    }
+    spool.run(["check", "--read-data"]);
+}
+
+#[test]
+fn failures_stay_with_their_volume_and_thaw_always_runs() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = Spool::new();
+    let marker = work.path().join("thawed");
+    for name in ["good", "badfreeze", "gone", "badsnap", "idle"] {
+        let vol = work.path().join(name);
+        std::fs::create_dir_all(&vol).unwrap();
+        std::fs::write(vol.join("f.txt"), name.repeat(100)).unwrap();
+        spool.add_volume(name, &vol);
+        if name != "idle" {
+            spool.run(["volume", "set", name, "--schedule", "F"]);
+        }
+    }
+    let thaw = format!("echo \"$REEL_VOLUME\" >> {}", marker.display());
+    spool.run([
+        "volume",
+        "set",
+        "badfreeze",
+        "--freeze-cmd",
+        "echo cannot quiesce the database >&2; exit 3",
+        "--thaw-cmd",
+        &thaw,
+    ]);
+    spool.run([
+        "volume",
+        "set",
+        "badsnap",
+        "--freeze-cmd",
+        "true",
+        "--thaw-cmd",
+        &thaw,
+        "--clone",
+        "hook",
+        "--snapshot-cmd",
+        "echo no space for a snapshot >&2; exit 1",
+    ]);
+    std::fs::remove_dir_all(work.path().join("gone")).unwrap();
+
+    let (ok, report) = nightly_json(&spool, &["--date", &date(2)]);
+    assert!(!ok, "a failed volume makes the exit status 1");
+    assert_eq!(volume_report(&report, "good")["status"], "succeeded");
+    for (name, phase, says) in [
+        ("badfreeze", "clone", "cannot quiesce the database"),
+        ("gone", "clone", "cannot be read"),
+        ("badsnap", "clone", "no space for a snapshot"),
+    ] {
+        let v = volume_report(&report, name);
+        assert_eq!(v["status"], "failed", "{v}");
+        assert_eq!(v["phase"], phase, "{v}");
+        assert_eq!(v["attempts"], 2, "the retry pass ran: {v}");
+        let err = v["error"].as_str().unwrap();
+        assert!(err.contains(says), "{name}: {err}");
+        assert!(err.contains(name), "the error names the volume: {err}");
+    }
+    assert_eq!(report["unscheduled"], serde_json::json!(["idle"]));
+    // The thaw hook ran after each try of both hooked volumes (two tries each).
+    let thawed = std::fs::read_to_string(&marker).unwrap();
+    let mut lines: Vec<&str> = thawed.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["badfreeze", "badfreeze", "badsnap", "badsnap"]);
+    // The report was saved in logs/, as text and as JSON.
+    let logs: Vec<String> = std::fs::read_dir(spool.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(logs.iter().any(|n| n.ends_with(".txt")), "{logs:?}");
+    assert!(logs.iter().any(|n| n.ends_with(".json")), "{logs:?}");
+    let txt = logs.iter().find(|n| n.ends_with(".txt")).unwrap();
+    let text = std::fs::read_to_string(spool.path().join("logs").join(txt)).unwrap();
+    assert!(
+        text.contains("FAILED (3)") && text.contains("succeeded (1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("no schedule (not dumped by nightly): idle"),
+        "{text}"
+    );
+}
+
+#[test]
+fn thaw_runs_after_sigterm_and_the_spool_stays_usable() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("a"), b"a").unwrap();
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    let frozen = work.path().join("frozen");
+    let thawed = work.path().join("thawed");
+    spool.run([
+        "volume",
+        "set",
+        "v",
+        "--freeze-cmd",
+        &format!("touch {}", frozen.display()),
+        "--thaw-cmd",
+        &format!("echo thawed >> {}", thawed.display()),
+        "--clone",
+        "hook",
+        "--snapshot-cmd",
+        "sleep 60",
+    ]);
+    let mut child = spool
+        .cmd()
+        .args(["clone", "v"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !frozen.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the freeze hook never ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "reel stopped the snapshot hook instead of waiting for it"
+    );
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&thawed).unwrap(), "thawed\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted by signal 15"),
+        "{out:?}"
+    );
+    // Nothing was recorded, and the spool takes the next clone.
+    spool.run([
+        "volume",
+        "set",
+        "v",
+        "--snapshot-cmd",
+        &format!("echo {}", vol.display()),
+    ]);
+    spool.run(["backup", "v", "--level", "0"]);
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_second_nightly_the_same_day_is_a_no_op() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    spool.run(["volume", "set", "v", "--schedule", "FIIIIII"]);
+    let (ok, first) = nightly_json(&spool, &["--date", &date(3)]);
+    assert!(ok, "{first}");
+    let (ok, again) = nightly_json(&spool, &["--date", &date(3)]);
+    assert!(ok, "{again}");
+    let v = volume_report(&again, "v");
+    assert_eq!(v["status"], "skipped", "{v}");
+    assert!(
+        v["phase"].as_str().unwrap().contains("already dumped"),
+        "{v}"
+    );
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
+    let (ok, forced) = nightly_json(&spool, &["--date", &date(3), "--force"]);
+    assert!(ok, "{forced}");
+    assert_eq!(volume_report(&forced, "v")["status"], "succeeded");
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 2);
+}
+
+/// Bytes the clone read, from `reel clone`'s summary line.
+fn clone_read(out: &str) -> String {
+    out.lines()
+        .find(|l| l.contains(" read, "))
+        .and_then(|l| l.split(" logical, ").nth(1))
+        .and_then(|r| r.split(" read").next())
+        .unwrap_or_else(|| panic!("no read figure in {out}"))
+        .to_string()
+}
+
+#[test]
+fn a_store_clone_of_an_unchanged_volume_reads_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    std::thread::sleep(Duration::from_millis(1100));
+    let first = spool.run(["clone", "v", "--date", &date(1)]);
+    assert_ne!(clone_read(&first), "0 B", "{first}");
+    spool.run(["dump", "v", "--level", "0"]);
+    let second = spool.run(["clone", "v", "--date", &date(2)]);
+    assert_eq!(clone_read(&second), "0 B", "{second}");
+    assert!(second.contains("frozen for"), "{second}");
+    // A clone not dumped yet is what `dump` takes, and what NAME@backup shows.
+    mutate_day(&vol, 1);
+    let ls = spool.run(["ls", "v@backup", "--json"]);
+    assert!(!ls.contains("daily/d1"), "the clone predates the change");
+    let out = spool.run(["dump", "v", "--level", "1"]);
+    assert!(out.contains("from         its store clone"), "{out}");
+    let list = spool.list_json();
+    assert!(list[1]["time"].as_str().unwrap().starts_with(&date(2)));
+    // With no new clone, the next dump reads the live volume again.
+    let out = spool.run(["dump", "v", "--level", "1", "--date", &date(3)]);
+    assert!(!out.contains("from "), "{out}");
+}
+
+#[test]
+fn copy_clones_dump_exactly_and_reuse_unchanged_files() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    spool.run(["volume", "set", "v", "--clone", "copy"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    snapshot(&vol, &work.path().join("day1"));
+    spool.run(["backup", "v", "--level", "0", "--date", &date(1)]);
+    mutate_day(&vol, 2);
+    snapshot(&vol, &work.path().join("day2"));
+    spool.run(["backup", "v", "--level", "1", "--date", &date(2)]);
+    let list = spool.list_json();
+    let d2 = &list[1];
+    assert!(
+        d2["read_bytes"].as_u64().unwrap() * 2 < d2["logical_bytes"].as_u64().unwrap(),
+        "the copy's dump took unchanged files from the stat cache: {d2}"
+    );
+    for (day, id) in [(1, 1), (2, 2)] {
+        let to = work.path().join(format!("r{day}"));
+        spool.run([
+            "restore",
+            "v",
+            "--dump",
+            &id.to_string(),
+            "--to",
+            to.to_str().unwrap(),
+        ]);
+        assert_trees_equal(&work.path().join(format!("day{day}")), &to);
+    }
+    // Only the latest clone's directory is kept.
+    let clones: Vec<_> = std::fs::read_dir(spool.path().join("clones/v"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(clones.len(), 2, "one tree and its stat map: {clones:?}");
+}
+
+#[test]
+fn the_freeze_lock_waits_for_writers_and_names_itself() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("a"), b"a").unwrap();
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    spool.run(["volume", "set", "v", "--hook-timeout", "1"]);
+    let lock = spool.path().join("locks/v.freeze");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    // A cooperating writer holds the lock shared for longer than the timeout.
+    let mut writer = std::process::Command::new("flock")
+        .arg("-s")
+        .arg(&lock)
+        .args(["sleep", "5"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, err) = spool.fail(["clone", "v"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("v.freeze"), "{err}");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    spool.run(["clone", "v"]);
+}
+
+#[test]
+fn reflink_where_unsupported_suggests_copy() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("a"), b"some data").unwrap();
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    spool.run(["volume", "set", "v", "--clone", "reflink"]);
+    let out = spool.cmd().args(["clone", "v"]).output().unwrap();
+    if out.status.success() {
+        // A filesystem with reflinks (btrfs, xfs): the clone must then hold the data.
+        spool.run(["dump", "v", "--level", "0"]);
+        assert_eq!(spool.run(["cat", "v", "a"]), "some data");
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--clone copy"), "{err}");
+        assert!(
+            !spool.path().join("clones/v").exists()
+                || std::fs::read_dir(spool.path().join("clones/v"))
+                    .unwrap()
+                    .next()
+                    .is_none()
+        );
+    }
+}
