@@ -196,7 +196,15 @@ fn take(
             };
             progress.message(&format!("cloning {name} ({})", vol.clone));
             let stats =
-                copy::copy_tree(&vol.path, &dst, mode, &statmap, &freeze::check_interrupted)?;
+                copy::copy_tree(&vol.path, &dst, mode, &statmap, &freeze::check_interrupted)
+                    .map_err(|e| match e {
+                        // The copy does not know the volume's name; its advice should.
+                        Error::Volume(m) => Error::Volume(format!(
+                            "volume {name}: {}",
+                            m.replace("reel volume set NAME", &format!("reel volume set {name}"))
+                        )),
+                        e => e,
+                    })?;
             Ok(record(
                 CloneView::Dir {
                     path: dst.display().to_string(),
