@@ -23,6 +23,7 @@ pub mod pack;
 pub mod progress;
 pub mod restore;
 pub mod scan;
+pub mod schedule;
 pub mod spool;
 pub mod store;
 pub mod timefmt;

@@ -7,6 +7,7 @@ mod dump;
 mod list;
 mod manage;
 mod restore;
+mod schedule;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ enum Command {
     Merge(manage::MergeArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
+    /// Import a dumplist of schedules, or show which level each volume gets on which day.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCmd),
 }
 
 pub struct Ctx {
@@ -168,6 +172,7 @@ pub fn main() -> ExitCode {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Merge(a) => manage::merge(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Schedule(c) => schedule::run(&ctx, c),
     };
     match result {
         Ok(code) => code,
