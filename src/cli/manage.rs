@@ -1,12 +1,13 @@
-//! `reel init`, `reel volume ...`, `reel merge`.
+//! `reel init`, `reel volume ...` (add, set, list, remove), `reel merge`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use reel::Result;
-use reel::spool::{Access, Spool};
+use reel::schedule::Schedule;
+use reel::spool::{Access, CloneMethod, Spool, VolumeSettings};
 use reel::timefmt::format_rfc3339;
+use reel::{Error, Result};
 
 use super::{Ctx, at_time, print_json};
 
@@ -20,7 +21,21 @@ pub fn init(ctx: &Ctx) -> Result<ExitCode> {
 #[derive(Subcommand)]
 pub enum VolumeCmd {
     /// Add a volume: a name and the directory tree it backs up.
-    Add { name: String, path: PathBuf },
+    Add {
+        name: String,
+        path: PathBuf,
+        #[command(flatten)]
+        opts: VolumeOpts,
+    },
+    /// Change a volume's schedule, clone method or hooks (kept in reel.toml).
+    Set {
+        name: String,
+        /// Remove the volume's schedule (`reel nightly` then skips it).
+        #[arg(long, conflicts_with = "schedule")]
+        no_schedule: bool,
+        #[command(flatten)]
+        opts: VolumeOpts,
+    },
     /// List the volumes.
     List {
         #[arg(long)]
@@ -34,42 +49,170 @@ pub enum VolumeCmd {
     },
 }
 
+/// Per-volume settings shared by `volume add` and `volume set` (docs/SCHEDULES.md,
+/// docs/NIGHTLY.md). An empty string for a `--*-cmd` flag removes that hook.
+#[derive(Args)]
+pub struct VolumeOpts {
+    /// Day letters: F = level 0, I = level 1, 0-9 = that level; 7 letters start on Sunday.
+    #[arg(long, value_name = "LETTERS")]
+    schedule: Option<String>,
+    /// How the clone is taken: store, reflink, copy or hook.
+    #[arg(long, value_name = "METHOD")]
+    clone: Option<String>,
+    /// Run through `sh -c` before the clone (freezes the volume); "" removes it.
+    #[arg(long, value_name = "CMD")]
+    freeze_cmd: Option<String>,
+    /// Run through `sh -c` after the clone, whatever happened; "" removes it.
+    #[arg(long, value_name = "CMD")]
+    thaw_cmd: Option<String>,
+    /// `hook` method: prints the path of a read-only view of the volume; "" removes it.
+    #[arg(long, value_name = "CMD")]
+    snapshot_cmd: Option<String>,
+    /// `hook` method: removes the view (its path is in REEL_SNAPSHOT); "" removes it.
+    #[arg(long, value_name = "CMD")]
+    release_cmd: Option<String>,
+    /// Seconds a hook may run before it is killed (default 300).
+    #[arg(long, value_name = "SECS")]
+    hook_timeout: Option<u64>,
+}
+
+impl VolumeOpts {
+    /// The settings `v` becomes under these flags. Every flag is parsed and checked here,
+    /// before anything is written, so a bad flag changes nothing.
+    fn apply(&self, name: &str, v: &VolumeSettings, no_schedule: bool) -> Result<VolumeSettings> {
+        let mut n = v.clone();
+        if no_schedule {
+            n.schedule = None;
+        }
+        if let Some(s) = &self.schedule {
+            let parsed = Schedule::parse(s)
+                .map_err(|e| Error::usage(format!("volume {name:?}: --schedule: {e}")))?;
+            n.schedule = Some(parsed.to_string());
+        }
+        if let Some(c) = &self.clone {
+            n.clone = c.parse::<CloneMethod>()?;
+        }
+        // An empty command clears the hook.
+        let set = |flag: &Option<String>, slot: &mut Option<String>| {
+            if let Some(c) = flag {
+                *slot = (!c.trim().is_empty()).then(|| c.clone());
+            }
+        };
+        set(&self.freeze_cmd, &mut n.freeze_cmd);
+        set(&self.thaw_cmd, &mut n.thaw_cmd);
+        set(&self.snapshot_cmd, &mut n.snapshot_cmd);
+        set(&self.release_cmd, &mut n.release_cmd);
+        if let Some(t) = self.hook_timeout {
+            if t == 0 {
+                return Err(Error::usage(format!(
+                    "volume {name:?}: --hook-timeout must be at least 1 second"
+                )));
+            }
+            n.hook_timeout = Some(t);
+        }
+        if n.clone == CloneMethod::Hook && n.snapshot_cmd.is_none() {
+            return Err(Error::usage(format!(
+                "volume {name:?}: clone method hook needs a snapshot command: add --snapshot-cmd CMD (it prints the path of a read-only view of the volume)"
+            )));
+        }
+        Ok(n)
+    }
+}
+
+/// One line describing a volume's nightly settings, for `volume add` and `volume set`.
+fn describe(name: &str, v: &VolumeSettings) -> String {
+    let mut s = format!(
+        "volume {name}: schedule {}, clone {}",
+        v.schedule.as_deref().unwrap_or("none"),
+        v.clone
+    );
+    for (what, c) in [
+        ("freeze", &v.freeze_cmd),
+        ("thaw", &v.thaw_cmd),
+        ("snapshot", &v.snapshot_cmd),
+        ("release", &v.release_cmd),
+    ] {
+        if let Some(c) = c {
+            s.push_str(&format!(", {what} {c:?}"));
+        }
+    }
+    if let Some(t) = v.hook_timeout {
+        s.push_str(&format!(", hook timeout {t} s"));
+    }
+    s
+}
+
 pub fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<ExitCode> {
     match cmd {
-        VolumeCmd::Add { name, path } => {
+        VolumeCmd::Add { name, path, opts } => {
+            // Check the flags against default settings first: a bad flag adds nothing.
+            let wanted = opts.apply(&name, &VolumeSettings::default(), false)?;
             let mut spool = ctx.open(Access::Write)?;
             spool.add_volume(&name, &path)?;
-            println!(
-                "added volume {name} at {}",
-                spool.volume(&name)?.path.display()
-            );
+            if wanted != VolumeSettings::default() {
+                spool.update_volume(&name, |v| {
+                    *v = VolumeSettings {
+                        path: std::mem::take(&mut v.path),
+                        ..wanted
+                    };
+                    Ok(())
+                })?;
+            }
+            let v = spool.volume(&name)?;
+            println!("added volume {name} at {}", v.path.display());
+            println!("{}", describe(&name, v));
+        }
+        VolumeCmd::Set {
+            name,
+            no_schedule,
+            opts,
+        } => {
+            let mut spool = ctx.open(Access::Write)?;
+            spool.update_volume(&name, |v| {
+                *v = opts.apply(&name, v, no_schedule)?;
+                Ok(())
+            })?;
+            println!("{}", describe(&name, spool.volume(&name)?));
         }
         VolumeCmd::List { json } => {
             let spool = ctx.open(Access::Read)?;
             let mut rows = Vec::new();
             for (name, v) in &spool.settings.volumes {
                 let dumps = spool.catalog.dumps(Some(name))?;
-                rows.push((
-                    name.clone(),
-                    v.path.display().to_string(),
-                    dumps.len(),
-                    dumps.last().map(|d| d.time_ns),
-                ));
+                rows.push((name, v, dumps.len(), dumps.last().map(|d| d.time_ns)));
             }
             if json {
                 print_json(&serde_json::Value::Array(
                     rows.iter()
-                        .map(|(n, p, c, l)| {
-                            serde_json::json!({"name": n, "path": p, "dumps": c, "latest": l.map(format_rfc3339)})
+                        .map(|(n, v, c, l)| {
+                            serde_json::json!({
+                                "name": n,
+                                "path": v.path.display().to_string(),
+                                "dumps": c,
+                                "latest": l.map(format_rfc3339),
+                                "schedule": v.schedule,
+                                "clone": v.clone.name(),
+                                "freeze_cmd": v.freeze_cmd,
+                                "thaw_cmd": v.thaw_cmd,
+                                "snapshot_cmd": v.snapshot_cmd,
+                                "release_cmd": v.release_cmd,
+                                "hook_timeout": v.hook_timeout().as_secs(),
+                            })
                         })
                         .collect(),
                 ));
             } else {
-                println!("{:<20} {:>6}  {:<25}  PATH", "VOLUME", "DUMPS", "LATEST");
-                for (n, p, c, l) in rows {
+                println!(
+                    "{:<20} {:>6}  {:<25}  {:<10}  {:<7}  PATH",
+                    "VOLUME", "DUMPS", "LATEST", "SCHEDULE", "CLONE"
+                );
+                for (n, v, c, l) in rows {
                     println!(
-                        "{n:<20} {c:>6}  {:<25}  {p}",
-                        l.map(format_rfc3339).unwrap_or_else(|| "-".into())
+                        "{n:<20} {c:>6}  {:<25}  {:<10}  {:<7}  {}",
+                        l.map(format_rfc3339).unwrap_or_else(|| "-".into()),
+                        v.schedule.as_deref().unwrap_or("-"),
+                        v.clone.name(),
+                        v.path.display()
                     );
                 }
             }

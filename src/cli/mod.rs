@@ -8,6 +8,7 @@ mod dump;
 mod list;
 mod manage;
 mod restore;
+mod schedule;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -68,6 +69,9 @@ enum Command {
     Nightly(cycle::NightlyArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
+    /// Import a dumplist of schedules, or show which level each volume gets on which day.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCmd),
 }
 
 pub struct Ctx {
@@ -178,6 +182,7 @@ pub fn main() -> ExitCode {
         Command::Clone(a) => cycle::clone(&ctx, a),
         Command::Backup(a) => cycle::backup(&ctx, a),
         Command::Nightly(a) => cycle::nightly(&ctx, a),
+        Command::Schedule(c) => schedule::run(&ctx, c),
     };
     match result {
         Ok(code) => code,
