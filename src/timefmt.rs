@@ -118,6 +118,26 @@ pub fn format_bytes(n: u64) -> String {
     }
 }
 
+/// The local calendar date of an instant.
+pub fn local_date(ns: i64) -> NaiveDate {
+    local(ns).date_naive()
+}
+
+/// The instant on local date `date` at the same local time of day as `now`: how `nightly
+/// --date` replays a night (each run still gets a distinct, later time).
+pub fn on_date(date: NaiveDate, now: i64) -> Result<i64> {
+    let naive = date.and_time(local(now).time());
+    let t = Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .ok_or_else(|| Error::usage(format!("{naive} does not exist in the local time zone")))?;
+    to_ns(
+        t.timestamp(),
+        t.timestamp_subsec_nanos(),
+        &naive.to_string(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,24 +158,4 @@ mod tests {
         assert_eq!(format_bytes(10), "10 B");
         assert_eq!(format_bytes(1536), "1.5 KiB");
     }
-}
-
-/// The local calendar date of an instant.
-pub fn local_date(ns: i64) -> NaiveDate {
-    local(ns).date_naive()
-}
-
-/// The instant on local date `date` at the same local time of day as `now`: how `nightly
-/// --date` replays a night (each run still gets a distinct, later time).
-pub fn on_date(date: NaiveDate, now: i64) -> Result<i64> {
-    let naive = date.and_time(local(now).time());
-    let t = Local
-        .from_local_datetime(&naive)
-        .earliest()
-        .ok_or_else(|| Error::usage(format!("{naive} does not exist in the local time zone")))?;
-    to_ns(
-        t.timestamp(),
-        t.timestamp_subsec_nanos(),
-        &naive.to_string(),
-    )
 }

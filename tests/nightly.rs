@@ -242,7 +242,7 @@ fn thaw_runs_after_sigterm_and_the_spool_stays_usable() {
         "--snapshot-cmd",
         "sleep 60",
     ]);
-    let mut child = spool
+    let child = spool
         .cmd()
         .args(["clone", "v"])
         .stdout(Stdio::null())
