@@ -3,9 +3,11 @@
 
 mod browse;
 mod check;
+mod diff;
 mod dump;
 mod list;
 mod manage;
+mod mount;
 mod restore;
 
 use std::io::IsTerminal;
@@ -61,6 +63,10 @@ enum Command {
     Merge(manage::MergeArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
+    /// List what was added, removed and changed between two points in time.
+    Diff(diff::DiffArgs),
+    /// Mount every dump of a volume read-only with FUSE, one folder per dump (Ctrl-C unmounts).
+    Mount(mount::MountArgs),
 }
 
 pub struct Ctx {
@@ -168,6 +174,8 @@ pub fn main() -> ExitCode {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Merge(a) => manage::merge(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
+        Command::Mount(a) => mount::run(&ctx, a),
     };
     match result {
         Ok(code) => code,
