@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod check;
 pub mod chunk;
 pub mod clone;
+pub mod diff;
 pub mod dump;
 pub mod error;
 pub mod failpoint;
@@ -20,6 +21,8 @@ pub mod level;
 pub mod manifest;
 pub mod merge;
 pub mod nightly;
+#[cfg(feature = "mount")]
+pub mod mount;
 pub mod pack;
 pub mod progress;
 pub mod restore;

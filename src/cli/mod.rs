@@ -4,9 +4,11 @@
 mod browse;
 mod check;
 mod cycle;
+mod diff;
 mod dump;
 mod list;
 mod manage;
+mod mount;
 mod restore;
 mod schedule;
 
@@ -72,6 +74,10 @@ enum Command {
     /// Import a dumplist of schedules, or show which level each volume gets on which day.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCmd),
+    /// List what was added, removed and changed between two points in time.
+    Diff(diff::DiffArgs),
+    /// Mount every dump of a volume read-only with FUSE, one folder per dump (Ctrl-C unmounts).
+    Mount(mount::MountArgs),
 }
 
 pub struct Ctx {
@@ -183,6 +189,8 @@ pub fn main() -> ExitCode {
         Command::Backup(a) => cycle::backup(&ctx, a),
         Command::Nightly(a) => cycle::nightly(&ctx, a),
         Command::Schedule(c) => schedule::run(&ctx, c),
+        Command::Diff(a) => diff::run(&ctx, a),
+        Command::Mount(a) => mount::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

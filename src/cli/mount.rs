@@ -1,0 +1,54 @@
+//! `reel mount NAME DIR`: every dump of a volume, read-only, through FUSE (`reel::mount`).
+//! Built without the `mount` feature, the command exists and says so.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use reel::Result;
+
+use super::Ctx;
+
+#[derive(Args)]
+pub struct MountArgs {
+    /// The volume.
+    name: String,
+    /// An existing empty directory to mount on.
+    dir: PathBuf,
+    /// Let other users browse too (needs `user_allow_other` in /etc/fuse.conf unless root);
+    /// file modes are enforced by the kernel either way.
+    #[arg(long)]
+    allow_other: bool,
+}
+
+#[cfg(feature = "mount")]
+pub fn run(ctx: &Ctx, a: MountArgs) -> Result<ExitCode> {
+    use reel::spool::Access;
+
+    // The spool lives as long as the mount, which is the rest of this process.
+    let spool: &'static reel::spool::Spool = Box::leak(Box::new(ctx.open(Access::Read)?));
+    let (folders, note) = reel::mount::folders(spool, &a.name)?;
+    if let Some(note) = note {
+        eprintln!("reel: {note}");
+    }
+    let n = folders.len();
+    let dir = a.dir.clone();
+    reel::mount::serve(spool, folders, &a.dir, &a.name, a.allow_other, || {
+        eprintln!(
+            "reel: volume {} mounted read-only at {} ({n} folders); Ctrl-C unmounts",
+            a.name,
+            dir.display()
+        );
+    })?;
+    eprintln!("reel: unmounted {}", a.dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "mount"))]
+pub fn run(_ctx: &Ctx, a: MountArgs) -> Result<ExitCode> {
+    let _ = (a.name, a.dir, a.allow_other);
+    Err(reel::Error::usage(
+        "this reel was built without FUSE support (cargo feature `mount`); rebuild with \
+         default features to use `reel mount`",
+    ))
+}
