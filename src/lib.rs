@@ -20,9 +20,9 @@ pub mod fsutil;
 pub mod level;
 pub mod manifest;
 pub mod merge;
-pub mod nightly;
 #[cfg(feature = "mount")]
 pub mod mount;
+pub mod nightly;
 pub mod pack;
 pub mod progress;
 pub mod restore;

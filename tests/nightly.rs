@@ -331,6 +331,10 @@ fn a_store_clone_of_an_unchanged_volume_reads_nothing() {
     let second = spool.run(["clone", "v", "--date", &date(2)]);
     assert_eq!(clone_read(&second), "0 B", "{second}");
     assert!(second.contains("frozen for"), "{second}");
+    // The clone of the unchanged volume differs in nothing from the dump before it.
+    let diff: serde_json::Value =
+        serde_json::from_str(&spool.run(["diff", "v", &date(1), "backup", "--json"])).unwrap();
+    assert_eq!(diff["changes"], serde_json::json!([]), "{diff}");
     // A clone not dumped yet is what `dump` takes, and what NAME@backup shows.
     mutate_day(&vol, 1);
     let ls = spool.run(["ls", "v@backup", "--json"]);
