@@ -444,3 +444,52 @@ fn reflink_where_unsupported_suggests_copy() {
         );
     }
 }
+
+#[test]
+fn hook_clones_dump_the_snapshot_and_release_the_one_they_replace() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    let snaps = work.path().join("snaps");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let released = work.path().join("released");
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    // A stand-in for an LVM/btrfs/ZFS snapshot: an exact copy, named by the time it was taken.
+    let snapshot_cmd = format!(
+        "d={}/$(date +%s%N); cp -a \"$REEL_PATH\" \"$d\" && echo \"$d\"",
+        snaps.display()
+    );
+    let release_cmd = format!(
+        "echo \"$REEL_SNAPSHOT\" >> {} && rm -rf \"$REEL_SNAPSHOT\"",
+        released.display()
+    );
+    spool.run([
+        "volume",
+        "set",
+        "v",
+        "--clone",
+        "hook",
+        "--snapshot-cmd",
+        &snapshot_cmd,
+        "--release-cmd",
+        &release_cmd,
+    ]);
+    snapshot(&vol, &work.path().join("day1"));
+    spool.run(["backup", "v", "--level", "0", "--date", &date(1)]);
+    let first: Vec<_> = std::fs::read_dir(&snaps).unwrap().collect();
+    assert_eq!(first.len(), 1);
+    mutate_day(&vol, 2);
+    snapshot(&vol, &work.path().join("day2"));
+    spool.run(["backup", "v", "--level", "1", "--date", &date(2)]);
+    // The first snapshot was released once the second was recorded; the second stays as the
+    // users' yesterday view.
+    let released = std::fs::read_to_string(&released).unwrap();
+    assert_eq!(released.lines().count(), 1, "{released}");
+    assert_eq!(std::fs::read_dir(&snaps).unwrap().count(), 1);
+    for day in 1..=2u64 {
+        let to = work.path().join(format!("r{day}"));
+        spool.run(["restore", "v", "--dump", &day.to_string(), "--to", to.to_str().unwrap()]);
+        assert_trees_equal(&work.path().join(format!("day{day}")), &to);
+    }
+}
