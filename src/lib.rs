@@ -30,6 +30,7 @@ pub mod scan;
 pub mod schedule;
 pub mod spool;
 pub mod store;
+pub mod tape;
 pub mod timefmt;
 pub mod types;
 
