@@ -489,7 +489,14 @@ fn hook_clones_dump_the_snapshot_and_release_the_one_they_replace() {
     assert_eq!(std::fs::read_dir(&snaps).unwrap().count(), 1);
     for day in 1..=2u64 {
         let to = work.path().join(format!("r{day}"));
-        spool.run(["restore", "v", "--dump", &day.to_string(), "--to", to.to_str().unwrap()]);
+        spool.run([
+            "restore",
+            "v",
+            "--dump",
+            &day.to_string(),
+            "--to",
+            to.to_str().unwrap(),
+        ]);
         assert_trees_equal(&work.path().join(format!("day{day}")), &to);
     }
 }
