@@ -15,6 +15,9 @@
 #      and metadata (type, mode, owner, size, mtime to the nanosecond, symlink target)
 #   5. prints the dedup figures: the spool's size against the logical bytes of all dumps
 #   6. runs `reel check --read-data`
+#   7. exports the week to a tape image in the BSD dump format (`reel export`), lists it with the
+#      stock `restore -t` when installed, imports it into a new, empty spool (as after the loss
+#      of the backup machine) and restores day 6 from that spool, checked like day 4
 # and ends with PASS or FAIL (exit status 0 or 1).
 #
 # Environment: DEMO_MB=50 (volume size, MiB), DEMO_ALL_DAYS=1 (restore and check every day, not
@@ -171,5 +174,24 @@ EOF
 
 step "reel check --read-data"
 reel check --read-data
+
+step "export the week to a tape image (BSD dump format)"
+reel export --to "$WORK/week.tape" --label WEEK48
+reel tapes
+if command -v restore >/dev/null 2>&1; then
+    echo "-- the stock restore reads it: TZ=UTC restore -t -f week.tape"
+    TZ=UTC restore -t -f "$WORK/week.tape" | head -n 12
+else
+    echo "(the stock restore is not installed: apt-get install dump to list the tape with it)"
+fi
+
+step "the spool is lost: a new spool imports the tape and restores day 6 from it"
+SPOOL_LOST="$SPOOL"
+SPOOL="$WORK/spool-from-tape"
+reel init
+reel import "$WORK/week.tape"
+reel list
+verify_day 6
+SPOOL=$SPOOL_LOST
 
 RESULT=PASS

@@ -1,0 +1,275 @@
+//! `reel export`, `reel import`, `reel verify-tape`, `reel tapes`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use reel::spool::{Access, Spool};
+use reel::tape::bsd::Target;
+use reel::tape::{image, media, payload};
+use reel::timefmt::{format_bytes, format_rfc3339};
+use reel::{Error, Result};
+
+use super::{Ctx, print_json};
+
+/// A size like 4G, 700M, 1500000 (bytes; K/M/G/T are powers of 1024).
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Error::usage(format!("bad size {s:?}: use a number with K, M, G or T")))
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The tape image to write: a file, or a tape device.
+    #[arg(long)]
+    to: PathBuf,
+    /// The tape's label (default: reel-YYYYMMDD-HHMMSS).
+    #[arg(long)]
+    label: Option<String>,
+    /// Split into tape volumes of at most this size (PATH.001, PATH.002, …), like `dump -M`.
+    #[arg(long)]
+    capacity: Option<String>,
+    /// Records (1 KiB) per tape block (dump's -b).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    block_size: u32,
+    /// Leave out chunks already on earlier tapes of this media set.
+    #[arg(long)]
+    media_set: Option<String>,
+    /// Only these volumes (default: all).
+    volumes: Vec<String>,
+}
+
+pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
+    let spool = ctx.open(Access::Write)?;
+    for v in &a.volumes {
+        spool.known_volume(v)?;
+    }
+    let label = a.label.clone().unwrap_or_else(|| {
+        chrono::Local::now()
+            .format("reel-%Y%m%d-%H%M%S")
+            .to_string()
+    });
+    if media::tapes(&spool)?.iter().any(|t| t.label == label) {
+        return Err(Error::usage(format!(
+            "a tape labelled {label} is already in the media catalog; give another --label"
+        )));
+    }
+    let plan = payload::plan_export(&spool, &a.volumes, a.media_set.as_deref())?;
+    if plan.dumps.is_empty() {
+        println!("nothing to export: every dump is on tape already");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let target = match &a.capacity {
+        Some(c) => Target::Split {
+            path: a.to.clone(),
+            capacity: parse_size(c)?,
+        },
+        None => Target::File(a.to.clone()),
+    };
+    let staging = spool.tmp_dir().join(format!("export-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(staging.clone());
+    let sequence = media::next_sequence(&spool, a.media_set.as_deref())?;
+    let bar = ctx.progress();
+    let summary = payload::write_payload(
+        &spool,
+        &plan,
+        &label,
+        a.media_set.as_deref(),
+        sequence,
+        &staging,
+        &bar,
+    )?;
+    let written = image::write_image(&staging, &summary.files, &label, target, a.block_size)?;
+    drop(bar);
+    // Only a complete image is recorded as a tape.
+    media::record_export(&spool, &plan, &summary, &written)?;
+    println!(
+        "tape {label}: {} in {} volume(s) ({}), {} dumps",
+        format_bytes(written.bytes),
+        written.volumes.len(),
+        written
+            .volumes
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        plan.dumps.len()
+    );
+    println!(
+        "  {:>6}  {:<16} {:<25} {:>5} {:>12} {:>14}",
+        "dump", "volume", "time", "level", "on tape", "whole-file"
+    );
+    for d in &plan.dumps {
+        let bytes = summary
+            .per_dump
+            .iter()
+            .find(|(id, _)| *id == d.id)
+            .map(|(_, b)| *b)
+            .unwrap_or(0);
+        let whole = summary
+            .whole_file
+            .iter()
+            .find(|(id, _)| *id == d.id)
+            .map(|(_, b)| *b)
+            .unwrap_or(0);
+        println!(
+            "  {:>6}  {:<16} {:<25} {:>5} {:>12} {:>14}",
+            d.id,
+            d.volume,
+            format_rfc3339(d.time_ns),
+            d.level,
+            format_bytes(bytes),
+            format_bytes(whole)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The volumes of an image argument: the path itself, or PATH.001, PATH.002, … when it is the
+/// prefix of a split image.
+fn image_volumes(p: &Path) -> Result<Vec<PathBuf>> {
+    if p.exists() {
+        return Ok(vec![p.to_path_buf()]);
+    }
+    let mut v = Vec::new();
+    for i in 1.. {
+        let q = PathBuf::from(format!("{}.{i:03}", p.display()));
+        if !q.exists() {
+            break;
+        }
+        v.push(q);
+    }
+    if v.is_empty() {
+        return Err(Error::usage(format!(
+            "tape image {} not found (nor {}.001 …)",
+            p.display(),
+            p.display()
+        )));
+    }
+    Ok(v)
+}
+
+/// Extract an image (or take a directory `restore -x` extracted) into a payload directory.
+fn payload_dir(spool: &Spool, arg: &Path, n: usize) -> Result<(PathBuf, Option<RemoveOnDrop>)> {
+    if arg.is_dir() {
+        if arg.join("reel/LABEL").exists() {
+            return Ok((arg.to_path_buf(), None));
+        }
+        return Err(Error::usage(format!(
+            "{} is a directory without reel/LABEL: give a tape image, or the directory `restore -x` extracted it into",
+            arg.display()
+        )));
+    }
+    let dir = spool
+        .tmp_dir()
+        .join(format!("import-{}-{n}", std::process::id()));
+    let guard = RemoveOnDrop(dir.clone());
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    image::extract_image(&image_volumes(arg)?, &dir)?;
+    Ok((dir, Some(guard)))
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Tape images (files, PATH prefixes of split images, or directories `restore -x` wrote).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<ExitCode> {
+    let spool = ctx.open(Access::Write)?;
+    for (n, img) in a.images.iter().enumerate() {
+        let (dir, _guard) = payload_dir(&spool, img, n)?;
+        let s = payload::import_payload(&spool, &dir)?;
+        println!("{}: {s}", img.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
+    // Only the spool's tmp/ is used, for the extracted files.
+    let spool = ctx.open(Access::Read)?;
+    let mut out = Vec::new();
+    for (n, img) in a.images.iter().enumerate() {
+        let (dir, _guard) = payload_dir(&spool, img, n)?;
+        let cat = payload::verify_payload(&dir)?;
+        if a.json {
+            out.push(serde_json::to_value(&cat).expect("catalog serialises"));
+        } else {
+            println!("{}: tape {} is good", img.display(), cat.label);
+            for d in &cat.dumps {
+                println!(
+                    "  {}  {}  level {}  {}",
+                    d.volume,
+                    format_rfc3339(d.time_ns),
+                    d.level,
+                    format_bytes(d.bytes)
+                );
+            }
+        }
+    }
+    if a.json {
+        print_json(&serde_json::Value::Array(out));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct TapesArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn tapes(ctx: &Ctx, a: TapesArgs) -> Result<ExitCode> {
+    let spool = ctx.open(Access::Read)?;
+    let tapes = media::tapes(&spool)?;
+    if a.json {
+        print_json(&serde_json::to_value(&tapes).expect("tapes serialise"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if tapes.is_empty() {
+        println!("no tapes yet: `reel export --to PATH` writes one");
+    }
+    for t in &tapes {
+        println!(
+            "{}  {}  {}  {} volume(s)  {} dumps{}",
+            t.label,
+            format_rfc3339(t.created_ns),
+            format_bytes(t.bytes),
+            t.volumes,
+            t.dumps.len(),
+            t.media_set
+                .as_ref()
+                .map(|m| format!("  media set {m} #{}", t.sequence))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,184 @@
+//! Tape export and import end to end: the stock `restore` lists and extracts reel's images,
+//! an empty spool that imports them restores every dump exactly, and bad images are refused
+//! with nothing half-imported.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn have_restore() -> bool {
+    Command::new("sh")
+        .args(["-c", "command -v restore"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A spool with volume `v`: a level 0 and a level 1 a day later; the days' trees are kept.
+fn two_days(work: &Path) -> Spool {
+    let vol = work.join("vol");
+    rich_tree(&vol);
+    snapshot(&vol, &work.join("day1"));
+    let spool = spool_with_full_dump(&vol);
+    mutate_day(&vol, 1);
+    snapshot(&vol, &work.join("day2"));
+    spool.run(["dump", "v", "--level", "1", "--date", "2026-11-02"]);
+    spool
+}
+
+fn restore_both(spool: &Spool, work: &Path, tag: &str) {
+    for (day, at) in [(1, "2026-11-01"), (2, "2026-11-02")] {
+        let to = work.join(format!("{tag}-r{day}"));
+        spool.run(["restore", "v", "--at", at, "--to", to.to_str().unwrap()]);
+        assert_trees_equal(&work.join(format!("day{day}")), &to);
+    }
+}
+
+#[test]
+fn an_exported_tape_imports_into_an_empty_spool_and_restores_exactly() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = two_days(work.path());
+    let img = work.path().join("week.tape");
+    let out = spool.run(["export", "--to", img.to_str().unwrap(), "--label", "WEEK1"]);
+    assert!(out.contains("tape WEEK1"), "{out}");
+    // Everything is on tape now: a second export has nothing to write.
+    let again = spool.run(["export", "--to", work.path().join("x").to_str().unwrap()]);
+    assert!(again.contains("nothing to export"), "{again}");
+    let tapes: serde_json::Value = serde_json::from_str(&spool.run(["tapes", "--json"])).unwrap();
+    assert_eq!(tapes.as_array().unwrap().len(), 1, "{tapes}");
+
+    let verify = spool.run(["verify-tape", img.to_str().unwrap()]);
+    assert!(verify.contains("WEEK1"), "{verify}");
+
+    let fresh = Spool::new();
+    fresh.run(["import", img.to_str().unwrap()]);
+    assert_eq!(fresh.list_json().as_array().unwrap().len(), 2);
+    restore_both(&fresh, work.path(), "fresh");
+    fresh.run(["check", "--read-data"]);
+    // Importing the same tape again adds nothing.
+    fresh.run(["import", img.to_str().unwrap()]);
+    assert_eq!(fresh.list_json().as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn the_stock_restore_lists_and_extracts_a_reel_tape() {
+    if !have_restore() {
+        println!("skipped: restore not installed (apt-get install dump)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let spool = two_days(work.path());
+    let img = work.path().join("t.dump");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "T1"]);
+    let list = Command::new("restore")
+        .args(["-t", "-f"])
+        .arg(&img)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&list.stdout);
+    for name in ["./reel/LABEL", "./reel/CATALOG", "./reel/packs/"] {
+        assert!(listing.contains(name), "restore -t lacks {name}:\n{listing}");
+    }
+    let x = work.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo n | restore -x -a -y -f {}", img.display()))
+        .current_dir(&x)
+        .output()
+        .unwrap();
+    assert!(x.join("reel/CATALOG").exists(), "{st:?}");
+    // What restore extracted is itself importable.
+    let fresh = Spool::new();
+    fresh.run(["import", x.to_str().unwrap()]);
+    restore_both(&fresh, work.path(), "x");
+}
+
+#[test]
+fn a_split_tape_restores_with_restore_m_and_imports() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = two_days(work.path());
+    let img = work.path().join("split");
+    spool.run([
+        "export",
+        "--to",
+        img.to_str().unwrap(),
+        "--capacity",
+        "2M",
+        "--label",
+        "S",
+    ]);
+    let vols: Vec<_> = (1..=9)
+        .map(|i| work.path().join(format!("split.{i:03}")))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(vols.len() >= 2, "{vols:?}");
+    if have_restore() {
+        let x = work.path().join("mx");
+        std::fs::create_dir(&x).unwrap();
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo n | restore -x -a -y -M -b 10 -f {}.",
+                img.display()
+            ))
+            .current_dir(&x)
+            .output()
+            .unwrap();
+        assert!(x.join("reel/CATALOG").exists(), "{st:?}");
+    }
+    // A missing middle volume is refused, and nothing is imported.
+    let fresh = Spool::new();
+    let (code, err) = fresh.fail(["import", vols[0].to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("volume") || err.contains("truncated"), "{err}");
+    assert_eq!(fresh.list_json().as_array().unwrap().len(), 0);
+    // The prefix names the whole set.
+    fresh.run(["import", img.to_str().unwrap()]);
+    restore_both(&fresh, work.path(), "split");
+}
+
+#[test]
+fn bad_images_are_refused_and_nothing_is_half_imported() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = two_days(work.path());
+    let img = work.path().join("good.tape");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "G"]);
+    let bytes = std::fs::read(&img).unwrap();
+    let fresh = Spool::new();
+    let packs_before = std::fs::read_dir(fresh.path().join("packs")).unwrap().count();
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("not a dump", b"this is not a dump image at all\n".repeat(100)),
+        ("flipped data byte", {
+            let mut b = bytes.clone();
+            let at = b.len() * 3 / 4;
+            b[at] ^= 0x40;
+            b
+        }),
+        ("flipped header byte", {
+            let mut b = bytes.clone();
+            b[1024 * 3 + 100] ^= 0x01;
+            b
+        }),
+    ];
+    for (what, data) in cases {
+        let bad = work.path().join(format!("{}.tape", what.replace(' ', "_")));
+        std::fs::write(&bad, &data).unwrap();
+        let (code, err) = fresh.fail(["import", bad.to_str().unwrap()]);
+        assert_eq!(code, 1, "{what}: {err}");
+        assert!(err.contains(bad.file_name().unwrap().to_str().unwrap()) || err.contains("pack"), "{what}: the error names the image: {err}");
+        assert_eq!(fresh.list_json().as_array().unwrap().len(), 0, "{what}");
+        assert_eq!(
+            std::fs::read_dir(fresh.path().join("packs")).unwrap().count(),
+            packs_before,
+            "{what}: a pack was adopted"
+        );
+    }
+    fresh.run(["check"]);
+}
