@@ -671,3 +671,19 @@ fn guard_open<T>(path: &Path, f: impl FnOnce() -> Result<T, redb::DatabaseError>
         ))),
     }
 }
+
+// ----- the media catalog (tapes); see `crate::tape::media` -----
+
+/// Tape label -> postcard `TapeRecord` (`crate::tape::media`): the tapes exports wrote or
+/// imports read. Added without a format change: a catalog made before it has no tapes, and
+/// reel creates the table on first write.
+pub const TAPES: TableDefinition<&str, &[u8]> = TableDefinition::new("tapes");
+/// Chunk id -> labels of the tapes holding it: what `purge --exported` and a restore from
+/// tapes look up. Added without a format change, like `tapes`.
+pub const TAPE_CHUNKS: redb::MultimapTableDefinition<[u8; 32], &str> =
+    redb::MultimapTableDefinition::new("tape_chunks");
+
+/// Is `e` redb saying the table was never created (a catalog older than the table)?
+pub fn table_missing(e: &redb::TableError) -> bool {
+    matches!(e, redb::TableError::TableDoesNotExist(_))
+}
