@@ -5,7 +5,7 @@
 //! names that try to escape).
 //!
 //! Tests that need the stock `restore` print "skipped: restore not installed" without it; tests
-//! that need the fixtures (../shared/fixtures/bsd-dump) print a skip line when they are absent.
+//! that need the fixtures (tests/fixtures/bsd-dump) print a skip line when they are absent.
 
 mod common;
 
@@ -317,8 +317,10 @@ fn listed_lines(out: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The real `dump` images: a copy is kept in tests/fixtures/bsd-dump (from the team's shared
+/// fixtures, unchanged) so that a clean clone tests against them.
 fn fixtures() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/bsd-dump");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bsd-dump");
     if p.join("level0.dump").exists() {
         Some(p)
     } else {

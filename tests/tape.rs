@@ -81,7 +81,10 @@ fn the_stock_restore_lists_and_extracts_a_reel_tape() {
         .unwrap();
     let listing = String::from_utf8_lossy(&list.stdout);
     for name in ["./reel/LABEL", "./reel/CATALOG", "./reel/packs/"] {
-        assert!(listing.contains(name), "restore -t lacks {name}:\n{listing}");
+        assert!(
+            listing.contains(name),
+            "restore -t lacks {name}:\n{listing}"
+        );
     }
     let x = work.path().join("x");
     std::fs::create_dir(&x).unwrap();
@@ -150,11 +153,16 @@ fn bad_images_are_refused_and_nothing_is_half_imported() {
     spool.run(["export", "--to", img.to_str().unwrap(), "--label", "G"]);
     let bytes = std::fs::read(&img).unwrap();
     let fresh = Spool::new();
-    let packs_before = std::fs::read_dir(fresh.path().join("packs")).unwrap().count();
+    let packs_before = std::fs::read_dir(fresh.path().join("packs"))
+        .unwrap()
+        .count();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", bytes[..bytes.len() / 2].to_vec()),
-        ("not a dump", b"this is not a dump image at all\n".repeat(100)),
+        (
+            "not a dump",
+            b"this is not a dump image at all\n".repeat(100),
+        ),
         ("flipped data byte", {
             let mut b = bytes.clone();
             let at = b.len() * 3 / 4;
@@ -172,10 +180,15 @@ fn bad_images_are_refused_and_nothing_is_half_imported() {
         std::fs::write(&bad, &data).unwrap();
         let (code, err) = fresh.fail(["import", bad.to_str().unwrap()]);
         assert_eq!(code, 1, "{what}: {err}");
-        assert!(err.contains(bad.file_name().unwrap().to_str().unwrap()) || err.contains("pack"), "{what}: the error names the image: {err}");
+        assert!(
+            err.contains(bad.file_name().unwrap().to_str().unwrap()) || err.contains("pack"),
+            "{what}: the error names the image: {err}"
+        );
         assert_eq!(fresh.list_json().as_array().unwrap().len(), 0, "{what}");
         assert_eq!(
-            std::fs::read_dir(fresh.path().join("packs")).unwrap().count(),
+            std::fs::read_dir(fresh.path().join("packs"))
+                .unwrap()
+                .count(),
             packs_before,
             "{what}: a pack was adopted"
         );

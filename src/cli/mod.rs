@@ -11,6 +11,7 @@ mod manage;
 mod mount;
 mod restore;
 mod schedule;
+mod tape;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -69,6 +70,14 @@ enum Command {
     Backup(cycle::BackupArgs),
     /// The day's work for every scheduled volume: clone all, dump all, retry, report.
     Nightly(cycle::NightlyArgs),
+    /// Write the dumps not yet on tape to a tape image (BSD dump format).
+    Export(tape::ExportArgs),
+    /// Read tape images back into the spool (verifying every chunk).
+    Import(tape::ImportArgs),
+    /// Read tape images front to back and check every record and chunk, without importing.
+    VerifyTape(tape::VerifyArgs),
+    /// The media catalog: the tapes written or imported, and what they hold.
+    Tapes(tape::TapesArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
     /// Import a dumplist of schedules, or show which level each volume gets on which day.
@@ -189,6 +198,10 @@ pub fn main() -> ExitCode {
         Command::Backup(a) => cycle::backup(&ctx, a),
         Command::Nightly(a) => cycle::nightly(&ctx, a),
         Command::Schedule(c) => schedule::run(&ctx, c),
+        Command::Export(a) => tape::export(&ctx, a),
+        Command::Import(a) => tape::import(&ctx, a),
+        Command::VerifyTape(a) => tape::verify(&ctx, a),
+        Command::Tapes(a) => tape::tapes(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
     };

@@ -77,9 +77,14 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
         },
         None => Target::File(a.to.clone()),
     };
-    let staging = spool.tmp_dir().join(format!("export-{}", std::process::id()));
+    let staging = spool
+        .tmp_dir()
+        .join(format!("export-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(staging.clone());
-    let sequence = media::next_sequence(&spool, a.media_set.as_deref())?;
+    let sequence = match a.media_set.as_deref() {
+        Some(set) => media::next_sequence(&spool, set)?,
+        None => 1,
+    };
     let bar = ctx.progress();
     let summary = payload::write_payload(
         &spool,
@@ -93,7 +98,12 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
     let written = image::write_image(&staging, &summary.files, &label, target, a.block_size)?;
     drop(bar);
     // Only a complete image is recorded as a tape.
-    media::record_export(&spool, &plan, &summary, &written)?;
+    let (mut rec, chunks) = payload::tape_record(&summary, &staging)?;
+    rec.bytes = written.bytes;
+    rec.volumes = written.volumes.len() as u32;
+    let txn = spool.catalog.write()?;
+    media::record_tape(&txn, &rec, chunks.into_iter())?;
+    txn.commit()?;
     println!(
         "tape {label}: {} in {} volume(s) ({}), {} dumps",
         format_bytes(written.bytes),
@@ -200,7 +210,28 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<ExitCode> {
     for (n, img) in a.images.iter().enumerate() {
         let (dir, _guard) = payload_dir(&spool, img, n)?;
         let s = payload::import_payload(&spool, &dir)?;
-        println!("{}: {s}", img.display());
+        println!(
+            "{}: tape {}: {} dumps added, {} already here; {} packs adopted ({}), {} new chunks",
+            img.display(),
+            s.label,
+            s.dumps_added.len(),
+            s.dumps_present,
+            s.packs_adopted,
+            format_bytes(s.pack_bytes),
+            s.chunks_added
+        );
+        for (id, volume, time, level) in &s.dumps_added {
+            println!(
+                "  dump {id}: {volume} {} level {level}",
+                format_rfc3339(*time)
+            );
+        }
+        if !s.tapes_also_needed.is_empty() {
+            println!(
+                "  note: these dumps also need tapes {}; import them too",
+                s.tapes_also_needed.join(", ")
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -230,7 +261,7 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
                     d.volume,
                     format_rfc3339(d.time_ns),
                     d.level,
-                    format_bytes(d.bytes)
+                    format_bytes(d.tape_bytes)
                 );
             }
         }

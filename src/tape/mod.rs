@@ -4,5 +4,6 @@
 //! the chunks each dump owns) and back; `media` is the catalog of tapes.
 
 pub mod bsd;
+pub mod image;
 pub mod media;
 pub mod payload;
