@@ -95,7 +95,14 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
         &staging,
         &bar,
     )?;
-    let written = image::write_image(&staging, &summary.files, &label, target, a.block_size)?;
+    let written = match image::write_image(&staging, &summary.files, &label, target, a.block_size)
+    {
+        Ok(w) => w,
+        Err(e) => {
+            remove_partial_image(&a.to);
+            return Err(e);
+        }
+    };
     drop(bar);
     // Only a complete image is recorded as a tape.
     let (mut rec, chunks) = payload::tape_record(&summary, &staging)?;
@@ -144,6 +151,18 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A failed export must not leave an image that looks like a tape: remove the file (or the
+/// volumes of a split image) it wrote. Devices are left alone.
+fn remove_partial_image(to: &Path) {
+    let mut paths = vec![to.to_path_buf()];
+    paths.extend((1..1000).map(|i| PathBuf::from(format!("{}.{i:03}", to.display()))));
+    for p in paths {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
 }
 
 struct RemoveOnDrop(PathBuf);

@@ -88,7 +88,7 @@ pub fn write_image(
     });
     let maxino = FIRST_FILE + files.len() as u32;
     let mut used = BitMap::new(maxino);
-    for ino in 1..maxino {
+    for ino in ROOT..maxino {
         used.set(ino);
     }
     let mut w = DumpWriter::create(target, info, maxino, &used, &used)?;
