@@ -308,11 +308,16 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
                         Some(entry.display_path()),
                         format!("chunk {} is damaged or missing", id.short()),
                     ));
-                } else if chunks.get(id.0)?.is_none() {
+                } else if chunks.get(id.0)?.is_none()
+                    && crate::tape::media::tapes_of_chunk(&txn, &id)?.is_empty()
+                {
                     issues.insert(dump_problem(
                         None,
                         Some(entry.display_path()),
-                        format!("chunk {} is not in the chunk index", id.short()),
+                        format!(
+                            "chunk {} is neither in the chunk index nor on any tape",
+                            id.short()
+                        ),
                     ));
                 }
             }

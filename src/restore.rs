@@ -93,16 +93,26 @@ pub fn restore_dump(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreStats> {
+    restore_dump_with(&ChunkReader::new(spool)?, rec, target, opts, progress)
+}
+
+/// `restore_dump` reading through `reader` (which may hold packs from tapes).
+pub fn restore_dump_with(
+    reader: &ChunkReader,
+    rec: &DumpRecord,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreStats> {
     prepare_target(target, opts.overwrite)?;
     let target = std::fs::canonicalize(target).map_err(|e| Error::io(target, e))?;
-    let reader = ChunkReader::new(spool)?;
     let manifest = ManifestReader::new(reader.stream(
         rec.manifest_chunks(),
         format!("manifest of dump {}", rec.id),
     ))?;
     let as_root = fsmeta::is_root();
     let mut run = Runner {
-        reader: &reader,
+        reader,
         target: &target,
         guard: ParentGuard::new(&target),
         dirs: Vec::new(),

@@ -242,14 +242,21 @@ impl<'a> StoreWriter<'a> {
                     continue 'refs;
                 }
             }
-            let loc = chunks.get(id.0)?.ok_or_else(|| {
-                Error::corrupt(format!(
-                    "chunk {} is referenced but not in the chunk index",
-                    id.short()
-                ))
-            })?;
-            let loc = ChunkLoc::decode(&loc.value())?;
-            let stored = stored_share(&loc);
+            let stored = match chunks.get(id.0)? {
+                Some(loc) => stored_share(&ChunkLoc::decode(&loc.value())?),
+                // Purged from the spool after export: owned, but its bytes are on tape only.
+                None if !crate::tape::media::tapes_of_chunk(&self.spool.catalog.read()?, id)?
+                    .is_empty() =>
+                {
+                    0
+                }
+                None => {
+                    return Err(Error::corrupt(format!(
+                        "chunk {} is referenced but not in the chunk index",
+                        id.short()
+                    )));
+                }
+            };
             owned.insert((dump, id.0), stored)?;
             n += 1;
             bytes += u64::from(stored);
@@ -304,6 +311,10 @@ pub struct ChunkReader<'a> {
     packs_dir: std::path::PathBuf,
     open: Mutex<HashMap<u64, Arc<PackReader>>>,
     last_frame: Mutex<Option<CachedFrame>>,
+    /// Packs from outside the spool (read from tapes for a restore): chunk locations under
+    /// pack numbers counted down from u64::MAX, which the catalog never hands out.
+    extra: HashMap<ChunkId, ChunkLoc>,
+    extra_packs: HashMap<u64, std::path::PathBuf>,
 }
 
 impl<'a> ChunkReader<'a> {
@@ -314,11 +325,30 @@ impl<'a> ChunkReader<'a> {
             packs_dir: spool.packs_dir(),
             open: Mutex::new(HashMap::new()),
             last_frame: Mutex::new(None),
+            extra: HashMap::new(),
+            extra_packs: HashMap::new(),
         })
     }
 
+    /// Also read chunks from these packs (extracted from tapes). Every chunk in them is
+    /// verified against its hash first; the spool's own copy wins where both have a chunk.
+    pub fn add_packs(&mut self, packs: &[std::path::PathBuf]) -> Result<()> {
+        for path in packs {
+            let no = u64::MAX - self.extra_packs.len() as u64;
+            for (id, mut loc) in crate::tape::payload::pack_chunks(path)?.1 {
+                loc.pack_no = no;
+                self.extra.entry(id).or_insert(loc);
+            }
+            self.extra_packs.insert(no, path.clone());
+        }
+        Ok(())
+    }
+
     pub fn locate(&self, id: &ChunkId) -> Result<Option<ChunkLoc>> {
-        self.catalog.chunk(&self.txn, id)
+        match self.catalog.chunk(&self.txn, id)? {
+            Some(loc) => Ok(Some(loc)),
+            None => Ok(self.extra.get(id).copied()),
+        }
     }
 
     pub fn locate_required(&self, id: &ChunkId, what: &dyn Fn() -> String) -> Result<ChunkLoc> {
@@ -336,12 +366,10 @@ impl<'a> ChunkReader<'a> {
         if let Some(p) = self.open.lock().expect("pack cache").get(&no) {
             return Ok(p.clone());
         }
-        let rec = self.catalog.pack(&self.txn, no)?.ok_or_else(|| {
-            Error::corrupt(format!(
-                "pack number {no} is named by the chunk index but not recorded; run `reel check`"
-            ))
-        })?;
-        let path = pack::pack_path(&self.packs_dir, &pack::PackId(rec.id));
+        let path = match self.extra_packs.get(&no) {
+            Some(p) => p.clone(),
+            None => self.pack_path(no)?,
+        };
         let reader = Arc::new(PackReader::open(&path)?);
         let mut cache = self.open.lock().expect("pack cache");
         if cache.len() >= 256 {
@@ -352,10 +380,14 @@ impl<'a> ChunkReader<'a> {
     }
 
     pub fn pack_path(&self, no: u64) -> Result<std::path::PathBuf> {
-        let rec = self
-            .catalog
-            .pack(&self.txn, no)?
-            .ok_or_else(|| Error::corrupt(format!("pack number {no} is not recorded")))?;
+        if let Some(p) = self.extra_packs.get(&no) {
+            return Ok(p.clone());
+        }
+        let rec = self.catalog.pack(&self.txn, no)?.ok_or_else(|| {
+            Error::corrupt(format!(
+                "pack number {no} is named by the chunk index but not recorded; run `reel check`"
+            ))
+        })?;
         Ok(pack::pack_path(&self.packs_dir, &pack::PackId(rec.id)))
     }
 

@@ -195,3 +195,95 @@ fn bad_images_are_refused_and_nothing_is_half_imported() {
     }
     fresh.run(["check"]);
 }
+
+#[test]
+fn purged_dumps_restore_from_the_tapes_the_plan_names() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = two_days(work.path());
+    let tapes = work.path().join("tapes");
+    std::fs::create_dir(&tapes).unwrap();
+    let img = tapes.join("w1.tape");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "W1"]);
+    let before = dir_size(&spool.path().join("packs"));
+    let out = spool.run(["purge", "--exported"]);
+    assert!(out.contains("removed"), "{out}");
+    let after = dir_size(&spool.path().join("packs"));
+    assert!(
+        after * 10 < before,
+        "purge freed too little: {before} -> {after}"
+    );
+    // The catalog and the manifests stay: check is clean, ls works without tapes.
+    spool.run(["check", "--read-data"]);
+    assert!(
+        spool
+            .run(["ls", "v", "--at", "2026-11-01"])
+            .contains("small.txt")
+    );
+    // The plan names the tape; without it the restore refuses and writes nothing.
+    let plan = spool.run([
+        "restore",
+        "v",
+        "--at",
+        "2026-11-02",
+        "--to",
+        "/nonexistent",
+        "--dry-run",
+    ]);
+    assert!(plan.contains("tapes needed, in this order: W1"), "{plan}");
+    let to = work.path().join("no-tape");
+    let (code, err) = spool.fail([
+        "restore",
+        "v",
+        "--at",
+        "2026-11-02",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("W1"), "{err}");
+    assert!(!to.exists() || std::fs::read_dir(&to).unwrap().next().is_none());
+    // With the tapes folder, or the tape named by label, every day comes back exactly.
+    for (day, at) in [(1, "2026-11-01"), (2, "2026-11-02")] {
+        let to = work.path().join(format!("t{day}"));
+        spool.run([
+            "restore",
+            "v",
+            "--at",
+            at,
+            "--to",
+            to.to_str().unwrap(),
+            "--tapes",
+            tapes.to_str().unwrap(),
+        ]);
+        assert_trees_equal(&work.path().join(format!("day{day}")), &to);
+    }
+    let to = work.path().join("by-label");
+    let arg = format!("W1={}", img.display());
+    spool.run([
+        "restore",
+        "v",
+        "--at",
+        "2026-11-02",
+        "--to",
+        to.to_str().unwrap(),
+        "--tape",
+        &arg,
+    ]);
+    assert_trees_equal(&work.path().join("day2"), &to);
+    // A new dump after the purge still works and restores.
+    spool.run(["dump", "v", "--level", "1", "--date", "2026-11-03"]);
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        let md = e.metadata().unwrap();
+        n += if md.is_dir() {
+            dir_size(&e.path())
+        } else {
+            md.len()
+        };
+    }
+    n
+}

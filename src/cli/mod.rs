@@ -78,6 +78,8 @@ enum Command {
     VerifyTape(tape::VerifyArgs),
     /// The media catalog: the tapes written or imported, and what they hold.
     Tapes(tape::TapesArgs),
+    /// Free the spool of packs whose every chunk is on tape.
+    Purge(tape::PurgeArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
     /// Import a dumplist of schedules, or show which level each volume gets on which day.
@@ -202,6 +204,7 @@ pub fn main() -> ExitCode {
         Command::Import(a) => tape::import(&ctx, a),
         Command::VerifyTape(a) => tape::verify(&ctx, a),
         Command::Tapes(a) => tape::tapes(&ctx, a),
+        Command::Purge(a) => tape::purge(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
     };

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use reel::Result;
-use reel::restore::{RestoreOptions, normalise_path, restore_dump};
+use reel::restore::{RestoreOptions, normalise_path, restore_dump_with};
 use reel::spool::Access;
 use reel::timefmt::{format_bytes, format_rfc3339};
 
@@ -31,6 +31,15 @@ pub struct RestoreArgs {
     /// Write into a non-empty directory.
     #[arg(long)]
     overwrite: bool,
+    /// A folder of tape images, searched for the tapes the restore needs.
+    #[arg(long, value_name = "DIR")]
+    tapes: Option<PathBuf>,
+    /// A tape image for a label (repeat for several): LABEL=PATH.
+    #[arg(long, value_name = "LABEL=PATH")]
+    tape: Vec<String>,
+    /// Print the chain, the tapes needed and the bytes; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
@@ -44,9 +53,66 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
             .map(|p| normalise_path(p.as_os_str().as_bytes()))
             .collect(),
     };
+    let (missing, labels) = super::tape::tape_plan(&spool, &d, &opts.paths)?;
+    if a.dry_run {
+        println!(
+            "dump {} of volume {} ({}, level {}): {}",
+            d.id,
+            d.volume,
+            format_rfc3339(d.time_ns),
+            d.level,
+            format_bytes(d.logical_bytes)
+        );
+        let mut chain = d.full_chain();
+        chain.reverse();
+        for id in chain {
+            if let Some(c) = spool.catalog.dump(id)? {
+                println!(
+                    "  chain: dump {} level {} {}",
+                    c.id,
+                    c.level,
+                    format_rfc3339(c.time_ns)
+                );
+            }
+        }
+        if labels.is_empty() {
+            println!("  every chunk is on the spool: no tape needed");
+        } else {
+            println!(
+                "  {} of file data is on tape only; tapes needed, in this order: {}",
+                format_bytes(missing),
+                labels.join(", ")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let given = a
+        .tape
+        .iter()
+        .map(|t| {
+            t.split_once('=')
+                .map(|(l, p)| (l.to_string(), PathBuf::from(p)))
+                .ok_or_else(|| reel::Error::usage(format!("--tape {t:?}: use LABEL=PATH")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut reader = reel::store::ChunkReader::new(&spool)?;
+    let mut _guards = Vec::new();
+    if !labels.is_empty() {
+        if a.tapes.is_none() && given.is_empty() {
+            return Err(reel::Error::usage(format!(
+                "{} of this dump is on tape only: the restore needs tapes {} (in that order); give --tapes DIR or --tape LABEL=PATH (`--dry-run` shows the plan)",
+                format_bytes(missing),
+                labels.join(", ")
+            )));
+        }
+        let (packs, guards) =
+            super::tape::fetch_tapes(&spool, &labels, &given, a.tapes.as_deref())?;
+        _guards = guards;
+        reader.add_packs(&packs)?;
+    }
     let started = std::time::Instant::now();
     let bar = ctx.progress();
-    let stats = restore_dump(&spool, &d, &a.to, &opts, &bar)?;
+    let stats = restore_dump_with(&reader, &d, &a.to, &opts, &bar)?;
     drop(bar);
     let secs = started.elapsed().as_secs_f64();
     println!(

@@ -95,8 +95,7 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
         &staging,
         &bar,
     )?;
-    let written = match image::write_image(&staging, &summary.files, &label, target, a.block_size)
-    {
+    let written = match image::write_image(&staging, &summary.files, &label, target, a.block_size) {
         Ok(w) => w,
         Err(e) => {
             remove_partial_image(&a.to);
@@ -322,4 +321,198 @@ pub fn tapes(ctx: &Ctx, a: TapesArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A duration like 30d, 12h, 2w, 90m (minutes), 45s; in nanoseconds.
+fn parse_duration(s: &str) -> Result<i64> {
+    let s = s.trim();
+    let unit = s.chars().last().unwrap_or(' ');
+    let secs: i64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        _ => 0,
+    };
+    s[..s.len().saturating_sub(1)]
+        .parse::<i64>()
+        .ok()
+        .filter(|_| secs > 0)
+        .and_then(|n| n.checked_mul(secs * 1_000_000_000))
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "bad duration {s:?}: use a number with s, m, h, d or w (30d)"
+            ))
+        })
+}
+
+#[derive(Args)]
+pub struct PurgeArgs {
+    /// Remove the packs whose every chunk is on tape (required: the only purge there is).
+    #[arg(long, required = true)]
+    exported: bool,
+    /// Only packs written longer ago than this (30d, 12h, 2w).
+    #[arg(long)]
+    older_than: Option<String>,
+    /// Say what would go, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn purge(ctx: &Ctx, a: PurgeArgs) -> Result<ExitCode> {
+    let _ = a.exported;
+    let spool = ctx.open(Access::Write)?;
+    let cutoff = a
+        .older_than
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?
+        .map(|d| reel::timefmt::now_ns() - d);
+    let s = reel::tape::purge::purge_exported(&spool, cutoff, a.dry_run)?;
+    println!(
+        "{} {} packs ({}, {} chunks) whose every chunk is on tape; {} packs kept (chunks on no tape, or manifests)",
+        if a.dry_run { "would remove" } else { "removed" },
+        s.packs.len(),
+        format_bytes(s.bytes),
+        s.chunks,
+        s.kept
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// For `reel restore`: the chunks of `rec` the spool lacks, and the tapes that hold them in
+/// the order to read them (oldest first). Errors if some chunk is on no tape.
+pub fn tape_plan(
+    spool: &Spool,
+    rec: &reel::catalog::DumpRecord,
+    paths: &[Vec<u8>],
+) -> Result<(u64, Vec<String>)> {
+    let reader = reel::store::ChunkReader::new(spool)?;
+    let manifest = reel::manifest::ManifestReader::new(reader.stream(
+        rec.manifest_chunks(),
+        format!("manifest of dump {}", rec.id),
+    ))?;
+    let txn = spool.catalog.read()?;
+    let order: std::collections::HashMap<String, usize> = media::tapes(spool)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t.label, i))
+        .collect();
+    let mut chosen: std::collections::BTreeSet<(usize, String)> = Default::default();
+    let mut seen: std::collections::HashSet<reel::ChunkId> = Default::default();
+    let mut missing = 0u64;
+    for e in manifest {
+        let e = e?;
+        if !reel::restore::selected(&e.path, paths).0 {
+            continue;
+        }
+        for (id, len) in e.chunks() {
+            if reader.locate(&id)?.is_some() || !seen.insert(id) {
+                continue;
+            }
+            missing += u64::from(len);
+            let labels = media::tapes_of_chunk(&txn, &id)?;
+            if labels.iter().any(|l| chosen.iter().any(|(_, c)| c == l)) {
+                continue;
+            }
+            let best = labels
+                .iter()
+                .min_by_key(|l| order.get(*l).copied().unwrap_or(usize::MAX))
+                .ok_or_else(|| {
+                    Error::corrupt(format!(
+                        "chunk {} of {} is neither on the spool nor on any tape; `reel check` lists the damage",
+                        id.short(),
+                        e.display_path()
+                    ))
+                })?;
+            chosen.insert((order.get(best).copied().unwrap_or(usize::MAX), best.clone()));
+        }
+    }
+    Ok((missing, chosen.into_iter().map(|(_, l)| l).collect()))
+}
+
+/// Find the images of `labels`: `--tape LABEL=PATH` first, then the images in `--tapes DIR`
+/// whose dump label matches. Each found image is extracted (read once, front to back) under
+/// the spool's tmp/; returns the pack files to read from, and the guards that remove them.
+pub fn fetch_tapes(
+    spool: &Spool,
+    labels: &[String],
+    given: &[(String, PathBuf)],
+    dir: Option<&Path>,
+) -> Result<(Vec<PathBuf>, Vec<RemoveOnDropPub>)> {
+    let mut packs = Vec::new();
+    let mut guards = Vec::new();
+    let mut candidates: Vec<Vec<PathBuf>> = Vec::new();
+    if let Some(d) = dir {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(d)
+            .map_err(|e| Error::io(d, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        names.sort();
+        let mut split: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+        for p in names {
+            let s = p.display().to_string();
+            match s.rsplit_once('.') {
+                Some((prefix, n)) if n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    split.entry(prefix.to_string()).or_default().push(p)
+                }
+                _ => candidates.push(vec![p]),
+            }
+        }
+        candidates.extend(split.into_values());
+    }
+    for (n, label) in labels.iter().enumerate() {
+        let volumes = match given.iter().find(|(l, _)| l == label) {
+            Some((_, p)) => image_volumes(p)?,
+            None => candidates
+                .iter()
+                .find(|v| {
+                    reel::tape::bsd::DumpReader::open(&v[..1])
+                        .is_ok_and(|r| label.starts_with(r.info().label.as_str()) && !r.info().label.is_empty())
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "this restore needs tapes {} (in that order); tape {label} was not found{}; give it with --tape {label}=PATH",
+                        labels.join(", "),
+                        dir.map(|d| format!(" in {}", d.display())).unwrap_or_default()
+                    ))
+                })?,
+        };
+        let out = spool
+            .tmp_dir()
+            .join(format!("restore-{}-{n}", std::process::id()));
+        guards.push(RemoveOnDropPub(out.clone()));
+        std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+        image::extract_image(&volumes, &out)?;
+        let cat = payload::verify_payload(&out)?;
+        if &cat.label != label {
+            return Err(Error::usage(format!(
+                "{} holds tape {}, not {label}",
+                volumes[0].display(),
+                cat.label
+            )));
+        }
+        let pdir = out.join("reel/packs");
+        let mut list: Vec<PathBuf> = std::fs::read_dir(&pdir)
+            .map_err(|e| Error::io(&pdir, e))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        list.sort();
+        packs.extend(list);
+    }
+    Ok((packs, guards))
+}
+
+/// Removes a temporary directory when dropped.
+pub struct RemoveOnDropPub(PathBuf);
+
+impl Drop for RemoveOnDropPub {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

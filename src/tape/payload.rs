@@ -960,7 +960,7 @@ fn read_label(dir: &Path) -> Result<(HashMap<String, String>, Vec<String>)> {
 
 /// Every chunk in a pack, verified (blake3 of each chunk's raw bytes equals its id; frames:
 /// every chunk inside), with its location (pack number 0: the caller sets it).
-fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
+pub(crate) fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
     let r = PackReader::open(path)?;
     let entries = r.read_index()?;
     let mut out = Vec::new();
@@ -1008,7 +1008,7 @@ fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
 }
 
 /// The chunks of a pack with their locations (pack number 0).
-type PackChunks = Vec<(ChunkId, ChunkLoc)>;
+pub(crate) type PackChunks = Vec<(ChunkId, ChunkLoc)>;
 
 fn pack_file(dir: &Path, name: &HexId) -> PathBuf {
     dir.join(PACKS_DIR)
