@@ -16,8 +16,10 @@
 #   5. prints the dedup figures: the spool's size against the logical bytes of all dumps
 #   6. runs `reel check --read-data`
 #   7. exports the week to a tape image in the BSD dump format (`reel export`), lists it with the
-#      stock `restore -t` when installed, imports it into a new, empty spool (as after the loss
-#      of the backup machine) and restores day 6 from that spool, checked like day 4
+#      stock `restore -t` when installed, purges from the spool the packs that are on tape,
+#      restores day 5 reading the tape (`--tapes DIR`), then imports the tape into a new, empty
+#      spool (as after the loss of the backup machine) and restores day 6 from that spool;
+#      both checked like day 4
 # and ends with PASS or FAIL (exit status 0 or 1).
 #
 # Environment: DEMO_MB=50 (volume size, MiB), DEMO_ALL_DAYS=1 (restore and check every day, not
@@ -127,11 +129,12 @@ meta() {
     ) | LC_ALL=C sort
 }
 
-verify_day() { # day
+verify_day() { # day [restore options...]
     local day=$1 dst="$WORK/restore-day$1"
+    shift
     step "restore day $day and compare it with that day's tree"
     mkdir -p "$dst"
-    reel restore home --at "2026-11-0$day" --to "$dst"
+    reel restore home --at "2026-11-0$day" --to "$dst" "$@"
     diff -r --no-dereference "$DAYS/day$day" "$dst"
     if ! diff <(meta "$DAYS/day$day") <(meta "$dst") >"$WORK/meta.diff"; then
         echo "metadata differs (< day $day's tree, > the restore):"
@@ -184,6 +187,16 @@ if command -v restore >/dev/null 2>&1; then
 else
     echo "(the stock restore is not installed: apt-get install dump to list the tape with it)"
 fi
+
+step "purge what is on tape from the spool, then restore day 5 from the tape"
+mkdir -p "$WORK/tapes"
+mv "$WORK/week.tape" "$WORK/tapes/week.tape"
+du -sh "$SPOOL/packs" | sed 's/^/spool packs before purge: /'
+reel purge --exported
+du -sh "$SPOOL/packs" | sed 's/^/spool packs after purge:  /'
+reel restore home --at 2026-11-05 --to "$WORK/unused" --dry-run
+verify_day 5 --tapes "$WORK/tapes"
+ln -s tapes/week.tape "$WORK/week.tape"
 
 step "the spool is lost: a new spool imports the tape and restores day 6 from it"
 SPOOL_LOST="$SPOOL"
