@@ -359,6 +359,10 @@ fn scan<'a>(
         progress,
     };
     let owning = s.owner.is_some();
+    // After a purge, an unchanged file's chunks may be on tape only. A dump that may own them
+    // (and a clone, whose owner is not known yet) must have them on the spool, or its export
+    // could not write them: such a file is read again.
+    let purged = catalog::get_meta_u64(s.store.txn(), "purges").unwrap_or(0) > 0;
 
     // The previous manifest, for change detection.
     let reader = ChunkReader::new(spool)?;
@@ -392,9 +396,22 @@ fn scan<'a>(
             if let Some((prev_iter, prev_scan)) = prev_entries.as_mut()
                 && let Some(old) = unchanged(prev_iter, &entry, *prev_scan)?
             {
-                entry.extents = old;
-                action = Action::Reuse;
-                may_own = owning && !prev_in_chain;
+                let own = owning && !prev_in_chain;
+                let on_spool = !(purged && (own || !owning)) || {
+                    let ids: Vec<ChunkId> = old
+                        .iter()
+                        .filter_map(|x| match x {
+                            Extent::Chunk { id, .. } => Some(*id),
+                            Extent::Hole(_) => None,
+                        })
+                        .collect();
+                    s.store.missing(&ids)?.iter().all(|m| !m)
+                };
+                if on_spool {
+                    entry.extents = old;
+                    action = Action::Reuse;
+                    may_own = own;
+                }
             }
         }
         if matches!(action, Action::Read) {

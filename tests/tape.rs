@@ -270,8 +270,16 @@ fn purged_dumps_restore_from_the_tapes_the_plan_names() {
         &arg,
     ]);
     assert_trees_equal(&work.path().join("day2"), &to);
-    // A new dump after the purge still works and restores.
-    spool.run(["dump", "v", "--level", "1", "--date", "2026-11-03"]);
+    // A new full after the purge reads again the unchanged files whose chunks are on tape
+    // only (it owns them), so its own export carries them and restores with that tape alone.
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-03"]);
+    let img2 = work.path().join("w2.tape");
+    spool.run(["export", "--to", img2.to_str().unwrap(), "--label", "W2"]);
+    let fresh = Spool::new();
+    fresh.run(["import", img2.to_str().unwrap()]);
+    let to = work.path().join("full-after-purge");
+    fresh.run(["restore", "v", "--to", to.to_str().unwrap()]);
+    assert_trees_equal(&work.path().join("day2"), &to);
 }
 
 fn dir_size(p: &Path) -> u64 {
