@@ -28,7 +28,6 @@ use crate::scan::{self, Walker};
 use crate::spool::{CloneMethod, Spool};
 use crate::store::{ChunkReader, StoreWriter};
 use crate::timefmt::{self, format_rfc3339};
-use crate::types::path_cmp;
 use crate::{ChunkId, Entry, EntryKind, Error, Extent, Result};
 
 /// Files up to this size are read whole, many at once; larger ones stream in segments.
@@ -650,26 +649,8 @@ fn same_content<I: Iterator<Item = Result<Entry>>>(
     base: &mut std::iter::Peekable<I>,
     e: &Entry,
 ) -> Result<bool> {
-    loop {
-        let ord = match base.peek() {
-            None => return Ok(false),
-            Some(Err(_)) => {
-                let err = base.next().expect("peeked").expect_err("peeked an error");
-                return Err(err);
-            }
-            Some(Ok(b)) => path_cmp(&b.path, &e.path),
-        };
-        match ord {
-            std::cmp::Ordering::Less => {
-                base.next();
-            }
-            std::cmp::Ordering::Greater => return Ok(false),
-            std::cmp::Ordering::Equal => {
-                let b = base.next().expect("peeked")?;
-                return Ok(b.kind == EntryKind::File && b.extents == e.extents);
-            }
-        }
-    }
+    Ok(crate::manifest::seek(base, &e.path)?
+        .is_some_and(|b| b.kind == EntryKind::File && b.extents == e.extents))
 }
 
 /// The volume's own stat data for the paths of a directory clone (written by the copy), so
@@ -687,30 +668,13 @@ impl StatMap {
     }
 
     fn apply(&mut self, e: &mut Entry) -> Result<()> {
-        loop {
-            let ord = match self.entries.peek() {
-                None => return Ok(()),
-                Some(Err(_)) => {
-                    let err = self.entries.next().expect("peeked").expect_err("peeked");
-                    return Err(err);
-                }
-                Some(Ok(m)) => path_cmp(&m.path, &e.path),
-            };
-            match ord {
-                std::cmp::Ordering::Less => {
-                    self.entries.next();
-                }
-                std::cmp::Ordering::Greater => return Ok(()),
-                std::cmp::Ordering::Equal => {
-                    let m = self.entries.next().expect("peeked")?;
-                    if m.kind == e.kind {
-                        e.ino = m.ino;
-                        e.ctime_ns = m.ctime_ns;
-                    }
-                    return Ok(());
-                }
-            }
+        if let Some(m) = crate::manifest::seek(&mut self.entries, &e.path)?
+            && m.kind == e.kind
+        {
+            e.ino = m.ino;
+            e.ctime_ns = m.ctime_ns;
         }
+        Ok(())
     }
 }
 
@@ -722,33 +686,16 @@ fn unchanged<I: Iterator<Item = Result<Entry>>>(
     entry: &Entry,
     prev_scan_ns: i64,
 ) -> Result<Option<Vec<Extent>>> {
-    loop {
-        let ord = match prev.peek() {
-            None => return Ok(None),
-            Some(Err(_)) => {
-                let e = prev.next().expect("peeked").expect_err("peeked an error");
-                return Err(e);
-            }
-            Some(Ok(p)) => path_cmp(&p.path, &entry.path),
-        };
-        match ord {
-            std::cmp::Ordering::Less => {
-                prev.next();
-            }
-            std::cmp::Ordering::Greater => return Ok(None),
-            std::cmp::Ordering::Equal => {
-                let p = prev.next().expect("peeked")?;
-                let same = p.kind == EntryKind::File
-                    && p.ino == entry.ino
-                    && p.size == entry.size
-                    && p.mtime_ns == entry.mtime_ns
-                    && p.ctime_ns == entry.ctime_ns
-                    && p.mtime_ns.div_euclid(1_000_000_000)
-                        < prev_scan_ns.div_euclid(1_000_000_000);
-                return Ok(same.then_some(p.extents));
-            }
-        }
-    }
+    let Some(p) = crate::manifest::seek(prev, &entry.path)? else {
+        return Ok(None);
+    };
+    let same = p.kind == EntryKind::File
+        && p.ino == entry.ino
+        && p.size == entry.size
+        && p.mtime_ns == entry.mtime_ns
+        && p.ctime_ns == entry.ctime_ns
+        && p.mtime_ns.div_euclid(1_000_000_000) < prev_scan_ns.div_euclid(1_000_000_000);
+    Ok(same.then_some(p.extents))
 }
 
 /// What reading one file gave.

@@ -49,7 +49,6 @@ use crate::spool::{Spool, validate_volume_name};
 use crate::store::{ChunkReader, StoreWriter, stored_share};
 use crate::tape::media::{self, TapeRecord};
 use crate::timefmt::format_rfc3339;
-use crate::types::path_cmp;
 use crate::{ChunkId, Entry, EntryKind, Error, Result};
 
 /// Version of the payload layout (LABEL and CATALOG `format`).
@@ -565,25 +564,8 @@ fn same_as_base<I: Iterator<Item = Result<Entry>>>(
     base: &mut std::iter::Peekable<I>,
     e: &Entry,
 ) -> Result<bool> {
-    loop {
-        let ord = match base.peek() {
-            None => return Ok(false),
-            Some(Err(_)) => {
-                return Err(base.next().expect("peeked").expect_err("peeked an error"));
-            }
-            Some(Ok(b)) => path_cmp(&b.path, &e.path),
-        };
-        match ord {
-            std::cmp::Ordering::Less => {
-                base.next();
-            }
-            std::cmp::Ordering::Greater => return Ok(false),
-            std::cmp::Ordering::Equal => {
-                let b = base.next().expect("peeked")?;
-                return Ok(b.kind == e.kind && b.extents == e.extents && b.size == e.size);
-            }
-        }
-    }
+    Ok(crate::manifest::seek(base, &e.path)?
+        .is_some_and(|b| b.kind == e.kind && b.extents == e.extents && b.size == e.size))
 }
 
 /// What a whole-file dump of `d` at its level would write: changed (or, at level 0, all)
