@@ -6,6 +6,7 @@ mod check;
 mod cycle;
 mod diff;
 mod dump;
+mod ingest;
 mod list;
 mod manage;
 mod mount;
@@ -78,6 +79,8 @@ enum Command {
     VerifyTape(tape::VerifyArgs),
     /// The media catalog: the tapes written or imported, and what they hold.
     Tapes(tape::TapesArgs),
+    /// Ingest old BSD dump images (levels 0-9, multi-volume sets) as dumps of a volume.
+    IngestDump(ingest::IngestArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
     /// Import a dumplist of schedules, or show which level each volume gets on which day.
@@ -202,6 +205,7 @@ pub fn main() -> ExitCode {
         Command::Import(a) => tape::import(&ctx, a),
         Command::VerifyTape(a) => tape::verify(&ctx, a),
         Command::Tapes(a) => tape::tapes(&ctx, a),
+        Command::IngestDump(a) => ingest::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
     };

@@ -5,5 +5,6 @@
 
 pub mod bsd;
 pub mod image;
+pub mod ingest;
 pub mod media;
 pub mod payload;
