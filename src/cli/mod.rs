@@ -6,6 +6,7 @@ mod check;
 mod cycle;
 mod diff;
 mod dump;
+mod ingest;
 mod list;
 mod manage;
 mod mount;
@@ -80,6 +81,8 @@ enum Command {
     Tapes(tape::TapesArgs),
     /// Free the spool of packs whose every chunk is on tape.
     Purge(tape::PurgeArgs),
+    /// Ingest old BSD dump images (levels 0-9, multi-volume sets) as dumps of a volume.
+    IngestDump(ingest::IngestArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
     /// Import a dumplist of schedules, or show which level each volume gets on which day.
@@ -205,6 +208,7 @@ pub fn main() -> ExitCode {
         Command::VerifyTape(a) => tape::verify(&ctx, a),
         Command::Tapes(a) => tape::tapes(&ctx, a),
         Command::Purge(a) => tape::purge(&ctx, a),
+        Command::IngestDump(a) => ingest::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
     };

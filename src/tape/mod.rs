@@ -5,6 +5,7 @@
 
 pub mod bsd;
 pub mod image;
+pub mod ingest;
 pub mod media;
 pub mod payload;
 pub mod purge;
