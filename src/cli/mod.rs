@@ -9,6 +9,7 @@ mod dump;
 mod list;
 mod manage;
 mod mount;
+mod plain;
 mod restore;
 mod schedule;
 mod tape;
@@ -78,6 +79,8 @@ enum Command {
     VerifyTape(tape::VerifyArgs),
     /// The media catalog: the tapes written or imported, and what they hold.
     Tapes(tape::TapesArgs),
+    /// Write a volume's tree as a plain BSD dump at a level, for the stock `restore -r`.
+    ExportPlain(plain::ExportPlainArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
     /// Import a dumplist of schedules, or show which level each volume gets on which day.
@@ -202,6 +205,7 @@ pub fn main() -> ExitCode {
         Command::Import(a) => tape::import(&ctx, a),
         Command::VerifyTape(a) => tape::verify(&ctx, a),
         Command::Tapes(a) => tape::tapes(&ctx, a),
+        Command::ExportPlain(a) => plain::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
     };

@@ -7,3 +7,4 @@ pub mod bsd;
 pub mod image;
 pub mod media;
 pub mod payload;
+pub mod plain;
