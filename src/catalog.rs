@@ -683,6 +683,14 @@ pub const TAPES: TableDefinition<&str, &[u8]> = TableDefinition::new("tapes");
 pub const TAPE_CHUNKS: redb::MultimapTableDefinition<[u8; 32], &str> =
     redb::MultimapTableDefinition::new("tape_chunks");
 
+// ----- plain-tree exports; see `crate::tape::plain` -----
+
+/// (volume, seq) -> postcard `PlainRecord` (`crate::tape::plain`): each `export-plain` image,
+/// with its level, `c_date` and path → inode map (the base of the next incrementals). Added
+/// without a format change, like `tapes`: a missing table means no plain exports yet.
+pub const PLAIN_EXPORTS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("plain_exports");
+
 /// Is `e` redb saying the table was never created (a catalog older than the table)?
 pub fn table_missing(e: &redb::TableError) -> bool {
     matches!(e, redb::TableError::TableDoesNotExist(_))

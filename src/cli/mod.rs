@@ -10,6 +10,7 @@ mod ingest;
 mod list;
 mod manage;
 mod mount;
+mod plain;
 mod restore;
 mod schedule;
 mod tape;
@@ -83,6 +84,8 @@ enum Command {
     Purge(tape::PurgeArgs),
     /// Ingest old BSD dump images (levels 0-9, multi-volume sets) as dumps of a volume.
     IngestDump(ingest::IngestArgs),
+    /// Write a volume's tree as a plain BSD dump at a level, for the stock `restore -r`.
+    ExportPlain(plain::ExportPlainArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
     /// Import a dumplist of schedules, or show which level each volume gets on which day.
@@ -209,6 +212,7 @@ pub fn main() -> ExitCode {
         Command::Tapes(a) => tape::tapes(&ctx, a),
         Command::Purge(a) => tape::purge(&ctx, a),
         Command::IngestDump(a) => ingest::run(&ctx, a),
+        Command::ExportPlain(a) => plain::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
     };

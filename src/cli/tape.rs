@@ -13,7 +13,7 @@ use reel::{Error, Result};
 use super::{Ctx, print_json};
 
 /// A size like 4G, 700M, 1500000 (bytes; K/M/G/T are powers of 1024).
-fn parse_size(s: &str) -> Result<u64> {
+pub(super) fn parse_size(s: &str) -> Result<u64> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {
         Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
