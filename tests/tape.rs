@@ -257,6 +257,22 @@ fn purged_dumps_restore_from_the_tapes_the_plan_names() {
         ]);
         assert_trees_equal(&work.path().join(format!("day{day}")), &to);
     }
+    // cat reads a purged file from the tape too.
+    let (code, err) = spool.fail(["cat", "v", "--at", "2026-11-01", "small.txt"]);
+    assert_eq!(code, 2, "{err}");
+    let small = spool.run([
+        "cat",
+        "v",
+        "--at",
+        "2026-11-01",
+        "small.txt",
+        "--tapes",
+        tapes.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        small.as_bytes(),
+        std::fs::read(work.path().join("day1/small.txt")).unwrap()
+    );
     let to = work.path().join("by-label");
     let arg = format!("W1={}", img.display());
     spool.run([
@@ -294,4 +310,53 @@ fn dir_size(p: &Path) -> u64 {
         };
     }
     n
+}
+
+#[test]
+fn a_media_set_writes_less_and_its_restore_plan_names_every_tape_it_needs() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    snapshot(&vol, &work.path().join("day1"));
+    let spool = spool_with_full_dump(&vol);
+    let tapes = work.path().join("tapes");
+    std::fs::create_dir(&tapes).unwrap();
+    let export = |label: &str| {
+        let to = tapes.join(format!("{label}.tape"));
+        spool.run([
+            "export",
+            "--to",
+            to.to_str().unwrap(),
+            "--label",
+            label,
+            "--media-set",
+            "site",
+        ]);
+        std::fs::metadata(&to).unwrap().len()
+    };
+    let first = export("S1");
+    // A second full of the unchanged volume: in the set, its tape carries almost nothing.
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-08"]);
+    let second = export("S2");
+    assert!(
+        second * 20 < first,
+        "media set tape {second} vs first {first}"
+    );
+    let tj: serde_json::Value = serde_json::from_str(&spool.run(["tapes", "--json"])).unwrap();
+    // The second full's chunks are all on the set's first tape: that is what it needs.
+    let needs = &tj[1]["dumps"][0]["needs"];
+    assert_eq!(needs, &serde_json::json!(["S1"]), "{tj}");
+    spool.run(["purge", "--exported"]);
+    let plan = spool.run(["restore", "v", "--to", "/nonexistent", "--dry-run"]);
+    assert!(plan.contains("tapes needed, in this order: S1"), "{plan}");
+    let to = work.path().join("r");
+    spool.run([
+        "restore",
+        "v",
+        "--to",
+        to.to_str().unwrap(),
+        "--tapes",
+        tapes.to_str().unwrap(),
+    ]);
+    assert_trees_equal(&work.path().join("day1"), &to);
 }

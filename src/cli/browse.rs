@@ -250,13 +250,22 @@ pub struct CatArgs {
     at: Option<String>,
     #[arg(long, conflicts_with = "at")]
     dump: Option<u64>,
+    /// A folder of tape images, for a file whose data is on tape only.
+    #[arg(long, value_name = "DIR")]
+    tapes: Option<std::path::PathBuf>,
+    /// A tape image for a label (repeat for several): LABEL=PATH.
+    #[arg(long, value_name = "LABEL=PATH")]
+    tape: Vec<String>,
 }
 
 pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
     let d = pick_dump(&spool, &a.name, a.at.as_deref(), a.dump)?;
-    let reader = ChunkReader::new(&spool)?;
     let path = normalise_path(a.path.as_os_str().as_bytes());
+    let mut reader = ChunkReader::new(&spool)?;
+    let (_, labels) = super::tape::tape_plan(&spool, &d, std::slice::from_ref(&path))?;
+    let _guards =
+        super::tape::supply_tapes(&spool, &mut reader, &labels, &a.tape, a.tapes.as_deref())?;
     let mut e = find_entry(&reader, &d, &path)?.ok_or_else(|| {
         Error::usage(format!(
             "{} is not in dump {} of volume {}",

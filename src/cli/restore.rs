@@ -86,30 +86,9 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let given = a
-        .tape
-        .iter()
-        .map(|t| {
-            t.split_once('=')
-                .map(|(l, p)| (l.to_string(), PathBuf::from(p)))
-                .ok_or_else(|| reel::Error::usage(format!("--tape {t:?}: use LABEL=PATH")))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let mut reader = reel::store::ChunkReader::new(&spool)?;
-    let mut _guards = Vec::new();
-    if !labels.is_empty() {
-        if a.tapes.is_none() && given.is_empty() {
-            return Err(reel::Error::usage(format!(
-                "{} of this dump is on tape only: the restore needs tapes {} (in that order); give --tapes DIR or --tape LABEL=PATH (`--dry-run` shows the plan)",
-                format_bytes(missing),
-                labels.join(", ")
-            )));
-        }
-        let (packs, guards) =
-            super::tape::fetch_tapes(&spool, &labels, &given, a.tapes.as_deref())?;
-        _guards = guards;
-        reader.add_packs(&packs)?;
-    }
+    let _guards =
+        super::tape::supply_tapes(&spool, &mut reader, &labels, &a.tape, a.tapes.as_deref())?;
     let started = std::time::Instant::now();
     let bar = ctx.progress();
     let stats = restore_dump_with(&reader, &d, &a.to, &opts, &bar)?;

@@ -299,14 +299,49 @@ pub struct TapesArgs {
 pub fn tapes(ctx: &Ctx, a: TapesArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
     let tapes = media::tapes(&spool)?;
+    // Per dump on tape: its bytes there, and the tapes a restore of it needs (its chain's).
+    let mut rows = Vec::new();
+    for t in &tapes {
+        let mut dumps = Vec::new();
+        for (id, bytes) in &t.dumps {
+            let d = spool.catalog.dump(*id)?;
+            let needs = match &d {
+                Some(d) => media::tapes_needed(&spool, d)?,
+                None => Vec::new(),
+            };
+            dumps.push((*id, *bytes, d, needs));
+        }
+        rows.push((t, dumps));
+    }
     if a.json {
-        print_json(&serde_json::to_value(&tapes).expect("tapes serialise"));
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(t, dumps)| {
+                let mut o = serde_json::to_value(t).expect("tape serialises");
+                o["created"] = format_rfc3339(t.created_ns).into();
+                o["dumps"] = dumps
+                    .iter()
+                    .map(|(id, bytes, d, needs)| {
+                        serde_json::json!({
+                            "id": id,
+                            "bytes": bytes,
+                            "volume": d.as_ref().map(|d| d.volume.clone()),
+                            "time": d.as_ref().map(|d| format_rfc3339(d.time_ns)),
+                            "level": d.as_ref().map(|d| d.level),
+                            "needs": needs,
+                        })
+                    })
+                    .collect();
+                o
+            })
+            .collect();
+        print_json(&serde_json::Value::Array(v));
         return Ok(ExitCode::SUCCESS);
     }
     if tapes.is_empty() {
         println!("no tapes yet: `reel export --to PATH` writes one");
     }
-    for t in &tapes {
+    for (t, dumps) in &rows {
         println!(
             "{}  {}  {}  {} volume(s)  {} dumps{}",
             t.label,
@@ -319,6 +354,24 @@ pub fn tapes(ctx: &Ctx, a: TapesArgs) -> Result<ExitCode> {
                 .map(|m| format!("  media set {m} #{}", t.sequence))
                 .unwrap_or_default()
         );
+        for (id, bytes, d, needs) in dumps {
+            let what = d
+                .as_ref()
+                .map(|d| {
+                    format!(
+                        "{} {} level {}",
+                        d.volume,
+                        format_rfc3339(d.time_ns),
+                        d.level
+                    )
+                })
+                .unwrap_or_else(|| "(no longer in the catalog)".into());
+            println!(
+                "    dump {id:>5}  {what}  {}  restore needs: {}",
+                format_bytes(*bytes),
+                needs.join(", ")
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -506,6 +559,38 @@ pub fn fetch_tapes(
         packs.extend(list);
     }
     Ok((packs, guards))
+}
+
+/// When `labels` (the tapes a read needs) is not empty, find and extract those tapes (from
+/// `--tape LABEL=PATH` values and the `--tapes` folder) and let `reader` read their packs.
+/// The returned guards remove the extracted files when dropped.
+pub fn supply_tapes(
+    spool: &Spool,
+    reader: &mut reel::store::ChunkReader,
+    labels: &[String],
+    tape_args: &[String],
+    dir: Option<&Path>,
+) -> Result<Vec<RemoveOnDropPub>> {
+    if labels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let given = tape_args
+        .iter()
+        .map(|t| {
+            t.split_once('=')
+                .map(|(l, p)| (l.to_string(), PathBuf::from(p)))
+                .ok_or_else(|| Error::usage(format!("--tape {t:?}: use LABEL=PATH")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if dir.is_none() && given.is_empty() {
+        return Err(Error::usage(format!(
+            "some of this data is on tape only: it needs tapes {} (in that order); give --tapes DIR or --tape LABEL=PATH (`reel restore --dry-run` shows the plan)",
+            labels.join(", ")
+        )));
+    }
+    let (packs, guards) = fetch_tapes(spool, labels, &given, dir)?;
+    reader.add_packs(&packs)?;
+    Ok(guards)
 }
 
 /// Removes a temporary directory when dropped.
