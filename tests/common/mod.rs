@@ -17,6 +17,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod sha256;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
