@@ -263,7 +263,8 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     let d = pick_dump(&spool, &a.name, a.at.as_deref(), a.dump)?;
     let path = normalise_path(a.path.as_os_str().as_bytes());
     let mut reader = ChunkReader::new(&spool)?;
-    let (_, labels) = super::tape::tape_plan(&spool, &d, std::slice::from_ref(&path))?;
+    let (_, labels) =
+        reel::tape::media::tapes_for_restore(&spool, &d, std::slice::from_ref(&path))?;
     let _guards =
         super::tape::supply_tapes(&spool, &mut reader, &labels, &a.tape, a.tapes.as_deref())?;
     let mut e = find_entry(&reader, &d, &path)?.ok_or_else(|| {

@@ -53,7 +53,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
             .map(|p| normalise_path(p.as_os_str().as_bytes()))
             .collect(),
     };
-    let (missing, labels) = super::tape::tape_plan(&spool, &d, &opts.paths)?;
+    let (missing, labels) = reel::tape::media::tapes_for_restore(&spool, &d, &opts.paths)?;
     if a.dry_run {
         println!(
             "dump {} of volume {} ({}, level {}): {}",

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use reel::spool::{Access, Spool};
-use reel::tape::bsd::Target;
+use reel::tape::bsd::{Target, remove_partial, volume_path};
 use reel::tape::{image, media, payload};
 use reel::timefmt::{format_bytes, format_rfc3339};
 use reel::{Error, Result};
@@ -95,10 +95,16 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
         &staging,
         &bar,
     )?;
-    let written = match image::write_image(&staging, &summary.files, &label, target, a.block_size) {
+    let written = match image::write_image(
+        &staging,
+        &summary.files,
+        &label,
+        target.clone(),
+        a.block_size,
+    ) {
         Ok(w) => w,
         Err(e) => {
-            remove_partial_image(&a.to);
+            remove_partial(&target);
             return Err(e);
         }
     };
@@ -152,26 +158,6 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A failed export must not leave an image that looks like a tape: remove the file (or the
-/// volumes of a split image) it wrote. Devices are left alone.
-fn remove_partial_image(to: &Path) {
-    let mut paths = vec![to.to_path_buf()];
-    paths.extend((1..1000).map(|i| PathBuf::from(format!("{}.{i:03}", to.display()))));
-    for p in paths {
-        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
-            let _ = std::fs::remove_file(&p);
-        }
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The volumes of an image argument: the path itself, or PATH.001, PATH.002, … when it is the
 /// prefix of a split image.
 fn image_volumes(p: &Path) -> Result<Vec<PathBuf>> {
@@ -180,7 +166,7 @@ fn image_volumes(p: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut v = Vec::new();
     for i in 1.. {
-        let q = PathBuf::from(format!("{}.{i:03}", p.display()));
+        let q = volume_path(p, i);
         if !q.exists() {
             break;
         }
@@ -434,57 +420,6 @@ pub fn purge(ctx: &Ctx, a: PurgeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// For `reel restore`: the chunks of `rec` the spool lacks, and the tapes that hold them in
-/// the order to read them (oldest first). Errors if some chunk is on no tape.
-pub fn tape_plan(
-    spool: &Spool,
-    rec: &reel::catalog::DumpRecord,
-    paths: &[Vec<u8>],
-) -> Result<(u64, Vec<String>)> {
-    let reader = reel::store::ChunkReader::new(spool)?;
-    let manifest = reel::manifest::ManifestReader::new(reader.stream(
-        rec.manifest_chunks(),
-        format!("manifest of dump {}", rec.id),
-    ))?;
-    let txn = spool.catalog.read()?;
-    let order: std::collections::HashMap<String, usize> = media::tapes(spool)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| (t.label, i))
-        .collect();
-    let mut chosen: std::collections::BTreeSet<(usize, String)> = Default::default();
-    let mut seen: std::collections::HashSet<reel::ChunkId> = Default::default();
-    let mut missing = 0u64;
-    for e in manifest {
-        let e = e?;
-        if !reel::restore::selected(&e.path, paths).0 {
-            continue;
-        }
-        for (id, len) in e.chunks() {
-            if reader.locate(&id)?.is_some() || !seen.insert(id) {
-                continue;
-            }
-            missing += u64::from(len);
-            let labels = media::tapes_of_chunk(&txn, &id)?;
-            if labels.iter().any(|l| chosen.iter().any(|(_, c)| c == l)) {
-                continue;
-            }
-            let best = labels
-                .iter()
-                .min_by_key(|l| order.get(*l).copied().unwrap_or(usize::MAX))
-                .ok_or_else(|| {
-                    Error::corrupt(format!(
-                        "chunk {} of {} is neither on the spool nor on any tape; `reel check` lists the damage",
-                        id.short(),
-                        e.display_path()
-                    ))
-                })?;
-            chosen.insert((order.get(best).copied().unwrap_or(usize::MAX), best.clone()));
-        }
-    }
-    Ok((missing, chosen.into_iter().map(|(_, l)| l).collect()))
-}
-
 /// Find the images of `labels`: `--tape LABEL=PATH` first, then the images in `--tapes DIR`
 /// whose dump label matches. Each found image is extracted (read once, front to back) under
 /// the spool's tmp/; returns the pack files to read from, and the guards that remove them.
@@ -493,7 +428,7 @@ pub fn fetch_tapes(
     labels: &[String],
     given: &[(String, PathBuf)],
     dir: Option<&Path>,
-) -> Result<(Vec<PathBuf>, Vec<RemoveOnDropPub>)> {
+) -> Result<(Vec<PathBuf>, Vec<RemoveOnDrop>)> {
     let mut packs = Vec::new();
     let mut guards = Vec::new();
     let mut candidates: Vec<Vec<PathBuf>> = Vec::new();
@@ -538,7 +473,7 @@ pub fn fetch_tapes(
         let out = spool
             .tmp_dir()
             .join(format!("restore-{}-{n}", std::process::id()));
-        guards.push(RemoveOnDropPub(out.clone()));
+        guards.push(RemoveOnDrop(out.clone()));
         std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
         image::extract_image(&volumes, &out)?;
         let cat = payload::verify_payload(&out)?;
@@ -570,7 +505,7 @@ pub fn supply_tapes(
     labels: &[String],
     tape_args: &[String],
     dir: Option<&Path>,
-) -> Result<Vec<RemoveOnDropPub>> {
+) -> Result<Vec<RemoveOnDrop>> {
     if labels.is_empty() {
         return Ok(Vec::new());
     }
@@ -593,10 +528,10 @@ pub fn supply_tapes(
     Ok(guards)
 }
 
-/// Removes a temporary directory when dropped.
-pub struct RemoveOnDropPub(PathBuf);
+/// A temporary directory under the spool's tmp/, removed when dropped.
+pub struct RemoveOnDrop(PathBuf);
 
-impl Drop for RemoveOnDropPub {
+impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }

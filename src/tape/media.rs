@@ -11,7 +11,7 @@
 //! Catalogs made before these tables existed keep working: reading a missing table is an
 //! empty media catalog, and the first write creates it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -153,6 +153,57 @@ pub fn tapes_needed(spool: &Spool, dump: &DumpRecord) -> Result<Vec<String>> {
     needed_labels(&txn, &all, &dump.full_chain(), &|_| None)
 }
 
+/// Chooses tapes for a set of chunks, in media-catalog order: a chunk on a tape already
+/// chosen adds nothing, otherwise its oldest tape is chosen. A label not recorded yet (the
+/// tape an export is writing) sorts last.
+pub(crate) struct TapePicker {
+    rank: HashMap<String, usize>,
+    chosen: BTreeSet<(usize, String)>,
+}
+
+impl TapePicker {
+    pub(crate) fn new(all: &[TapeRecord]) -> TapePicker {
+        TapePicker {
+            rank: all
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.label.clone(), i))
+                .collect(),
+            chosen: BTreeSet::new(),
+        }
+    }
+
+    fn rank(&self, label: &str) -> usize {
+        self.rank.get(label).copied().unwrap_or(usize::MAX)
+    }
+
+    /// Choose `label` outright.
+    pub(crate) fn insert(&mut self, label: String) {
+        self.chosen.insert((self.rank(&label), label));
+    }
+
+    /// A chunk held by the tapes `labels`; false when it is on no tape.
+    pub(crate) fn pick(&mut self, labels: Vec<String>) -> bool {
+        if labels
+            .iter()
+            .any(|l| self.chosen.contains(&(self.rank(l), l.clone())))
+        {
+            return true;
+        }
+        match labels.into_iter().min_by_key(|l| self.rank(l)) {
+            Some(l) => {
+                self.insert(l);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn labels(self) -> Vec<String> {
+        self.chosen.into_iter().map(|(_, l)| l).collect()
+    }
+}
+
 /// Shared by `tapes_needed` and the export (which also counts the tape being written:
 /// `pending` names the label of chunks it holds).
 pub(crate) fn needed_labels(
@@ -161,37 +212,60 @@ pub(crate) fn needed_labels(
     chain: &[u64],
     pending: &dyn Fn(&ChunkId) -> Option<String>,
 ) -> Result<Vec<String>> {
-    // Tape order; a pending label (not recorded yet) sorts last.
-    let order: HashMap<&str, usize> = all
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.label.as_str(), i))
-        .collect();
-    let rank = |l: &str| order.get(l).copied().unwrap_or(usize::MAX);
     let owned = txn.open_table(OWNED)?;
-    let mut chosen: BTreeSet<(usize, String)> = BTreeSet::new();
+    let mut picker = TapePicker::new(all);
     for d in chain {
         for item in owned.range((*d, [0u8; 32])..=(*d, [0xffu8; 32]))? {
             let (k, _) = item?;
             let id = ChunkId(k.value().1);
-            if let Some(l) = pending(&id) {
-                chosen.insert((rank(&l), l));
-                continue;
-            }
-            let labels = tapes_of_chunk(txn, &id)?;
-            if labels.is_empty()
-                || labels
-                    .iter()
-                    .any(|l| chosen.contains(&(rank(l), l.clone())))
-            {
-                continue;
-            }
-            if let Some(l) = labels.into_iter().min_by_key(|l| rank(l)) {
-                chosen.insert((rank(&l), l));
+            match pending(&id) {
+                Some(l) => picker.insert(l),
+                None => {
+                    picker.pick(tapes_of_chunk(txn, &id)?);
+                }
             }
         }
     }
-    Ok(chosen.into_iter().map(|(_, l)| l).collect())
+    Ok(picker.labels())
+}
+
+/// What a restore (or cat) of the entries of `dump` selected by `paths` needs from tapes: the
+/// bytes of file data no longer on the spool, and the tapes holding them in the order to read
+/// them. Errors, naming the file, if some chunk is neither on the spool nor on any tape.
+pub fn tapes_for_restore(
+    spool: &Spool,
+    dump: &DumpRecord,
+    paths: &[Vec<u8>],
+) -> Result<(u64, Vec<String>)> {
+    let reader = crate::store::ChunkReader::new(spool)?;
+    let manifest = crate::manifest::ManifestReader::new(reader.stream(
+        dump.manifest_chunks(),
+        format!("manifest of dump {}", dump.id),
+    ))?;
+    let txn = spool.catalog.read()?;
+    let mut picker = TapePicker::new(&tapes_txn(&txn)?);
+    let mut seen: HashSet<ChunkId> = HashSet::new();
+    let mut missing = 0u64;
+    for e in manifest {
+        let e = e?;
+        if !crate::restore::selected(&e.path, paths).0 {
+            continue;
+        }
+        for (id, len) in e.chunks() {
+            if reader.locate(&id)?.is_some() || !seen.insert(id) {
+                continue;
+            }
+            missing += u64::from(len);
+            if !picker.pick(tapes_of_chunk(&txn, &id)?) {
+                return Err(Error::corrupt(format!(
+                    "chunk {} of {} is neither on the spool nor on any tape; `reel check` lists the damage",
+                    id.short(),
+                    e.display_path()
+                )));
+            }
+        }
+    }
+    Ok((missing, picker.labels()))
 }
 
 #[cfg(test)]

@@ -356,7 +356,7 @@ pub fn export_plain(
     let (written, file_bytes) = match written {
         Ok(w) => w,
         Err(e) => {
-            remove_partial(&cleanup_target);
+            crate::tape::bsd::remove_partial(&cleanup_target);
             return Err(e);
         }
     };
@@ -679,22 +679,6 @@ fn write_one(
         _ => {
             w.special(ino, &meta)?;
             Ok(0)
-        }
-    }
-}
-
-/// Remove what a failed export left: the image file, or the volumes of a split image (only
-/// regular files: a tape device is left alone).
-fn remove_partial(target: &Target) {
-    let paths: Vec<std::path::PathBuf> = match target {
-        Target::File(p) => vec![p.clone()],
-        Target::Split { path, .. } => (1..1000)
-            .map(|i| crate::tape::bsd::volume_path(path, i))
-            .collect(),
-    };
-    for p in paths {
-        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
-            let _ = std::fs::remove_file(&p);
         }
     }
 }

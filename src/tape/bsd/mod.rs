@@ -14,4 +14,4 @@ pub mod writer;
 
 pub use format::{BitMap, DirEntry, DumpInfo, InodeMeta};
 pub use reader::{DumpReader, Inode, InodeKind, Piece, paths};
-pub use writer::{DumpWriter, Target, WriteSummary, volume_path};
+pub use writer::{DumpWriter, Target, WriteSummary, remove_partial, volume_path};

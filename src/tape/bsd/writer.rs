@@ -50,6 +50,20 @@ pub fn volume_path(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Remove what a failed write left: the image file, or the volumes of a split image (only
+/// regular files: a tape device is left alone). Nothing half-written may look like a tape.
+pub fn remove_partial(target: &Target) {
+    let paths: Vec<PathBuf> = match target {
+        Target::File(p) => vec![p.clone()],
+        Target::Split { path, .. } => (1..1000).map(|i| volume_path(path, i)).collect(),
+    };
+    for p in paths {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
 /// A streaming BSD dump writer; see the module documentation.
 pub struct DumpWriter {
     split: Option<PathBuf>,
