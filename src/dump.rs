@@ -157,7 +157,7 @@ pub fn dump_volume(
     dump_tree(spool, name, &vol.path.clone(), opts, progress)
 }
 
-fn check_root(name: &str, root: &Path) -> Result<()> {
+pub(crate) fn check_root(name: &str, root: &Path) -> Result<()> {
     match std::fs::metadata(root) {
         Ok(md) if md.is_dir() => Ok(()),
         Ok(_) => Err(Error::usage(format!(

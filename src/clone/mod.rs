@@ -85,12 +85,8 @@ pub fn clone_volume(
             "volume {name} clones with the hook method but has no snapshot command: set one with `reel volume set {name} --snapshot-cmd CMD`"
         )));
     }
-    if let Err(e) = std::fs::metadata(&vol.path) {
-        return Err(Error::Volume(format!(
-            "volume {name}: path {} cannot be read ({e}); mount the volume, or correct its path in reel.toml ([volumes.{name}] path)",
-            vol.path.display()
-        )));
-    }
+    // Before freezing: a missing volume fails alone, with nothing to thaw.
+    crate::dump::check_root(name, &vol.path)?;
     let old = spool.catalog.clone_of(name)?;
     let timeout = vol.hook_timeout();
 
