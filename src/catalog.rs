@@ -691,6 +691,45 @@ pub const TAPE_CHUNKS: redb::MultimapTableDefinition<[u8; 32], &str> =
 pub const PLAIN_EXPORTS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("plain_exports");
 
+// ----- retention -----
+
+/// Pack id -> (): packs that gc (or repair) took out of the catalog but whose files are not
+/// deleted yet, because a reader (restore, cat, mount) may still be reading them. The files go
+/// when no reader holds the readers lock (`Spool::try_lock_readers_out`). Added without a
+/// format change: a missing table means nothing is waiting.
+pub const DOOMED: TableDefinition<[u8; 32], ()> = TableDefinition::new("doomed");
+
+/// What `prune` writes into a pack (blob kind `Forget`) besides removing the dumps from the
+/// catalog: the dumps it removed, so `rebuild-catalog`, which finds dump records in the packs
+/// until gc collects them, does not bring them back.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForgetRecord {
+    /// Record layout version (1).
+    pub version: u32,
+    /// When the prune ran, epoch nanoseconds.
+    pub time_ns: i64,
+    /// The removed dumps: (id, volume, dump time ns).
+    pub dumps: Vec<(u64, String, i64)>,
+}
+
+impl ForgetRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("forget record serialises")
+    }
+
+    pub fn decode(b: &[u8]) -> Result<ForgetRecord> {
+        let r: ForgetRecord = postcard::from_bytes(b)
+            .map_err(|e| Error::corrupt(format!("forget record does not decode ({e})")))?;
+        if r.version != 1 {
+            return Err(Error::corrupt(format!(
+                "forget record has version {}, this reel reads version 1: upgrade reel",
+                r.version
+            )));
+        }
+        Ok(r)
+    }
+}
+
 /// Is `e` redb saying the table was never created (a catalog older than the table)?
 pub fn table_missing(e: &redb::TableError) -> bool {
     matches!(e, redb::TableError::TableDoesNotExist(_))

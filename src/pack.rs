@@ -154,6 +154,9 @@ pub enum BlobKind {
     /// Several data chunks compressed together (see `crate::frame`): compression works on
     /// up to 1 MiB instead of one 8 KiB chunk, while dedup stays per chunk.
     Frame = 3,
+    /// A `ForgetRecord` (`crate::catalog`): dumps that `prune` removed, so a catalog rebuilt
+    /// from the packs does not bring them back. Never collected by gc.
+    Forget = 4,
 }
 
 impl BlobKind {
@@ -163,6 +166,7 @@ impl BlobKind {
             1 => BlobKind::Manifest,
             2 => BlobKind::DumpRecord,
             3 => BlobKind::Frame,
+            4 => BlobKind::Forget,
             _ => return None,
         })
     }

@@ -26,6 +26,8 @@ use crate::{Error, Result};
 pub const SETTINGS_FILE: &str = "reel.toml";
 pub const CATALOG_FILE: &str = "catalog.redb";
 pub const LOCK_FILE: &str = "lock";
+/// Under `locks/`: held shared by every reader, exclusively by gc while it deletes packs.
+pub const READERS_LOCK_FILE: &str = "readers";
 
 /// `reel.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -180,6 +182,8 @@ pub struct Spool {
     pub settings: Settings,
     pub catalog: Catalog,
     _lock: Option<File>,
+    /// Readers hold `locks/readers` shared, so gc deletes pack files only when none is reading.
+    _readers: Option<File>,
 }
 
 fn settings_chunker(s: &Settings) -> ChunkerParams {
@@ -248,6 +252,7 @@ impl Spool {
             settings,
             catalog,
             _lock: lock,
+            _readers: None,
         };
         spool.save_settings()?;
         crate::fsutil::fsync_dir(root)?;
@@ -289,11 +294,16 @@ impl Spool {
                 Ok(())
             })?,
         };
+        let readers = match access {
+            Access::Read => Self::lock_readers_in(root),
+            Access::Write => None,
+        };
         Ok(Spool {
             root: root.to_path_buf(),
             settings,
             catalog,
             _lock: lock,
+            _readers: readers,
         })
     }
 
@@ -333,6 +343,46 @@ impl Spool {
         let _ = f.rewind();
         let _ = writeln!(f, "pid {}: {}", std::process::id(), args.join(" "));
         Ok(Some(f))
+    }
+
+    fn readers_lock_path(root: &Path) -> PathBuf {
+        root.join("locks").join(READERS_LOCK_FILE)
+    }
+
+    /// Take the readers lock shared (waits only while gc deletes files, a moment). Best
+    /// effort: a spool on read-only media or without write permission is read unlocked, as
+    /// nothing can delete its packs then anyway.
+    fn lock_readers_in(root: &Path) -> Option<File> {
+        let path = Self::readers_lock_path(root);
+        let _ = fs::create_dir_all(root.join("locks"));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .ok()?;
+        f.lock_shared().ok()?;
+        Some(f)
+    }
+
+    /// For gc and repair, which hold the spool lock: the readers lock taken exclusively if no
+    /// reader holds it (`None` if one does). Pack files may be deleted while it is held.
+    pub fn try_lock_readers_out(&self) -> Result<Option<File>> {
+        let path = Self::readers_lock_path(&self.root);
+        fs::create_dir_all(self.root.join("locks")).at(self.root.join("locks"))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .at(&path)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
     }
 
     fn load_settings(root: &Path) -> Result<Settings> {
