@@ -279,10 +279,17 @@ impl Spool {
         let cat_path = root.join(CATALOG_FILE);
         let catalog = match access {
             Access::Write => {
-                // Leftovers of a killed writer: packs never renamed into packs/.
+                // Leftovers of a killed writer: packs never renamed into packs/, and the
+                // staging directories of killed exports, imports and tape restores.
                 if let Ok(rd) = fs::read_dir(root.join("tmp")) {
                     for e in rd.flatten() {
-                        let _ = fs::remove_file(e.path());
+                        if e.file_type().is_ok_and(|t| t.is_dir()) {
+                            if staging_owner_gone(&e.file_name()) {
+                                let _ = fs::remove_dir_all(e.path());
+                            }
+                        } else {
+                            let _ = fs::remove_file(e.path());
+                        }
                     }
                 }
                 Catalog::open_write(&cat_path)?
@@ -505,6 +512,22 @@ impl Spool {
         self.settings.volumes.remove(name);
         self.save_settings()?;
         Ok(n)
+    }
+}
+
+/// Is `name` (a directory under tmp/) the staging area `WORD-PID[-N]` of a process that no
+/// longer runs? A live process's directory is left alone: readers (`verify-tape`, a restore
+/// from tapes) stage there too, beside a writer.
+fn staging_owner_gone(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    let pid = name.split('-').nth(1).and_then(|p| p.parse::<i32>().ok());
+    match pid {
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        Some(pid) if pid > 0 => {
+            let rc = unsafe { libc::kill(pid, 0) };
+            rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        }
+        _ => false,
     }
 }
 

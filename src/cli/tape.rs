@@ -202,6 +202,24 @@ fn payload_dir(spool: &Spool, arg: &Path, n: usize) -> Result<(PathBuf, Option<R
     Ok((dir, Some(guard)))
 }
 
+/// Name the image a verification error came from: the payload's own paths are under the
+/// spool's tmp/ and are gone when the command ends, and an import may be given several images.
+fn in_image(img: &Path, e: Error) -> Error {
+    let name = img.display().to_string();
+    let prefix = |m: String| {
+        if m.contains(&name) {
+            m
+        } else {
+            format!("{name}: {m}")
+        }
+    };
+    match e {
+        Error::Corrupt(m) => Error::Corrupt(prefix(m)),
+        Error::Usage(m) => Error::Usage(prefix(m)),
+        other => other,
+    }
+}
+
 #[derive(Args)]
 pub struct ImportArgs {
     /// Tape images (files, PATH prefixes of split images, or directories `restore -x` wrote).
@@ -212,8 +230,8 @@ pub struct ImportArgs {
 pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Write)?;
     for (n, img) in a.images.iter().enumerate() {
-        let (dir, _guard) = payload_dir(&spool, img, n)?;
-        let s = payload::import_payload(&spool, &dir)?;
+        let (dir, _guard) = payload_dir(&spool, img, n).map_err(|e| in_image(img, e))?;
+        let s = payload::import_payload(&spool, &dir).map_err(|e| in_image(img, e))?;
         println!(
             "{}: tape {}: {} dumps added, {} already here; {} packs adopted ({}), {} new chunks",
             img.display(),
@@ -253,8 +271,8 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
     let mut out = Vec::new();
     for (n, img) in a.images.iter().enumerate() {
-        let (dir, _guard) = payload_dir(&spool, img, n)?;
-        let cat = payload::verify_payload(&dir)?;
+        let (dir, _guard) = payload_dir(&spool, img, n).map_err(|e| in_image(img, e))?;
+        let cat = payload::verify_payload(&dir).map_err(|e| in_image(img, e))?;
         if a.json {
             out.push(serde_json::to_value(&cat).expect("catalog serialises"));
         } else {

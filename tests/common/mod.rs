@@ -17,6 +17,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod faults;
 pub mod sha256;
 
 use std::collections::{BTreeMap, BTreeSet};
