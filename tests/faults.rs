@@ -267,8 +267,8 @@ const KILL_SCENARIOS: &[KillScenario] = &[
     },
     KillScenario {
         name: "export",
-        // Export passes no failpoint (it writes no pack through the store).
-        failpoints: &[],
+        // Between the complete image and its record in the media catalog.
+        failpoints: &["export-image-written"],
         removes_dumps: false,
         setup: dump_setup,
         prepare: export_prepare,

@@ -172,6 +172,11 @@ pub fn print_json(v: &serde_json::Value) {
 }
 
 pub fn main() -> ExitCode {
+    // `reel list | head`: end quietly when the reader goes away, as Unix tools do, instead of
+    // panicking in println!. reel writes to no other pipe (hooks get no stdin from it).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let filter = match cli.verbose {
         0 => "warn",
@@ -225,6 +230,11 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("reel: {e}");
+            if e.is_disk_full() {
+                eprintln!(
+                    "reel: the filesystem is full; nothing committed was changed. Free space (`reel prune`, then `reel gc`, or a larger disk) and run the command again"
+                );
+            }
             match e {
                 Error::Usage(_) => ExitCode::from(2),
                 Error::Interrupted(sig) => ExitCode::from(128u8.saturating_add(sig as u8)),

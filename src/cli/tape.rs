@@ -113,6 +113,7 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
     let (mut rec, chunks) = payload::tape_record(&summary, &staging)?;
     rec.bytes = written.bytes;
     rec.volumes = written.volumes.len() as u32;
+    reel::failpoint::hit("export-image-written"); // complete image, not yet a known tape
     let txn = spool.catalog.write()?;
     media::record_tape(&txn, &rec, chunks.into_iter())?;
     txn.commit()?;
