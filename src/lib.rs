@@ -25,6 +25,7 @@ pub mod mount;
 pub mod nightly;
 pub mod pack;
 pub mod progress;
+pub mod prune;
 pub mod restore;
 pub mod scan;
 pub mod schedule;

@@ -11,6 +11,7 @@ mod list;
 mod manage;
 mod mount;
 mod plain;
+mod prune;
 mod restore;
 mod schedule;
 mod tape;
@@ -82,6 +83,8 @@ enum Command {
     Tapes(tape::TapesArgs),
     /// Free the spool of packs whose every chunk is on tape.
     Purge(tape::PurgeArgs),
+    /// Forget the dumps a retention policy no longer keeps (their chunks go with `reel gc`).
+    Prune(prune::PruneArgs),
     /// Ingest old BSD dump images (levels 0-9, multi-volume sets) as dumps of a volume.
     IngestDump(ingest::IngestArgs),
     /// Write a volume's tree as a plain BSD dump at a level, for the stock `restore -r`.
@@ -216,6 +219,7 @@ pub fn main() -> ExitCode {
         Command::VerifyTape(a) => tape::verify(&ctx, a),
         Command::Tapes(a) => tape::tapes(&ctx, a),
         Command::Purge(a) => tape::purge(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
         Command::IngestDump(a) => ingest::run(&ctx, a),
         Command::ExportPlain(a) => plain::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),

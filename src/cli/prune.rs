@@ -1,0 +1,152 @@
+//! `reel prune`: apply a retention policy to volumes' dumps (docs/RETENTION.md).
+
+use std::process::ExitCode;
+
+use clap::Args;
+use reel::Result;
+use reel::prune::{Policy, PruneReport, parse_duration, prune};
+use reel::spool::Access;
+use reel::timefmt::{format_bytes, format_rfc3339, format_short};
+
+use super::{Ctx, print_json};
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Only these volumes (default: every volume with dumps).
+    volumes: Vec<String>,
+    /// Keep the N most recent dumps.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the latest dump of each of the N most recent days that have dumps.
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// Keep the latest dump of each of the N most recent ISO weeks that have dumps.
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// Keep the latest dump of each of the N most recent months that have dumps.
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// Keep every dump within this span of the volume's latest dump (7d, 12h, 2w, 1m = 30
+    /// days, 1y = 365 days; combined: 1y6m).
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+    /// Print what would be removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<ExitCode> {
+    let policy = Policy {
+        keep_last: a.keep_last,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        keep_within: a.keep_within.as_deref().map(parse_duration).transpose()?,
+    };
+    // Before the spool is opened: a forgotten flag is a usage error whatever the spool.
+    policy.validate()?;
+    let spool = ctx.open(if a.dry_run {
+        Access::Read
+    } else {
+        Access::Write
+    })?;
+    let report = prune(&spool, &a.volumes, &policy, a.dry_run)?;
+    if a.json {
+        print_json(&report_json(&report));
+    } else {
+        print_report(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn level(d: &reel::catalog::DumpRecord) -> String {
+    if d.merged_from.is_some() {
+        "0m".into()
+    } else {
+        d.level.to_string()
+    }
+}
+
+/// The `--json` document (docs/RETENTION.md).
+fn report_json(r: &PruneReport) -> serde_json::Value {
+    serde_json::json!({
+        "volumes": r.volumes.iter().map(|v| serde_json::json!({
+            "volume": v.volume,
+            "kept": v.kept.iter().map(|k| serde_json::json!({
+                "id": k.dump.id,
+                "time": format_rfc3339(k.dump.time_ns),
+                "level": k.dump.level,
+                "reasons": k.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "removed": v.removed.iter().map(|d| serde_json::json!({
+                "id": d.dump.id,
+                "time": format_rfc3339(d.dump.time_ns),
+                "level": d.dump.level,
+                "owned_bytes": d.owned_bytes,
+                "on_tapes": d.on_tapes,
+                "restorable_from_tapes": d.restorable_from_tapes,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "removed_owned_bytes": r.removed_owned_bytes,
+        "dry_run": r.dry_run,
+    })
+}
+
+fn print_report(r: &PruneReport) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    for v in &r.volumes {
+        println!(
+            "volume {}: keeping {} dumps, {verb} {}",
+            v.volume,
+            v.kept.len(),
+            v.removed.len()
+        );
+        for k in &v.kept {
+            let reasons: Vec<String> = k.reasons.iter().map(|r| r.to_string()).collect();
+            println!(
+                "  keep    dump {:>5}  {}  level {:<2}  {}",
+                k.dump.id,
+                format_short(k.dump.time_ns),
+                level(&k.dump),
+                reasons.join(", ")
+            );
+        }
+        for d in &v.removed {
+            let whence = if d.restorable_from_tapes {
+                format!(
+                    "on tape: a restore needs {}; `reel import` those tapes to restore it",
+                    d.on_tapes.join(", ")
+                )
+            } else if !d.on_tapes.is_empty() {
+                format!(
+                    "on tape {}, but its chain is not wholly on tape: gone once `reel gc` runs",
+                    d.on_tapes.join(", ")
+                )
+            } else {
+                "on no tape: gone once `reel gc` runs".to_string()
+            };
+            println!(
+                "  {:<7} dump {:>5}  {}  level {:<2}  {}",
+                if r.dry_run { "remove?" } else { "remove" },
+                d.dump.id,
+                format_short(d.dump.time_ns),
+                level(&d.dump),
+                whence
+            );
+        }
+    }
+    let n = r.removed_count();
+    if n == 0 {
+        println!("nothing to remove");
+    } else {
+        println!(
+            "{verb} {n} dumps; up to {} may be freed by `reel gc`",
+            format_bytes(r.removed_owned_bytes)
+        );
+    }
+    if r.dry_run {
+        println!("dry run: nothing was changed");
+    }
+}

@@ -1,0 +1,399 @@
+//! `reel prune` end to end: a two-week history at mixed levels is pruned with a policy; the
+//! removed set is exactly what the policy implies (computed here independently, from the
+//! dates and levels alone), every kept dump still restores its day's tree exactly, `check
+//! --read-data` passes, a dry run changes nothing, later dumps work, and a dump on tape says
+//! which tape brings it back.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use chrono::{Datelike, NaiveDate};
+use common::*;
+use serde_json::Value;
+
+const LEVELS: [u8; 14] = [0, 1, 2, 1, 3, 2, 1, 0, 1, 2, 1, 3, 2, 1];
+
+fn date(day: usize) -> String {
+    format!("2026-11-{day:02}")
+}
+
+/// Volume `v` with one dump per day on 2026-11-01..14 at `LEVELS`; `work/dayN` holds each
+/// day's tree. Dump ids are 1..=14 in day order.
+fn two_weeks(work: &Path) -> Spool {
+    let vol = work.join("vol");
+    rich_tree(&vol);
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    for (i, level) in LEVELS.iter().enumerate() {
+        let day = i + 1;
+        if day > 1 {
+            mutate_day(&vol, day as u32);
+        }
+        snapshot(&vol, &work.join(format!("day{day}")));
+        spool.run([
+            "dump",
+            "v",
+            "--level",
+            &level.to_string(),
+            "--date",
+            &date(day),
+        ]);
+    }
+    spool
+}
+
+/// The chains `dump` makes: base = latest earlier dump with a lower level.
+fn chains(levels: &[u8]) -> Vec<Vec<u64>> {
+    let mut out: Vec<Vec<u64>> = Vec::new();
+    for (i, &l) in levels.iter().enumerate() {
+        let base = (0..i).rev().find(|&j| levels[j] < l);
+        out.push(match base {
+            Some(b) => {
+                let mut c = out[b].clone();
+                c.push(b as u64 + 1);
+                c
+            }
+            None => vec![],
+        });
+    }
+    out
+}
+
+/// What `--keep-daily 2 --keep-weekly 3` keeps of the history, and why, worked out from
+/// the calendar: by rule, the latest dump of the last 2 days and of the last 3 ISO weeks;
+/// then the chains of those.
+fn expected_kept() -> BTreeSet<u64> {
+    let mut by_rule: BTreeSet<u64> = BTreeSet::new();
+    by_rule.extend([13, 14]); // daily: 11-14 and 11-13
+    let mut latest_of_week: BTreeMap<(i32, u32), u64> = BTreeMap::new();
+    for day in 1..=14u32 {
+        let w = NaiveDate::from_ymd_opt(2026, 11, day).unwrap().iso_week();
+        latest_of_week.insert((w.year(), w.week()), u64::from(day));
+    }
+    // 11-01 is a Sunday: weeks 44 (day 1), 45 (days 2-8), 46 (days 9-14).
+    assert_eq!(
+        latest_of_week.values().copied().collect::<Vec<_>>(),
+        [1, 8, 14]
+    );
+    by_rule.extend(latest_of_week.values().rev().take(3));
+    let chains = chains(&LEVELS);
+    let mut kept = by_rule.clone();
+    for id in &by_rule {
+        kept.extend(&chains[*id as usize - 1]);
+    }
+    kept
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}):\n{s}"))
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_u64().unwrap())
+        .collect()
+}
+
+fn restore_equals(spool: &Spool, work: &Path, id: u64, day: usize) {
+    let to = work.join(format!("restore-{id}"));
+    spool.run([
+        "restore",
+        "v",
+        "--dump",
+        &id.to_string(),
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_trees_equal(&work.join(format!("day{day}")), &to);
+}
+
+#[test]
+fn prune_keeps_what_the_policy_and_the_chains_need_and_every_kept_dump_restores() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let spool = two_weeks(w);
+    let listed = spool.list_json();
+    assert_eq!(ids(&listed), (1..=14).collect::<Vec<_>>());
+    // The chains the test expects are the ones reel recorded.
+    for (i, c) in chains(&LEVELS).iter().enumerate() {
+        let mut full = c.clone();
+        full.push(i as u64 + 1);
+        let got: Vec<u64> = listed[i]["chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        assert_eq!(got, full, "chain of dump {}", i + 1);
+    }
+    let kept = expected_kept();
+    assert_eq!(kept, BTreeSet::from([1, 8, 11, 13, 14]));
+    let removed: Vec<u64> = (1..=14).filter(|i| !kept.contains(i)).collect();
+
+    // A dry run reports exactly that and changes nothing.
+    let policy = ["--keep-daily", "2", "--keep-weekly", "3"];
+    let dry = json(
+        &spool.run(
+            ["prune", "--dry-run", "--json"]
+                .iter()
+                .chain(policy.iter())
+                .copied(),
+        ),
+    );
+    assert_eq!(dry["dry_run"], true);
+    let vols = dry["volumes"].as_array().unwrap();
+    assert_eq!(vols.len(), 1);
+    assert_eq!(vols[0]["volume"], "v");
+    assert_eq!(
+        ids(&vols[0]["kept"]),
+        kept.iter().copied().collect::<Vec<_>>()
+    );
+    assert_eq!(ids(&vols[0]["removed"]), removed);
+    assert_eq!(spool.list_json(), listed, "a dry run changed the catalog");
+    let text = spool.run([
+        "prune",
+        "--dry-run",
+        "v",
+        "--keep-daily",
+        "2",
+        "--keep-weekly",
+        "3",
+    ]);
+    assert!(text.contains("would remove 9 dumps"), "{text}");
+    assert!(text.contains("dry run: nothing was changed"), "{text}");
+    assert_eq!(spool.list_json(), listed);
+
+    // The JSON shape and the reasons.
+    let kept_json = vols[0]["kept"].as_array().unwrap();
+    for k in kept_json {
+        assert!(k["time"].as_str().unwrap().starts_with("2026-11-"), "{k}");
+        assert!(k["level"].is_u64());
+        assert!(!k["reasons"].as_array().unwrap().is_empty());
+    }
+    let reasons = |id: u64| -> Vec<String> {
+        kept_json.iter().find(|k| k["id"] == id).unwrap()["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        reasons(14),
+        [
+            "latest dump of the volume",
+            "daily 2026-11-14",
+            "weekly 2026-W46"
+        ]
+    );
+    assert_eq!(reasons(11), ["chain of dump 13"]);
+    assert_eq!(
+        reasons(8),
+        [
+            "weekly 2026-W45",
+            "chain of dump 11",
+            "chain of dump 13",
+            "chain of dump 14"
+        ]
+    );
+    assert_eq!(reasons(1), ["weekly 2026-W44"]);
+    let mut owned_sum = 0;
+    for r in vols[0]["removed"].as_array().unwrap() {
+        assert_eq!(r["on_tapes"], serde_json::json!([]));
+        assert_eq!(r["restorable_from_tapes"], false);
+        assert!(r["time"].is_string() && r["level"].is_u64());
+        let id = r["id"].as_u64().unwrap();
+        assert_eq!(r["level"], LEVELS[id as usize - 1]);
+        owned_sum += r["owned_bytes"].as_u64().unwrap();
+    }
+    assert_eq!(dry["removed_owned_bytes"].as_u64().unwrap(), owned_sum);
+    assert!(owned_sum > 0);
+
+    // The real run removes exactly that.
+    let out = spool.run(["prune", "v"].iter().chain(policy.iter()).copied());
+    assert!(out.contains("removed 9 dumps; up to"), "{out}");
+    assert!(out.contains("may be freed by `reel gc`"), "{out}");
+    assert!(out.contains("gone once `reel gc` runs"), "{out}");
+    assert!(out.contains("chain of dump 13"), "{out}");
+    let after = spool.list_json();
+    assert_eq!(ids(&after), kept.iter().copied().collect::<Vec<_>>());
+    for d in after.as_array().unwrap() {
+        let id = d["id"].as_u64().unwrap();
+        let before = &listed[id as usize - 1];
+        assert_eq!(d, before, "a kept dump's record changed");
+    }
+    for id in &kept {
+        restore_equals(&spool, w, *id, *id as usize);
+    }
+    // Restoring a day whose dump is gone gives the dump current then.
+    let to = w.join("at-day10");
+    spool.run([
+        "restore",
+        "v",
+        "--at",
+        &date(10),
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_trees_equal(&w.join("day8"), &to);
+    spool.run(["check", "--read-data"]);
+
+    // Pruning again with the same policy has nothing to do.
+    let again = spool.run(["prune", "--keep-daily", "2", "--keep-weekly", "3"]);
+    assert!(again.contains("nothing to remove"), "{again}");
+
+    // Later dumps work on top of what was kept: the level 1 is based on the level 0 of day 8.
+    let vol = w.join("vol");
+    mutate_day(&vol, 15);
+    snapshot(&vol, &w.join("day15"));
+    spool.run(["dump", "v", "--level", "2", "--date", &date(15)]);
+    mutate_day(&vol, 16);
+    snapshot(&vol, &w.join("day16"));
+    spool.run(["dump", "v", "--level", "1", "--date", &date(16)]);
+    let last = spool.list_json();
+    let n = last.as_array().unwrap().len();
+    assert_eq!(last[n - 2]["chain"], serde_json::json!([8, 14, 15]));
+    assert_eq!(last[n - 1]["chain"], serde_json::json!([8, 16]));
+    restore_equals(&spool, w, 15, 15);
+    restore_equals(&spool, w, 16, 16);
+    spool.run(["check", "--read-data"]);
+}
+
+#[test]
+fn prune_without_a_policy_or_with_an_unknown_volume_is_a_usage_error() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    let spool = spool_with_full_dump(&vol);
+    let listed = spool.list_json();
+    for args in [
+        vec!["prune"],
+        vec!["prune", "v"],
+        vec!["prune", "--dry-run", "--json"],
+    ] {
+        let (code, err) = spool.fail(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        for opt in [
+            "--keep-last",
+            "--keep-daily",
+            "--keep-weekly",
+            "--keep-monthly",
+            "--keep-within",
+        ] {
+            assert!(err.contains(opt), "{args:?} does not name {opt}: {err}");
+        }
+    }
+    let (code, err) = spool.fail(["prune", "nosuch", "--keep-last", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nosuch"), "{err}");
+    let (code, err) = spool.fail(["prune", "--keep-within", "7x"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = spool.fail(["prune", "--keep-last", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(spool.list_json(), listed);
+    // With one dump, any policy keeps it (it is the latest).
+    let out = json(&spool.run(["prune", "--keep-within", "1h", "--json"]));
+    assert_eq!(out["volumes"][0]["removed"], serde_json::json!([]));
+    assert_eq!(
+        out["volumes"][0]["kept"][0]["reasons"][0],
+        "latest dump of the volume"
+    );
+    assert_eq!(out["removed_owned_bytes"], 0);
+    assert_eq!(out["dry_run"], false);
+}
+
+#[test]
+fn a_pruned_dump_on_tape_names_its_tape_and_comes_back_with_import() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let vol = w.join("vol");
+    rich_tree(&vol);
+    snapshot(&vol, &w.join("day1"));
+    let spool = spool_with_full_dump(&vol);
+    mutate_day(&vol, 2);
+    snapshot(&vol, &w.join("day2"));
+    spool.run(["dump", "v", "--level", "1", "--date", "2026-11-02"]);
+    let img = w.join("t1.tape");
+    spool.run([
+        "export",
+        "--to",
+        img.to_str().unwrap(),
+        "--label",
+        "TAPE-ONE",
+    ]);
+    mutate_day(&vol, 3);
+    snapshot(&vol, &w.join("day3"));
+    spool.run(["dump", "v", "--level", "1", "--date", "2026-11-03"]);
+
+    let dry = json(&spool.run(["prune", "--keep-last", "1", "--dry-run", "--json"]));
+    let removed = &dry["volumes"][0]["removed"];
+    assert_eq!(ids(removed), [2]);
+    assert_eq!(removed[0]["on_tapes"], serde_json::json!(["TAPE-ONE"]));
+    assert_eq!(removed[0]["restorable_from_tapes"], true);
+    let out = spool.run(["prune", "--keep-last", "1"]);
+    assert!(out.contains("TAPE-ONE"), "{out}");
+    assert!(
+        out.contains("`reel import` those tapes to restore it"),
+        "{out}"
+    );
+    assert_eq!(ids(&spool.list_json()), [1, 3]);
+    // The media catalog is untouched: the tape still lists the dump.
+    let tapes = json(&spool.run(["tapes", "--json"]));
+    assert!(tapes.to_string().contains("TAPE-ONE"), "{tapes}");
+    spool.run(["check", "--read-data"]);
+    restore_equals(&spool, w, 3, 3);
+    restore_equals(&spool, w, 1, 1);
+
+    // What the output promised: importing the tape brings day 2 back.
+    spool.run(["import", img.to_str().unwrap()]);
+    let to = w.join("day2-again");
+    spool.run([
+        "restore",
+        "v",
+        "--at",
+        "2026-11-02",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_trees_equal(&w.join("day2"), &to);
+    spool.run(["check", "--read-data"]);
+}
+
+#[test]
+fn a_prune_killed_before_or_after_its_commit_leaves_a_consistent_spool() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let vol = w.join("vol");
+    rich_tree(&vol);
+    let spool = spool_with_full_dump(&vol);
+    for day in 2..=4u32 {
+        mutate_day(&vol, day);
+        spool.run(["dump", "v", "--level", "1", "--date", &date(day as usize)]);
+    }
+    snapshot(&vol, &w.join("day4"));
+    let listed = spool.list_json();
+    let killed = |point: &str| {
+        let out = spool
+            .cmd()
+            .env("REEL_FAILPOINT", point)
+            .args(["prune", "--keep-last", "1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), None, "{point}: not killed: {out:?}");
+    };
+    // Killed with the forget pack durable but not committed: every dump is still there.
+    killed("prune-forget-written");
+    assert_eq!(spool.list_json(), listed);
+    spool.run(["check", "--read-data"]);
+    // Killed right after the commit: the dumps are gone, the rest is whole.
+    killed("prune-committed");
+    assert_eq!(ids(&spool.list_json()), [1, 4]);
+    spool.run(["check", "--read-data"]);
+    restore_equals(&spool, w, 4, 4);
+    let again = spool.run(["prune", "--keep-last", "1"]);
+    assert!(again.contains("nothing to remove"), "{again}");
+}
