@@ -36,6 +36,8 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
     /// Packs on disk that the catalog does not name (left by an interrupted dump).
     pub unreferenced_packs: Vec<PathBuf>,
+    /// Pack files gc took out of the catalog that wait for readers to finish (`doomed`).
+    pub doomed_packs: u64,
 }
 
 impl CheckReport {
@@ -327,8 +329,11 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
 
     // Packs on disk that no catalog entry names: harmless leftovers of an interrupted dump.
     let known: HashSet<[u8; 32]> = packs.iter().map(|(_, r)| r.id).collect();
+    let doomed = crate::gc::doomed_ids(spool)?;
     for (id, path) in pack::list_packs(&packs_dir)? {
-        if !known.contains(&id.0) {
+        if doomed.contains(&id.0) {
+            report.doomed_packs += 1;
+        } else if !known.contains(&id.0) {
             report.unreferenced_packs.push(path);
         }
     }

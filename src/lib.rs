@@ -17,6 +17,7 @@ pub mod failpoint;
 pub mod frame;
 pub mod fsmeta;
 pub mod fsutil;
+pub mod gc;
 pub mod level;
 pub mod manifest;
 pub mod merge;

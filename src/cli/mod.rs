@@ -6,6 +6,7 @@ mod check;
 mod cycle;
 mod diff;
 mod dump;
+mod gc;
 mod ingest;
 mod list;
 mod manage;
@@ -89,6 +90,8 @@ enum Command {
     IngestDump(ingest::IngestArgs),
     /// Write a volume's tree as a plain BSD dump at a level, for the stock `restore -r`.
     ExportPlain(plain::ExportPlainArgs),
+    /// Delete chunks no dump or clone needs; rewrite packs that are mostly unused.
+    Gc(gc::GcArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
     /// Import a dumplist of schedules, or show which level each volume gets on which day.
@@ -210,6 +213,7 @@ pub fn main() -> ExitCode {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Merge(a) => manage::merge(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Gc(a) => gc::run(&ctx, a),
         Command::Clone(a) => cycle::clone(&ctx, a),
         Command::Backup(a) => cycle::backup(&ctx, a),
         Command::Nightly(a) => cycle::nightly(&ctx, a),

@@ -1,0 +1,960 @@
+//! `reel gc`: give back the space of chunks no dump, clone or record needs any more.
+//!
+//! Why it is built this way:
+//! - **Mark** walks every manifest still needed: each dump in `dumps` and each `store` clone
+//!   in `clones`. Live chunks are remembered as a sorted, deduplicated `Vec<u64>` of the first
+//!   8 bytes of their ids: 8 bytes per referenced chunk, never the manifests themselves
+//!   (they are streamed). Two ids sharing 8 bytes only make gc keep a dead chunk, the safe
+//!   direction. `Forget` blobs are always live (a rebuilt catalog must not resurrect pruned
+//!   dumps); a `DumpRecord` blob is live while its dump is in `dumps` (its bytes are decoded
+//!   to learn which dump it is).
+//! - **Sweep** is per pack. A blob (a frame counts once, by pack number and offset) is live if
+//!   any chunk the chunk index locates in it is live. A pack with nothing live is deleted; a
+//!   pack whose unused share exceeds `--max-unused` is rewritten: live blobs are copied as
+//!   stored bytes (verified, never recompressed), a partly live frame is rebuilt from its live
+//!   chunks and recompressed. The live blobs of all rewritten packs go into as few new packs as
+//!   `PACK_TARGET_SIZE` allows.
+//!   The sweep keeps one small record per blob (a frame counts once, so about one per MiB of
+//!   data) and reads the chunk index, which stays on disk, front to back.
+//! - **Crash safety** (DESIGN.md, "Write order"): new packs are durable under packs/ before
+//!   one catalog transaction indexes them, repoints moved chunks, drops dead chunks, forgets
+//!   the old packs and records them in `doomed`. Only then are files deleted, and only while
+//!   gc holds the readers lock exclusively (a `restore`, `cat` or `mount` that opened the spool
+//!   earlier may still read the old packs). A crash anywhere leaves a spool that opens and
+//!   passes `check`: at worst with packs nothing names (notes) or doomed files that the next
+//!   gc deletes.
+//! - **Exclusion**: gc opens the spool for writing, so it holds the spool lock: no dump, clone,
+//!   import, export, purge or prune runs beside it. That is what protects a running dump's new
+//!   chunks, which no committed manifest names yet.
+//! - Tape copies are never touched (`tapes`, `tape_chunks`); chunks only on tape (no chunk
+//!   index row) are not gc's business.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+
+use redb::ReadableTable;
+
+use crate::catalog::{
+    self, CHUNKS, CLONES, ChunkLoc, CloneRecord, CloneView, DOOMED, DUMPS, DumpRecord, FrameSlot,
+    PACK_IDS, PACKS,
+};
+use crate::manifest::ManifestReader;
+use crate::pack::{
+    self, BLOB_HEADER_LEN, BlobEntry, BlobKind, EncodedBlob, FILE_HEADER_LEN, FOOTER_LEN,
+    FinishedPack, INDEX_ENTRY_LEN, PACK_TARGET_SIZE, PackId, PackReader, PackWriter,
+};
+use crate::progress::Progress;
+use crate::spool::Spool;
+use crate::store::{ChunkReader, stored_share};
+use crate::{ChunkId, Error, Result};
+
+/// What `gc` is asked to do.
+#[derive(Clone, Copy, Debug)]
+pub struct GcOptions {
+    /// Rewrite a pack when more than this percentage of its bytes is unused (0-100). 0
+    /// rewrites every pack with any unused byte; 100 only deletes wholly unused packs.
+    pub max_unused_percent: u8,
+    /// Compute the report without writing or deleting anything.
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            max_unused_percent: 10,
+            dry_run: false,
+        }
+    }
+}
+
+/// What a gc run did (or, with `dry_run`, would do). Field names are part of `reel gc --json`
+/// (docs/RETENTION.md).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Packs the catalog named before the run, and their bytes.
+    pub packs_before: u64,
+    pub bytes_before: u64,
+    /// Packs with nothing live, taken out of the catalog.
+    pub packs_deleted: u64,
+    /// Packs whose live blobs were copied into new packs, taken out of the catalog.
+    pub packs_rewritten: u64,
+    /// New packs written (estimated with `dry_run`).
+    pub packs_written: u64,
+    /// Disk bytes before minus after: pack files deleted by this run (including packs an
+    /// earlier run left waiting) minus the packs it wrote. Negative while this run's old packs
+    /// wait for readers. With `dry_run`, the estimate if nothing waits.
+    pub bytes_freed: i64,
+    /// Chunk index rows removed (dead chunks in deleted or rewritten packs).
+    pub chunks_removed: u64,
+    /// Live chunks copied into new packs.
+    pub chunks_moved: u64,
+    /// Of the removed chunks, how many are still on some tape.
+    pub chunks_on_tape: u64,
+    /// Distinct live chunk references found by the mark phase (8-byte prefixes).
+    pub live_refs: u64,
+    /// Pack files deleted by this run that an earlier run had left waiting.
+    pub doomed_deleted: u64,
+    /// Packs out of the catalog whose files wait for readers (restore, cat, mount) to
+    /// finish; the next gc deletes them.
+    pub doomed_waiting: u64,
+    pub doomed_waiting_bytes: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mark
+
+/// Live chunk ids by their first 8 bytes: sorted and deduplicated, with an unsorted tail that
+/// is folded in when it grows (so memory stays near 8 bytes per distinct live chunk).
+#[derive(Default)]
+struct MarkSet {
+    ids: Vec<u64>,
+    sorted: usize,
+}
+
+fn prefix(id: &ChunkId) -> u64 {
+    u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"))
+}
+
+impl MarkSet {
+    fn add(&mut self, id: &ChunkId) {
+        self.ids.push(prefix(id));
+        if self.ids.len() - self.sorted > self.sorted.max(1 << 20) {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        self.ids.sort_unstable();
+        self.ids.dedup();
+        self.ids.shrink_to_fit();
+        self.sorted = self.ids.len();
+    }
+
+    /// Only valid after `compact`.
+    fn contains(&self, id: &ChunkId) -> bool {
+        self.ids.binary_search(&prefix(id)).is_ok()
+    }
+}
+
+/// Add a manifest's own chunks and every chunk its entries reference.
+fn mark_manifest(
+    reader: &ChunkReader,
+    set: &mut MarkSet,
+    chunks: Vec<(ChunkId, u32)>,
+    what: String,
+) -> Result<()> {
+    for (id, _) in &chunks {
+        set.add(id);
+    }
+    let needed = |e: Error| {
+        Error::corrupt(format!(
+            "gc cannot read the {what} ({e}); gc must know every manifest to know what is live, \
+             so it stopped without changing anything: run `reel check`"
+        ))
+    };
+    let entries = ManifestReader::new(reader.stream(chunks, what.clone())).map_err(needed)?;
+    for e in entries {
+        for (id, _) in e.map_err(needed)?.chunks() {
+            set.add(&id);
+        }
+    }
+    Ok(())
+}
+
+/// Everything the mark phase learns.
+struct Marks {
+    set: MarkSet,
+    /// Dump ids in the catalog (their `DumpRecord` blobs are live).
+    dumps: HashSet<u64>,
+}
+
+fn mark(spool: &Spool, progress: &dyn Progress) -> Result<Marks> {
+    let reader = ChunkReader::new(spool)?;
+    let mut set = MarkSet::default();
+    let mut dumps = HashSet::new();
+    let mut manifests: Vec<(Vec<(ChunkId, u32)>, String)> = Vec::new();
+    {
+        let txn = spool.catalog.read()?;
+        for item in txn.open_table(DUMPS)?.iter()? {
+            let (_, v) = item?;
+            let rec = DumpRecord::decode(v.value())?;
+            dumps.insert(rec.id);
+            manifests.push((
+                rec.manifest_chunks(),
+                format!("manifest of dump {}", rec.id),
+            ));
+        }
+        match txn.open_table(CLONES) {
+            Ok(t) => {
+                for item in t.iter()? {
+                    let (_, v) = item?;
+                    let rec = CloneRecord::decode(v.value())?;
+                    if let CloneView::Manifest { chunks, .. } = rec.view {
+                        manifests.push((
+                            chunks.iter().map(|(id, n)| (ChunkId(*id), *n)).collect(),
+                            format!("manifest of the clone of volume {}", rec.volume),
+                        ));
+                    }
+                }
+            }
+            Err(e) if catalog::table_missing(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Merged dumps share their source's manifest: read each manifest once.
+    let mut seen: HashSet<[u8; 32]> = HashSet::new();
+    for (i, (chunks, what)) in manifests.into_iter().enumerate() {
+        let mut h = blake3::Hasher::new();
+        for (id, n) in &chunks {
+            h.update(&id.0);
+            h.update(&n.to_le_bytes());
+        }
+        if !seen.insert(*h.finalize().as_bytes()) {
+            continue;
+        }
+        progress.message(&format!("marking live chunks ({} manifests read)", i));
+        mark_manifest(&reader, &mut set, chunks, what)?;
+    }
+    set.compact();
+    Ok(Marks { set, dumps })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sweep
+
+/// One blob of a pack as the chunk index sees it.
+#[derive(Default)]
+struct BlobAcc {
+    stored_len: u32,
+    framed: bool,
+    live: u32,
+    /// Stored share of the dead chunks of a frame.
+    dead_share: u64,
+}
+
+/// Decides liveness of chunk index rows.
+struct Liveness {
+    marks: Marks,
+    /// `DumpRecord` chunks whose record names a dump in the catalog, or that could not be read
+    /// (kept: the safe direction).
+    live_records: HashSet<ChunkId>,
+}
+
+impl Liveness {
+    fn is_live(&self, id: &ChunkId, loc: &ChunkLoc) -> bool {
+        match loc.kind {
+            BlobKind::Forget => true,
+            BlobKind::DumpRecord => self.live_records.contains(id) || self.marks.set.contains(id),
+            _ => self.marks.set.contains(id),
+        }
+    }
+}
+
+fn liveness(spool: &Spool, marks: Marks) -> Result<Liveness> {
+    let txn = spool.catalog.read()?;
+    let mut records = Vec::new();
+    for item in txn.open_table(CHUNKS)?.iter()? {
+        let (k, v) = item?;
+        let loc = ChunkLoc::decode(&v.value())?;
+        if loc.kind == BlobKind::DumpRecord {
+            records.push(ChunkId(k.value()));
+        }
+    }
+    let reader = ChunkReader::new(spool)?;
+    let mut live_records = HashSet::new();
+    for id in records {
+        let rec = reader
+            .read(&id, &|| "a dump record blob".to_string())
+            .and_then(|raw| DumpRecord::decode(&raw));
+        match rec {
+            Ok(r) if !marks.dumps.contains(&r.id) => {}
+            Ok(_) => {
+                live_records.insert(id);
+            }
+            Err(e) => {
+                tracing::warn!("dump record blob {} unreadable ({e}); kept", id.short());
+                live_records.insert(id);
+            }
+        }
+    }
+    Ok(Liveness {
+        marks,
+        live_records,
+    })
+}
+
+/// The plan for one pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    Delete,
+    Rewrite,
+}
+
+struct PackPlan {
+    no: u64,
+    id: PackId,
+    size: u64,
+    /// Bytes a rewrite would keep (live blobs with their headers and index entries).
+    live_bytes: u64,
+    fate: Fate,
+}
+
+/// Per pack: the bytes its live blobs need, the way a rewrite would lay them out.
+fn plan(spool: &Spool, live: &Liveness, max_unused: u8) -> Result<Vec<PackPlan>> {
+    let mut blobs: HashMap<u64, HashMap<u64, BlobAcc>> = HashMap::new();
+    {
+        let txn = spool.catalog.read()?;
+        for item in txn.open_table(CHUNKS)?.iter()? {
+            let (k, v) = item?;
+            let id = ChunkId(k.value());
+            let loc = ChunkLoc::decode(&v.value())?;
+            let b = blobs
+                .entry(loc.pack_no)
+                .or_default()
+                .entry(loc.offset)
+                .or_default();
+            b.stored_len = loc.stored_len;
+            b.framed = loc.frame.is_some();
+            if live.is_live(&id, &loc) {
+                b.live += 1;
+            } else if loc.frame.is_some() {
+                b.dead_share += u64::from(stored_share(&loc));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (no, rec) in spool.catalog.packs()? {
+        let mut live_bytes = 0u64;
+        let mut any = false;
+        for b in blobs.get(&no).into_iter().flat_map(|m| m.values()) {
+            if b.live == 0 {
+                continue;
+            }
+            any = true;
+            let stored =
+                u64::from(b.stored_len).saturating_sub(if b.framed { b.dead_share } else { 0 });
+            live_bytes += (BLOB_HEADER_LEN + INDEX_ENTRY_LEN) as u64 + stored;
+        }
+        let fate = if !any {
+            Fate::Delete
+        } else {
+            live_bytes += (FILE_HEADER_LEN + FOOTER_LEN) as u64;
+            let unused = rec.size.saturating_sub(live_bytes);
+            if unused > 0 && unused * 100 > u64::from(max_unused) * rec.size {
+                Fate::Rewrite
+            } else {
+                Fate::Keep
+            }
+        };
+        out.push(PackPlan {
+            no,
+            id: PackId(rec.id),
+            size: rec.size,
+            live_bytes: if any { live_bytes } else { 0 },
+            fate,
+        });
+    }
+    out.sort_by_key(|p| p.no);
+    Ok(out)
+}
+
+/// A chunk index row: id, location, live.
+type Row = (ChunkId, ChunkLoc, bool);
+
+/// The chunk index rows locating chunks in `packs`, by pack.
+fn rows_in(spool: &Spool, live: &Liveness, packs: &HashSet<u64>) -> Result<HashMap<u64, Vec<Row>>> {
+    let txn = spool.catalog.read()?;
+    let mut out: HashMap<u64, Vec<Row>> = HashMap::new();
+    for item in txn.open_table(CHUNKS)?.iter()? {
+        let (k, v) = item?;
+        let loc = ChunkLoc::decode(&v.value())?;
+        if packs.contains(&loc.pack_no) {
+            let id = ChunkId(k.value());
+            let l = live.is_live(&id, &loc);
+            out.entry(loc.pack_no).or_default().push((id, loc, l));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the live blobs of rewritten packs into as few new packs as the target size allows.
+struct Rewriter<'a> {
+    spool: &'a Spool,
+    level: i32,
+    current: Option<PackWriter>,
+    /// New locations of the chunks in the open pack (pack number filled in at commit).
+    current_locs: Vec<(ChunkId, ChunkLoc)>,
+    done: Vec<(FinishedPack, Vec<(ChunkId, ChunkLoc)>)>,
+}
+
+impl Rewriter<'_> {
+    fn add(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        blob: &EncodedBlob,
+        chunks: Vec<(ChunkId, u32, BlobKind, Option<FrameSlot>)>,
+    ) -> Result<()> {
+        if self.current.is_none() {
+            self.current = Some(PackWriter::create(&self.spool.tmp_dir())?);
+        }
+        let w = self.current.as_mut().expect("pack open");
+        let e = w.add(id, kind, blob)?;
+        for (cid, raw_len, ckind, frame) in chunks {
+            self.current_locs.push((
+                cid,
+                ChunkLoc {
+                    pack_no: 0,
+                    offset: e.offset,
+                    stored_len: e.stored_len,
+                    raw_len,
+                    compressed: e.compressed,
+                    kind: ckind,
+                    frame,
+                },
+            ));
+        }
+        if w.size() >= PACK_TARGET_SIZE {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self) -> Result<()> {
+        if let Some(w) = self.current.take() {
+            let done = w.finish(&self.spool.packs_dir())?;
+            self.done
+                .push((done, std::mem::take(&mut self.current_locs)));
+        }
+        Ok(())
+    }
+
+    /// Copy the live part of one pack.
+    fn copy_pack(&mut self, p: &PackPlan, rows: &[Row]) -> Result<u64> {
+        let path = pack::pack_path(&self.spool.packs_dir(), &p.id);
+        let reader = PackReader::open(&path)?;
+        let damaged = |e: Error| {
+            Error::corrupt(format!(
+                "gc stopped: a live blob in pack {} is damaged ({e}); nothing was changed in \
+                 the catalog. Run `reel check --read-data` to see what it costs",
+                path.display()
+            ))
+        };
+        let index: HashMap<u64, BlobEntry> = reader
+            .read_index()
+            .map_err(damaged)?
+            .into_iter()
+            .map(|e| (e.offset, e))
+            .collect();
+        // Live chunks by blob offset, in file order.
+        let mut by_blob: BTreeMap<u64, Vec<(ChunkId, ChunkLoc)>> = BTreeMap::new();
+        for (id, loc, live) in rows {
+            if *live {
+                by_blob.entry(loc.offset).or_default().push((*id, *loc));
+            }
+        }
+        let mut moved = 0u64;
+        for (offset, chunks) in by_blob {
+            let entry = index.get(&offset).ok_or_else(|| {
+                damaged(Error::corrupt(format!(
+                    "the chunk index points at offset {offset}, where the pack's index has no blob"
+                )))
+            })?;
+            let stored = reader.read_stored(entry).map_err(damaged)?;
+            // Verify before copying: gc must not give damaged bytes a fresh pack name.
+            let raw = pack::decode_blob(entry, &stored).map_err(damaged)?;
+            moved += chunks.len() as u64;
+            if entry.kind != BlobKind::Frame {
+                let blob = EncodedBlob {
+                    data: stored,
+                    compressed: entry.compressed,
+                    raw_len: entry.raw_len,
+                };
+                let c = chunks
+                    .iter()
+                    .map(|(id, loc)| (*id, loc.raw_len, loc.kind, None))
+                    .collect();
+                self.add(entry.id, entry.kind, &blob, c)?;
+                continue;
+            }
+            let table = crate::frame::parse(&raw).map_err(damaged)?;
+            let keep: HashMap<ChunkId, ChunkLoc> = chunks.into_iter().collect();
+            if table.len() == keep.len() && table.iter().all(|(id, _)| keep.contains_key(id)) {
+                // Wholly live: the stored bytes as they are.
+                let blob = EncodedBlob {
+                    data: stored,
+                    compressed: entry.compressed,
+                    raw_len: entry.raw_len,
+                };
+                let c = keep
+                    .iter()
+                    .map(|(id, loc)| (*id, loc.raw_len, loc.kind, loc.frame))
+                    .collect();
+                self.add(entry.id, BlobKind::Frame, &blob, c)?;
+                continue;
+            }
+            // Partly live: a new frame of the live chunks, recompressed.
+            let mut parts: Vec<(ChunkId, &[u8])> = Vec::new();
+            for (id, r) in &table {
+                if keep.contains_key(id) && !parts.iter().any(|(p, _)| p == id) {
+                    let data = &raw[r.clone()];
+                    if ChunkId::of(data) != *id {
+                        return Err(damaged(Error::corrupt(format!(
+                            "chunk {} in a frame does not match its hash",
+                            id.short()
+                        ))));
+                    }
+                    parts.push((*id, data));
+                }
+            }
+            if parts.len() != keep.len() {
+                return Err(damaged(Error::corrupt(
+                    "the chunk index places a chunk in a frame whose table lacks it",
+                )));
+            }
+            let (new_raw, offsets) = crate::frame::build(&parts);
+            let blob = pack::encode_blob(&new_raw, self.level);
+            let raw_len = new_raw.len() as u32;
+            let c = parts
+                .iter()
+                .zip(offsets)
+                .map(|((id, data), inner)| {
+                    (
+                        *id,
+                        data.len() as u32,
+                        BlobKind::Data,
+                        Some(FrameSlot { raw_len, inner }),
+                    )
+                })
+                .collect();
+            self.add(ChunkId::of(&new_raw), BlobKind::Frame, &blob, c)?;
+        }
+        Ok(moved)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Doomed packs
+
+/// Pack ids in `doomed` (none when the table was never created).
+pub fn doomed_ids(spool: &Spool) -> Result<HashSet<[u8; 32]>> {
+    let txn = spool.catalog.read()?;
+    let t = match txn.open_table(DOOMED) {
+        Ok(t) => t,
+        Err(e) if catalog::table_missing(&e) => return Ok(HashSet::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = HashSet::new();
+    for item in t.iter()? {
+        out.insert(item?.0.value());
+    }
+    Ok(out)
+}
+
+fn file_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Delete the files of doomed packs if no reader holds the readers lock, then forget them.
+/// Returns (packs deleted, bytes deleted); sets the waiting counts when a reader is in.
+fn delete_doomed(spool: &Spool, report: &mut GcReport) -> Result<(u64, u64)> {
+    let doomed = doomed_ids(spool)?;
+    report.doomed_waiting = 0;
+    report.doomed_waiting_bytes = 0;
+    if doomed.is_empty() {
+        return Ok((0, 0));
+    }
+    let dir = spool.packs_dir();
+    let Some(lock) = spool.try_lock_readers_out()? else {
+        report.doomed_waiting = doomed.len() as u64;
+        report.doomed_waiting_bytes = doomed
+            .iter()
+            .map(|id| file_size(&pack::pack_path(&dir, &PackId(*id))))
+            .sum();
+        return Ok((0, 0));
+    };
+    // A pack the catalog names again (the same bytes written anew) must stay.
+    let named: HashSet<[u8; 32]> = {
+        let txn = spool.catalog.read()?;
+        let t = txn.open_table(PACK_IDS)?;
+        doomed
+            .iter()
+            .filter(|id| t.get(**id).ok().flatten().is_some())
+            .copied()
+            .collect()
+    };
+    let (mut n, mut bytes) = (0u64, 0u64);
+    let mut parents: HashSet<PathBuf> = HashSet::new();
+    let mut ids: Vec<&[u8; 32]> = doomed.iter().collect();
+    ids.sort();
+    for id in ids {
+        if named.contains(id) {
+            continue;
+        }
+        let path = pack::pack_path(&dir, &PackId(*id));
+        let size = file_size(&path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                n += 1;
+                bytes += size;
+                if n == 1 {
+                    crate::failpoint::hit("gc-deleting");
+                }
+            }
+            // Already gone (a crash between the deletion and the forgetting): just forget it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        if let Some(p) = path.parent() {
+            parents.insert(p.to_path_buf());
+        }
+    }
+    for p in &parents {
+        if p.is_dir() {
+            crate::fsutil::fsync_dir(p)?;
+        }
+    }
+    drop(lock);
+    let txn = spool.catalog.write()?;
+    {
+        let mut t = txn.open_table(DOOMED)?;
+        for id in &doomed {
+            t.remove(*id)?;
+        }
+    }
+    txn.commit()?;
+    Ok((n, bytes))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+/// Collect garbage. The caller opened `spool` for writing (the spool lock is held).
+pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcReport> {
+    if opts.max_unused_percent > 100 {
+        return Err(Error::usage(format!(
+            "--max-unused {} is out of range: give a percentage from 0 to 100",
+            opts.max_unused_percent
+        )));
+    }
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        ..GcReport::default()
+    };
+    let mut freed: i64 = 0;
+    // Packs an earlier run left waiting go first.
+    if opts.dry_run {
+        let doomed = doomed_ids(spool)?;
+        report.doomed_waiting = doomed.len() as u64;
+        report.doomed_waiting_bytes = doomed
+            .iter()
+            .map(|id| file_size(&pack::pack_path(&spool.packs_dir(), &PackId(*id))))
+            .sum();
+    } else {
+        let (n, b) = delete_doomed(spool, &mut report)?;
+        report.doomed_deleted = n;
+        freed += b as i64;
+    }
+
+    progress.message("marking live chunks");
+    let marks = mark(spool, progress)?;
+    report.live_refs = marks.set.ids.len() as u64;
+    let live = liveness(spool, marks)?;
+    progress.message("sizing packs");
+    let plans = plan(spool, &live, opts.max_unused_percent)?;
+    report.packs_before = plans.len() as u64;
+    report.bytes_before = plans.iter().map(|p| p.size).sum();
+    let gone: Vec<&PackPlan> = plans.iter().filter(|p| p.fate != Fate::Keep).collect();
+    report.packs_deleted = gone.iter().filter(|p| p.fate == Fate::Delete).count() as u64;
+    report.packs_rewritten = gone.iter().filter(|p| p.fate == Fate::Rewrite).count() as u64;
+    let gone_bytes: u64 = gone.iter().map(|p| p.size).sum();
+    if gone.is_empty() {
+        report.bytes_freed = freed;
+        return Ok(report);
+    }
+    let numbers: HashSet<u64> = gone.iter().map(|p| p.no).collect();
+    let rows = rows_in(spool, &live, &numbers)?;
+    let dead: Vec<ChunkId> = rows
+        .values()
+        .flatten()
+        .filter(|(_, _, l)| !*l)
+        .map(|(id, _, _)| *id)
+        .collect();
+    report.chunks_removed = dead.len() as u64;
+    {
+        let txn = spool.catalog.read()?;
+        for id in &dead {
+            if !crate::tape::media::tapes_of_chunk(&txn, id)?.is_empty() {
+                report.chunks_on_tape += 1;
+            }
+        }
+    }
+
+    if opts.dry_run {
+        // Estimate: the live bytes of the rewritten packs, laid out in target-size packs.
+        let live_bytes: u64 = gone
+            .iter()
+            .filter(|p| p.fate == Fate::Rewrite)
+            .map(|p| p.live_bytes)
+            .sum();
+        report.packs_written = live_bytes.div_ceil(PACK_TARGET_SIZE);
+        report.chunks_moved = rows.values().flatten().filter(|(_, _, l)| *l).count() as u64;
+        report.bytes_freed = freed + gone_bytes as i64 - live_bytes as i64;
+        report.doomed_waiting = 0;
+        return Ok(report);
+    }
+
+    // Write the new packs (durable under packs/ before the catalog names them).
+    progress.message("rewriting packs");
+    progress.set_total(
+        gone.iter()
+            .filter(|p| p.fate == Fate::Rewrite)
+            .map(|p| p.size)
+            .sum(),
+    );
+    let mut rw = Rewriter {
+        spool,
+        level: spool.settings.compression_level,
+        current: None,
+        current_locs: Vec::new(),
+        done: Vec::new(),
+    };
+    for p in gone.iter().filter(|p| p.fate == Fate::Rewrite) {
+        let empty = Vec::new();
+        report.chunks_moved += rw.copy_pack(p, rows.get(&p.no).unwrap_or(&empty))?;
+        progress.advance(p.size);
+    }
+    rw.seal()?;
+    let written = std::mem::take(&mut rw.done);
+    report.packs_written = written.len() as u64;
+    let written_bytes: u64 = written.iter().map(|(f, _)| f.size).sum();
+    crate::failpoint::hit("gc-packs-written");
+
+    // One transaction: index the new packs, repoint moved chunks, drop dead ones, forget the
+    // old packs and doom their files.
+    let txn = spool.catalog.write()?;
+    {
+        let now = crate::timefmt::now_ns();
+        let mut next = catalog::get_meta_u64(&txn, "next_pack_no")?;
+        let mut chunks = txn.open_table(CHUNKS)?;
+        for (done, locs) in &written {
+            catalog::insert_pack(&txn, next, &done.id, done.size, &done.entries, now)?;
+            for (id, loc) in locs {
+                let loc = ChunkLoc {
+                    pack_no: next,
+                    ..*loc
+                };
+                chunks.insert(id.0, loc.encode())?;
+            }
+            next += 1;
+        }
+        catalog::set_meta_u64(&txn, "next_pack_no", next)?;
+        for id in &dead {
+            chunks.remove(id.0)?;
+        }
+        let mut packs = txn.open_table(PACKS)?;
+        let mut pack_ids = txn.open_table(PACK_IDS)?;
+        let mut doomed = txn.open_table(DOOMED)?;
+        for p in &gone {
+            packs.remove(p.no)?;
+            // The same bytes may have been written anew (a rewrite of a rewrite cannot, but be
+            // sure): then the id stays named and its file must not be deleted.
+            if !written.iter().any(|(f, _)| f.id == p.id) {
+                pack_ids.remove(p.id.0)?;
+                doomed.insert(p.id.0, ())?;
+            }
+        }
+    }
+    txn.commit()?;
+    crate::failpoint::hit("gc-committed");
+
+    let (_, b) = delete_doomed(spool, &mut report)?;
+    freed += b as i64 - written_bytes as i64;
+    report.bytes_freed = freed;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{OWNED, VOLUME_DUMPS};
+    use crate::dump::{DumpOptions, dump_volume};
+    use crate::progress::NoProgress;
+    use crate::restore::{RestoreOptions, restore_dump};
+    use std::path::Path;
+
+    #[test]
+    fn mark_set_finds_what_was_added_across_compactions() {
+        let mut m = MarkSet::default();
+        let ids: Vec<ChunkId> = (0..50_000u32)
+            .map(|i| ChunkId::of(&i.to_le_bytes()))
+            .collect();
+        for id in ids.iter().chain(ids.iter()) {
+            m.add(id);
+        }
+        m.compact();
+        assert_eq!(m.ids.len(), ids.len(), "duplicates folded");
+        assert!(ids.iter().all(|id| m.contains(id)));
+        let absent = (50_000..51_000u32)
+            .filter(|i| m.contains(&ChunkId::of(&i.to_le_bytes())))
+            .count();
+        assert_eq!(absent, 0);
+    }
+
+    fn text(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let w = ["pack ", "chunk ", "dump ", "tape ", "level ", "gc\n"][(x >> 60) as usize % 6];
+            out.extend_from_slice(w.as_bytes());
+            out.extend_from_slice(format!("{} ", x >> 40).as_bytes());
+        }
+        out.truncate(n);
+        out
+    }
+
+    /// Take a dump out of the catalog as `prune` would.
+    fn forget(spool: &Spool, id: u64) {
+        let rec = spool.catalog.dump(id).unwrap().unwrap();
+        let txn = spool.catalog.write().unwrap();
+        txn.open_table(DUMPS).unwrap().remove(id).unwrap();
+        txn.open_table(VOLUME_DUMPS)
+            .unwrap()
+            .remove((rec.volume.as_str(), rec.time_ns, id))
+            .unwrap();
+        txn.open_table(OWNED)
+            .unwrap()
+            .retain_in((id, [0u8; 32])..=(id, [0xffu8; 32]), |_, _| false)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn dump(spool: &Spool, time_ns: i64) -> DumpRecord {
+        let opts = DumpOptions {
+            level: 0,
+            time_ns: Some(time_ns),
+            reread: false,
+        };
+        dump_volume(spool, "v", &opts, &NoProgress).unwrap().record
+    }
+
+    fn same_file(a: &Path, b: &Path) {
+        assert_eq!(
+            std::fs::read(a).unwrap(),
+            std::fs::read(b).unwrap(),
+            "{}",
+            b.display()
+        );
+    }
+
+    #[test]
+    fn gc_rebuilds_partly_live_frames_and_forgets_dead_records() {
+        let work = tempfile::tempdir().unwrap();
+        let vol = work.path().join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        std::fs::write(vol.join("keep"), text(1, 200_000)).unwrap();
+        std::fs::write(vol.join("drop"), text(2, 200_000)).unwrap();
+        let mut spool = Spool::init(&work.path().join("spool")).unwrap();
+        spool.add_volume("v", &vol).unwrap();
+        let first = dump(&spool, 1_000_000_000);
+        std::fs::remove_file(vol.join("drop")).unwrap();
+        let second = dump(&spool, 2_000_000_000);
+        forget(&spool, first.id);
+
+        let opts = GcOptions {
+            max_unused_percent: 0,
+            dry_run: false,
+        };
+        let dry = gc(
+            &spool,
+            GcOptions {
+                dry_run: true,
+                ..opts
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        let r = gc(&spool, opts, &NoProgress).unwrap();
+        assert_eq!(r.packs_rewritten, dry.packs_rewritten);
+        assert_eq!(r.chunks_removed, dry.chunks_removed);
+        assert!(r.packs_rewritten >= 1, "{r:?}");
+        assert!(r.chunks_removed > 0 && r.chunks_moved > 0, "{r:?}");
+        assert!(r.bytes_freed > 0, "{r:?}");
+        assert_eq!(r.doomed_waiting, 0);
+
+        // The dead dump's record blob went with it; the live one stayed.
+        let txn = spool.catalog.read().unwrap();
+        let first_blob = ChunkId::of(&first.encode());
+        assert!(spool.catalog.chunk(&txn, &first_blob).unwrap().is_none());
+        drop(txn);
+
+        let target = work.path().join("r");
+        restore_dump(
+            &spool,
+            &second,
+            &target,
+            &RestoreOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        same_file(&vol.join("keep"), &target.join("keep"));
+        assert!(!target.join("drop").exists());
+        let c = crate::check::check(&spool, true, &NoProgress).unwrap();
+        assert!(c.ok(), "{:?}", c.problems);
+        assert!(
+            c.unreferenced_packs.is_empty(),
+            "{:?}",
+            c.unreferenced_packs
+        );
+
+        let again = gc(&spool, opts, &NoProgress).unwrap();
+        assert_eq!(
+            (again.packs_deleted, again.packs_rewritten),
+            (0, 0),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn doomed_packs_wait_for_readers_and_missing_files_are_just_forgotten() {
+        let work = tempfile::tempdir().unwrap();
+        let vol = work.path().join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        std::fs::write(vol.join("a"), text(3, 50_000)).unwrap();
+        let root = work.path().join("spool");
+        let mut spool = Spool::init(&root).unwrap();
+        spool.add_volume("v", &vol).unwrap();
+        let first = dump(&spool, 1_000_000_000);
+        std::fs::write(vol.join("a"), text(4, 50_000)).unwrap();
+        dump(&spool, 2_000_000_000);
+        forget(&spool, first.id);
+        // A doomed row whose file never existed.
+        let ghost = [7u8; 32];
+        let txn = spool.catalog.write().unwrap();
+        txn.open_table(DOOMED).unwrap().insert(ghost, ()).unwrap();
+        txn.commit().unwrap();
+
+        std::fs::create_dir_all(root.join("locks")).unwrap();
+        let reader = std::fs::File::create(root.join("locks/readers")).unwrap();
+        reader.lock_shared().unwrap();
+        let r = gc(&spool, GcOptions::default(), &NoProgress).unwrap();
+        assert!(r.packs_deleted >= 1, "{r:?}");
+        assert_eq!(
+            r.doomed_waiting,
+            r.packs_deleted + r.packs_rewritten + 1,
+            "{r:?}"
+        );
+        assert!(r.bytes_freed <= 0, "nothing can be freed yet: {r:?}");
+        assert_eq!(doomed_ids(&spool).unwrap().len() as u64, r.doomed_waiting);
+        drop(reader);
+        let r2 = gc(&spool, GcOptions::default(), &NoProgress).unwrap();
+        assert_eq!(r2.doomed_deleted, r.doomed_waiting - 1, "{r2:?}");
+        assert!(r2.bytes_freed > 0, "{r2:?}");
+        assert!(doomed_ids(&spool).unwrap().is_empty());
+    }
+}
