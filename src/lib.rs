@@ -25,6 +25,8 @@ pub mod mount;
 pub mod nightly;
 pub mod pack;
 pub mod progress;
+pub mod rebuild;
+pub mod repair;
 pub mod restore;
 pub mod scan;
 pub mod schedule;

@@ -11,6 +11,7 @@ mod list;
 mod manage;
 mod mount;
 mod plain;
+mod rebuild;
 mod restore;
 mod schedule;
 mod tape;
@@ -88,6 +89,8 @@ enum Command {
     ExportPlain(plain::ExportPlainArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
+    /// Build a new catalog from the packs (and tape images), when catalog.redb is lost or damaged.
+    RebuildCatalog(rebuild::RebuildArgs),
     /// Import a dumplist of schedules, or show which level each volume gets on which day.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCmd),
@@ -202,6 +205,7 @@ pub fn main() -> ExitCode {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Merge(a) => manage::merge(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::RebuildCatalog(a) => rebuild::run(&ctx, a),
         Command::Clone(a) => cycle::clone(&ctx, a),
         Command::Backup(a) => cycle::backup(&ctx, a),
         Command::Nightly(a) => cycle::nightly(&ctx, a),
