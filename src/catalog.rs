@@ -321,14 +321,30 @@ fn builder() -> redb::Builder {
 }
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
+    let damaged = |what: String| {
+        Error::Corrupt(format!(
+            "catalog {} is damaged ({what}); rebuild it from the packs with `reel rebuild-catalog`",
+            path.display()
+        ))
+    };
     match e {
-        redb::DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => {
-            Error::Corrupt(format!(
-                "catalog {} is damaged ({msg}); rebuild it from the packs with `reel rebuild-catalog`",
-                path.display()
-            ))
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => damaged(msg),
+        // redb reports a file that is not a database (garbage, an empty file) and a short
+        // read (a truncated file) as I/O errors of these kinds: damage, not an I/O problem.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            damaged(io.to_string())
         }
         redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Error::io(path, io),
+        redb::DatabaseError::UpgradeRequired(v) => Error::Catalog(format!(
+            "{}: written in redb file format {v}, which this reel does not read; open it with the reel that wrote it",
+            path.display()
+        )),
+        redb::DatabaseError::Storage(other) => damaged(other.to_string()),
         other => Error::Catalog(format!("{}: {other}", path.display())),
     }
 }
@@ -415,11 +431,22 @@ impl Catalog {
         }
     }
 
+    /// Check the format entry, and read the first and last row of every table, so that a
+    /// damaged file is found here, with a clear message, rather than in the middle of a
+    /// command. redb may panic on a damaged page: that is caught and reported the same way.
     fn check_format(&self) -> Result<()> {
-        let txn = self.read()?;
+        match guarded(|| self.check_format_inner()) {
+            Ok(r) => r,
+            Err(msg) => Err(self.damaged(msg)),
+        }
+    }
+
+    fn check_format_inner(&self) -> Result<()> {
+        let txn = self.read().map_err(|e| self.damaged(e))?;
         let meta = txn.open_table(META).map_err(|e| self.damaged(e))?;
         let v = meta
-            .get("format")?
+            .get("format")
+            .map_err(|e| self.damaged(e))?
             .map(|g| g.value().to_vec())
             .ok_or_else(|| self.damaged("no format entry"))?;
         let v = u32::from_le_bytes(
@@ -432,6 +459,40 @@ impl Catalog {
                 "catalog {} has format {v}; this reel reads format {CATALOG_VERSION}",
                 self.path.display()
             )));
+        }
+        fn touch<K: redb::Key + 'static, V: redb::Value + 'static>(
+            txn: &ReadTransaction,
+            def: TableDefinition<K, V>,
+        ) -> std::result::Result<(), String> {
+            let t = match txn.open_table(def) {
+                Ok(t) => t,
+                // Tables added without a format change may not exist yet.
+                Err(e) if table_missing(&e) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
+            t.len().map_err(|e| e.to_string())?;
+            t.first().map_err(|e| e.to_string())?;
+            t.last().map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        let r = touch(&txn, META)
+            .and_then(|()| touch(&txn, DUMPS))
+            .and_then(|()| touch(&txn, VOLUME_DUMPS))
+            .and_then(|()| touch(&txn, PACKS))
+            .and_then(|()| touch(&txn, PACK_IDS))
+            .and_then(|()| touch(&txn, CHUNKS))
+            .and_then(|()| touch(&txn, OWNED))
+            .and_then(|()| touch(&txn, CLONES))
+            .and_then(|()| touch(&txn, TAPES))
+            .and_then(|()| touch(&txn, PLAIN_EXPORTS))
+            .and_then(|()| touch(&txn, DOOMED));
+        r.map_err(|e| self.damaged(e))?;
+        match txn.open_multimap_table(TAPE_CHUNKS) {
+            Ok(t) => {
+                t.len().map_err(|e| self.damaged(e))?;
+            }
+            Err(e) if table_missing(&e) => {}
+            Err(e) => return Err(self.damaged(e)),
         }
         Ok(())
     }
@@ -658,18 +719,81 @@ pub fn clean_uncommitted(txn: &WriteTransaction) -> Result<u64> {
 
 /// redb may panic on a damaged file; turn that into a clear error instead.
 fn guard_open<T>(path: &Path, f: impl FnOnce() -> Result<T, redb::DatabaseError>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    install_damage_hook(path);
+    match guarded(f) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::RepairAborted)) => Err(Error::Catalog(format!(
             "{}: needs repair after an interrupted write",
             path.display()
         ))),
         Ok(Err(e)) => Err(open_error(path, e)),
-        Err(_) => Err(Error::Corrupt(format!(
-            "catalog {} is damaged (it could not be opened); rebuild it from the packs with `reel rebuild-catalog`",
+        Err(msg) => Err(Error::Corrupt(format!(
+            "catalog {} is damaged (it could not be opened: {msg}); rebuild it from the packs with `reel rebuild-catalog`",
             path.display()
         ))),
     }
+}
+
+thread_local! {
+    /// Set while `guarded` runs: a panic there is caught and reported by the caller.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The catalog file most recently opened, for the damage hook's message.
+static OPENED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Run `f`, turning a panic into `Err(message)` without the panic being printed.
+fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    GUARDED.with(|g| g.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(false));
+    r.map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "redb panicked".to_string())
+    })
+}
+
+/// A damaged page can also be met in the middle of a command, far from any open: redb then
+/// panics. Once per process a panic hook is installed that, for a panic inside redb, prints
+/// what happened and what to do (naming the catalog file) and exits with status 1, like any
+/// other error; redb is crash-safe, so stopping there loses no committed data. Panics
+/// elsewhere go to the previous hook; panics inside `guarded` are left to it.
+fn install_damage_hook(path: &Path) {
+    if let Ok(mut p) = OPENED.lock() {
+        *p = Some(path.to_path_buf());
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(|g| g.get()) {
+                return;
+            }
+            let in_redb = info
+                .location()
+                .is_some_and(|l| l.file().contains("redb"));
+            if !in_redb {
+                return prev(info);
+            }
+            let file = OPENED
+                .lock()
+                .ok()
+                .and_then(|p| p.clone())
+                .map_or_else(|| "catalog.redb".to_string(), |p| p.display().to_string());
+            let what = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            eprintln!(
+                "reel: catalog {file} is damaged (the database failed inside: {what}); rebuild it from the packs with `reel rebuild-catalog`"
+            );
+            std::process::exit(1);
+        }));
+    });
 }
 
 // ----- the media catalog (tapes); see `crate::tape::media` -----

@@ -27,6 +27,8 @@ pub mod nightly;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+pub mod rebuild;
+pub mod repair;
 pub mod restore;
 pub mod scan;
 pub mod schedule;

@@ -314,6 +314,36 @@ impl Spool {
         })
     }
 
+    /// For `rebuild-catalog` (`crate::rebuild`): the spool's settings and write lock, tmp/
+    /// cleared, with the catalog `make` gives (a new file beside catalog.redb) instead of
+    /// catalog.redb, which may be missing or damaged and is not opened at all.
+    pub(crate) fn open_with_catalog(
+        root: &Path,
+        make: impl FnOnce(&Path) -> Result<Catalog>,
+    ) -> Result<Spool> {
+        if !root.join(SETTINGS_FILE).exists() {
+            return Err(Error::Spool(format!(
+                "{} is not a reel spool (no {SETTINGS_FILE}); nothing to rebuild",
+                root.display()
+            )));
+        }
+        let settings = Self::load_settings(root)?;
+        let lock = Self::lock(root, Access::Write)?;
+        if let Ok(rd) = fs::read_dir(root.join("tmp")) {
+            for e in rd.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let catalog = make(root)?;
+        Ok(Spool {
+            root: root.to_path_buf(),
+            settings,
+            catalog,
+            _lock: lock,
+            _readers: None,
+        })
+    }
+
     fn lock(root: &Path, access: Access) -> Result<Option<File>> {
         if access == Access::Read {
             return Ok(None);

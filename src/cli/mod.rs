@@ -13,6 +13,7 @@ mod manage;
 mod mount;
 mod plain;
 mod prune;
+mod rebuild;
 mod restore;
 mod schedule;
 mod tape;
@@ -94,6 +95,8 @@ enum Command {
     Gc(gc::GcArgs),
     /// Verify the catalog against the packs (and every chunk's bytes with --read-data).
     Check(check::CheckArgs),
+    /// Build a new catalog from the packs (and tape images), when catalog.redb is lost or damaged.
+    RebuildCatalog(rebuild::RebuildArgs),
     /// Import a dumplist of schedules, or show which level each volume gets on which day.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCmd),
@@ -214,6 +217,7 @@ pub fn main() -> ExitCode {
         Command::Merge(a) => manage::merge(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Gc(a) => gc::run(&ctx, a),
+        Command::RebuildCatalog(a) => rebuild::run(&ctx, a),
         Command::Clone(a) => cycle::clone(&ctx, a),
         Command::Backup(a) => cycle::backup(&ctx, a),
         Command::Nightly(a) => cycle::nightly(&ctx, a),

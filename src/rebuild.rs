@@ -1,0 +1,756 @@
+//! `reel rebuild-catalog`: a new catalog made from the packs (and, optionally, from tapes).
+//!
+//! The catalog is an index over the packs (DESIGN.md): every pack carries its own blob index,
+//! frames carry their chunk tables, and every dump record is stored as a `DumpRecord` blob.
+//! So a lost or damaged `catalog.redb` is rebuilt without ever opening it: the packs are read
+//! in parallel, each verified against its name (a pack that fails is reported and skipped,
+//! never deleted), and the new catalog is built in `catalog.redb.rebuild`. Only when it is
+//! complete and committed is the old file kept aside (hard link `catalog.redb.damaged-<unix
+//! time>`) and the new one renamed over `catalog.redb`: a crash at any point leaves either the
+//! old catalog or the new one in place.
+//!
+//! What packs cannot give back: pending clones (`CLONES`), plain-tree exports
+//! (`PLAIN_EXPORTS`) and, without `--from-tapes`, the media catalog (docs/RECOVERY.md).
+//!
+//! The pieces shared with `check --repair` (`crate::repair`) live here too: reading one pack
+//! into index rows (`scan_pack`), and walking what a dump references (`walk_refs`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use redb::ReadableTable;
+use serde::Serialize;
+
+use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, DumpRecord, ForgetRecord, FrameSlot, OWNED};
+use crate::error::IoContext;
+use crate::manifest::ManifestReader;
+use crate::pack::{self, BlobEntry, BlobKind, PackId, PackReader};
+use crate::progress::Progress;
+use crate::spool::{CATALOG_FILE, Spool};
+use crate::store::{ChunkReader, stored_share};
+use crate::tape::{image, media, payload};
+use crate::{ChunkId, Error, Result};
+
+/// Where the new catalog is built before it replaces `catalog.redb`.
+pub const REBUILD_FILE: &str = "catalog.redb.rebuild";
+
+/// A pack read and verified end to end (its bytes hash to its name).
+pub(crate) struct ScannedPack {
+    pub id: PackId,
+    pub path: PathBuf,
+    pub size: u64,
+    /// The file's modification time: when it was written (packs are never modified).
+    pub mtime_ns: i64,
+    pub entries: Vec<BlobEntry>,
+    /// Every chunk in it with its location, pack number 0 (the caller numbers the pack).
+    /// Frames are opened: each chunk inside gets its own row, as the store writes them.
+    pub chunks: Vec<(ChunkId, ChunkLoc)>,
+    pub dump_records: Vec<DumpRecord>,
+    pub forgets: Vec<ForgetRecord>,
+}
+
+/// Read one pack: its hash against `id`, its index, its frames' chunk tables, and its dump
+/// and forget records.
+pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
+    let r = PackReader::open(path)?;
+    let h = r.hash_file()?;
+    if h != id {
+        return Err(Error::corrupt(format!(
+            "pack {}: its bytes hash to {}, not to its name: the file is damaged",
+            path.display(),
+            h.short()
+        )));
+    }
+    let entries = r.read_index()?;
+    let mtime_ns = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64);
+    let mut out = ScannedPack {
+        id,
+        path: path.to_path_buf(),
+        size: r.size(),
+        mtime_ns,
+        entries: Vec::new(),
+        chunks: Vec::new(),
+        dump_records: Vec::new(),
+        forgets: Vec::new(),
+    };
+    for e in &entries {
+        let base = ChunkLoc {
+            pack_no: 0,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            compressed: e.compressed,
+            kind: e.kind,
+            frame: None,
+        };
+        let in_pack = |err: Error| Error::corrupt(format!("pack {}: {err}", path.display()));
+        match e.kind {
+            BlobKind::Frame => {
+                let raw = r.read_blob(e)?;
+                for (cid, range) in crate::frame::parse(&raw).map_err(in_pack)? {
+                    out.chunks.push((
+                        cid,
+                        ChunkLoc {
+                            raw_len: range.len() as u32,
+                            kind: BlobKind::Data,
+                            frame: Some(FrameSlot {
+                                raw_len: e.raw_len,
+                                inner: range.start as u32,
+                            }),
+                            ..base
+                        },
+                    ));
+                }
+            }
+            BlobKind::DumpRecord => {
+                let raw = r.read_blob(e)?;
+                out.dump_records
+                    .push(DumpRecord::decode(&raw).map_err(in_pack)?);
+                out.chunks.push((e.id, base));
+            }
+            BlobKind::Forget => {
+                let raw = r.read_blob(e)?;
+                out.forgets
+                    .push(ForgetRecord::decode(&raw).map_err(in_pack)?);
+                out.chunks.push((e.id, base));
+            }
+            BlobKind::Data | BlobKind::Manifest => out.chunks.push((e.id, base)),
+        }
+    }
+    out.entries = entries;
+    Ok(out)
+}
+
+/// Call `f` with the chunks dump `d` references: its manifest chunks first, then its files'
+/// chunks in batches. Returns why the manifest could not be read, when it could not (its
+/// manifest chunks were still passed to `f`).
+pub(crate) fn walk_refs(
+    reader: &ChunkReader,
+    d: &DumpRecord,
+    f: &mut dyn FnMut(&[ChunkId]) -> Result<()>,
+) -> Result<Option<String>> {
+    let man: Vec<ChunkId> = d.manifest_chunks().iter().map(|c| c.0).collect();
+    f(&man)?;
+    for id in &man {
+        if reader.locate(id)?.is_none() {
+            return Ok(Some(format!(
+                "manifest chunk {} is not on the spool",
+                id.short()
+            )));
+        }
+    }
+    let entries = match ManifestReader::new(
+        reader.stream(d.manifest_chunks(), format!("manifest of dump {}", d.id)),
+    ) {
+        Ok(m) => m,
+        Err(e) => return Ok(Some(e.to_string())),
+    };
+    let mut batch: Vec<ChunkId> = Vec::new();
+    for e in entries {
+        match e {
+            Ok(e) => batch.extend(e.chunks().map(|(c, _)| c)),
+            Err(e) => {
+                f(&batch)?;
+                return Ok(Some(e.to_string()));
+            }
+        }
+        if batch.len() >= 65_536 {
+            f(&batch)?;
+            batch.clear();
+        }
+    }
+    f(&batch)?;
+    Ok(None)
+}
+
+/// A pack or tape image that was not used, and why. Nothing refused is deleted.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Refused {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// A dump some of whose chunks are not on the spool.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct IncompleteDump {
+    pub id: u64,
+    pub volume: String,
+    pub time_ns: i64,
+    /// Its manifest cannot be read from the spool (so its file chunks are not known here).
+    pub manifest_lost: bool,
+    /// Why the manifest could not be read, when it could not.
+    pub manifest_note: Option<String>,
+    /// Distinct chunks it references that the spool lacks (manifest chunks included).
+    pub missing_chunks: u64,
+    /// Of those, chunks on no recorded tape: lost unless some tape not yet recorded has them.
+    pub on_no_tape: u64,
+    /// Recorded tapes holding missing chunks: `reel restore --tapes DIR` reads them, or
+    /// `reel import` brings them back onto the spool.
+    pub tapes: Vec<String>,
+}
+
+/// One dump, briefly.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DumpBrief {
+    pub id: u64,
+    pub volume: String,
+    pub time_ns: i64,
+    pub level: u8,
+}
+
+impl From<&DumpRecord> for DumpBrief {
+    fn from(d: &DumpRecord) -> DumpBrief {
+        DumpBrief {
+            id: d.id,
+            volume: d.volume.clone(),
+            time_ns: d.time_ns,
+            level: d.level,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RebuildReport {
+    pub packs_read: u64,
+    pub pack_bytes: u64,
+    pub packs_refused: Vec<Refused>,
+    /// Chunk index rows (frames opened; manifests, dump and forget records included).
+    pub chunks: u64,
+    pub dumps_restored: Vec<DumpBrief>,
+    /// Dump ids a forget record (prune) names: not brought back.
+    pub dumps_forgotten: Vec<u64>,
+    /// Records of dumps whose commit was interrupted and whose id a later dump took.
+    pub records_ignored: Vec<DumpBrief>,
+    /// Volumes of restored dumps that reel.toml does not name: `reel volume add` them.
+    pub unknown_volumes: Vec<String>,
+    /// Tapes recorded in the media catalog.
+    pub tapes_recorded: Vec<String>,
+    /// Tapes imported because they hold dumps the packs did not: (label, dumps added).
+    pub tapes_imported: Vec<(String, u64)>,
+    pub tapes_refused: Vec<Refused>,
+    pub incomplete: Vec<IncompleteDump>,
+    /// Other things the admin should know (broken chains, duplicate tapes).
+    pub warnings: Vec<String>,
+    /// Where the old catalog.redb was kept, if there was one.
+    pub old_catalog: Option<PathBuf>,
+}
+
+impl RebuildReport {
+    /// Nothing refused and every dump complete.
+    pub fn clean(&self) -> bool {
+        self.packs_refused.is_empty() && self.tapes_refused.is_empty() && self.incomplete.is_empty()
+    }
+}
+
+/// Rebuild `root`'s catalog from its packs, and from the tape images in `from_tapes`.
+pub fn rebuild_catalog(
+    root: &Path,
+    from_tapes: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<RebuildReport> {
+    let new_path = root.join(REBUILD_FILE);
+    let spool = Spool::open_with_catalog(root, |root| {
+        // A rebuild killed earlier left its half-built file: start again.
+        let p = root.join(REBUILD_FILE);
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+        Catalog::create(&p)
+    })?;
+    let mut report = RebuildReport::default();
+
+    // 1. Every pack, read and verified in parallel.
+    progress.message("reading packs");
+    let listed = pack::list_packs(&spool.packs_dir())?;
+    progress.set_total(
+        listed
+            .iter()
+            .map(|(_, p)| fs::metadata(p).map_or(0, |m| m.len()))
+            .sum(),
+    );
+    let scanned: Vec<std::result::Result<ScannedPack, Refused>> = listed
+        .par_iter()
+        .map(|(id, path)| {
+            let r = scan_pack(*id, path).map_err(|e| Refused {
+                path: path.clone(),
+                reason: e.to_string(),
+            });
+            if let Ok(s) = &r {
+                progress.advance(s.size);
+            }
+            r
+        })
+        .collect();
+    let mut packs: Vec<ScannedPack> = Vec::new();
+    for s in scanned {
+        match s {
+            Ok(p) => packs.push(p),
+            Err(r) => report.packs_refused.push(r),
+        }
+    }
+    // Numbered in the order they were written, as the store numbers them.
+    packs.sort_by_key(|p| (p.mtime_ns, p.id));
+
+    // 2. Dumps: one record per id (a later record of the same id wins: the earlier one is of
+    // a dump whose commit was interrupted), minus the forgotten ones.
+    let forgotten: BTreeSet<u64> = packs
+        .iter()
+        .flat_map(|p| p.forgets.iter())
+        .flat_map(|f| f.dumps.iter().map(|d| d.0))
+        .collect();
+    let mut by_id: BTreeMap<u64, (i64, DumpRecord)> = BTreeMap::new();
+    let mut max_id = forgotten.iter().copied().max().unwrap_or(0);
+    for p in &packs {
+        for d in &p.dump_records {
+            max_id = max_id.max(d.id);
+            match by_id.get(&d.id) {
+                Some((_, old)) if same_dump(old, d) => {}
+                Some((t, _)) if *t > p.mtime_ns => {
+                    report.records_ignored.push(DumpBrief::from(d));
+                }
+                Some((_, old)) => {
+                    report.records_ignored.push(DumpBrief::from(old));
+                    by_id.insert(d.id, (p.mtime_ns, d.clone()));
+                }
+                None => {
+                    by_id.insert(d.id, (p.mtime_ns, d.clone()));
+                }
+            }
+        }
+    }
+    let chosen: HashMap<u64, DumpRecord> =
+        by_id.iter().map(|(id, (_, d))| (*id, d.clone())).collect();
+    let dumps: Vec<DumpRecord> = by_id
+        .into_values()
+        .map(|(_, d)| d)
+        .filter(|d| {
+            let gone = forgotten.contains(&d.id);
+            if gone {
+                report.dumps_forgotten.push(d.id);
+            }
+            !gone
+        })
+        .collect();
+    let present: HashSet<u64> = dumps.iter().map(|d| d.id).collect();
+    for d in &dumps {
+        if let Some(a) = d.chain.iter().find(|a| !present.contains(a)) {
+            report.warnings.push(format!(
+                "dump {} ({}) is based on dump {a}, whose record is in no readable pack{}: its restore may miss files",
+                d.id,
+                d.volume,
+                if forgotten.contains(a) { " (it was pruned)" } else { "" }
+            ));
+        }
+    }
+    let unknown: BTreeSet<String> = dumps
+        .iter()
+        .filter(|d| !spool.settings.volumes.contains_key(&d.volume))
+        .map(|d| d.volume.clone())
+        .collect();
+    report.unknown_volumes = unknown.into_iter().collect();
+
+    // 3. One transaction: packs, chunk index, dumps, counters.
+    progress.message("writing the chunk index");
+    let mut dumps = dumps;
+    {
+        let txn = spool.catalog.write()?;
+        let mut no = 1u64;
+        // A dump record blob is written before the store's totals are known (its new_chunks
+        // and stored_bytes are 0): they are the packs written since the previous dump's record
+        // up to the pack holding this one, as the store writes them in order.
+        let mut added: HashMap<u64, (u64, u64)> = HashMap::new();
+        let (mut pending_bytes, mut pending_new) = (0u64, 0u64);
+        {
+            let mut chunks = txn.open_table(CHUNKS)?;
+            for p in &packs {
+                catalog::insert_pack(&txn, no, &p.id, p.size, &p.entries, p.mtime_ns)?;
+                for (id, loc) in &p.chunks {
+                    // A chunk in several packs: the first (oldest) pack keeps it.
+                    if chunks.get(id.0)?.is_none() {
+                        chunks.insert(
+                            id.0,
+                            ChunkLoc {
+                                pack_no: no,
+                                ..*loc
+                            }
+                            .encode(),
+                        )?;
+                        report.chunks += 1;
+                        if matches!(loc.kind, BlobKind::Data | BlobKind::Manifest) {
+                            pending_new += 1;
+                        }
+                    }
+                }
+                pending_bytes += p.size;
+                for d in &p.dump_records {
+                    let is_chosen = chosen.get(&d.id).is_some_and(|c| same_dump(c, d));
+                    if is_chosen && !added.contains_key(&d.id) {
+                        added.insert(d.id, (pending_new, pending_bytes));
+                        (pending_bytes, pending_new) = (0, 0);
+                    }
+                }
+                report.packs_read += 1;
+                report.pack_bytes += p.size;
+                no += 1;
+            }
+        }
+        for d in &mut dumps {
+            if let Some((new, bytes)) = added.get(&d.id)
+                && d.stored_bytes == 0
+            {
+                d.new_chunks = *new;
+                d.stored_bytes = *bytes;
+            }
+            catalog::insert_dump(&txn, d)?;
+        }
+        catalog::set_meta_u64(&txn, "next_pack_no", no)?;
+        catalog::set_meta_u64(&txn, "next_dump_id", max_id + 1)?;
+        txn.commit()?;
+    }
+    report.dumps_restored = dumps.iter().map(DumpBrief::from).collect();
+    drop(packs);
+
+    // 4. Tapes: recorded, and their dumps imported when the packs did not have them.
+    if let Some(dir) = from_tapes {
+        progress.message("reading tapes");
+        read_tapes(&spool, dir, &mut report)?;
+    }
+
+    // 5. Owned chunks per dump, in chain order (ids grow along a chain), and what is missing.
+    progress.message("settling owned chunks");
+    let from_packs: HashSet<u64> = dumps.iter().map(|d| d.id).collect();
+    let all = spool.catalog.dumps(None)?;
+    let mut order: Vec<&DumpRecord> = all.iter().collect();
+    order.sort_by_key(|d| d.id);
+    let mut any_missing = false;
+    {
+        let reader = ChunkReader::new(&spool)?;
+        let rtxn = spool.catalog.read()?;
+        let txn = spool.catalog.write()?;
+        for d in order {
+            let own = from_packs.contains(&d.id);
+            let mut missing: HashSet<ChunkId> = HashSet::new();
+            let mut tapes: BTreeSet<String> = BTreeSet::new();
+            let mut on_no_tape = 0u64;
+            let note = walk_refs(&reader, d, &mut |ids| {
+                let mut owned = txn.open_table(OWNED)?;
+                let chunks = txn.open_table(CHUNKS)?;
+                'ids: for id in ids {
+                    let loc = match chunks.get(id.0)? {
+                        Some(v) => Some(ChunkLoc::decode(&v.value())?),
+                        None => None,
+                    };
+                    if loc.is_none() && missing.insert(*id) {
+                        let t = media::tapes_of_chunk(&rtxn, id)?;
+                        if t.is_empty() {
+                            on_no_tape += 1;
+                        }
+                        tapes.extend(t);
+                    }
+                    if !own || owned.get((d.id, id.0))?.is_some() {
+                        continue;
+                    }
+                    for a in &d.chain {
+                        if owned.get((*a, id.0))?.is_some() {
+                            continue 'ids;
+                        }
+                    }
+                    // On tape only (or lost): owned, with no bytes on the spool.
+                    owned.insert((d.id, id.0), loc.as_ref().map_or(0, stored_share))?;
+                }
+                Ok(())
+            })?;
+            any_missing |= !missing.is_empty();
+            let manifest_lost = note.is_some();
+            if manifest_lost || on_no_tape > 0 {
+                report.incomplete.push(IncompleteDump {
+                    id: d.id,
+                    volume: d.volume.clone(),
+                    time_ns: d.time_ns,
+                    manifest_lost,
+                    manifest_note: note,
+                    missing_chunks: missing.len() as u64,
+                    on_no_tape,
+                    tapes: tapes.into_iter().collect(),
+                });
+            }
+        }
+        // Missing chunks: later dumps must check reused files against the spool, as after a
+        // purge (dump.rs reads `purges`).
+        if any_missing {
+            let n = catalog::get_meta_u64(&txn, "purges").unwrap_or(0);
+            catalog::set_meta_u64(&txn, "purges", n.max(1))?;
+        }
+        txn.commit()?;
+    }
+    crate::failpoint::hit("rebuild-built");
+
+    // 6. Swap: keep the old file under a second name, then rename the new one over it.
+    let cat_path = root.join(CATALOG_FILE);
+    if fs::symlink_metadata(&cat_path).is_ok() {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut aside = root.join(format!("{CATALOG_FILE}.damaged-{secs}"));
+        let mut n = 1;
+        while fs::symlink_metadata(&aside).is_ok() {
+            aside = root.join(format!("{CATALOG_FILE}.damaged-{secs}.{n}"));
+            n += 1;
+        }
+        fs::hard_link(&cat_path, &aside).at(&aside)?;
+        report.old_catalog = Some(aside);
+    }
+    crate::fsutil::fsync_dir(root)?;
+    crate::failpoint::hit("rebuild-old-kept");
+    fs::rename(&new_path, &cat_path).at(&cat_path)?;
+    crate::fsutil::fsync_dir(root)?;
+    drop(spool);
+    Ok(report)
+}
+
+/// Two records of one dump (a carried copy, or the same record written twice)?
+fn same_dump(a: &DumpRecord, b: &DumpRecord) -> bool {
+    a.id == b.id && a.volume == b.volume && a.time_ns == b.time_ns && a.manifest == b.manifest
+}
+
+/// The tape images in `dir`: single files, split sets PATH.001, PATH.002, … (one image), and
+/// directories `restore -x` extracted (holding reel/LABEL).
+fn tape_images(dir: &Path) -> Result<Vec<Vec<PathBuf>>> {
+    let mut names: Vec<PathBuf> = fs::read_dir(dir)
+        .at(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    let mut split: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for p in names {
+        if p.is_dir() {
+            if p.join(payload::LABEL_FILE).exists() {
+                out.push(vec![p]);
+            }
+            continue;
+        }
+        let s = p.display().to_string();
+        match s.rsplit_once('.') {
+            Some((prefix, n)) if n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                split.entry(prefix.to_string()).or_default().push(p)
+            }
+            _ => out.push(vec![p]),
+        }
+    }
+    out.extend(split.into_values());
+    Ok(out)
+}
+
+/// Removes an extraction directory when dropped.
+struct TempDir(Option<PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Record every good tape image in `dir`; import those holding dumps the catalog lacks.
+fn read_tapes(spool: &Spool, dir: &Path, report: &mut RebuildReport) -> Result<()> {
+    let mut tapes = Vec::new();
+    for (n, vols) in tape_images(dir)?.into_iter().enumerate() {
+        let (payload_dir, guard) = if vols[0].is_dir() {
+            (vols[0].clone(), TempDir(None))
+        } else {
+            let out = spool
+                .tmp_dir()
+                .join(format!("rebuild-tape-{}-{n}", std::process::id()));
+            let guard = TempDir(Some(out.clone()));
+            fs::create_dir_all(&out).at(&out)?;
+            if let Err(e) = image::extract_image(&vols, &out) {
+                report.tapes_refused.push(Refused {
+                    path: vols[0].clone(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+            (out, guard)
+        };
+        match payload::verify_payload(&payload_dir) {
+            Ok(cat) => tapes.push((cat, payload_dir, guard, vols)),
+            Err(e) => report.tapes_refused.push(Refused {
+                path: vols[0].clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    // Oldest first, so that a tape's dumps find their bases imported before them.
+    tapes.sort_by(|a, b| {
+        (a.0.created_ns, a.0.sequence, &a.0.label).cmp(&(b.0.created_ns, b.0.sequence, &b.0.label))
+    });
+    let mut seen: HashSet<String> = HashSet::new();
+    for (cat, payload_dir, _guard, vols) in tapes {
+        if !seen.insert(cat.label.clone()) {
+            report.warnings.push(format!(
+                "{}: tape {} was read already from another image; skipped",
+                vols[0].display(),
+                cat.label
+            ));
+            continue;
+        }
+        let known: HashMap<(String, i64), u64> = spool
+            .catalog
+            .dumps(None)?
+            .into_iter()
+            .map(|d| ((d.volume, d.time_ns), d.id))
+            .collect();
+        let all_known = cat
+            .dumps
+            .iter()
+            .all(|d| known.contains_key(&(d.volume.clone(), d.time_ns)));
+        if !all_known {
+            // Dumps only on tape: the import path adds them (and their data) and records
+            // the tape; it verified everything already.
+            match payload::import_payload(spool, &payload_dir) {
+                Ok(s) => {
+                    report
+                        .tapes_imported
+                        .push((cat.label.clone(), s.dumps_added.len() as u64));
+                    report.tapes_recorded.push(cat.label.clone());
+                }
+                Err(e) => report.tapes_refused.push(Refused {
+                    path: vols[0].clone(),
+                    reason: e.to_string(),
+                }),
+            }
+            continue;
+        }
+        // Every dump is here: record the tape only (no data copied back onto the spool).
+        let bytes = vols
+            .iter()
+            .map(|p| {
+                if p.is_dir() {
+                    0
+                } else {
+                    fs::metadata(p).map_or(0, |m| m.len())
+                }
+            })
+            .sum();
+        let mut chunks: Vec<ChunkId> = cat
+            .dumps
+            .iter()
+            .flat_map(|d| d.chunks.iter().map(|h| ChunkId(h.0)))
+            .collect();
+        chunks.sort_unstable();
+        chunks.dedup();
+        let rec = media::TapeRecord {
+            version: 1,
+            label: cat.label.clone(),
+            created_ns: cat.created_ns,
+            media_set: cat.media_set.clone(),
+            sequence: cat.sequence,
+            bytes,
+            volumes: vols.len() as u32,
+            dumps: cat
+                .dumps
+                .iter()
+                .map(|d| (known[&(d.volume.clone(), d.time_ns)], d.tape_bytes))
+                .collect(),
+            packs: cat.packs.iter().map(|p| p.name.0).collect(),
+            whole_file_bytes: cat.dumps.iter().map(|d| d.whole_file_bytes).sum(),
+        };
+        let txn = spool.catalog.write()?;
+        media::record_tape(&txn, &rec, chunks.into_iter())?;
+        txn.commit()?;
+        report.tapes_recorded.push(cat.label.clone());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::{PackWriter, encode_blob};
+
+    fn write_pack(dir: &Path, blobs: &[(ChunkId, BlobKind, Vec<u8>)]) -> pack::FinishedPack {
+        let tmp = dir.join("tmp");
+        let packs = dir.join("packs");
+        fs::create_dir_all(&tmp).unwrap();
+        fs::create_dir_all(&packs).unwrap();
+        let mut w = PackWriter::create(&tmp).unwrap();
+        for (id, kind, raw) in blobs {
+            w.add(*id, *kind, &encode_blob(raw, 3)).unwrap();
+        }
+        w.finish(&packs).unwrap()
+    }
+
+    #[test]
+    fn a_pack_scan_opens_frames_and_decodes_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = b"first chunk".to_vec();
+        let b = vec![7u8; 5000];
+        let ids = [ChunkId::of(&a), ChunkId::of(&b)];
+        let (frame, offsets) = crate::frame::build(&[(ids[0], &a), (ids[1], &b)]);
+        let forget = ForgetRecord {
+            version: 1,
+            time_ns: 5,
+            dumps: vec![(3, "v".into(), 9)],
+        }
+        .encode();
+        let done = write_pack(
+            dir.path(),
+            &[
+                (ChunkId::of(&frame), BlobKind::Frame, frame.clone()),
+                (ChunkId::of(&forget), BlobKind::Forget, forget.clone()),
+            ],
+        );
+        let s = scan_pack(done.id, &done.path).unwrap();
+        assert_eq!(s.chunks.len(), 3);
+        assert_eq!(s.forgets[0].dumps, vec![(3, "v".to_string(), 9)]);
+        for (i, id) in ids.iter().enumerate() {
+            let (_, loc) = s.chunks.iter().find(|(c, _)| c == id).unwrap();
+            assert_eq!(loc.frame.unwrap().inner, offsets[i]);
+            // The row reads the chunk back, as the store's rows do.
+            let r = PackReader::open(&done.path).unwrap();
+            let stored = r.read_stored(&loc.blob_entry(*id)).unwrap();
+            let want: &[u8] = if i == 0 { &a } else { &b };
+            assert_eq!(loc.decode_chunk(*id, &stored).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn a_pack_whose_bytes_changed_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = vec![1u8; 3000];
+        let done = write_pack(
+            dir.path(),
+            &[(ChunkId::of(&raw), BlobKind::Data, raw.clone())],
+        );
+        let mut bytes = fs::read(&done.path).unwrap();
+        bytes[100] ^= 0xff;
+        fs::write(&done.path, &bytes).unwrap();
+        let err = scan_pack(done.id, &done.path).err().unwrap().to_string();
+        assert!(err.contains("damaged"), "{err}");
+        // A file named after another pack's hash is refused too.
+        let other = PackId([9u8; 32]);
+        assert!(scan_pack(other, &done.path).is_err());
+    }
+
+    #[test]
+    fn split_images_group_into_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["a.tape", "b.001", "b.002", "c.img"] {
+            fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let imgs = tape_images(dir.path()).unwrap();
+        assert_eq!(imgs.len(), 3);
+        assert!(imgs.iter().any(|v| v.len() == 2));
+    }
+}
