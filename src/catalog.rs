@@ -719,7 +719,7 @@ pub fn clean_uncommitted(txn: &WriteTransaction) -> Result<u64> {
 
 /// redb may panic on a damaged file; turn that into a clear error instead.
 fn guard_open<T>(path: &Path, f: impl FnOnce() -> Result<T, redb::DatabaseError>) -> Result<T> {
-    install_damage_hook(path);
+    remember_opened(path);
     match guarded(f) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::RepairAborted)) => Err(Error::Catalog(format!(
@@ -755,15 +755,20 @@ fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     })
 }
 
-/// A damaged page can also be met in the middle of a command, far from any open: redb then
-/// panics. Once per process a panic hook is installed that, for a panic inside redb, prints
-/// what happened and what to do (naming the catalog file) and exits with status 1, like any
-/// other error; redb is crash-safe, so stopping there loses no committed data. Panics
-/// elsewhere go to the previous hook; panics inside `guarded` are left to it.
-fn install_damage_hook(path: &Path) {
+/// Name the catalog a damage report should name (the last one opened).
+fn remember_opened(path: &Path) {
     if let Ok(mut p) = OPENED.lock() {
         *p = Some(path.to_path_buf());
     }
+}
+
+/// For programs (the `reel` binary), not for library users: a damaged page can also be met in
+/// the middle of a command, far from any open, and redb then panics. This installs, once, a
+/// panic hook that for a panic inside redb prints what happened and what to do (naming the
+/// catalog file) and exits with status 1, like any other error; redb is crash-safe, so
+/// stopping there loses no committed data. Panics elsewhere go to the previous hook; panics
+/// inside `guarded` are left to it.
+pub fn install_damage_report_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let prev = std::panic::take_hook();

@@ -284,7 +284,37 @@ const KILL_SCENARIOS: &[KillScenario] = &[
         rerun: |_, args| args.to_vec(),
         after: |_, _, _| {},
     },
-    // prune, gc, check --repair, rebuild-catalog: rows go here.
+    KillScenario {
+        name: "prune",
+        failpoints: &["prune-forget-written", "prune-committed"],
+        removes_dumps: true,
+        setup: dump_setup,
+        prepare: |lab, _| {
+            lab.commit_day();
+            lab.commit_day();
+            s(&["prune", "--keep-last", "2"])
+        },
+        rerun: |_, args| args.to_vec(),
+        after: |_, _, _| {},
+    },
+    KillScenario {
+        name: "gc",
+        failpoints: &["gc-packs-written", "gc-committed", "gc-deleting"],
+        // The garbage comes from an uninterrupted prune before each gc.
+        removes_dumps: true,
+        setup: dump_setup,
+        prepare: |lab, _| {
+            lab.commit_day();
+            lab.commit_day();
+            run_ok_timed(
+                lab.spool.cmd().args(["prune", "--keep-last", "1"]),
+                "prune before gc",
+            );
+            s(&["gc", "--max-unused", "0"])
+        },
+        rerun: |_, args| args.to_vec(),
+        after: |_, _, _| {},
+    },
 ];
 
 macro_rules! kill_test {
@@ -304,6 +334,8 @@ macro_rules! kill_test {
 kill_test!(kill_dump, "dump");
 kill_test!(kill_export, "export");
 kill_test!(kill_import, "import");
+kill_test!(kill_prune, "prune");
+kill_test!(kill_gc, "gc");
 
 /// A lab whose spool holds the level 0 of day 1.
 fn dump_setup(seed: u64) -> Lab {
@@ -1050,8 +1082,8 @@ fn concurrent_commands(
         ),
         ("list", s(&["list"]), false),
         ("check", s(&["check"]), false),
-        // ("prune", s(&["prune", ...]), true),
-        // ("gc", s(&["gc"]), false),
+        ("prune", s(&["prune", "a", "--keep-last", "1"]), true),
+        ("gc", s(&["gc"]), false),
     ]
 }
 

@@ -67,6 +67,12 @@ fn print_check(report: &CheckReport, read_data: bool) {
             p.display()
         );
     }
+    if report.doomed_packs > 0 {
+        println!(
+            "note: {} pack(s) left the catalog in a gc and wait for readers (restore, cat, mount) to finish; the next `reel gc` deletes them",
+            report.doomed_packs
+        );
+    }
     for p in &report.problems {
         let mut where_ = Vec::new();
         if let Some(pk) = &p.pack {

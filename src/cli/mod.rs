@@ -186,6 +186,7 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    reel::catalog::install_damage_report_hook();
     let cli = Cli::parse();
     let filter = match cli.verbose {
         0 => "warn",
