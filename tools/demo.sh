@@ -20,6 +20,8 @@
 #      restores day 5 reading the tape (`--tapes DIR`), then imports the tape into a new, empty
 #      spool (as after the loss of the backup machine) and restores day 6 from that spool;
 #      both checked like day 4
+#   8. on that spool: prunes to the last 3 dumps (dry run first), runs gc, restores day 7;
+#      then deletes catalog.redb, rebuilds it from the packs and restores day 5 again
 # and ends with PASS or FAIL (exit status 0 or 1).
 #
 # Environment: DEMO_MB=50 (volume size, MiB), DEMO_ALL_DAYS=1 (restore and check every day, not
@@ -205,6 +207,24 @@ reel init
 reel import "$WORK/week.tape"
 reel list
 verify_day 6
+
+step "retention: keep the last 3 dumps (and what their chains need), then gc frees the space"
+reel prune --keep-last 3 --dry-run
+reel prune --keep-last 3
+du -sh "$SPOOL/packs" | sed 's/^/spool packs before gc: /'
+# --max-unused 0: rewrite every pack with unused bytes (the default, 10%, would leave the
+# 30 MB pack alone: the two pruned days take about 6% of it).
+reel gc --max-unused 0
+du -sh "$SPOOL/packs" | sed 's/^/spool packs after gc:  /'
+verify_day 7
+
+step "catalog.redb is lost: rebuild it from the packs; the pruned dumps stay forgotten"
+rm "$SPOOL/catalog.redb"
+reel rebuild-catalog
+reel list
+rm -rf "$WORK/restore-day5"
+verify_day 5
+reel check --read-data
 SPOOL=$SPOOL_LOST
 
 RESULT=PASS
