@@ -17,6 +17,8 @@ pub mod failpoint;
 pub mod frame;
 pub mod fsmeta;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gc;
 pub mod level;
 pub mod manifest;

@@ -338,7 +338,22 @@ fn looks_incompressible(raw: &[u8]) -> bool {
     })
 }
 
+/// Blobs claiming up to this raw size are decompressed into a buffer allocated up front (every
+/// blob reel writes: chunks are at most 16 MiB). A larger claim comes from a damaged or crafted
+/// length field, and the zstd crate would size its buffer from the claim (or from the frame
+/// header's own claim), so there the buffer grows only as output actually arrives
+/// (docs/FUZZING.md, `regress-raw-len-4gib`).
+const BULK_DECOMPRESS_MAX: usize = 16 << 20;
+
 fn zstd_decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    if raw_len > BULK_DECOMPRESS_MAX {
+        use std::io::Read;
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::with_buffer(stored)?
+            .take(raw_len as u64 + 1)
+            .read_to_end(&mut out)?;
+        return Ok(out);
+    }
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
@@ -712,7 +727,8 @@ impl PackReader {
             .checked_mul(INDEX_ENTRY_LEN as u64)
             .filter(|&l| l <= index_end);
         let Some(index_len) = index_len.filter(|&l| {
-            f.index_offset >= FILE_HEADER_LEN as u64 && f.index_offset + l == index_end
+            f.index_offset >= FILE_HEADER_LEN as u64
+                && f.index_offset.checked_add(l) == Some(index_end)
         }) else {
             return Err(self.corrupt(format!(
                 "footer bounds do not fit the file (index at {}, {} blobs, file {} bytes): \
