@@ -51,6 +51,33 @@ pub(crate) struct ScannedPack {
     pub forgets: Vec<ForgetRecord>,
 }
 
+/// Record a scanned pack as pack `no` and index those of its chunks the catalog lacks (a chunk
+/// already indexed keeps its place); `on_new` sees each chunk indexed. Shared by the rebuild
+/// and by `check --repair`, which adopts packs the same way.
+pub(crate) fn record_scanned_pack(
+    txn: &redb::WriteTransaction,
+    no: u64,
+    p: &ScannedPack,
+    mut on_new: impl FnMut(&ChunkId, &ChunkLoc),
+) -> Result<()> {
+    catalog::insert_pack(txn, no, &p.id, p.size, &p.entries, p.mtime_ns)?;
+    let mut chunks = txn.open_table(CHUNKS)?;
+    for (id, loc) in &p.chunks {
+        if chunks.get(id.0)?.is_none() {
+            chunks.insert(
+                id.0,
+                ChunkLoc {
+                    pack_no: no,
+                    ..*loc
+                }
+                .encode(),
+            )?;
+            on_new(id, loc);
+        }
+    }
+    Ok(())
+}
+
 /// Read one pack: its hash against `id`, its index, its frames' chunk tables, and its dump
 /// and forget records.
 pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
@@ -369,26 +396,14 @@ pub fn rebuild_catalog(
         let mut added: HashMap<u64, (u64, u64)> = HashMap::new();
         let (mut pending_bytes, mut pending_new) = (0u64, 0u64);
         {
-            let mut chunks = txn.open_table(CHUNKS)?;
             for p in &packs {
-                catalog::insert_pack(&txn, no, &p.id, p.size, &p.entries, p.mtime_ns)?;
-                for (id, loc) in &p.chunks {
-                    // A chunk in several packs: the first (oldest) pack keeps it.
-                    if chunks.get(id.0)?.is_none() {
-                        chunks.insert(
-                            id.0,
-                            ChunkLoc {
-                                pack_no: no,
-                                ..*loc
-                            }
-                            .encode(),
-                        )?;
-                        report.chunks += 1;
-                        if matches!(loc.kind, BlobKind::Data | BlobKind::Manifest) {
-                            pending_new += 1;
-                        }
+                // A chunk in several packs: the first (oldest) pack keeps it.
+                record_scanned_pack(&txn, no, p, |_, loc| {
+                    report.chunks += 1;
+                    if matches!(loc.kind, BlobKind::Data | BlobKind::Manifest) {
+                        pending_new += 1;
                     }
-                }
+                })?;
                 pending_bytes += p.size;
                 for d in &p.dump_records {
                     let is_chosen = chosen.get(&d.id).is_some_and(|c| same_dump(c, d));

@@ -24,7 +24,9 @@ use crate::catalog::{self, CHUNKS, ChunkLoc, DOOMED, PACK_IDS, PACKS};
 use crate::check::{CheckReport, check};
 use crate::pack::{self, BlobKind, PackId};
 use crate::progress::Progress;
-use crate::rebuild::{IncompleteDump, Refused, ScannedPack, scan_pack, walk_refs};
+use crate::rebuild::{
+    IncompleteDump, Refused, ScannedPack, record_scanned_pack, scan_pack, walk_refs,
+};
 use crate::spool::Spool;
 use crate::store::ChunkReader;
 use crate::tape::media;
@@ -165,23 +167,11 @@ pub fn repair(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result
         for p in &good {
             let no = catalog::get_meta_u64(&txn, "next_pack_no")?;
             catalog::set_meta_u64(&txn, "next_pack_no", no + 1)?;
-            catalog::insert_pack(&txn, no, &p.id, p.size, &p.entries, p.mtime_ns)?;
-            let mut chunks = txn.open_table(CHUNKS)?;
             let mut indexed = 0u64;
-            for (id, loc) in &p.chunks {
-                if chunks.get(id.0)?.is_none() {
-                    chunks.insert(
-                        id.0,
-                        ChunkLoc {
-                            pack_no: no,
-                            ..*loc
-                        }
-                        .encode(),
-                    )?;
-                    lost.remove(id);
-                    indexed += 1;
-                }
-            }
+            record_scanned_pack(&txn, no, p, |id, _| {
+                lost.remove(id);
+                indexed += 1;
+            })?;
             report.adopted.push(AdoptedPack {
                 path: p.path.clone(),
                 pack_no: no,
