@@ -229,6 +229,38 @@ impl DumpRecord {
             .collect()
     }
 
+    /// A record with the given identity and chain and nothing else, for unit tests of the
+    /// logic that reads only levels, times and chains.
+    #[cfg(test)]
+    pub(crate) fn sample(id: u64, level: u8, time_ns: i64, chain: Vec<u64>) -> DumpRecord {
+        DumpRecord {
+            version: 1,
+            id,
+            volume: "v".into(),
+            time_ns,
+            level,
+            requested_level: level,
+            base: chain.last().copied(),
+            chain,
+            merged_from: None,
+            source: String::new(),
+            scan_started_ns: 0,
+            duration_ns: 0,
+            entries: 0,
+            files: 0,
+            dirs: 0,
+            logical_bytes: 0,
+            read_bytes: 0,
+            new_chunks: 0,
+            stored_bytes: 0,
+            owned_chunks: 0,
+            owned_bytes: 0,
+            manifest: vec![],
+            manifest_bytes: 0,
+            warnings: vec![],
+        }
+    }
+
     /// The chain from the level 0 up to and including this dump.
     pub fn full_chain(&self) -> Vec<u64> {
         let mut c = self.chain.clone();

@@ -25,32 +25,7 @@ mod tests {
     use super::*;
 
     fn rec(id: u64, level: u8) -> DumpRecord {
-        DumpRecord {
-            version: 1,
-            id,
-            volume: "v".into(),
-            time_ns: id as i64,
-            level,
-            requested_level: level,
-            base: None,
-            chain: vec![],
-            merged_from: None,
-            source: String::new(),
-            scan_started_ns: 0,
-            duration_ns: 0,
-            entries: 0,
-            files: 0,
-            dirs: 0,
-            logical_bytes: 0,
-            read_bytes: 0,
-            new_chunks: 0,
-            stored_bytes: 0,
-            owned_chunks: 0,
-            owned_bytes: 0,
-            manifest: vec![],
-            manifest_bytes: 0,
-            warnings: vec![],
-        }
+        DumpRecord::sample(id, level, id as i64, vec![])
     }
 
     /// The classic Tower-of-Hanoi-like sequence 0,1,2,1,3,2,1: each base is the latest lower.

@@ -515,32 +515,7 @@ mod tests {
     use crate::timefmt::{DayEdge, parse_time};
 
     fn rec(id: u64, level: u8, time_ns: i64, chain: Vec<u64>) -> DumpRecord {
-        DumpRecord {
-            version: 1,
-            id,
-            volume: "v".into(),
-            time_ns,
-            level,
-            requested_level: level,
-            base: chain.last().copied(),
-            chain,
-            merged_from: None,
-            source: String::new(),
-            scan_started_ns: 0,
-            duration_ns: 0,
-            entries: 0,
-            files: 0,
-            dirs: 0,
-            logical_bytes: 0,
-            read_bytes: 0,
-            new_chunks: 0,
-            stored_bytes: 0,
-            owned_chunks: 0,
-            owned_bytes: 0,
-            manifest: vec![],
-            manifest_bytes: 0,
-            warnings: vec![],
-        }
+        DumpRecord::sample(id, level, time_ns, chain)
     }
 
     /// Local noon of a date plus `minutes` (noon keeps clear of DST changes).

@@ -57,18 +57,6 @@ fn n(v: &serde_json::Value, k: &str) -> i64 {
         .unwrap_or_else(|| panic!("no number {k} in {v}"))
 }
 
-fn restore_and_compare(spool: &Spool, id: u64, expected: &Path, target: &Path) {
-    spool.run([
-        "restore",
-        "v",
-        "--dump",
-        &id.to_string(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
-    assert_trees_equal(expected, target);
-}
-
 fn pack_files(spool: &Spool) -> Vec<String> {
     let mut out = Vec::new();
     for sub in fs::read_dir(spool.path().join("packs")).unwrap() {

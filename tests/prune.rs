@@ -100,15 +100,7 @@ fn ids(v: &Value) -> Vec<u64> {
 
 fn restore_equals(spool: &Spool, work: &Path, id: u64, day: usize) {
     let to = work.join(format!("restore-{id}"));
-    spool.run([
-        "restore",
-        "v",
-        "--dump",
-        &id.to_string(),
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    assert_trees_equal(&work.join(format!("day{day}")), &to);
+    restore_and_compare(spool, id, &work.join(format!("day{day}")), &to);
 }
 
 #[test]

@@ -55,18 +55,6 @@ fn identity(spool: &Spool) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn restore_exact(spool: &Spool, id: u64, expected: &Path, to: &Path) {
-    spool.run([
-        "restore",
-        "v",
-        "--dump",
-        &id.to_string(),
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    assert_trees_equal(expected, to);
-}
-
 fn catalog(spool: &Spool) -> PathBuf {
     spool.path().join("catalog.redb")
 }
@@ -75,7 +63,7 @@ fn catalog(spool: &Spool) -> PathBuf {
 /// dump gets a fresh id and restores.
 fn assert_whole(spool: &Spool, work: &Path, dumps: &[(u64, PathBuf)], tag: &str) {
     for (id, snap) in dumps {
-        restore_exact(spool, *id, snap, &work.join(format!("{tag}-r{id}")));
+        restore_and_compare(spool, *id, snap, &work.join(format!("{tag}-r{id}")));
     }
     let check = spool.run(["check", "--read-data"]);
     assert!(check.contains("no problems found"), "{check}");
@@ -89,7 +77,7 @@ fn assert_whole(spool: &Spool, work: &Path, dumps: &[(u64, PathBuf)], tag: &str)
         .unwrap()
         .clone();
     assert_eq!(last["id"].as_u64().unwrap(), max + 1, "{last}");
-    restore_exact(
+    restore_and_compare(
         spool,
         max + 1,
         &work.join("vol"),
@@ -158,7 +146,7 @@ fn a_damaged_catalog_gives_a_clear_error_and_is_rebuilt() {
         let mut restored: Vec<(u64, PathBuf)> = dumps.clone();
         restored.truncate(2);
         for (id, snap) in &restored {
-            restore_exact(
+            restore_and_compare(
                 &spool,
                 *id,
                 snap,
@@ -230,7 +218,7 @@ fn a_forgotten_dump_stays_forgotten_after_a_rebuild() {
         .clone();
     assert_eq!(last["id"].as_u64().unwrap(), gone + 1);
     for (id, snap) in &dumps[..4] {
-        restore_exact(&spool, *id, snap, &work.path().join(format!("c-r{id}")));
+        restore_and_compare(&spool, *id, snap, &work.path().join(format!("c-r{id}")));
     }
 }
 
@@ -261,14 +249,14 @@ fn repair_adopts_the_pack_of_a_killed_dump() {
     assert!(check.contains("no problems found"), "{check}");
     // The killed dump did not become a dump; the committed one restores; dumps go on.
     assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
-    restore_exact(
+    restore_and_compare(
         &spool,
         1,
         &work.path().join("day1"),
         &work.path().join("r1"),
     );
     spool.run(["dump", "v", "--level", "1", "--date", "2026-11-02"]);
-    restore_exact(&spool, 2, &vol, &work.path().join("r2"));
+    restore_and_compare(&spool, 2, &vol, &work.path().join("r2"));
     // A second repair finds nothing to do.
     let again = spool.run(["check", "--repair"]);
     assert!(again.contains("nothing to repair"), "{again}");
@@ -367,7 +355,7 @@ fn repair_drops_a_lost_pack_and_names_the_dumps_and_tapes_that_heal_them() {
     // A new full reads again the files whose chunks went missing, and restores exactly.
     let out = spool.run(["dump", "v", "--level", "0", "--date", "2026-11-03"]);
     assert!(!out.is_empty());
-    restore_exact(&spool, 3, &vol, &work.path().join("r3"));
+    restore_and_compare(&spool, 3, &vol, &work.path().join("r3"));
 }
 
 #[test]
@@ -426,7 +414,7 @@ fn rebuild_from_tapes_after_a_purge_restores_exactly() {
     }
     // Dumps go on: the new full re-reads what is on tape only.
     spool.run(["dump", "v", "--level", "0", "--date", "2026-11-03"]);
-    restore_exact(&spool, 3, &vol, &work.path().join("f3"));
+    restore_and_compare(&spool, 3, &vol, &work.path().join("f3"));
 
     // A spool whose packs never held these dumps gets them from the tape (the import path).
     let other = Spool::new();

@@ -19,18 +19,6 @@ fn big_volume(root: &Path, seed: u64, mb: usize) {
     fs::write(root.join("small.txt"), format!("seed {seed}")).unwrap();
 }
 
-fn restore_and_compare(spool: &Spool, id: u64, expected: &Path, target: &Path) {
-    spool.run([
-        "restore",
-        "v",
-        "--dump",
-        &id.to_string(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
-    assert_trees_equal(expected, target);
-}
-
 #[test]
 fn killed_dump_leaves_a_spool_that_checks_restores_and_dumps_again() {
     let work = tempfile::tempdir().unwrap();

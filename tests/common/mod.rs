@@ -1046,6 +1046,20 @@ pub fn tree_differences(expected: &Path, actual: &Path) -> Vec<String> {
 /// kinds, file bytes, modes (with setuid/setgid/sticky), mtimes to the nanosecond (directories,
 /// symlinks and the root included), owners, symlink targets, device numbers, xattrs, hard-link
 /// groups, and holes (the actual file may not use more than [`SPARSE_SLACK_BYTES`] more disk).
+/// Restore dump `id` of volume `v` into `target` with the real binary and assert it equals
+/// `expected`.
+pub fn restore_and_compare(spool: &Spool, id: u64, expected: &Path, target: &Path) {
+    spool.run([
+        "restore",
+        "v",
+        "--dump",
+        &id.to_string(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_trees_equal(expected, target);
+}
+
 pub fn assert_trees_equal(expected: &Path, actual: &Path) {
     let diffs = tree_differences(expected, actual);
     if !diffs.is_empty() {
