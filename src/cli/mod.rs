@@ -180,12 +180,27 @@ pub fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("json"));
 }
 
+/// The dump and restore pipelines allocate and free buffers of a few MiB all the time (read
+/// buffers, frames, compressed blobs). glibc serves such sizes with fresh mmaps by default,
+/// and the kernel must fault in and zero every page again: 8-10% of a full dump's CPU
+/// (docs/PERFORMANCE.md). Keep them on the heap and keep freed memory for reuse instead; the
+/// peak stays bounded by what the pipelines hold at once.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 pub fn main() -> ExitCode {
     // `reel list | head`: end quietly when the reader goes away, as Unix tools do, instead of
     // panicking in println!. reel writes to no other pipe (hooks get no stdin from it).
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    keep_freed_memory();
     reel::catalog::install_damage_report_hook();
     let cli = Cli::parse();
     let filter = match cli.verbose {
