@@ -435,6 +435,8 @@ fn scan<'a>(
 
     let (_, mstats) = manifest.finish()?;
     s.store_manifest(true)?;
+    s.store.settle()?;
+    s.owned = s.store.owned_later();
     Ok(Scanned {
         s,
         mstats,
@@ -876,18 +878,16 @@ impl Session<'_> {
         }
         self.progress.entries(window.len() as u64);
         window.clear();
-        self.own(&refs)?;
+        self.own(refs)?;
         self.store_manifest(false)
     }
 
-    fn own(&mut self, refs: &[ChunkId]) -> Result<()> {
-        let Some(owner) = &self.owner else {
-            return Ok(());
-        };
-        let (n, b) = self.store.record_owned(owner.id, &owner.chain, refs)?;
-        self.owned.0 += n;
-        self.owned.1 += b;
-        Ok(())
+    /// Record the chunks of `refs` this dump owns, once they are indexed (`own_later`).
+    fn own(&mut self, refs: Vec<ChunkId>) -> Result<()> {
+        match &self.owner {
+            Some(owner) => self.store.own_later(owner.id, &owner.chain, refs),
+            None => Ok(()),
+        }
     }
 
     /// Cut the buffered manifest bytes into chunks and store them (all of them when `eof`).
@@ -910,7 +910,7 @@ impl Session<'_> {
         self.store.put_batch(&batch, BlobKind::Manifest)?;
         self.manifest_bytes += consumed as u64;
         let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
-        self.own(&ids)?;
+        self.own(ids)?;
         self.manifest_buf
             .0
             .borrow_mut()

@@ -29,21 +29,71 @@ const TABLE_ENTRY_LEN: usize = 36;
 /// Build a frame from chunks: (id, bytes). Returns the raw frame and, per chunk, the offset of
 /// its bytes inside the frame.
 pub fn build(chunks: &[(ChunkId, &[u8])]) -> (Vec<u8>, Vec<u32>) {
-    let table = HEADER_LEN + TABLE_ENTRY_LEN * chunks.len();
-    let total = table + chunks.iter().map(|c| c.1.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&FRAME_MAGIC);
-    out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    let mut b = Builder::default();
     for (id, data) in chunks {
-        out.extend_from_slice(&id.0);
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        b.push(*id, data);
     }
-    let mut offsets = Vec::with_capacity(chunks.len());
-    for (_, data) in chunks {
-        offsets.push(out.len() as u32);
-        out.extend_from_slice(data);
+    let offsets = b.slots().into_iter().map(|s| s.2).collect();
+    (b.into_raw(), offsets)
+}
+
+/// A frame being filled chunk by chunk; the table is laid out in front of the bytes only when
+/// the frame is turned into its raw form (`into_raw`, which a worker thread can do).
+#[derive(Default)]
+pub struct Builder {
+    table: Vec<(ChunkId, u32)>,
+    data: Vec<u8>,
+}
+
+impl Builder {
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
     }
-    (out, offsets)
+
+    /// Raw size of the frame so far.
+    pub fn raw_len(&self) -> usize {
+        HEADER_LEN + TABLE_ENTRY_LEN * self.table.len() + self.data.len()
+    }
+
+    /// Would a chunk of `len` bytes still fit under `FRAME_RAW_MAX`? (An empty frame takes any
+    /// chunk.)
+    pub fn fits(&self, len: usize) -> bool {
+        self.is_empty() || self.raw_len() + cost(len) <= FRAME_RAW_MAX
+    }
+
+    pub fn push(&mut self, id: ChunkId, bytes: &[u8]) {
+        if self.data.capacity() == 0 {
+            self.data.reserve(FRAME_RAW_MAX);
+        }
+        self.table.push((id, bytes.len() as u32));
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Per chunk: (id, length, offset of its bytes in the raw frame).
+    pub fn slots(&self) -> Vec<(ChunkId, u32, u32)> {
+        let mut at = (HEADER_LEN + TABLE_ENTRY_LEN * self.table.len()) as u32;
+        self.table
+            .iter()
+            .map(|&(id, len)| {
+                let slot = (id, len, at);
+                at += len;
+                slot
+            })
+            .collect()
+    }
+
+    /// The raw frame: header, table, bytes.
+    pub fn into_raw(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.raw_len());
+        out.extend_from_slice(&FRAME_MAGIC);
+        out.extend_from_slice(&(self.table.len() as u32).to_le_bytes());
+        for (id, len) in &self.table {
+            out.extend_from_slice(&id.0);
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+        out.extend_from_slice(&self.data);
+        out
+    }
 }
 
 /// Room a chunk of `len` bytes takes in a frame (its bytes and its table entry).
@@ -132,5 +182,41 @@ mod tests {
         let mut bad = raw.clone();
         bad[4] = 200;
         assert!(parse(&bad).is_err());
+    }
+
+    #[test]
+    fn builder_fills_to_the_limit_and_matches_build() {
+        let quarter = FRAME_RAW_MAX / 4;
+        let chunks: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; quarter]).collect();
+        let mut b = Builder::default();
+        let mut taken = 0;
+        for c in &chunks {
+            if !b.fits(c.len()) {
+                break;
+            }
+            b.push(ChunkId::of(c), c);
+            taken += 1;
+        }
+        assert_eq!(
+            taken, 3,
+            "three 1 MiB chunks and their table fit in 4 MiB, four do not"
+        );
+        assert!(b.raw_len() <= FRAME_RAW_MAX);
+        let slots = b.slots();
+        let raw = b.into_raw();
+        let refs: Vec<(ChunkId, &[u8])> = chunks[..3]
+            .iter()
+            .map(|c| (ChunkId::of(c), c.as_slice()))
+            .collect();
+        let (built, offsets) = build(&refs);
+        assert_eq!(raw, built);
+        for (((id, len, inner), off), (pid, range)) in
+            slots.iter().zip(&offsets).zip(parse(&raw).unwrap())
+        {
+            assert_eq!((*id, *inner as usize), (pid, range.start));
+            assert_eq!((*len as usize, *off), (range.len(), *inner));
+        }
+        let empty = Builder::default();
+        assert!(empty.fits(64 << 20), "an empty frame takes any chunk");
     }
 }

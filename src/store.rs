@@ -4,10 +4,14 @@
 //! renamed into packs/ before the catalog transaction that indexes its chunks commits. The
 //! index entries of the pack being written live in the open write transaction, so lookups see
 //! them at once, and a crash simply forgets them along with the unfinished pack.
+//!
+//! New data chunks travel in frames that the thread pool hashes and compresses while the
+//! writing thread goes on reading; a chunk accepted but not yet appended is in `unindexed`, so
+//! lookups see it too. Frames are appended in the order they were filled.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use rayon::prelude::*;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
@@ -34,7 +38,42 @@ pub struct StoreWriter<'a> {
     pack: Option<(u64, PackWriter)>,
     level: i32,
     pub stats: StoreStats,
+    /// The data frame being filled; it spans `put_batch` calls, so frames stay full.
+    filling: frame::Builder,
+    /// Frames handed to the thread pool for hashing and compression, in append order.
+    inflight: VecDeque<PendingFrame>,
+    inflight_raw: usize,
+    /// Chunks accepted but not yet in the index (in `filling` or `inflight`), so a second copy
+    /// is not stored.
+    unindexed: HashSet<ChunkId>,
+    frames_sent: u64,
+    frames_appended: u64,
+    /// Ownership waiting for its chunks' frames to be appended (`own_later`), in order.
+    owning: VecDeque<DeferredOwn>,
+    /// What the deferred ownership recorded so far: (chunks, stored bytes).
+    owned_later: (u64, u64),
 }
+
+/// `record_owned` to run once the first `after` frames are appended (their stored sizes are
+/// known only then).
+struct DeferredOwn {
+    after: u64,
+    dump: u64,
+    chain: Vec<u64>,
+    refs: Vec<ChunkId>,
+}
+
+/// A frame on its way through the pool: its chunks, and where its blob will arrive.
+struct PendingFrame {
+    slots: Vec<(ChunkId, u32, u32)>,
+    raw_len: usize,
+    done: mpsc::Receiver<(ChunkId, EncodedBlob)>,
+}
+
+/// Raw bytes of frames compressing at once, at most. Deep enough that the pool keeps working
+/// while this thread appends, indexes or waits for a pack's fsync; bounded so memory does not
+/// grow with the volume.
+const INFLIGHT_RAW_MAX: usize = 32 << 20;
 
 impl<'a> StoreWriter<'a> {
     pub fn new(spool: &'a Spool) -> Result<StoreWriter<'a>> {
@@ -44,23 +83,37 @@ impl<'a> StoreWriter<'a> {
             pack: None,
             level: spool.settings.compression_level,
             stats: StoreStats::default(),
+            filling: frame::Builder::default(),
+            inflight: VecDeque::new(),
+            inflight_raw: 0,
+            unindexed: HashSet::new(),
+            frames_sent: 0,
+            frames_appended: 0,
+            owning: VecDeque::new(),
+            owned_later: (0, 0),
         })
     }
 
-    /// The open write transaction (it also carries this session's other catalog rows).
+    /// The open write transaction (it also carries this session's other catalog rows). Data
+    /// chunks still being compressed are not in its index yet: call `settle` first to see them.
     pub fn txn(&self) -> &WriteTransaction {
         self.txn.as_ref().expect("transaction open until finish")
     }
 
-    /// For each id: is it not in the store yet?
+    /// For each id: is it not in the store yet (nor on its way in)?
     pub fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
         let t = self.txn().open_table(CHUNKS)?;
-        ids.iter().map(|id| Ok(t.get(id.0)?.is_none())).collect()
+        ids.iter()
+            .map(|id| Ok(!self.unindexed.contains(id) && t.get(id.0)?.is_none()))
+            .collect()
     }
 
-    /// Store chunks the spool lacks; `chunks` holds (id, raw bytes). New data chunks are
-    /// grouped into frames (`crate::frame`) and compressed on all cores; appends stay in order
-    /// on this thread. Returns how many were new.
+    /// Store chunks the spool lacks; `chunks` holds (id, raw bytes). Returns how many were new.
+    ///
+    /// New data chunks are copied into frames (`crate::frame`); each full frame is hashed and
+    /// compressed on the thread pool while this thread goes on, and appended (in order) once
+    /// done. Other kinds are compressed alone, on all cores, and appended before returning,
+    /// after every data chunk accepted before them.
     pub fn put_batch(&mut self, chunks: &[(ChunkId, &[u8])], kind: BlobKind) -> Result<u64> {
         let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
         let missing = self.missing(&ids)?;
@@ -73,6 +126,9 @@ impl<'a> StoreWriter<'a> {
             .collect();
         let level = self.level;
         if kind != BlobKind::Data {
+            // Data accepted earlier goes first, so manifests and records follow the data they
+            // describe in the packs (they end up in a dump's last, usually small, pack).
+            self.settle()?;
             let encoded: Vec<EncodedBlob> = new
                 .par_iter()
                 .map(|(_, raw)| pack::encode_blob(raw, level))
@@ -83,41 +139,127 @@ impl<'a> StoreWriter<'a> {
             }
             return Ok(new.len() as u64);
         }
-        // Consecutive new chunks, up to FRAME_RAW_MAX raw bytes per frame.
-        let mut groups: Vec<&[(ChunkId, &[u8])]> = Vec::new();
-        let (mut start, mut size) = (0usize, frame::EMPTY_FRAME);
-        for (i, (_, raw)) in new.iter().enumerate() {
-            if i > start && size + frame::cost(raw.len()) > frame::FRAME_RAW_MAX {
-                groups.push(&new[start..i]);
-                start = i;
-                size = frame::EMPTY_FRAME;
+        for (id, raw) in &new {
+            if !self.filling.fits(raw.len()) {
+                self.send_frame();
+                self.append_done(false)?;
             }
-            size += frame::cost(raw.len());
-        }
-        if start < new.len() {
-            groups.push(&new[start..]);
-        }
-        // Build, hash and compress the frames on all cores; only the appends are serial.
-        let frames: Vec<(ChunkId, u32, Vec<u32>, EncodedBlob)> = groups
-            .par_iter()
-            .map(|g| {
-                let (raw, offsets) = frame::build(g);
-                let blob = pack::encode_blob(&raw, level);
-                (ChunkId::of(&raw), raw.len() as u32, offsets, blob)
-            })
-            .collect();
-        for (group, (frame_id, raw_len, offsets, blob)) in groups.iter().zip(frames) {
-            let slots: Vec<(ChunkId, u32, FrameSlot)> = group
-                .iter()
-                .zip(offsets)
-                .map(|((id, data), inner)| (*id, data.len() as u32, FrameSlot { raw_len, inner }))
-                .collect();
-            self.append_frame(frame_id, &blob, &slots)?;
-            for (_, data) in group.iter() {
-                self.count_new(data.len());
-            }
+            self.filling.push(*id, raw);
+            self.unindexed.insert(*id);
         }
         Ok(new.len() as u64)
+    }
+
+    /// Hand the filling frame to the pool.
+    fn send_frame(&mut self) {
+        if self.filling.is_empty() {
+            return;
+        }
+        let frame = std::mem::take(&mut self.filling);
+        let slots = frame.slots();
+        let raw_len = frame.raw_len();
+        let level = self.level;
+        let (tx, done) = mpsc::sync_channel(1);
+        let work = move || {
+            let raw = frame.into_raw();
+            let _ = tx.send((ChunkId::of(&raw), pack::encode_blob(&raw, level)));
+        };
+        if rayon::current_thread_index().is_some() {
+            // Called from inside the pool: waiting there for queued jobs could deadlock it.
+            work();
+        } else {
+            rayon::spawn(move || {
+                // A panic must not abort the process (rayon's default): the sender is dropped
+                // instead, and `append_done` reports it.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            });
+        }
+        self.inflight_raw += raw_len;
+        self.frames_sent += 1;
+        self.inflight.push_back(PendingFrame {
+            slots,
+            raw_len,
+            done,
+        });
+    }
+
+    /// Append the frames the pool has finished, in order. Waits for all of them with `all`,
+    /// and otherwise only while more than `INFLIGHT_RAW_MAX` bytes are in flight.
+    fn append_done(&mut self, all: bool) -> Result<()> {
+        while let Some(head) = self.inflight.front() {
+            let wait = all || self.inflight_raw > INFLIGHT_RAW_MAX;
+            let got = if wait {
+                head.done.recv().ok()
+            } else {
+                match head.done.try_recv() {
+                    Ok(got) => Some(got),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some((frame_id, blob)) = got else {
+                return Err(Error::Spool(
+                    "a compression worker failed (panicked); nothing of this session was \
+                     committed, run the command again"
+                        .into(),
+                ));
+            };
+            let head = self.inflight.pop_front().expect("head frame");
+            self.inflight_raw -= head.raw_len;
+            let raw_len = head.raw_len as u32;
+            let slots: Vec<(ChunkId, u32, FrameSlot)> = head
+                .slots
+                .iter()
+                .map(|&(id, len, inner)| (id, len, FrameSlot { raw_len, inner }))
+                .collect();
+            self.append_frame(frame_id, &blob, &slots)?;
+            for (id, len, _) in &head.slots {
+                self.unindexed.remove(id);
+                self.count_new(*len as usize);
+            }
+            self.frames_appended += 1;
+        }
+        self.record_ready_owned()
+    }
+
+    /// Like `record_owned`, but without waiting for the chunks' frames: the rows are written
+    /// once those frames are appended, so compression goes on meanwhile. `owned_later` has
+    /// the totals (complete after `settle`).
+    pub fn own_later(&mut self, dump: u64, chain: &[u64], refs: Vec<ChunkId>) -> Result<()> {
+        // The frame being filled may hold some of `refs`: send it, so the wait is bounded.
+        self.send_frame();
+        self.owning.push_back(DeferredOwn {
+            after: self.frames_sent,
+            dump,
+            chain: chain.to_vec(),
+            refs,
+        });
+        self.record_ready_owned()
+    }
+
+    /// Totals of the ownership `own_later` recorded: (chunks, stored bytes).
+    pub fn owned_later(&self) -> (u64, u64) {
+        self.owned_later
+    }
+
+    fn record_ready_owned(&mut self) -> Result<()> {
+        while self
+            .owning
+            .front()
+            .is_some_and(|o| o.after <= self.frames_appended)
+        {
+            let o = self.owning.pop_front().expect("front");
+            let (n, b) = self.record_owned_now(o.dump, &o.chain, &o.refs)?;
+            self.owned_later.0 += n;
+            self.owned_later.1 += b;
+        }
+        Ok(())
+    }
+
+    /// Compress and append every chunk accepted so far, so the index holds them all.
+    pub fn settle(&mut self) -> Result<()> {
+        self.send_frame();
+        self.append_done(true)
     }
 
     fn count_new(&mut self, raw_len: usize) {
@@ -229,6 +371,16 @@ impl<'a> StoreWriter<'a> {
         chain: &[u64],
         refs: &[ChunkId],
     ) -> Result<(u64, u64)> {
+        self.settle()?;
+        self.record_owned_now(dump, chain, refs)
+    }
+
+    fn record_owned_now(
+        &mut self,
+        dump: u64,
+        chain: &[u64],
+        refs: &[ChunkId],
+    ) -> Result<(u64, u64)> {
         let txn = self.txn();
         let mut owned = txn.open_table(OWNED)?;
         let chunks = txn.open_table(CHUNKS)?;
@@ -270,6 +422,7 @@ impl<'a> StoreWriter<'a> {
         mut self,
         last: impl FnOnce(&WriteTransaction, &StoreStats) -> Result<()>,
     ) -> Result<StoreStats> {
+        self.settle()?;
         self.seal_pack()?;
         let stats = self.stats;
         let txn = self.txn.take().expect("transaction open");
@@ -463,5 +616,61 @@ impl Read for ChunkStream<'_> {
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed)
+            .collect()
+    }
+
+    /// Chunks still compressing count as stored: a second copy in a later batch is not
+    /// written, ownership waits for the frames and then matches a synchronous count, and
+    /// everything reads back after the commit.
+    #[test]
+    fn chunks_in_flight_dedup_own_and_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::init(&tmp.path().join("spool")).unwrap();
+        // More than INFLIGHT_RAW_MAX of data, so appends overlap the pool and must wait.
+        let data: Vec<Vec<u8>> = (0..48).map(|i| chunk(i, 1 << 20)).collect();
+        let ids: Vec<ChunkId> = data.iter().map(|d| ChunkId::of(d)).collect();
+        let batch = |r: std::ops::Range<usize>| -> Vec<(ChunkId, &[u8])> {
+            r.map(|i| (ids[i], data[i].as_slice())).collect()
+        };
+        let mut w = StoreWriter::new(&spool).unwrap();
+        assert_eq!(w.put_batch(&batch(0..40), BlobKind::Data).unwrap(), 40);
+        assert!(
+            w.missing(&ids[..40]).unwrap().iter().all(|m| !m),
+            "chunks in flight are not missing"
+        );
+        w.own_later(7, &[], ids[..40].to_vec()).unwrap();
+        // The same chunks again, mixed with new ones: only the new ones are stored.
+        assert_eq!(w.put_batch(&batch(30..48), BlobKind::Data).unwrap(), 8);
+        w.own_later(7, &[], ids[30..48].to_vec()).unwrap();
+        w.settle().unwrap();
+        assert_eq!(w.stats.new_chunks, 48);
+        let (owned, owned_bytes) = w.owned_later();
+        assert_eq!(owned, 48, "each chunk owned once");
+        assert!(owned_bytes > 0);
+        // A synchronous count over the same refs finds nothing left to own.
+        assert_eq!(w.record_owned(7, &[], &ids).unwrap(), (0, 0));
+        w.finish(|_, _| Ok(())).unwrap();
+
+        let reader = ChunkReader::new(&spool).unwrap();
+        for (id, d) in ids.iter().zip(&data) {
+            assert_eq!(&reader.read(id, &|| "test".into()).unwrap(), d);
+        }
+        // 48 MiB of chunks in frames of at most 4 MiB: every chunk stored once.
+        let stored: u64 = std::fs::read_dir(spool.packs_dir())
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(stored < 49 << 20, "{stored} bytes of packs for 48 MiB");
     }
 }
