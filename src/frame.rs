@@ -22,7 +22,7 @@ use crate::{ChunkId, Error, Result};
 
 pub const FRAME_MAGIC: [u8; 4] = *b"RFRM";
 /// Raw bytes per frame at most (table included, so a frame may end short of it).
-pub const FRAME_RAW_MAX: usize = 1 << 20;
+pub const FRAME_RAW_MAX: usize = 4 << 20;
 const HEADER_LEN: usize = 8;
 const TABLE_ENTRY_LEN: usize = 36;
 

@@ -152,7 +152,7 @@ pub enum BlobKind {
     /// A dump record (so the catalog can be rebuilt from packs).
     DumpRecord = 2,
     /// Several data chunks compressed together (see `crate::frame`): compression works on
-    /// up to 1 MiB instead of one 8 KiB chunk, while dedup stays per chunk.
+    /// up to 4 MiB instead of one 8 KiB chunk, while dedup stays per chunk.
     Frame = 3,
     /// A `ForgetRecord` (`crate::catalog`): dumps that `prune` removed, so a catalog rebuilt
     /// from the packs does not bring them back. Never collected by gc.

@@ -31,13 +31,14 @@ fn killed_dump_leaves_a_spool_that_checks_restores_and_dumps_again() {
     big_volume(&vol.join("new"), 2, 80);
 
     // Ordered so that each point is still reached: kills after a pack commit leave that pack's
-    // chunks in the spool, and later dumps deduplicate against them.
+    // chunks in the spool, and later dumps deduplicate against them. A blob is a frame of up
+    // to 4 MiB here, so 8 of them fill a 32 MiB pack: the first kill is mid-pack.
     let points = [
-        "chunk-appended:20",
+        "chunk-appended:4",
         "pack-renamed:1",
         "pack-committed:1",
         "pack-renamed:2",
-        "chunk-appended:5",
+        "chunk-appended:3",
         "before-record-commit:1",
     ];
     let mut date = 2;

@@ -19,7 +19,7 @@
 //! - The CATALOG is JSON because it must be readable in decades with any tool. Dumps are named
 //!   by (volume, time) besides their ids, so another spool can resolve bases and chains; ids
 //!   in it are the exporting spool's.
-//! - Export streams: chunk bytes pass through one frame (≤ 1 MiB) and one pack writer at a
+//! - Export streams: chunk bytes pass through one frame (≤ 4 MiB) and one pack writer at a
 //!   time. What grows with the tape is only the list of chunk ids (32 bytes each), which the
 //!   CATALOG must name anyway.
 //! - Import verifies the whole payload before it changes anything, then follows the spool's
