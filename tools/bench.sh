@@ -7,6 +7,9 @@
 #   BENCH_MB=300            size of the generated tree (MiB)
 #   BENCH_CHANGE_PCT=1      percent of its bytes changed before the incremental
 #   BENCH_SEED=1            generator seed (same seed = same bytes for every tool)
+#   BENCH_RUNS=3            repeat the three scenarios this many times, from fresh
+#                           repositories and a fresh copy of the same data; the table shows
+#                           medians and the report lists every run's seconds
 #   BENCH_SMALL_FILES=0     if > 0 (e.g. 1000000): also dump a tree of that many tiny files with
 #                           reel and report its peak memory (the "< 500 MB" aim)
 #   BENCH_FREEZE_FILES=0    if > 0 (e.g. 100000): also measure how long a `store` clone of an
@@ -24,7 +27,9 @@
 #            afterwards, outside the timing)
 # Measured: wall seconds and peak RSS (GNU time "%e %M"), throughput = tree size / seconds (for
 # the incremental too: the rate at which the volume is covered), repository size (du -sb) after
-# the phase. MB = 10^6 bytes.
+# the phase. MB = 10^6 bytes. Before every measured command the script runs `sync` and waits a
+# second, so the kernel's writeback of what an earlier phase wrote is not billed to the next
+# tool (on a virtual disk that alone moved a restore's time by seconds).
 #
 # Fairness notes (also written into the report):
 # - The page cache is not dropped (that needs root and would measure the disk, not the tools).
@@ -59,6 +64,7 @@ fi
 BENCH_MB=${BENCH_MB:-300}
 BENCH_CHANGE_PCT=${BENCH_CHANGE_PCT:-1}
 BENCH_SEED=${BENCH_SEED:-1}
+BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_SMALL_FILES=${BENCH_SMALL_FILES:-0}
 BENCH_FREEZE_FILES=${BENCH_FREEZE_FILES:-0}
 BENCH_BORG_COMPRESSION=${BENCH_BORG_COMPRESSION:-zstd,3}
@@ -133,13 +139,16 @@ RCACHE="$WORK/restic-cache"
 tree_bytes() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'; }
 dir_bytes() { if [ -e "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
 
-ROWS=()   # "tool|phase|seconds|MB/s|rss MB|repo MB"
+ROWS=()   # "run|tool|phase|seconds|MB/s|rss MB|repo MB", one per measured command of every run
+run=1
 # measure TOOL PHASE BYTES REPO_DIR CWD CMD... : run CMD in CWD under GNU time, record a row.
 measure() {
     local tool=$1 phase=$2 bytes=$3 repo=$4 cwd=$5
     shift 5
     local tf="$LOGS/$tool-$phase.time"
     say "$tool $phase: $*"
+    sync
+    sleep 1
     if ! (cd "$cwd" && exec /usr/bin/time -f "%e %M" -o "$tf" "$@") \
         >"$LOGS/$tool-$phase.out" 2>"$LOGS/$tool-$phase.err"; then
         echo "---- $tool $phase failed: $* ----" >&2
@@ -149,7 +158,7 @@ measure() {
     local secs rss_kb repo_bytes
     read -r secs rss_kb < <(tail -n 1 "$tf")
     repo_bytes=$(dir_bytes "$repo")
-    ROWS+=("$(awk -v t="$tool" -v p="$phase" -v s="$secs" -v b="$bytes" -v r="$rss_kb" -v rb="$repo_bytes" \
+    ROWS+=("$run|$(awk -v t="$tool" -v p="$phase" -v s="$secs" -v b="$bytes" -v r="$rss_kb" -v rb="$repo_bytes" \
         'BEGIN { if (s < 0.01) s = 0.01; printf "%s|%s|%.2f|%.1f|%.0f|%.1f", t, p, s, b / 1e6 / s, r / 1024, rb / 1e6 }')")
     say "  -> ${ROWS[-1]}"
 }
@@ -161,16 +170,23 @@ measure() {
 warm() { find "$1" -type f -exec cat {} + >/dev/null; }
 
 RUN_TOOLS=$TOOLS
+PRISTINE="$WORK/pristine"
 if [ "$BENCH_MB" = 0 ]; then
     RUN_TOOLS=""  # BENCH_MB=0: only the small-files scenario
+    BENCH_RUNS=0
     BYTES0=0 FILES0=0
 else
-    say "generating $BENCH_MB MiB in $DATA (seed $BENCH_SEED)"
-    python3 tools/gen_tree.py "$DATA" --size-mb "$BENCH_MB" --seed "$BENCH_SEED"
-    warm "$DATA"
-    BYTES0=$(tree_bytes "$DATA")
-    FILES0=$(find "$DATA" -type f | wc -l)
+    say "generating $BENCH_MB MiB in $PRISTINE (seed $BENCH_SEED)"
+    python3 tools/gen_tree.py "$PRISTINE" --size-mb "$BENCH_MB" --seed "$BENCH_SEED"
+    BYTES0=$(tree_bytes "$PRISTINE")
+    FILES0=$(find "$PRISTINE" -type f | wc -l)
 fi
+
+for run in $(seq "$BENCH_RUNS"); do
+say "run $run of $BENCH_RUNS"
+rm -rf "$DATA" "$SPOOL" "$RESTIC_REPOSITORY" "$RCACHE" "$BORG" "$BORG_BASE_DIR"
+cp -a "$PRISTINE" "$DATA"
+warm "$DATA"
 
 # --- full ---------------------------------------------------------------------------------------
 
@@ -257,6 +273,7 @@ for t in $RUN_TOOLS; do
     esac
     verify_restore "$t" "$dst"
 done
+done # runs
 
 # --- a million small files (reel's memory) ------------------------------------------------------
 
@@ -329,20 +346,46 @@ report() {
     [ -z "$SKIPPED" ] || echo "- skipped (not installable):$SKIPPED"
     echo
     [ -z "$FREEZE_LINE" ] || { echo "- $FREEZE_LINE"; echo; }
-    echo "| tool | phase | seconds | MB/s | peak RSS MB | repo MB |"
-    echo "|---|---|---:|---:|---:|---:|"
-    for r in "${ROWS[@]}"; do
-        echo "| ${r//|/ | } |"
-    done
+    echo "| tool | phase | seconds (median) | MB/s | peak RSS MB (max) | repo MB | seconds, every run |"
+    echo "|---|---|---:|---:|---:|---:|---|"
+    printf '%s\n' "${ROWS[@]}" | awk -F'|' '
+        function median(list,   n, a, i, j, t) {
+            n = split(list, a, " ")
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        {
+            k = $2 "|" $3
+            if (!(k in secs)) order[++n] = k
+            secs[k] = secs[k] " " $4; repo[k] = repo[k] " " $7
+            if ($6 + 0 > rss[k] + 0) rss[k] = $6
+            rate[k] = $4 > 0 ? $5 * $4 : 0   # tree bytes / 1e6, the same every run
+        }
+        END {
+            for (i = 1; i <= n; i++) {
+                k = order[i]; split(k, tp, "|"); m = median(secs[k])
+                printf "| %s | %s | %.2f | %.1f | %s | %.1f | %s |\n", tp[1], tp[2], m, rate[k] / (m > 0 ? m : 0.01), rss[k], median(repo[k]), substr(secs[k], 2)
+            }
+        }'
     echo
-    # Ratios against restic, for the aims of issue 2.
+    # Ratios against restic, for the aims of issue 2: of the medians, and within every run.
     if [ -n "$RUN_TOOLS" ] && has_tool reel && has_tool restic; then
         printf '%s\n' "${ROWS[@]}" | awk -F'|' '
-            { s[$1 "," $2] = $3; repo[$1 "," $2] = $6 }
+            function median(list,   n, a, i, j, t) {
+                n = split(list, a, " ")
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+                return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+            }
+            { s[$1 "," $2 "," $3] = $4; all[$2 "," $3] = all[$2 "," $3] " " $4; repo[$2 "," $3] = repo[$2 "," $3] " " $7; if ($1 > runs) runs = $1 }
             END {
-                printf "reel vs restic: full %.1fx faster (aim >= 3x), incremental %.1fx (aim >= 3x), restore %.1fx (aim >= 2x); spool / restic repo = %.2f (aim <= 1)\n",
-                    s["restic,full"] / s["reel,full"], s["restic,incr"] / s["reel,incr"],
-                    s["restic,restore"] / s["reel,restore"], repo["reel,incr"] / repo["restic,incr"]
+                printf "reel vs restic (medians): full %.1fx faster (aim >= 3x), incremental %.1fx (aim >= 3x), restore %.1fx (aim >= 2x); spool / restic repo = %.2f (aim <= 1)\n",
+                    median(all["restic,full"]) / median(all["reel,full"]), median(all["restic,incr"]) / median(all["reel,incr"]),
+                    median(all["restic,restore"]) / median(all["reel,restore"]), median(repo["reel,incr"]) / median(repo["restic,incr"])
+                for (r = 1; r <= runs; r++)
+                    if ((r ",reel,full") in s && (r ",restic,full") in s)
+                        printf "run %d: full %.1fx, incremental %.1fx, restore %.1fx\n", r,
+                            s[r ",restic,full"] / s[r ",reel,full"], s[r ",restic,incr"] / s[r ",reel,incr"],
+                            s[r ",restic,restore"] / s[r ",reel,restore"]
             }'
     fi
 }
