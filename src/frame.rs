@@ -97,12 +97,9 @@ impl Builder {
 }
 
 /// Room a chunk of `len` bytes takes in a frame (its bytes and its table entry).
-pub fn cost(len: usize) -> usize {
+fn cost(len: usize) -> usize {
     len + TABLE_ENTRY_LEN
 }
-
-/// Raw size of an empty frame.
-pub const EMPTY_FRAME: usize = HEADER_LEN;
 
 /// The chunks of a raw frame: (id, byte range in the frame). Validates the table and bounds;
 /// the chunks' hashes are the caller's to check (`slice`).
@@ -199,7 +196,7 @@ mod tests {
         }
         assert_eq!(
             taken, 3,
-            "three 1 MiB chunks and their table fit in 4 MiB, four do not"
+            "three quarters of a frame and their table fit in it, four do not"
         );
         assert!(b.raw_len() <= FRAME_RAW_MAX);
         let slots = b.slots();

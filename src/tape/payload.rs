@@ -377,8 +377,7 @@ struct Packer {
     writer: Option<PackWriter>,
     /// Chunks in this writer (frames count their chunks).
     writer_chunks: u64,
-    frame: Vec<(ChunkId, Vec<u8>)>,
-    frame_size: usize,
+    frame: frame::Builder,
     finished: Vec<TapePack>,
     /// Blob bytes written since the last `take_section`.
     section: u64,
@@ -413,14 +412,12 @@ impl Packer {
 
     /// Queue a data chunk for the current frame; returns the frame's chunks and pack index
     /// when queuing it closed the previous frame.
-    fn put_data(&mut self, id: ChunkId, raw: Vec<u8>) -> Result<Option<(u32, Vec<ChunkId>)>> {
+    fn put_data(&mut self, id: ChunkId, raw: &[u8]) -> Result<Option<(u32, Vec<ChunkId>)>> {
         let mut flushed = None;
-        if !self.frame.is_empty() && self.frame_size + frame::cost(raw.len()) > frame::FRAME_RAW_MAX
-        {
+        if !self.frame.fits(raw.len()) {
             flushed = self.flush_frame()?;
         }
-        self.frame_size += frame::cost(raw.len());
-        self.frame.push((id, raw));
+        self.frame.push(id, raw);
         Ok(flushed)
     }
 
@@ -428,18 +425,11 @@ impl Packer {
         if self.frame.is_empty() {
             return Ok(None);
         }
-        let parts: Vec<(ChunkId, &[u8])> = self
-            .frame
-            .iter()
-            .map(|(id, d)| (*id, d.as_slice()))
-            .collect();
-        let (raw, _) = frame::build(&parts);
-        drop(parts);
+        let frame = std::mem::take(&mut self.frame);
+        let ids: Vec<ChunkId> = frame.slots().into_iter().map(|s| s.0).collect();
+        let raw = frame.into_raw();
         let blob = pack::encode_blob(&raw, self.level);
-        let ids: Vec<ChunkId> = self.frame.iter().map(|(id, _)| *id).collect();
         let idx = self.add_blob(ChunkId::of(&raw), BlobKind::Frame, &blob, ids.len() as u64)?;
-        self.frame.clear();
-        self.frame_size = frame::EMPTY_FRAME;
         Ok(Some((idx, ids)))
     }
 
@@ -509,7 +499,7 @@ impl Writer<'_, '_> {
         if loc.kind == BlobKind::Data {
             self.written.insert(id.0, PENDING);
             sec.pending.push(id);
-            if let Some((idx, ids)) = self.packer.put_data(id, raw)? {
+            if let Some((idx, ids)) = self.packer.put_data(id, &raw)? {
                 self.settle(sec, idx, &ids);
             }
         } else {
@@ -690,8 +680,7 @@ pub fn write_payload(
             level: spool.settings.compression_level,
             writer: None,
             writer_chunks: 0,
-            frame: Vec::new(),
-            frame_size: frame::EMPTY_FRAME,
+            frame: frame::Builder::default(),
             finished: Vec::new(),
             section: 0,
         },
