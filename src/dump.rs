@@ -124,7 +124,6 @@ struct Session<'a> {
     manifest_chunks: Vec<([u8; 32], u32)>,
     manifest_bytes: u64,
     read_bytes: u64,
-    owned: (u64, u64),
     warnings: Vec<String>,
     progress: &'a dyn Progress,
 }
@@ -263,6 +262,7 @@ fn dump_tree_as(
         progress,
     )?;
 
+    let (owned_chunks, owned_bytes) = s.store.owned_later();
     let mut rec = DumpRecord {
         version: 1,
         id,
@@ -290,8 +290,8 @@ fn dump_tree_as(
         // Counted when the store commits (commit_record adds the store's totals).
         new_chunks: 0,
         stored_bytes: 0,
-        owned_chunks: s.owned.0,
-        owned_bytes: s.owned.1,
+        owned_chunks,
+        owned_bytes,
         manifest: s.manifest_chunks.clone(),
         manifest_bytes: s.manifest_bytes,
         warnings: s.warnings.clone(),
@@ -353,7 +353,6 @@ fn scan<'a>(
         manifest_chunks: Vec::new(),
         manifest_bytes: 0,
         read_bytes: 0,
-        owned: (0, 0),
         warnings: Vec::new(),
         progress,
     };
@@ -436,7 +435,6 @@ fn scan<'a>(
     let (_, mstats) = manifest.finish()?;
     s.store_manifest(true)?;
     s.store.settle()?;
-    s.owned = s.store.owned_later();
     Ok(Scanned {
         s,
         mstats,

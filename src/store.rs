@@ -46,8 +46,8 @@ pub struct StoreWriter<'a> {
     /// Chunks accepted but not yet in the index (in `filling` or `inflight`), so a second copy
     /// is not stored.
     unindexed: HashSet<ChunkId>,
+    /// Frames handed to the pool so far (those appended are `frames_sent - inflight.len()`).
     frames_sent: u64,
-    frames_appended: u64,
     /// Ownership waiting for its chunks' frames to be appended (`own_later`), in order.
     owning: VecDeque<DeferredOwn>,
     /// What the deferred ownership recorded so far: (chunks, stored bytes).
@@ -88,7 +88,6 @@ impl<'a> StoreWriter<'a> {
             inflight_raw: 0,
             unindexed: HashSet::new(),
             frames_sent: 0,
-            frames_appended: 0,
             owning: VecDeque::new(),
             owned_later: (0, 0),
         })
@@ -217,7 +216,6 @@ impl<'a> StoreWriter<'a> {
                 self.unindexed.remove(id);
                 self.count_new(*len as usize);
             }
-            self.frames_appended += 1;
         }
         self.record_ready_owned()
     }
@@ -243,11 +241,8 @@ impl<'a> StoreWriter<'a> {
     }
 
     fn record_ready_owned(&mut self) -> Result<()> {
-        while self
-            .owning
-            .front()
-            .is_some_and(|o| o.after <= self.frames_appended)
-        {
+        let appended = self.frames_sent - self.inflight.len() as u64;
+        while self.owning.front().is_some_and(|o| o.after <= appended) {
             let o = self.owning.pop_front().expect("front");
             let (n, b) = self.record_owned_now(o.dump, &o.chain, &o.refs)?;
             self.owned_later.0 += n;
