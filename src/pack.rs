@@ -457,6 +457,27 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Start the kernel's writeback of a pack being written every this many bytes.
 const WRITEBACK_STEP: u64 = 4 << 20;
 
+/// Ask the kernel to start writing out bytes `from..to` of `file`, without waiting, so the
+/// fsync in `PackWriter::finish` finds little left to do and the writer does not stall on it.
+fn start_writeback(file: &File, from: u64, to: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on an open descriptor; it only starts writeback. A failure is
+        // harmless (finish still fsyncs), so its result is ignored.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                from as libc::off64_t,
+                (to - from) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, to);
+}
+
 impl PackWriter {
     /// Create a new pack file with a unique name in `tmp_dir` and write its header.
     pub fn create(tmp_dir: &Path) -> Result<PackWriter> {
@@ -501,35 +522,10 @@ impl PackWriter {
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
         if self.size - self.writeback_from >= WRITEBACK_STEP {
-            self.start_writeback()?;
+            out.flush().at(&self.tmp_path)?;
+            start_writeback(out.get_ref(), self.writeback_from, self.size);
+            self.writeback_from = self.size;
         }
-        Ok(())
-    }
-
-    /// Ask the kernel to start writing out what is written so far, without waiting, so the
-    /// fsync in `finish` finds little left to do and the writer does not stall on it.
-    fn start_writeback(&mut self) -> Result<()> {
-        let out = self
-            .out
-            .as_mut()
-            .ok_or_else(|| Error::usage("pack writer used after finish"))?;
-        out.flush().at(&self.tmp_path)?;
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let (from, len) = (self.writeback_from, self.size - self.writeback_from);
-            // SAFETY: plain syscall on an open descriptor; it only starts writeback. A failure
-            // is harmless (finish still fsyncs), so its result is ignored.
-            unsafe {
-                libc::sync_file_range(
-                    out.get_ref().as_raw_fd(),
-                    from as libc::off64_t,
-                    len as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-        }
-        self.writeback_from = self.size;
         Ok(())
     }
 
