@@ -466,23 +466,17 @@ impl Rewriter<'_> {
             // Verify before copying: gc must not give damaged bytes a fresh pack name.
             let raw = pack::decode_blob(entry, &stored).map_err(damaged)?;
             moved += chunks.len() as u64;
-            if entry.kind != BlobKind::Frame {
-                let blob = EncodedBlob {
-                    data: stored,
-                    compressed: entry.compressed,
-                    raw_len: entry.raw_len,
-                };
-                let c = chunks
-                    .iter()
-                    .map(|(id, loc)| (*id, loc.raw_len, loc.kind, None))
-                    .collect();
-                self.add(entry.id, entry.kind, &blob, c)?;
-                continue;
-            }
-            let table = crate::frame::parse(&raw).map_err(damaged)?;
+            let table = match entry.kind {
+                BlobKind::Frame => Some(crate::frame::parse(&raw).map_err(damaged)?),
+                _ => None,
+            };
             let keep: HashMap<ChunkId, ChunkLoc> = chunks.into_iter().collect();
-            if table.len() == keep.len() && table.iter().all(|(id, _)| keep.contains_key(id)) {
-                // Wholly live: the stored bytes as they are.
+            let wholly_live = table.as_ref().is_none_or(|t| {
+                t.len() == keep.len() && t.iter().all(|(id, _)| keep.contains_key(id))
+            });
+            if wholly_live {
+                // A chunk of its own, or a frame all of whose chunks live: the stored bytes as
+                // they are.
                 let blob = EncodedBlob {
                     data: stored,
                     compressed: entry.compressed,
@@ -490,15 +484,16 @@ impl Rewriter<'_> {
                 };
                 let c = keep
                     .iter()
-                    .map(|(id, loc)| (*id, loc.raw_len, loc.kind, loc.frame))
+                    .map(|(id, loc)| (*id, loc.raw_len, loc.kind, table.as_ref().and(loc.frame)))
                     .collect();
-                self.add(entry.id, BlobKind::Frame, &blob, c)?;
+                self.add(entry.id, entry.kind, &blob, c)?;
                 continue;
             }
             // Partly live: a new frame of the live chunks, recompressed.
-            let mut parts: Vec<(ChunkId, &[u8])> = Vec::new();
-            for (id, r) in &table {
-                if keep.contains_key(id) && !parts.iter().any(|(p, _)| p == id) {
+            let mut frame = crate::frame::Builder::default();
+            let mut framed = HashSet::new();
+            for (id, r) in table.iter().flatten() {
+                if keep.contains_key(id) && framed.insert(*id) {
                     let data = &raw[r.clone()];
                     if ChunkId::of(data) != *id {
                         return Err(damaged(Error::corrupt(format!(
@@ -506,29 +501,24 @@ impl Rewriter<'_> {
                             id.short()
                         ))));
                     }
-                    parts.push((*id, data));
+                    frame.push(*id, data);
                 }
             }
-            if parts.len() != keep.len() {
+            if framed.len() != keep.len() {
                 return Err(damaged(Error::corrupt(
                     "the chunk index places a chunk in a frame whose table lacks it",
                 )));
             }
-            let (new_raw, offsets) = crate::frame::build(&parts);
-            let blob = pack::encode_blob(&new_raw, self.level);
-            let raw_len = new_raw.len() as u32;
-            let c = parts
-                .iter()
-                .zip(offsets)
-                .map(|((id, data), inner)| {
-                    (
-                        *id,
-                        data.len() as u32,
-                        BlobKind::Data,
-                        Some(FrameSlot { raw_len, inner }),
-                    )
+            let raw_len = frame.raw_len() as u32;
+            let c = frame
+                .slots()
+                .into_iter()
+                .map(|(id, len, inner)| {
+                    (id, len, BlobKind::Data, Some(FrameSlot { raw_len, inner }))
                 })
                 .collect();
+            let new_raw = frame.into_raw();
+            let blob = pack::encode_blob(&new_raw, self.level);
             self.add(ChunkId::of(&new_raw), BlobKind::Frame, &blob, c)?;
         }
         Ok(moved)
