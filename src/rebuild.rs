@@ -78,6 +78,37 @@ pub(crate) fn record_scanned_pack(
     Ok(())
 }
 
+/// Read and verify `packs` in parallel (`scan_pack`); `scanned` hears of each good one. Returns
+/// the good ones numbered in the order they were written, as the store numbers them, and the
+/// refused ones.
+pub(crate) fn scan_packs(
+    packs: &[(PackId, PathBuf)],
+    scanned: &(dyn Fn(&ScannedPack) + Sync),
+) -> (Vec<ScannedPack>, Vec<Refused>) {
+    let results: Vec<std::result::Result<ScannedPack, Refused>> = packs
+        .par_iter()
+        .map(|(id, path)| {
+            let r = scan_pack(*id, path).map_err(|e| Refused {
+                path: path.clone(),
+                reason: e.to_string(),
+            });
+            if let Ok(s) = &r {
+                scanned(s);
+            }
+            r
+        })
+        .collect();
+    let (mut good, mut refused) = (Vec::new(), Vec::new());
+    for r in results {
+        match r {
+            Ok(p) => good.push(p),
+            Err(r) => refused.push(r),
+        }
+    }
+    good.sort_by_key(|p| (p.mtime_ns, p.id));
+    (good, refused)
+}
+
 /// Read one pack: its hash against `id`, its index, its frames' chunk tables, and its dump
 /// and forget records.
 pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
@@ -303,28 +334,8 @@ pub fn rebuild_catalog(
             .map(|(_, p)| fs::metadata(p).map_or(0, |m| m.len()))
             .sum(),
     );
-    let scanned: Vec<std::result::Result<ScannedPack, Refused>> = listed
-        .par_iter()
-        .map(|(id, path)| {
-            let r = scan_pack(*id, path).map_err(|e| Refused {
-                path: path.clone(),
-                reason: e.to_string(),
-            });
-            if let Ok(s) = &r {
-                progress.advance(s.size);
-            }
-            r
-        })
-        .collect();
-    let mut packs: Vec<ScannedPack> = Vec::new();
-    for s in scanned {
-        match s {
-            Ok(p) => packs.push(p),
-            Err(r) => report.packs_refused.push(r),
-        }
-    }
-    // Numbered in the order they were written, as the store numbers them.
-    packs.sort_by_key(|p| (p.mtime_ns, p.id));
+    let (packs, refused) = scan_packs(&listed, &|s| progress.advance(s.size));
+    report.packs_refused = refused;
 
     // 2. Dumps: one record per id (a later record of the same id wins: the earlier one is of
     // a dump whose commit was interrupted), minus the forgotten ones.

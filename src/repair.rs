@@ -16,7 +16,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
-use rayon::prelude::*;
 use redb::ReadableTable;
 use serde::Serialize;
 
@@ -24,9 +23,7 @@ use crate::catalog::{self, CHUNKS, ChunkLoc, DOOMED, PACK_IDS, PACKS};
 use crate::check::{CheckReport, check};
 use crate::pack::{self, BlobKind, PackId};
 use crate::progress::Progress;
-use crate::rebuild::{
-    IncompleteDump, Refused, ScannedPack, record_scanned_pack, scan_pack, walk_refs,
-};
+use crate::rebuild::{IncompleteDump, Refused, record_scanned_pack, scan_packs, walk_refs};
 use crate::spool::Spool;
 use crate::store::ChunkReader;
 use crate::tape::media;
@@ -96,23 +93,8 @@ pub fn repair(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result
         .into_iter()
         .filter(|(id, _)| !named_ids.contains(&id.0) && !doomed.contains(&id.0))
         .collect();
-    let scanned: Vec<std::result::Result<ScannedPack, Refused>> = candidates
-        .par_iter()
-        .map(|(id, path)| {
-            scan_pack(*id, path).map_err(|e| Refused {
-                path: path.clone(),
-                reason: e.to_string(),
-            })
-        })
-        .collect();
-    let mut good: Vec<ScannedPack> = Vec::new();
-    for s in scanned {
-        match s {
-            Ok(p) => good.push(p),
-            Err(r) => report.refused.push(r),
-        }
-    }
-    good.sort_by_key(|p| (p.mtime_ns, p.id));
+    let (good, refused) = scan_packs(&candidates, &|_| {});
+    report.refused = refused;
 
     // Packs named whose file is gone (not merely unreadable: that is damage, reported by check).
     let gone: HashMap<u64, PathBuf> = named
