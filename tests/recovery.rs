@@ -69,13 +69,7 @@ fn assert_whole(spool: &Spool, work: &Path, dumps: &[(u64, PathBuf)], tag: &str)
     assert!(check.contains("no problems found"), "{check}");
     let max = dumps.iter().map(|d| d.0).max().unwrap();
     spool.run(["dump", "v", "--level", "1", "--date", "2026-11-20"]);
-    let last = spool
-        .list_json()
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = spool.last_dump();
     assert_eq!(last["id"].as_u64().unwrap(), max + 1, "{last}");
     restore_and_compare(
         spool,
@@ -209,13 +203,7 @@ fn a_forgotten_dump_stays_forgotten_after_a_rebuild() {
     assert_eq!(identity(&spool), before);
     // Its id is not handed out again.
     spool.run(["dump", "v", "--level", "0", "--date", "2026-11-21"]);
-    let last = spool
-        .list_json()
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = spool.last_dump();
     assert_eq!(last["id"].as_u64().unwrap(), gone + 1);
     for (id, snap) in &dumps[..4] {
         restore_and_compare(&spool, *id, snap, &work.path().join(format!("c-r{id}")));

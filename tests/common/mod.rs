@@ -142,6 +142,13 @@ impl Spool {
         let out = self.run(["list", "--json"]);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("reel list --json: {e}\n{out}"))
     }
+
+    /// The last row of `reel list --json`: the newest dump.
+    pub fn last_dump(&self) -> serde_json::Value {
+        let list = self.list_json();
+        let rows = list.as_array().expect("reel list --json gives an array");
+        rows.last().expect("a dump is listed").clone()
+    }
 }
 
 /// A new spool with volume `v` at `vol` and its level 0 dump dated 2026-11-01.
