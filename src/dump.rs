@@ -943,8 +943,10 @@ impl Session<'_> {
                 }
                 f.seek(SeekFrom::Start(off))
                     .map_err(|e| Error::io(abs, e))?;
-                // A reader thread reads and cuts the next segments while this one is hashed,
-                // compressed and stored, so disk reads overlap the CPU work.
+                // A reader thread reads, cuts and hashes the next segments while this one is
+                // stored and compressed. It hashes itself rather than on the pool: there the
+                // hashing would queue behind the frames being compressed, and this thread
+                // would hand the pool no new frame until they were all done.
                 let params = self.params;
                 let file = &f;
                 let got = std::thread::scope(|scope| -> Result<u64> {
@@ -954,7 +956,12 @@ impl Session<'_> {
                         loop {
                             match sc.next_segment() {
                                 Ok(Some(seg)) => {
-                                    if tx.send(Ok(seg)).is_err() {
+                                    let ids: Vec<ChunkId> = seg
+                                        .chunks
+                                        .iter()
+                                        .map(|r| ChunkId::of(&seg.data[r.clone()]))
+                                        .collect();
+                                    if tx.send(Ok((seg, ids))).is_err() {
                                         break;
                                     }
                                 }
@@ -967,13 +974,8 @@ impl Session<'_> {
                         }
                         sc.bytes_read()
                     });
-                    for seg in rx {
-                        let seg = seg.map_err(|e| Error::io(abs, e))?;
-                        let ids: Vec<ChunkId> = seg
-                            .chunks
-                            .par_iter()
-                            .map(|r| ChunkId::of(&seg.data[r.clone()]))
-                            .collect();
+                    for got in rx {
+                        let (seg, ids) = got.map_err(|e| Error::io(abs, e))?;
                         let batch: Vec<(ChunkId, &[u8])> = ids
                             .iter()
                             .zip(&seg.chunks)
