@@ -151,7 +151,7 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
                     match reader.read_blob(entry) {
                         Err(e) => bad.push((entry.offset, e.to_string())),
                         Ok(raw) if entry.kind == BlobKind::Frame => {
-                            // The frame's hash held; its table must too.
+                            // The frame's name (its table) held; its chunks must match it.
                             let table = crate::frame::parse(&raw);
                             let broken = match &table {
                                 Err(e) => Some(e.to_string()),

@@ -94,11 +94,33 @@ impl Builder {
         out.extend_from_slice(&self.data);
         out
     }
+
+    /// The raw frame and its name (`id`).
+    pub fn into_named(self) -> (ChunkId, Vec<u8>) {
+        let raw = self.into_raw();
+        (
+            id(&raw).expect("a built frame has its header and table"),
+            raw,
+        )
+    }
 }
 
 /// Room a chunk of `len` bytes takes in a frame (its bytes and its table entry).
 fn cost(len: usize) -> usize {
     len + TABLE_ENTRY_LEN
+}
+
+/// A frame's name: the blake3 of its header and chunk table. The table holds every chunk's id,
+/// the blake3 of its bytes, so the name covers the bytes too, and costs a hash of a few KiB
+/// instead of all of them (the chunks' bytes are verified when sliced, or by
+/// `check --read-data`). None if `raw` does not start with a whole header and table.
+pub fn id(raw: &[u8]) -> Option<ChunkId> {
+    if raw.len() < HEADER_LEN || raw[0..4] != FRAME_MAGIC {
+        return None;
+    }
+    let n = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes")) as usize;
+    let table_end = n.checked_mul(TABLE_ENTRY_LEN)?.checked_add(HEADER_LEN)?;
+    Some(ChunkId::of(raw.get(..table_end)?))
 }
 
 /// The chunks of a raw frame: (id, byte range in the frame). Validates the table and bounds;

@@ -517,9 +517,9 @@ impl Rewriter<'_> {
                     (id, len, BlobKind::Data, Some(FrameSlot { raw_len, inner }))
                 })
                 .collect();
-            let new_raw = frame.into_raw();
+            let (frame_id, new_raw) = frame.into_named();
             let blob = pack::encode_blob(&new_raw, self.level);
-            self.add(ChunkId::of(&new_raw), BlobKind::Frame, &blob, c)?;
+            self.add(frame_id, BlobKind::Frame, &blob, c)?;
         }
         Ok(moved)
     }

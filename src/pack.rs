@@ -38,8 +38,11 @@ pub const FILE_MAGIC: [u8; 8] = *b"REELPAK\0";
 pub const FOOTER_MAGIC: [u8; 8] = *b"REELEND\0";
 /// First 4 bytes of every blob header.
 pub const BLOB_MAGIC: [u8; 4] = *b"RBLB";
-/// The pack format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The pack format version this code writes. Version 1 named a frame by the blake3 of all its
+/// raw bytes, version 2 by that of its header and chunk table (`frame::id`).
+pub const VERSION: u32 = 2;
+/// The oldest pack format version this code still reads.
+pub const OLDEST_VERSION: u32 = 1;
 
 // File header.
 const FH_MAGIC: usize = 0; // [u8; 8]
@@ -141,7 +144,8 @@ impl fmt::Debug for PackId {
     }
 }
 
-/// What a blob holds. All kinds are named by the blake3 of their raw bytes.
+/// What a blob holds. All kinds are named by the blake3 of their raw bytes, except frames,
+/// named by that of their header and chunk table (`frame::id`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum BlobKind {
@@ -389,7 +393,8 @@ pub fn encode_blob(raw: &[u8], level: i32) -> EncodedBlob {
     }
 }
 
-/// Decompress (if compressed) and verify length and `blake3(raw) == entry.id`.
+/// Decompress (if compressed) and verify length and name: `blake3(raw) == entry.id`, or for
+/// a frame `frame::id(raw) == entry.id` (its chunks' bytes are verified as they are sliced).
 pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>> {
     let damaged = |what: String| {
         Error::corrupt(format!(
@@ -417,7 +422,14 @@ pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>> {
             entry.raw_len
         )));
     }
-    if ChunkId::of(&raw) != entry.id {
+    let named = match entry.kind {
+        // Frames of version 1 packs are named by all their bytes.
+        BlobKind::Frame => {
+            crate::frame::id(&raw) == Some(entry.id) || ChunkId::of(&raw) == entry.id
+        }
+        _ => ChunkId::of(&raw) == entry.id,
+    };
+    if !named {
         return Err(damaged("content does not match its hash".to_string()));
     }
     Ok(raw)
@@ -671,6 +683,7 @@ pub struct PackReader {
     file: File,
     path: PathBuf,
     size: u64,
+    version: u32,
 }
 
 impl PackReader {
@@ -678,10 +691,11 @@ impl PackReader {
     pub fn open(path: &Path) -> Result<PackReader> {
         let file = File::open(path).at(path)?;
         let size = file.metadata().at(path)?.len();
-        let r = PackReader {
+        let mut r = PackReader {
             file,
             path: path.to_path_buf(),
             size,
+            version: VERSION,
         };
         let head_len = size.min(FILE_HEADER_LEN as u64) as usize;
         let head = r.read_at(0, head_len)?;
@@ -695,12 +709,13 @@ impl PackReader {
             )));
         }
         let version = get_u32(&head, FH_VERSION);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(r.corrupt(format!(
-                "unknown pack version {version} (this reel reads version {VERSION}); use a \
-                 newer reel"
+                "unknown pack version {version} (this reel reads versions {OLDEST_VERSION} to \
+                 {VERSION}); use a newer reel"
             )));
         }
+        r.version = version;
         let flags = get_u32(&head, FH_FLAGS);
         if flags != 0 {
             return Err(r.corrupt(format!(
@@ -744,10 +759,10 @@ impl PackReader {
                 "no valid footer at the end: the pack is truncated or damaged; {damaged}"
             )));
         }
-        if f.version != VERSION {
+        if f.version != self.version {
             return Err(self.corrupt(format!(
-                "footer says version {} but the header says {VERSION}: {damaged}",
-                f.version
+                "footer says version {} but the header says {}: {damaged}",
+                f.version, self.version
             )));
         }
         if f.reserved != 0 {
@@ -1155,6 +1170,49 @@ mod tests {
     }
 
     #[test]
+    fn frames_are_named_by_their_table_and_version_1_names_still_read() {
+        let (a, b) = (text(1, 5000), text(2, 7000));
+        let ids = [ChunkId::of(&a), ChunkId::of(&b)];
+        let (raw, offsets) = crate::frame::build(&[(ids[0], &a), (ids[1], &b)]);
+        let name = crate::frame::id(&raw).unwrap();
+        let v1_name = ChunkId::of(&raw);
+        assert_ne!(name, v1_name);
+        let blob = encode_blob(&raw, 3);
+        let entry = |id, stored: &[u8]| BlobEntry {
+            id,
+            kind: BlobKind::Frame,
+            compressed: false,
+            offset: 0,
+            stored_len: stored.len() as u32,
+            raw_len: raw.len() as u32,
+        };
+        for id in [name, v1_name] {
+            let e = BlobEntry {
+                compressed: blob.compressed,
+                ..entry(id, &blob.data)
+            };
+            assert_eq!(decode_blob(&e, &blob.data).unwrap(), raw);
+        }
+        // A byte of the table changes the name: the frame is refused.
+        let mut bad = raw.clone();
+        bad[12] ^= 1;
+        let err = decode_blob(&entry(name, &bad), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not match its hash"), "{err}");
+        // A byte of a chunk does not: that chunk is refused when sliced, the other reads.
+        let mut bad = raw.clone();
+        bad[offsets[1] as usize + 100] ^= 1;
+        let got = decode_blob(&entry(name, &bad), &bad).unwrap();
+        assert_eq!(
+            crate::frame::slice(&got, &ids[0], offsets[0], 5000).unwrap(),
+            a
+        );
+        let err = crate::frame::slice(&got, &ids[1], offsets[1], 7000).unwrap_err();
+        assert!(err.to_string().contains("does not match its hash"), "{err}");
+    }
+
+    #[test]
     fn truncated_or_foreign_files_are_refused() {
         let s = spool();
         let blobs: Vec<_> = (0..5).map(|i| (BlobKind::Data, text(i, 5000))).collect();
@@ -1189,11 +1247,27 @@ mod tests {
         let err = PackReader::open(&cut_path).unwrap_err().to_string();
         assert!(err.contains("not a reel pack"), "{err}");
 
-        let mut v2 = good.clone();
-        v2[FH_VERSION..FH_VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
-        fs::write(&cut_path, &v2).unwrap();
+        let mut v3 = good.clone();
+        v3[FH_VERSION..FH_VERSION + 4].copy_from_slice(&3u32.to_le_bytes());
+        fs::write(&cut_path, &v3).unwrap();
         let err = PackReader::open(&cut_path).unwrap_err().to_string();
-        assert!(err.contains("unknown pack version 2"), "{err}");
+        assert!(err.contains("unknown pack version 3"), "{err}");
+        // Version 1 packs (frames named by all their bytes) still read.
+        let mut v1 = good.clone();
+        let ft = good.len() - FOOTER_LEN + FT_VERSION;
+        v1[FH_VERSION..FH_VERSION + 4].copy_from_slice(&1u32.to_le_bytes());
+        v1[ft..ft + 4].copy_from_slice(&1u32.to_le_bytes());
+        fs::write(&cut_path, &v1).unwrap();
+        let index = PackReader::open(&cut_path).unwrap().read_index().unwrap();
+        assert_eq!(index, p.entries);
+        // Header and footer must agree.
+        v1[FH_VERSION..FH_VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+        fs::write(&cut_path, &v1).unwrap();
+        let err = PackReader::open(&cut_path)
+            .unwrap()
+            .read_index()
+            .unwrap_err();
+        assert!(err.to_string().contains("footer says version 1"), "{err}");
     }
 
     #[test]

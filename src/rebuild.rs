@@ -152,6 +152,14 @@ pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
             BlobKind::Frame => {
                 let raw = r.read_blob(e)?;
                 for (cid, range) in crate::frame::parse(&raw).map_err(in_pack)? {
+                    // The frame's name covers its table; the bytes are checked here, so that
+                    // no damaged chunk enters the index.
+                    if ChunkId::of(&raw[range.clone()]) != cid {
+                        return Err(in_pack(Error::corrupt(format!(
+                            "chunk {} in a frame does not match its hash",
+                            cid.short()
+                        ))));
+                    }
                     out.chunks.push((
                         cid,
                         ChunkLoc {
@@ -733,7 +741,11 @@ mod tests {
         let done = write_pack(
             dir.path(),
             &[
-                (ChunkId::of(&frame), BlobKind::Frame, frame.clone()),
+                (
+                    crate::frame::id(&frame).unwrap(),
+                    BlobKind::Frame,
+                    frame.clone(),
+                ),
                 (ChunkId::of(&forget), BlobKind::Forget, forget.clone()),
             ],
         );

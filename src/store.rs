@@ -160,8 +160,8 @@ impl<'a> StoreWriter<'a> {
         let level = self.level;
         let (tx, done) = mpsc::sync_channel(1);
         let work = move || {
-            let raw = frame.into_raw();
-            let _ = tx.send((ChunkId::of(&raw), pack::encode_blob(&raw, level)));
+            let (id, raw) = frame.into_named();
+            let _ = tx.send((id, pack::encode_blob(&raw, level)));
         };
         if rayon::current_thread_index().is_some() {
             // Called from inside the pool: waiting there for queued jobs could deadlock it.

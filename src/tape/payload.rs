@@ -427,9 +427,9 @@ impl Packer {
         }
         let frame = std::mem::take(&mut self.frame);
         let ids: Vec<ChunkId> = frame.slots().into_iter().map(|s| s.0).collect();
-        let raw = frame.into_raw();
+        let (frame_id, raw) = frame.into_named();
         let blob = pack::encode_blob(&raw, self.level);
-        let idx = self.add_blob(ChunkId::of(&raw), BlobKind::Frame, &blob, ids.len() as u64)?;
+        let idx = self.add_blob(frame_id, BlobKind::Frame, &blob, ids.len() as u64)?;
         Ok(Some((idx, ids)))
     }
 
