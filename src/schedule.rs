@@ -477,6 +477,7 @@ mod tests {
             format: 1,
             chunker: Default::default(),
             compression_level: 3,
+            checkpoint_mb: 256,
             volumes,
         }
     }

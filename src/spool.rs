@@ -40,12 +40,22 @@ pub struct Settings {
     /// level 3 did with 1 MiB frames, and faster; see docs/PERFORMANCE.md.
     #[serde(default = "default_compression")]
     pub compression_level: i32,
+    /// MiB of new packs a dump (or any writing session) seals between two catalog commits,
+    /// its checkpoints: a killed dump keeps what its last checkpoint committed. A commit
+    /// rewrites every page of the chunk index that changed, so fewer commits make a dump
+    /// faster (measured in docs/PERFORMANCE.md). 0 commits after every pack.
+    #[serde(default = "default_checkpoint_mb")]
+    pub checkpoint_mb: u64,
     #[serde(default)]
     pub volumes: BTreeMap<String, VolumeSettings>,
 }
 
 fn default_compression() -> i32 {
     2
+}
+
+fn default_checkpoint_mb() -> u64 {
+    256
 }
 
 /// Chunk sizes, fixed when the spool is made: changing them would stop new dumps from
@@ -245,6 +255,7 @@ impl Spool {
             format: 1,
             chunker: ChunkerSettings::default(),
             compression_level: default_compression(),
+            checkpoint_mb: default_checkpoint_mb(),
             volumes: BTreeMap::new(),
         };
         let catalog = Catalog::create(&root.join(CATALOG_FILE))?;

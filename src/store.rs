@@ -52,6 +52,8 @@ pub struct StoreWriter<'a> {
     owning: VecDeque<DeferredOwn>,
     /// What the deferred ownership recorded so far: (chunks, stored bytes).
     owned_later: (u64, u64),
+    /// Pack bytes sealed and chunks indexed since the last commit (see `CHECKPOINT_CHUNKS`).
+    since_commit: (u64, u64),
 }
 
 /// `record_owned` to run once the first `after` frames are appended (their stored sizes are
@@ -75,6 +77,11 @@ struct PendingFrame {
 /// grow with the volume.
 const INFLIGHT_RAW_MAX: usize = 32 << 20;
 
+/// Chunks indexed since the last commit after which the next sealed pack commits, whatever
+/// `checkpoint_mb` says: the uncommitted rows are held in memory, and packs of tiny chunks
+/// would otherwise gather millions of them.
+const CHECKPOINT_CHUNKS: u64 = 250_000;
+
 impl<'a> StoreWriter<'a> {
     pub fn new(spool: &'a Spool) -> Result<StoreWriter<'a>> {
         Ok(StoreWriter {
@@ -90,6 +97,7 @@ impl<'a> StoreWriter<'a> {
             frames_sent: 0,
             owning: VecDeque::new(),
             owned_later: (0, 0),
+            since_commit: (0, 0),
         })
     }
 
@@ -324,9 +332,13 @@ impl<'a> StoreWriter<'a> {
                 }
             }
         }
+        self.since_commit.1 += slots.map_or(1, |s| s.len() as u64);
         if full {
             self.seal_pack()?;
-            self.commit_and_reopen()?;
+            let (bytes, chunks) = self.since_commit;
+            if bytes >= self.spool.settings.checkpoint_mb << 20 || chunks >= CHECKPOINT_CHUNKS {
+                self.commit_and_reopen()?;
+            }
         }
         Ok(())
     }
@@ -346,6 +358,7 @@ impl<'a> StoreWriter<'a> {
             )?;
             self.stats.stored_bytes += done.size;
             self.stats.packs += 1;
+            self.since_commit.0 += done.size;
         }
         Ok(())
     }
@@ -353,6 +366,7 @@ impl<'a> StoreWriter<'a> {
     fn commit_and_reopen(&mut self) -> Result<()> {
         let txn = self.txn.take().expect("transaction open");
         txn.commit()?;
+        self.since_commit = (0, 0);
         crate::failpoint::hit("pack-committed");
         self.txn = Some(self.spool.catalog.write()?);
         Ok(())

@@ -96,6 +96,8 @@ impl Lab {
             fs::write(vol.join(format!("big/base{i}.bin")), rng.bytes(4 << 20)).unwrap();
         }
         let spool = Spool::new();
+        // `pack-committed` is then passed once a pack fills up mid-run.
+        spool.checkpoint_every_pack();
         spool.add_volume("v", &vol);
         fs::create_dir_all(work.path().join("snaps")).unwrap();
         fs::create_dir_all(work.path().join("scratch")).unwrap();

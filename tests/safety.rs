@@ -25,9 +25,11 @@ fn killed_dump_leaves_a_spool_that_checks_restores_and_dumps_again() {
     let vol = work.path().join("vol");
     big_volume(&vol, 1, 40);
     let spool = spool_with_full_dump(&vol);
+    spool.checkpoint_every_pack();
     let day1 = work.path().join("day1");
     snapshot(&vol, &day1);
-    // New data for the dumps we kill: about 80 MiB, so several packs are sealed on the way.
+    // New data for the dumps we kill: about 80 MiB, so several packs are sealed (and, with a
+    // checkpoint after every pack, committed) on the way.
     big_volume(&vol.join("new"), 2, 80);
 
     // Ordered so that each point is still reached: kills after a pack commit leave that pack's
@@ -107,6 +109,45 @@ fn killed_dump_leaves_a_spool_that_checks_restores_and_dumps_again() {
     restore_and_compare(&spool, 3, &last, &work.path().join("r-last"));
     let check = spool.run(["check", "--read-data"]);
     assert!(check.contains("no problems found"), "{check}");
+}
+
+/// Catalog commits come at checkpoints (`checkpoint_mb`, 256 MiB of packs by default), not
+/// after every pack; what a killed dump committed is exactly its last checkpoint.
+#[test]
+fn dump_commits_at_checkpoints_not_after_every_pack() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    big_volume(&vol, 5, 72); // three 32 MiB packs
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    let dump = |spool: &Spool| {
+        spool
+            .cmd()
+            .args(["dump", "v", "--level", "0"])
+            .env("REEL_FAILPOINT", "pack-committed:1")
+            .output()
+            .unwrap()
+    };
+    // Default: no commit before the dump's own, so the failpoint is never passed.
+    let out = dump(&spool);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
+
+    // A commit after every pack: the dump dies after its first pack's commit, which holds that
+    // pack and nothing else.
+    let other = Spool::new();
+    other.checkpoint_every_pack();
+    other.add_volume("v", &vol);
+    let out = dump(&other);
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    let check = other.run(["check", "--read-data", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&check).unwrap();
+    assert_eq!(report["packs"], 1, "{check}");
+    assert!(other.list_json().as_array().unwrap().is_empty());
+    // The default spool's one commit named all three packs.
+    let check = spool.run(["check", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&check).unwrap();
+    assert_eq!(report["packs"], 3, "{check}");
 }
 
 #[test]

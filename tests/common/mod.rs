@@ -103,6 +103,20 @@ impl Spool {
         self.dir.path()
     }
 
+    /// Commit the catalog after every sealed pack (`checkpoint_mb = 0` in reel.toml; 256 MiB
+    /// by default), so that a test killing a dump between pack and commit reaches those
+    /// points with a few dozen MiB of data.
+    pub fn checkpoint_every_pack(&self) {
+        let path = self.path().join("reel.toml");
+        let before = fs::read_to_string(&path).expect("reel.toml");
+        let after = before.replace("checkpoint_mb = 256", "checkpoint_mb = 0");
+        assert_ne!(
+            before, after,
+            "reel.toml has no default checkpoint_mb:\n{before}"
+        );
+        fs::write(&path, after).expect("write reel.toml");
+    }
+
     /// `reel --spool DIR` (add the subcommand and its arguments).
     pub fn cmd(&self) -> Command {
         let mut c = reel();
