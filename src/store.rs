@@ -122,6 +122,9 @@ impl<'a> StoreWriter<'a> {
     /// done. Other kinds are compressed alone, on all cores, and appended before returning,
     /// after every data chunk accepted before them.
     pub fn put_batch(&mut self, chunks: &[(ChunkId, &[u8])], kind: BlobKind) -> Result<u64> {
+        if kind == BlobKind::Data {
+            return self.put_data(chunks);
+        }
         let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
         let missing = self.missing(&ids)?;
         let mut seen = HashSet::new();
@@ -131,30 +134,45 @@ impl<'a> StoreWriter<'a> {
             .filter(|(c, m)| *m && seen.insert(c.0))
             .map(|(c, _)| *c)
             .collect();
+        // Data accepted earlier goes first, so manifests and records follow the data they
+        // describe in the packs (they end up in a dump's last, usually small, pack).
+        self.settle()?;
         let level = self.level;
-        if kind != BlobKind::Data {
-            // Data accepted earlier goes first, so manifests and records follow the data they
-            // describe in the packs (they end up in a dump's last, usually small, pack).
-            self.settle()?;
-            let encoded: Vec<EncodedBlob> = new
-                .par_iter()
-                .map(|(_, raw)| pack::encode_blob(raw, level))
-                .collect();
-            for ((id, raw), blob) in new.iter().zip(encoded) {
-                self.append(*id, kind, &blob, None)?;
-                self.count_new(raw.len());
-            }
-            return Ok(new.len() as u64);
-        }
-        for (id, raw) in &new {
-            if !self.filling.fits(raw.len()) {
-                self.send_frame();
-                self.append_done(false)?;
-            }
-            self.filling.push(*id, raw);
-            self.unindexed.insert(*id);
+        let encoded: Vec<EncodedBlob> = new
+            .par_iter()
+            .map(|(_, raw)| pack::encode_blob(raw, level))
+            .collect();
+        for ((id, raw), blob) in new.iter().zip(encoded) {
+            self.append(*id, kind, &blob, None)?;
+            self.count_new(raw.len());
         }
         Ok(new.len() as u64)
+    }
+
+    /// `put_batch` of data chunks. The index is asked a slice at a time, so the first frame
+    /// of a large batch reaches the pool after a few lookups, not after all of them (the pool
+    /// has often just run dry when a window of small files arrives).
+    fn put_data(&mut self, chunks: &[(ChunkId, &[u8])]) -> Result<u64> {
+        const LOOKUP_SLICE: usize = 256;
+        let mut new = 0;
+        for part in chunks.chunks(LOOKUP_SLICE) {
+            let ids: Vec<ChunkId> = part.iter().map(|c| c.0).collect();
+            let missing = self.missing(&ids)?;
+            for (&(id, raw), missing) in part.iter().zip(missing) {
+                // `unindexed` also catches a second copy within this slice.
+                if !missing || self.unindexed.contains(&id) {
+                    continue;
+                }
+                if !self.filling.fits(raw.len()) {
+                    self.send_frame();
+                    self.append_done(false)?;
+                }
+                self.filling.push(id, raw);
+                self.unindexed.insert(id);
+                new += 1;
+            }
+        }
+        Ok(new)
     }
 
     /// Hand the filling frame to the pool.
@@ -661,8 +679,16 @@ mod tests {
         // The same chunks again, mixed with new ones: only the new ones are stored.
         assert_eq!(w.put_batch(&batch(30..48), BlobKind::Data).unwrap(), 8);
         w.own_later(7, &[], ids[30..48].to_vec()).unwrap();
+        // Copies within one batch, in one lookup slice and across slices: stored once.
+        let twice: Vec<(ChunkId, &[u8])> = (0..600)
+            .map(|i| {
+                let raw = &b"tiny"[..i % 4];
+                (ChunkId::of(raw), raw)
+            })
+            .collect();
+        assert_eq!(w.put_batch(&twice, BlobKind::Data).unwrap(), 4);
         w.settle().unwrap();
-        assert_eq!(w.stats.new_chunks, 48);
+        assert_eq!(w.stats.new_chunks, 52);
         let (owned, owned_bytes) = w.owned_later();
         assert_eq!(owned, 48, "each chunk owned once");
         assert!(owned_bytes > 0);
