@@ -115,27 +115,29 @@ fn cost(len: usize) -> usize {
 /// instead of all of them (the chunks' bytes are verified when sliced, or by
 /// `check --read-data`). None if `raw` does not start with a whole header and table.
 pub fn id(raw: &[u8]) -> Option<ChunkId> {
-    if raw.len() < HEADER_LEN || raw[0..4] != FRAME_MAGIC {
-        return None;
-    }
-    let n = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes")) as usize;
-    let table_end = n.checked_mul(TABLE_ENTRY_LEN)?.checked_add(HEADER_LEN)?;
-    Some(ChunkId::of(raw.get(..table_end)?))
+    let (_, table_end) = table_bounds(raw).ok()?;
+    Some(ChunkId::of(&raw[..table_end]))
 }
 
-/// The chunks of a raw frame: (id, byte range in the frame). Validates the table and bounds;
-/// the chunks' hashes are the caller's to check (`slice`).
-pub fn parse(raw: &[u8]) -> Result<Vec<(ChunkId, Range<usize>)>> {
-    let bad = |what: &str| Error::corrupt(format!("frame is damaged: {what}"));
+/// The chunk count and the end of the table, checked against the magic and `raw`'s length.
+fn table_bounds(raw: &[u8]) -> std::result::Result<(usize, usize), &'static str> {
     if raw.len() < HEADER_LEN || raw[0..4] != FRAME_MAGIC {
-        return Err(bad("no frame magic"));
+        return Err("no frame magic");
     }
     let n = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes")) as usize;
     let table_end = n
         .checked_mul(TABLE_ENTRY_LEN)
         .and_then(|t| t.checked_add(HEADER_LEN))
         .filter(|&t| t <= raw.len())
-        .ok_or_else(|| bad("chunk table runs past the end"))?;
+        .ok_or("chunk table runs past the end")?;
+    Ok((n, table_end))
+}
+
+/// The chunks of a raw frame: (id, byte range in the frame). Validates the table and bounds;
+/// the chunks' hashes are the caller's to check (`slice`).
+pub fn parse(raw: &[u8]) -> Result<Vec<(ChunkId, Range<usize>)>> {
+    let bad = |what: &str| Error::corrupt(format!("frame is damaged: {what}"));
+    let (n, table_end) = table_bounds(raw).map_err(bad)?;
     let mut pos = table_end;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {

@@ -423,7 +423,8 @@ pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>> {
         )));
     }
     let named = match entry.kind {
-        // Frames of version 1 packs are named by all their bytes.
+        // Frames written by version 1 are named by all their bytes, and keep that name when
+        // gc or an export copies them into a newer pack as they are.
         BlobKind::Frame => {
             crate::frame::id(&raw) == Some(entry.id) || ChunkId::of(&raw) == entry.id
         }
