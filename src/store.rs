@@ -413,9 +413,6 @@ impl<'a> StoreWriter<'a> {
         let chunks = txn.open_table(CHUNKS)?;
         let (mut n, mut bytes) = (0u64, 0u64);
         'refs: for id in refs {
-            if owned.get((dump, id.0))?.is_some() {
-                continue;
-            }
             for a in chain {
                 if owned.get((*a, id.0))?.is_some() {
                     continue 'refs;
@@ -436,9 +433,12 @@ impl<'a> StoreWriter<'a> {
                     )));
                 }
             };
-            owned.insert((dump, id.0), stored)?;
-            n += 1;
-            bytes += u64::from(stored);
+            // A chunk this dump already owns (a second copy in the volume) is rewritten with the
+            // same value and not counted again: one B-tree walk instead of a lookup and an insert.
+            if owned.insert((dump, id.0), stored)?.is_none() {
+                n += 1;
+                bytes += u64::from(stored);
+            }
         }
         Ok((n, bytes))
     }
