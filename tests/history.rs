@@ -78,28 +78,18 @@ fn week_of_mixed_levels_restores_every_day_exactly() {
     );
 
     for day in 0..7 {
-        let target = work.path().join(format!("restore{day}"));
-        spool.run([
-            "restore",
-            "home",
-            "--at",
-            &day_date(day),
-            "--to",
-            target.to_str().unwrap(),
-        ]);
-        assert_trees_equal(&work.path().join(format!("day{day}")), &target);
+        spool.restore_equals(
+            &["home", "--at", &day_date(day)],
+            &work.path().join(format!("day{day}")),
+            &work.path().join(format!("restore{day}")),
+        );
     }
     // By id too, and a subtree.
-    let target = work.path().join("by-id");
-    spool.run([
-        "restore",
-        "home",
-        "--dump",
-        "3",
-        "--to",
-        target.to_str().unwrap(),
-    ]);
-    assert_trees_equal(&work.path().join("day2"), &target);
+    spool.restore_equals(
+        &["home", "--dump", "3"],
+        &work.path().join("day2"),
+        &work.path().join("by-id"),
+    );
     let sub = work.path().join("sub");
     spool.run([
         "restore",
@@ -198,16 +188,11 @@ fn merge_records_a_synthetic_full_that_restores() {
     assert_eq!(m["level"], 0);
     assert_eq!(m["base"], serde_json::Value::Null);
     assert_eq!(m["merged_from"], 2);
-    let target = work.path().join("r");
-    spool.run([
-        "restore",
-        "v",
-        "--dump",
-        "3",
-        "--to",
-        target.to_str().unwrap(),
-    ]);
-    assert_trees_equal(&work.path().join("day1"), &target);
+    spool.restore_equals(
+        &["v", "--dump", "3"],
+        &work.path().join("day1"),
+        &work.path().join("r"),
+    );
     // The next level 1 is based on the synthetic full.
     mutate_day(&vol, 2);
     spool.run(["dump", "v", "--level", "1", "--date", "2026-11-03"]);

@@ -222,16 +222,11 @@ fn prune_keeps_what_the_policy_and_the_chains_need_and_every_kept_dump_restores(
         restore_equals(&spool, w, *id, *id as usize);
     }
     // Restoring a day whose dump is gone gives the dump current then.
-    let to = w.join("at-day10");
-    spool.run([
-        "restore",
-        "v",
-        "--at",
-        &date(10),
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    assert_trees_equal(&w.join("day8"), &to);
+    spool.restore_equals(
+        &["v", "--at", &date(10)],
+        &w.join("day8"),
+        &w.join("at-day10"),
+    );
     spool.run(["check", "--read-data"]);
 
     // Pruning again with the same policy has nothing to do.
@@ -342,16 +337,11 @@ fn a_pruned_dump_on_tape_names_its_tape_and_comes_back_with_import() {
 
     // What the output promised: importing the tape brings day 2 back.
     spool.run(["import", img.to_str().unwrap()]);
-    let to = w.join("day2-again");
-    spool.run([
-        "restore",
-        "v",
-        "--at",
-        "2026-11-02",
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    assert_trees_equal(&w.join("day2"), &to);
+    spool.restore_equals(
+        &["v", "--at", "2026-11-02"],
+        &w.join("day2"),
+        &w.join("day2-again"),
+    );
     spool.run(["check", "--read-data"]);
 }
 

@@ -328,18 +328,11 @@ fn repair_drops_a_lost_pack_and_names_the_dumps_and_tapes_that_heal_them() {
     assert!(human.contains("nothing to repair"), "{human}");
 
     // Dump 1 restores exactly from the spool and its tape.
-    let to = work.path().join("r1");
-    spool.run([
-        "restore",
-        "v",
-        "--dump",
-        "1",
-        "--to",
-        to.to_str().unwrap(),
-        "--tapes",
-        tapes.to_str().unwrap(),
-    ]);
-    assert_trees_equal(&work.path().join("day1"), &to);
+    spool.restore_equals(
+        &["v", "--dump", "1", "--tapes", tapes.to_str().unwrap()],
+        &work.path().join("day1"),
+        &work.path().join("r1"),
+    );
     // A new full reads again the files whose chunks went missing, and restores exactly.
     let out = spool.run(["dump", "v", "--level", "0", "--date", "2026-11-03"]);
     assert!(!out.is_empty());
@@ -386,20 +379,7 @@ fn rebuild_from_tapes_after_a_purge_restores_exactly() {
     let tapes_out = spool.run(["tapes"]);
     assert!(tapes_out.contains("W1"), "{tapes_out}");
     spool.run(["check"]);
-    for (day, at) in [(1, "2026-11-01"), (2, "2026-11-02")] {
-        let to = work.path().join(format!("f{day}"));
-        spool.run([
-            "restore",
-            "v",
-            "--at",
-            at,
-            "--to",
-            to.to_str().unwrap(),
-            "--tapes",
-            tapes.to_str().unwrap(),
-        ]);
-        assert_trees_equal(&work.path().join(format!("day{day}")), &to);
-    }
+    spool.restore_two_days_equal(work.path(), "f", &["--tapes", tapes.to_str().unwrap()]);
     // Dumps go on: the new full re-reads what is on tape only.
     spool.run(["dump", "v", "--level", "0", "--date", "2026-11-03"]);
     restore_and_compare(&spool, 3, &vol, &work.path().join("f3"));
@@ -415,10 +395,6 @@ fn rebuild_from_tapes_after_a_purge_restores_exactly() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("tape W1: imported 2 dumps"), "{text}");
     assert_eq!(identity(&other).len(), 2);
-    for (day, at) in [(1, "2026-11-01"), (2, "2026-11-02")] {
-        let to = work.path().join(format!("o{day}"));
-        other.run(["restore", "v", "--at", at, "--to", to.to_str().unwrap()]);
-        assert_trees_equal(&work.path().join(format!("day{day}")), &to);
-    }
+    other.restore_two_days_equal(work.path(), "o", &[]);
     other.run(["check", "--read-data"]);
 }

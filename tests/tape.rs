@@ -29,14 +29,6 @@ fn two_days(work: &Path) -> Spool {
     spool
 }
 
-fn restore_both(spool: &Spool, work: &Path, tag: &str) {
-    for (day, at) in [(1, "2026-11-01"), (2, "2026-11-02")] {
-        let to = work.join(format!("{tag}-r{day}"));
-        spool.run(["restore", "v", "--at", at, "--to", to.to_str().unwrap()]);
-        assert_trees_equal(&work.join(format!("day{day}")), &to);
-    }
-}
-
 #[test]
 fn an_exported_tape_imports_into_an_empty_spool_and_restores_exactly() {
     let work = tempfile::tempdir().unwrap();
@@ -56,7 +48,7 @@ fn an_exported_tape_imports_into_an_empty_spool_and_restores_exactly() {
     let fresh = Spool::new();
     fresh.run(["import", img.to_str().unwrap()]);
     assert_eq!(fresh.list_json().as_array().unwrap().len(), 2);
-    restore_both(&fresh, work.path(), "fresh");
+    fresh.restore_two_days_equal(work.path(), "fresh-r", &[]);
     fresh.run(["check", "--read-data"]);
     // Importing the same tape again adds nothing.
     fresh.run(["import", img.to_str().unwrap()]);
@@ -98,7 +90,7 @@ fn the_stock_restore_lists_and_extracts_a_reel_tape() {
     // What restore extracted is itself importable.
     let fresh = Spool::new();
     fresh.run(["import", x.to_str().unwrap()]);
-    restore_both(&fresh, work.path(), "x");
+    fresh.restore_two_days_equal(work.path(), "x-r", &[]);
 }
 
 #[test]
@@ -142,7 +134,7 @@ fn a_split_tape_restores_with_restore_m_and_imports() {
     assert_eq!(fresh.list_json().as_array().unwrap().len(), 0);
     // The prefix names the whole set.
     fresh.run(["import", img.to_str().unwrap()]);
-    restore_both(&fresh, work.path(), "split");
+    fresh.restore_two_days_equal(work.path(), "split-r", &[]);
 }
 
 #[test]
@@ -243,20 +235,7 @@ fn purged_dumps_restore_from_the_tapes_the_plan_names() {
     assert!(err.contains("W1"), "{err}");
     assert!(!to.exists() || std::fs::read_dir(&to).unwrap().next().is_none());
     // With the tapes folder, or the tape named by label, every day comes back exactly.
-    for (day, at) in [(1, "2026-11-01"), (2, "2026-11-02")] {
-        let to = work.path().join(format!("t{day}"));
-        spool.run([
-            "restore",
-            "v",
-            "--at",
-            at,
-            "--to",
-            to.to_str().unwrap(),
-            "--tapes",
-            tapes.to_str().unwrap(),
-        ]);
-        assert_trees_equal(&work.path().join(format!("day{day}")), &to);
-    }
+    spool.restore_two_days_equal(work.path(), "t", &["--tapes", tapes.to_str().unwrap()]);
     // cat reads a purged file from the tape too.
     let (code, err) = spool.fail(["cat", "v", "--at", "2026-11-01", "small.txt"]);
     assert_eq!(code, 2, "{err}");
@@ -273,19 +252,12 @@ fn purged_dumps_restore_from_the_tapes_the_plan_names() {
         small.as_bytes(),
         std::fs::read(work.path().join("day1/small.txt")).unwrap()
     );
-    let to = work.path().join("by-label");
     let arg = format!("W1={}", img.display());
-    spool.run([
-        "restore",
-        "v",
-        "--at",
-        "2026-11-02",
-        "--to",
-        to.to_str().unwrap(),
-        "--tape",
-        &arg,
-    ]);
-    assert_trees_equal(&work.path().join("day2"), &to);
+    spool.restore_equals(
+        &["v", "--at", "2026-11-02", "--tape", &arg],
+        &work.path().join("day2"),
+        &work.path().join("by-label"),
+    );
     // A new full after the purge reads again the unchanged files whose chunks are on tape
     // only (it owns them), so its own export carries them and restores with that tape alone.
     spool.run(["dump", "v", "--level", "0", "--date", "2026-11-03"]);
@@ -293,9 +265,11 @@ fn purged_dumps_restore_from_the_tapes_the_plan_names() {
     spool.run(["export", "--to", img2.to_str().unwrap(), "--label", "W2"]);
     let fresh = Spool::new();
     fresh.run(["import", img2.to_str().unwrap()]);
-    let to = work.path().join("full-after-purge");
-    fresh.run(["restore", "v", "--to", to.to_str().unwrap()]);
-    assert_trees_equal(&work.path().join("day2"), &to);
+    fresh.restore_equals(
+        &["v"],
+        &work.path().join("day2"),
+        &work.path().join("full-after-purge"),
+    );
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -349,14 +323,9 @@ fn a_media_set_writes_less_and_its_restore_plan_names_every_tape_it_needs() {
     spool.run(["purge", "--exported"]);
     let plan = spool.run(["restore", "v", "--to", "/nonexistent", "--dry-run"]);
     assert!(plan.contains("tapes needed, in this order: S1"), "{plan}");
-    let to = work.path().join("r");
-    spool.run([
-        "restore",
-        "v",
-        "--to",
-        to.to_str().unwrap(),
-        "--tapes",
-        tapes.to_str().unwrap(),
-    ]);
-    assert_trees_equal(&work.path().join("day1"), &to);
+    spool.restore_equals(
+        &["v", "--tapes", tapes.to_str().unwrap()],
+        &work.path().join("day1"),
+        &work.path().join("r"),
+    );
 }

@@ -157,6 +157,26 @@ impl Spool {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("reel list --json: {e}\n{out}"))
     }
 
+    /// `reel restore ARGS... --to TARGET`, ARGS naming the volume and picking the dump and
+    /// its source (`v --dump 3`, `v --at 2026-11-02 --tapes DIR`), then assert the restored
+    /// tree equals `expected`.
+    pub fn restore_equals(&self, args: &[&str], expected: &Path, target: &Path) {
+        run_ok(self.cmd().arg("restore").args(args).arg("--to").arg(target));
+        assert_trees_equal(expected, target);
+    }
+
+    /// Both days of a two-day history of volume `v` (trees `work/day1` and `work/day2`,
+    /// dumped 2026-11-01 and 2026-11-02) restore with `--at` and `extra` into
+    /// `work/<tag><day>` and equal their trees.
+    pub fn restore_two_days_equal(&self, work: &Path, tag: &str, extra: &[&str]) {
+        for (day, at) in [(1, "2026-11-01"), (2, "2026-11-02")] {
+            let mut args = vec!["v", "--at", at];
+            args.extend_from_slice(extra);
+            let target = work.join(format!("{tag}{day}"));
+            self.restore_equals(&args, &work.join(format!("day{day}")), &target);
+        }
+    }
+
     /// The last row of `reel list --json`: the newest dump.
     pub fn last_dump(&self) -> serde_json::Value {
         let list = self.list_json();
@@ -1063,24 +1083,16 @@ pub fn tree_differences(expected: &Path, actual: &Path) -> Vec<String> {
     diffs
 }
 
+/// Restore dump `id` of volume `v` into `target` with the real binary and assert it equals
+/// `expected`.
+pub fn restore_and_compare(spool: &Spool, id: u64, expected: &Path, target: &Path) {
+    spool.restore_equals(&["v", "--dump", &id.to_string()], expected, target);
+}
+
 /// Panics, listing every differing path and field, unless `actual` equals `expected`: entry
 /// kinds, file bytes, modes (with setuid/setgid/sticky), mtimes to the nanosecond (directories,
 /// symlinks and the root included), owners, symlink targets, device numbers, xattrs, hard-link
 /// groups, and holes (the actual file may not use more than [`SPARSE_SLACK_BYTES`] more disk).
-/// Restore dump `id` of volume `v` into `target` with the real binary and assert it equals
-/// `expected`.
-pub fn restore_and_compare(spool: &Spool, id: u64, expected: &Path, target: &Path) {
-    spool.run([
-        "restore",
-        "v",
-        "--dump",
-        &id.to_string(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
-    assert_trees_equal(expected, target);
-}
-
 pub fn assert_trees_equal(expected: &Path, actual: &Path) {
     let diffs = tree_differences(expected, actual);
     if !diffs.is_empty() {
