@@ -735,14 +735,21 @@ fn largest_pack(spool: &Path) -> PathBuf {
         .expect("a pack")
 }
 
-#[test]
-fn damage_sweep_packs() {
+/// A small volume (from `seed`), a new spool with its level 0 dump of 2026-11-01, and the
+/// truth of that day; the volume is `work/vol`.
+fn one_full_dump(seed: u64) -> (tempfile::TempDir, Spool, Truth) {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
-    small_volume(&vol, 11);
+    small_volume(&vol, seed);
     let spool = spool_with_full_dump(&vol);
     let mut truth = Truth::default();
     truth.record("v", "2026-11-01", &vol, work.path());
+    (work, spool, truth)
+}
+
+#[test]
+fn damage_sweep_packs() {
+    let (work, spool, truth) = one_full_dump(11);
     let dump = listed(&spool).remove(0);
     let pack = largest_pack(spool.path());
     let rel = pack.strip_prefix(spool.path()).unwrap().to_path_buf();
@@ -824,12 +831,7 @@ fn damage_sweep_packs() {
 
 #[test]
 fn damage_sweep_tape_image() {
-    let work = tempfile::tempdir().unwrap();
-    let vol = work.path().join("vol");
-    small_volume(&vol, 12);
-    let spool = spool_with_full_dump(&vol);
-    let mut truth = Truth::default();
-    truth.record("v", "2026-11-01", &vol, work.path());
+    let (work, spool, truth) = one_full_dump(12);
     let img = work.path().join("tape.img");
     spool.run(["export", "--label", "flipme", "--to", img.to_str().unwrap()]);
     let want = listed(&spool);
