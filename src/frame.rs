@@ -157,6 +157,19 @@ pub fn parse(raw: &[u8]) -> Result<Vec<(ChunkId, Range<usize>)>> {
     Ok(out)
 }
 
+/// The bytes of a chunk `parse` found at `range`, verified against its `id` from the table
+/// (the frame's name covers the table, not the bytes).
+pub fn verified<'a>(raw: &'a [u8], id: &ChunkId, range: Range<usize>) -> Result<&'a [u8]> {
+    let data = &raw[range];
+    if ChunkId::of(data) != *id {
+        return Err(Error::corrupt(format!(
+            "chunk {} in a frame does not match its hash",
+            id.short()
+        )));
+    }
+    Ok(data)
+}
+
 /// The bytes of chunk `id` at `inner..inner+len` of a raw frame, verified against the id.
 pub fn slice(raw: &[u8], id: &ChunkId, inner: u32, len: u32) -> Result<Vec<u8>> {
     let r = inner as usize..inner as usize + len as usize;

@@ -494,13 +494,7 @@ impl Rewriter<'_> {
             let mut framed = HashSet::new();
             for (id, r) in table.iter().flatten() {
                 if keep.contains_key(id) && framed.insert(*id) {
-                    let data = &raw[r.clone()];
-                    if ChunkId::of(data) != *id {
-                        return Err(damaged(Error::corrupt(format!(
-                            "chunk {} in a frame does not match its hash",
-                            id.short()
-                        ))));
-                    }
+                    let data = crate::frame::verified(&raw, id, r.clone()).map_err(damaged)?;
                     frame.push(*id, data);
                 }
             }
@@ -509,13 +503,9 @@ impl Rewriter<'_> {
                     "the chunk index places a chunk in a frame whose table lacks it",
                 )));
             }
-            let raw_len = frame.raw_len() as u32;
-            let c = frame
-                .slots()
+            let c = crate::store::frame_slots(&frame)
                 .into_iter()
-                .map(|(id, len, inner)| {
-                    (id, len, BlobKind::Data, Some(FrameSlot { raw_len, inner }))
-                })
+                .map(|(id, len, slot)| (id, len, BlobKind::Data, Some(slot)))
                 .collect();
             let (frame_id, new_raw) = frame.into_named();
             let blob = pack::encode_blob(&new_raw, self.level);

@@ -152,14 +152,8 @@ pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
             BlobKind::Frame => {
                 let raw = r.read_blob(e)?;
                 for (cid, range) in crate::frame::parse(&raw).map_err(in_pack)? {
-                    // The frame's name covers its table; the bytes are checked here, so that
-                    // no damaged chunk enters the index.
-                    if ChunkId::of(&raw[range.clone()]) != cid {
-                        return Err(in_pack(Error::corrupt(format!(
-                            "chunk {} in a frame does not match its hash",
-                            cid.short()
-                        ))));
-                    }
+                    // No damaged chunk enters the index.
+                    crate::frame::verified(&raw, &cid, range.clone()).map_err(in_pack)?;
                     out.chunks.push((
                         cid,
                         ChunkLoc {

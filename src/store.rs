@@ -67,7 +67,7 @@ struct DeferredOwn {
 
 /// A frame on its way through the pool: its chunks, and where its blob will arrive.
 struct PendingFrame {
-    slots: Vec<(ChunkId, u32, u32)>,
+    slots: Vec<(ChunkId, u32, FrameSlot)>,
     raw_len: usize,
     done: mpsc::Receiver<(ChunkId, EncodedBlob)>,
 }
@@ -181,7 +181,7 @@ impl<'a> StoreWriter<'a> {
             return;
         }
         let frame = std::mem::take(&mut self.filling);
-        let slots = frame.slots();
+        let slots = frame_slots(&frame);
         let raw_len = frame.raw_len();
         let level = self.level;
         let (tx, done) = mpsc::sync_channel(1);
@@ -231,13 +231,7 @@ impl<'a> StoreWriter<'a> {
             };
             let head = self.inflight.pop_front().expect("head frame");
             self.inflight_raw -= head.raw_len;
-            let raw_len = head.raw_len as u32;
-            let slots: Vec<(ChunkId, u32, FrameSlot)> = head
-                .slots
-                .iter()
-                .map(|&(id, len, inner)| (id, len, FrameSlot { raw_len, inner }))
-                .collect();
-            self.append_frame(frame_id, &blob, &slots)?;
+            self.append_frame(frame_id, &blob, &head.slots)?;
             for (id, len, _) in &head.slots {
                 self.unindexed.remove(id);
                 self.count_new(*len as usize);
@@ -467,6 +461,16 @@ impl Drop for StoreWriter<'_> {
             w.abandon();
         }
     }
+}
+
+/// Where each chunk of `frame` sits once it is built: (id, length, its slot in the raw frame).
+pub(crate) fn frame_slots(frame: &frame::Builder) -> Vec<(ChunkId, u32, FrameSlot)> {
+    let raw_len = frame.raw_len() as u32;
+    frame
+        .slots()
+        .into_iter()
+        .map(|(id, len, inner)| (id, len, FrameSlot { raw_len, inner }))
+        .collect()
 }
 
 /// The stored bytes a chunk accounts for: its blob, or its raw share of its frame's blob.

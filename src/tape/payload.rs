@@ -953,14 +953,12 @@ pub(crate) fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
         for (id, range) in frame::parse(&raw)
             .map_err(|err| Error::corrupt(format!("pack {}: {err}", path.display())))?
         {
-            let data = &raw[range.clone()];
-            if ChunkId::of(data) != id {
-                return Err(Error::corrupt(format!(
-                    "pack {}: chunk {} in a frame does not match its hash; the tape is damaged",
-                    path.display(),
-                    id.short()
-                )));
-            }
+            let data = frame::verified(&raw, &id, range.clone()).map_err(|err| {
+                Error::corrupt(format!(
+                    "pack {}: {err}; the tape is damaged",
+                    path.display()
+                ))
+            })?;
             out.push((
                 id,
                 ChunkLoc {
