@@ -34,15 +34,34 @@ pub fn build(chunks: &[(ChunkId, &[u8])]) -> (Vec<u8>, Vec<u32>) {
         b.push(*id, data);
     }
     let offsets = b.slots().into_iter().map(|s| s.2).collect();
-    (b.into_raw(), offsets)
+    (b.into_raw().to_vec(), offsets)
 }
 
-/// A frame being filled chunk by chunk; the table is laid out in front of the bytes only when
-/// the frame is turned into its raw form (`into_raw`, which a worker thread can do).
+/// A frame being filled chunk by chunk. The bytes go in after `ROOM` spare bytes, into which
+/// `into_raw` (which a worker thread can do) writes the header and table: the frame's bytes
+/// are copied once, not twice.
 #[derive(Default)]
 pub struct Builder {
     table: Vec<(ChunkId, u32)>,
-    data: Vec<u8>,
+    /// `ROOM` spare bytes, then the chunks' bytes (empty until the first push).
+    buf: Vec<u8>,
+}
+
+/// Room kept in front of a frame's bytes for its header and table: 910 chunks, enough for
+/// frames whose chunks average 4.6 KiB or more. A frame of smaller chunks is laid out anew.
+const ROOM: usize = 32 << 10;
+
+/// A raw frame: header, table, bytes. It may sit at the end of a larger buffer.
+pub struct RawFrame {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl std::ops::Deref for RawFrame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
 }
 
 impl Builder {
@@ -50,9 +69,13 @@ impl Builder {
         self.table.is_empty()
     }
 
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(ROOM..).unwrap_or_default()
+    }
+
     /// Raw size of the frame so far.
     pub fn raw_len(&self) -> usize {
-        HEADER_LEN + TABLE_ENTRY_LEN * self.table.len() + self.data.len()
+        head_len(self.table.len()) + self.bytes().len()
     }
 
     /// Would a chunk of `len` bytes still fit under `FRAME_RAW_MAX`? (An empty frame takes any
@@ -62,16 +85,17 @@ impl Builder {
     }
 
     pub fn push(&mut self, id: ChunkId, bytes: &[u8]) {
-        if self.data.capacity() == 0 {
-            self.data.reserve(FRAME_RAW_MAX);
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(ROOM + FRAME_RAW_MAX);
+            self.buf.resize(ROOM, 0);
         }
         self.table.push((id, bytes.len() as u32));
-        self.data.extend_from_slice(bytes);
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Per chunk: (id, length, offset of its bytes in the raw frame).
     pub fn slots(&self) -> Vec<(ChunkId, u32, u32)> {
-        let mut at = (HEADER_LEN + TABLE_ENTRY_LEN * self.table.len()) as u32;
+        let mut at = head_len(self.table.len()) as u32;
         self.table
             .iter()
             .map(|&(id, len)| {
@@ -83,26 +107,41 @@ impl Builder {
     }
 
     /// The raw frame: header, table, bytes.
-    pub fn into_raw(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.raw_len());
-        out.extend_from_slice(&FRAME_MAGIC);
-        out.extend_from_slice(&(self.table.len() as u32).to_le_bytes());
+    pub fn into_raw(self) -> RawFrame {
+        let head = head_len(self.table.len());
+        let mut head_bytes = Vec::with_capacity(head);
+        head_bytes.extend_from_slice(&FRAME_MAGIC);
+        head_bytes.extend_from_slice(&(self.table.len() as u32).to_le_bytes());
         for (id, len) in &self.table {
-            out.extend_from_slice(&id.0);
-            out.extend_from_slice(&len.to_le_bytes());
+            head_bytes.extend_from_slice(&id.0);
+            head_bytes.extend_from_slice(&len.to_le_bytes());
         }
-        out.extend_from_slice(&self.data);
-        out
+        if self.buf.len() >= ROOM && head <= ROOM {
+            let mut buf = self.buf;
+            let start = ROOM - head;
+            buf[start..ROOM].copy_from_slice(&head_bytes);
+            return RawFrame { buf, start };
+        }
+        head_bytes.extend_from_slice(self.bytes());
+        RawFrame {
+            buf: head_bytes,
+            start: 0,
+        }
     }
 
     /// The raw frame and its name (`id`).
-    pub fn into_named(self) -> (ChunkId, Vec<u8>) {
+    pub fn into_named(self) -> (ChunkId, RawFrame) {
         let raw = self.into_raw();
         (
             id(&raw).expect("a built frame has its header and table"),
             raw,
         )
     }
+}
+
+/// Length of a frame's header and table for `n` chunks.
+fn head_len(n: usize) -> usize {
+    HEADER_LEN + TABLE_ENTRY_LEN * n
 }
 
 /// Room a chunk of `len` bytes takes in a frame (its bytes and its table entry).
@@ -218,6 +257,34 @@ mod tests {
         assert!(parse(&bad).is_err());
     }
 
+    /// The table goes into the room in front of the bytes when it fits, and the frame is laid
+    /// out anew when it does not (many tiny chunks); both give the documented layout.
+    #[test]
+    fn raw_frames_have_the_documented_layout_whatever_their_table_size() {
+        for (n, len) in [(3usize, 9000usize), (2000, 3), (0, 0)] {
+            let chunks: Vec<Vec<u8>> = (0..n)
+                .map(|i| (0..len).map(|j| (i * 31 + j) as u8).collect())
+                .collect();
+            let mut b = Builder::default();
+            for c in &chunks {
+                b.push(ChunkId::of(c), c);
+            }
+            let raw_len = b.raw_len();
+            let raw = b.into_raw();
+            assert_eq!(raw.len(), raw_len);
+            let mut expected = FRAME_MAGIC.to_vec();
+            expected.extend_from_slice(&(n as u32).to_le_bytes());
+            for c in &chunks {
+                expected.extend_from_slice(&ChunkId::of(c).0);
+                expected.extend_from_slice(&(len as u32).to_le_bytes());
+            }
+            for c in &chunks {
+                expected.extend_from_slice(c);
+            }
+            assert!(raw[..] == expected[..], "{n} chunks of {len} bytes");
+        }
+    }
+
     #[test]
     fn builder_fills_to_the_limit_and_matches_build() {
         let quarter = FRAME_RAW_MAX / 4;
@@ -237,7 +304,7 @@ mod tests {
         );
         assert!(b.raw_len() <= FRAME_RAW_MAX);
         let slots = b.slots();
-        let raw = b.into_raw();
+        let raw = b.into_raw().to_vec();
         let refs: Vec<(ChunkId, &[u8])> = chunks[..3]
             .iter()
             .map(|c| (ChunkId::of(c), c.as_slice()))
