@@ -54,7 +54,14 @@ pub struct StoreWriter<'a> {
     owned_later: (u64, u64),
     /// Pack bytes sealed and chunks indexed since the last commit (see `CHECKPOINT_CHUNKS`).
     since_commit: (u64, u64),
+    /// Stored share (`stored_share`) of chunks appended in this session and not yet owned, so
+    /// ownership, which follows right behind, need not look them up in the index again.
+    fresh_shares: HashMap<ChunkId, u32>,
 }
+
+/// Entries in `fresh_shares` at most. A dump owns its new chunks a window behind their
+/// append, far fewer than this; a session that owns nothing stops filling it here.
+const FRESH_SHARES_MAX: usize = 1 << 16;
 
 /// `record_owned` to run once the first `after` frames are appended (their stored sizes are
 /// known only then).
@@ -98,6 +105,7 @@ impl<'a> StoreWriter<'a> {
             owning: VecDeque::new(),
             owned_later: (0, 0),
             since_commit: (0, 0),
+            fresh_shares: HashMap::new(),
         })
     }
 
@@ -244,10 +252,12 @@ impl<'a> StoreWriter<'a> {
     /// once those frames are appended, so compression goes on meanwhile. `owned_later` has
     /// the totals (complete after `settle`).
     pub fn own_later(&mut self, dump: u64, chain: &[u64], refs: Vec<ChunkId>) -> Result<()> {
-        // The frame being filled may hold some of `refs`: send it, so the wait is bounded.
-        self.send_frame();
+        // The frame being filled may hold some of `refs`: wait for it too. It is not sent
+        // early: frames cut short at every window compress worse. The next chunks fill it, or
+        // `settle` sends it.
+        let after = self.frames_sent + u64::from(!self.filling.is_empty());
         self.owning.push_back(DeferredOwn {
-            after: self.frames_sent,
+            after,
             dump,
             chain: chain.to_vec(),
             refs,
@@ -326,20 +336,30 @@ impl<'a> StoreWriter<'a> {
         crate::failpoint::hit("chunk-appended"); // once per blob (a frame is one blob)
         let full = writer.size() >= PACK_TARGET_SIZE;
         {
-            let mut table = self.txn().open_table(CHUNKS)?;
-            match slots {
-                None => {
-                    table.insert(id.0, loc.encode())?;
+            let txn = self.txn.as_ref().expect("transaction open until finish");
+            let mut table = txn.open_table(CHUNKS)?;
+            let mut index = |id: &ChunkId, loc: &ChunkLoc| -> Result<()> {
+                table.insert(id.0, loc.encode())?;
+                if self.fresh_shares.len() < FRESH_SHARES_MAX {
+                    self.fresh_shares.insert(*id, stored_share(loc));
                 }
+                Ok(())
+            };
+            match slots {
+                None => index(&id, &loc)?,
                 Some(slots) => {
-                    for (cid, len, slot) in slots {
+                    // In key order: neighbouring inserts walk the same pages of the B-tree.
+                    let mut order: Vec<usize> = (0..slots.len()).collect();
+                    order.sort_unstable_by_key(|&i| slots[i].0);
+                    for i in order {
+                        let (cid, len, slot) = &slots[i];
                         let l = ChunkLoc {
                             raw_len: *len,
                             kind: BlobKind::Data,
                             frame: Some(*slot),
                             ..loc
                         };
-                        table.insert(cid.0, l.encode())?;
+                        index(cid, &l)?;
                     }
                 }
             }
@@ -402,30 +422,22 @@ impl<'a> StoreWriter<'a> {
         chain: &[u64],
         refs: &[ChunkId],
     ) -> Result<(u64, u64)> {
-        let txn = self.txn();
+        let txn = self.txn.as_ref().expect("transaction open until finish");
         let mut owned = txn.open_table(OWNED)?;
         let chunks = txn.open_table(CHUNKS)?;
         let (mut n, mut bytes) = (0u64, 0u64);
-        'refs: for id in refs {
+        // In key order: neighbouring rows share the pages of the B-tree.
+        let mut refs = refs.to_vec();
+        refs.sort_unstable();
+        'refs: for id in &refs {
             for a in chain {
                 if owned.get((*a, id.0))?.is_some() {
                     continue 'refs;
                 }
             }
-            let stored = match chunks.get(id.0)? {
-                Some(loc) => stored_share(&ChunkLoc::decode(&loc.value())?),
-                // Purged from the spool after export: owned, but its bytes are on tape only.
-                None if !crate::tape::media::tapes_of_chunk(&self.spool.catalog.read()?, id)?
-                    .is_empty() =>
-                {
-                    0
-                }
-                None => {
-                    return Err(Error::corrupt(format!(
-                        "chunk {} is referenced but not in the chunk index",
-                        id.short()
-                    )));
-                }
+            let stored = match self.fresh_shares.remove(id) {
+                Some(share) => share,
+                None => self.indexed_share(&chunks, id)?,
             };
             // A chunk this dump already owns (a second copy in the volume) is rewritten with the
             // same value and not counted again: one B-tree walk instead of a lookup and an insert.
@@ -435,6 +447,27 @@ impl<'a> StoreWriter<'a> {
             }
         }
         Ok((n, bytes))
+    }
+
+    /// `stored_share` of an indexed chunk; 0 for one purged from the spool after export (owned,
+    /// but its bytes are on tape only).
+    fn indexed_share(
+        &self,
+        chunks: &redb::Table<'_, [u8; 32], [u8; 33]>,
+        id: &ChunkId,
+    ) -> Result<u32> {
+        match chunks.get(id.0)? {
+            Some(loc) => Ok(stored_share(&ChunkLoc::decode(&loc.value())?)),
+            None if !crate::tape::media::tapes_of_chunk(&self.spool.catalog.read()?, id)?
+                .is_empty() =>
+            {
+                Ok(0)
+            }
+            None => Err(Error::corrupt(format!(
+                "chunk {} is referenced but not in the chunk index",
+                id.short()
+            ))),
+        }
     }
 
     /// Seal the last pack, let `last` add the final rows (the dump record) to the same
