@@ -200,28 +200,18 @@ impl<R: Read> StreamChunker<R> {
         self.bytes_read
     }
 
-    /// Read until `buf` holds at least `segment_size` bytes or the reader is exhausted.
+    /// Read until `buf` holds at least `segment_size` bytes or the reader is exhausted. Reads
+    /// into the spare capacity (`read_to_end`), so the segment is not zeroed first.
     fn fill(&mut self) -> std::io::Result<()> {
         if self.buf.capacity() < self.segment_size {
             self.buf.reserve(self.segment_size - self.buf.len());
         }
         while !self.eof && self.buf.len() < self.segment_size {
-            let old = self.buf.len();
-            self.buf.resize(self.segment_size, 0);
-            match self.reader.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    self.eof = true;
-                }
-                Ok(n) => {
-                    self.buf.truncate(old + n);
-                    self.bytes_read += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
+            let want = (self.segment_size - self.buf.len()) as u64;
+            let n = (&mut self.reader).take(want).read_to_end(&mut self.buf)?;
+            self.bytes_read += n as u64;
+            if (n as u64) < want {
+                self.eof = true;
             }
         }
         Ok(())

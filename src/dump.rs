@@ -33,11 +33,11 @@ use crate::{ChunkId, Entry, EntryKind, Error, Extent, Result};
 /// Files up to this size are read whole, many at once; larger ones stream in segments.
 const SMALL_FILE: u64 = 4 << 20;
 /// A window of entries closes when its files to read reach this many bytes...
-const WINDOW_BYTES: u64 = 64 << 20;
+const WINDOW_BYTES: u64 = 32 << 20;
 /// ...or this many entries.
 const WINDOW_ENTRIES: usize = 4096;
 /// Segment size for large files.
-const SEGMENT: usize = 16 << 20;
+const SEGMENT: usize = 8 << 20;
 /// How often a file that keeps changing while read is read again before it is stored with a
 /// warning.
 const READ_ATTEMPTS: u32 = 3;
