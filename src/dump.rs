@@ -3,10 +3,12 @@
 //!
 //! Pipeline: the walker yields entries in path order; they are merge-joined with the previous
 //! manifest (also in path order) to find unchanged files. Entries collect in a window of
-//! bounded size; the window's small files are read and cut on all cores, large files are cut
-//! in bounded segments whose chunks are hashed on all cores; new chunks are compressed on all
-//! cores and appended by one pack writer. The manifest streams out as it is built, in chunks.
-//! Memory is bounded by the window and the tree depth, never by the volume.
+//! bounded size; the window's small files are read, cut and hashed on all cores while this
+//! thread walks the next window and stores the one before (so the pool is not left idle while
+//! this thread indexes and fills frames); large files are cut and hashed in bounded segments
+//! by a reader thread; new chunks are compressed on all cores and appended by one pack writer.
+//! The manifest streams out as it is built, in chunks. Memory is bounded by two windows and
+//! the tree depth, never by the volume.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -380,6 +382,9 @@ fn scan<'a>(
     let mut walker = Walker::new(root)?;
     let mut window: Vec<Work> = Vec::new();
     let mut window_bytes = 0u64;
+    // The window before `window`: its small files are being read on the pool while this
+    // thread walks on, and it is stored once `window` is full and reading in turn.
+    let mut reading: Option<(Vec<Work>, WindowReads)> = None;
     for item in walker.by_ref() {
         let item = item?;
         let mut entry = item.entry;
@@ -424,11 +429,18 @@ fn scan<'a>(
         });
         if window_bytes >= WINDOW_BYTES || window.len() >= WINDOW_ENTRIES {
             crate::clone::freeze::check_interrupted()?;
-            s.flush_window(&mut window, &mut manifest)?;
+            let reads = WindowReads::start(&window, s.params);
+            if let Some((before, r)) = reading.replace((std::mem::take(&mut window), reads)) {
+                s.store_window(before, r, &mut manifest)?;
+            }
             window_bytes = 0;
         }
     }
-    s.flush_window(&mut window, &mut manifest)?;
+    if let Some((before, r)) = reading.take() {
+        s.store_window(before, r, &mut manifest)?;
+    }
+    let reads = WindowReads::start(&window, s.params);
+    s.store_window(window, reads, &mut manifest)?;
     s.warnings.extend(walker.warnings().iter().cloned());
     drop(prev_entries);
 
@@ -788,27 +800,68 @@ fn open_nofollow(p: &Path) -> std::io::Result<File> {
         .open(p)
 }
 
-impl Session<'_> {
-    fn flush_window(
-        &mut self,
-        window: &mut Vec<Work>,
-        manifest: &mut ManifestWriter<SharedBuf>,
-    ) -> Result<()> {
-        if window.is_empty() {
-            return Ok(());
-        }
-        let params = self.params;
-        // Small, dense files: read and cut on all cores.
+/// What `read_small` gave for each small file of a window, in window order.
+type SmallReads = Vec<Result<Option<FileContent>>>;
+
+/// The small files of a window being read, cut and hashed on the pool (`read_small`).
+struct WindowReads {
+    /// The window's indices of the files being read.
+    small: Vec<usize>,
+    done: std::sync::mpsc::Receiver<SmallReads>,
+}
+
+impl WindowReads {
+    fn start(window: &[Work], params: ChunkerParams) -> WindowReads {
         let small: Vec<usize> = window
             .iter()
             .enumerate()
             .filter(|(_, w)| matches!(w.action, Action::Read) && w.entry.size <= SMALL_FILE)
             .map(|(i, _)| i)
             .collect();
-        let contents: Vec<Result<Option<FileContent>>> = small
-            .par_iter()
-            .map(|&i| read_small(&window[i].abs, &params))
-            .collect();
+        let paths: Vec<PathBuf> = small.iter().map(|&i| window[i].abs.clone()).collect();
+        let (tx, done) = std::sync::mpsc::sync_channel(1);
+        let work = move || {
+            let contents = paths.par_iter().map(|p| read_small(p, &params)).collect();
+            let _ = tx.send(contents);
+        };
+        if rayon::current_thread_index().is_some() {
+            // Inside the pool already: waiting there for a queued job could deadlock it.
+            work();
+        } else {
+            // A panic must not abort the process (rayon's default): the sender is dropped
+            // instead, and `wait` reports it.
+            rayon::spawn(move || {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            });
+        }
+        WindowReads { small, done }
+    }
+
+    fn wait(self) -> Result<(Vec<usize>, SmallReads)> {
+        let contents = self.done.recv().map_err(|_| {
+            Error::Spool(
+                "a file reading worker failed (panicked); nothing of this dump was committed, \
+                 run it again"
+                    .into(),
+            )
+        })?;
+        Ok((self.small, contents))
+    }
+}
+
+impl Session<'_> {
+    /// Store a window whose small files `reads` has been reading: their chunks, then the
+    /// large files', then the manifest entries and ownership, in order.
+    fn store_window(
+        &mut self,
+        mut window: Vec<Work>,
+        reads: WindowReads,
+        manifest: &mut ManifestWriter<SharedBuf>,
+    ) -> Result<()> {
+        if window.is_empty() {
+            return Ok(());
+        }
+        let (small, contents) = reads.wait()?;
         let mut batch: Vec<(ChunkId, &[u8])> = Vec::new();
         let mut read: Vec<(usize, FileContent)> = Vec::new();
         for (&i, c) in small.iter().zip(contents) {
@@ -825,7 +878,7 @@ impl Session<'_> {
             }
         }
         self.store.put_batch(&batch, BlobKind::Data)?;
-        drop(batch);
+
         for (i, c) in read {
             let w = &mut window[i];
             self.read_bytes += c.data.len() as u64;
@@ -875,7 +928,6 @@ impl Session<'_> {
             }
         }
         self.progress.entries(window.len() as u64);
-        window.clear();
         self.own(refs)?;
         self.store_manifest(false)
     }
