@@ -731,6 +731,14 @@ mod tests {
         assert!(owned_bytes > 0);
         // A synchronous count over the same refs finds nothing left to own.
         assert_eq!(w.record_owned(7, &[], &ids).unwrap(), (0, 0));
+        // Dump 7 took the stored shares handed on from the appends; dump 8 owns the same chunks
+        // from the index alone, and must come to the same bytes.
+        assert_eq!(
+            w.fresh_shares.len(),
+            4,
+            "only the shares of the four tiny chunks, which no dump owns, are left"
+        );
+        assert_eq!(w.record_owned(8, &[], &ids).unwrap(), (owned, owned_bytes));
         w.finish(|_, _| Ok(())).unwrap();
 
         let reader = ChunkReader::new(&spool).unwrap();
