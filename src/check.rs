@@ -152,21 +152,13 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
                         Err(e) => bad.push((entry.offset, e.to_string())),
                         Ok(raw) if entry.kind == BlobKind::Frame => {
                             // The frame's name (its table) held; its chunks must match it.
-                            let table = crate::frame::parse(&raw);
-                            let broken = match &table {
-                                Err(e) => Some(e.to_string()),
-                                Ok(t) => t
-                                    .iter()
-                                    .find(|(cid, r)| ChunkId::of(&raw[r.clone()]) != *cid)
-                                    .map(|(cid, _)| {
-                                        format!(
-                                            "chunk {} in frame does not match its hash",
-                                            cid.short()
-                                        )
-                                    }),
-                            };
-                            if let Some(msg) = broken {
-                                bad.push((entry.offset, msg));
+                            let broken = crate::frame::parse(&raw).and_then(|table| {
+                                table.into_iter().try_for_each(|(cid, r)| {
+                                    crate::frame::verified(&raw, &cid, r).map(drop)
+                                })
+                            });
+                            if let Err(e) = broken {
+                                bad.push((entry.offset, e.to_string()));
                             }
                         }
                         Ok(_) => {}

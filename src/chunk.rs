@@ -134,6 +134,29 @@ pub fn cut(data: &[u8], params: &ChunkerParams, eof: bool) -> (Vec<u32>, usize) 
     (lens, pos)
 }
 
+/// `cut`, with each chunk's id: (id, byte range in `data`) per chunk, and the bytes consumed.
+pub fn cut_hashed(
+    data: &[u8],
+    params: &ChunkerParams,
+    eof: bool,
+) -> (Vec<(crate::ChunkId, Range<usize>)>, usize) {
+    let (lens, consumed) = cut(data, params, eof);
+    let chunks = ranges(&lens)
+        .map(|r| (crate::ChunkId::of(&data[r.clone()]), r))
+        .collect();
+    (chunks, consumed)
+}
+
+/// The byte ranges of consecutive chunks of lengths `lens`, from offset 0.
+fn ranges(lens: &[u32]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0usize;
+    lens.iter().map(move |&len| {
+        let r = start..start + len as usize;
+        start = r.end;
+        r
+    })
+}
+
 /// One piece of a stream, with the chunks inside it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -185,13 +208,7 @@ impl<R: Read> StreamChunker<R> {
         let tail = self.buf[consumed..].to_vec();
         let mut data = std::mem::replace(&mut self.buf, tail);
         data.truncate(consumed);
-        let mut chunks = Vec::with_capacity(lens.len());
-        let mut start = 0usize;
-        for len in lens {
-            let end = start + len as usize;
-            chunks.push(start..end);
-            start = end;
-        }
+        let chunks = ranges(&lens).collect();
         Ok(Some(Segment { data, chunks }))
     }
 
@@ -240,14 +257,7 @@ pub(crate) mod tests {
     }
 
     fn ids(data: &[u8], lens: &[u32]) -> Vec<crate::ChunkId> {
-        let mut pos = 0;
-        lens.iter()
-            .map(|&l| {
-                let id = crate::ChunkId::of(&data[pos..pos + l as usize]);
-                pos += l as usize;
-                id
-            })
-            .collect()
+        ranges(lens).map(|r| crate::ChunkId::of(&data[r])).collect()
     }
 
     #[test]

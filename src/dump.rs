@@ -750,14 +750,7 @@ fn read_small(abs: &Path, params: &ChunkerParams) -> Result<Option<FileContent>>
         if !stable && attempt < READ_ATTEMPTS {
             continue;
         }
-        let (lens, _) = chunk::cut(&data, params, true);
-        let mut chunks = Vec::with_capacity(lens.len());
-        let mut off = 0usize;
-        for len in lens {
-            let r = off..off + len as usize;
-            chunks.push((ChunkId::of(&data[r.clone()]), r));
-            off += len as usize;
-        }
+        let (chunks, _) = chunk::cut_hashed(&data, params, true);
         let extents = chunks
             .iter()
             .map(|(id, r)| Extent::Chunk {
@@ -947,16 +940,13 @@ impl Session<'_> {
             *self.manifest_buf.0.borrow_mut() = data;
             return Ok(());
         }
-        let (lens, consumed) = chunk::cut(&data, &self.params, eof);
-        let mut batch = Vec::with_capacity(lens.len());
-        let mut off = 0usize;
-        for len in lens {
-            let piece = &data[off..off + len as usize];
-            let id = ChunkId::of(piece);
-            batch.push((id, piece));
-            self.manifest_chunks.push((id.0, len));
-            off += len as usize;
-        }
+        let (chunks, consumed) = chunk::cut_hashed(&data, &self.params, eof);
+        let batch: Vec<(ChunkId, &[u8])> = chunks
+            .iter()
+            .map(|(id, r)| (*id, &data[r.clone()]))
+            .collect();
+        self.manifest_chunks
+            .extend(chunks.iter().map(|(id, r)| (id.0, r.len() as u32)));
         self.store.put_batch(&batch, BlobKind::Manifest)?;
         self.manifest_bytes += consumed as u64;
         let ids: Vec<ChunkId> = batch.iter().map(|(id, _)| *id).collect();
