@@ -871,7 +871,7 @@ impl Session<'_> {
             }
         }
         self.store.put_batch(&batch, BlobKind::Data)?;
-
+        drop(batch);
         for (i, c) in read {
             let w = &mut window[i];
             self.read_bytes += c.data.len() as u64;
