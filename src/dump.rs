@@ -384,7 +384,7 @@ fn scan<'a>(
     let mut window_bytes = 0u64;
     // The window before `window`: its small files are being read on the pool while this
     // thread walks on, and it is stored once `window` is full and reading in turn.
-    let mut reading: Option<(Vec<Work>, WindowReads)> = None;
+    let mut reading: Option<ReadingWindow> = None;
     for item in walker.by_ref() {
         let item = item?;
         let mut entry = item.entry;
@@ -429,18 +429,17 @@ fn scan<'a>(
         });
         if window_bytes >= WINDOW_BYTES || window.len() >= WINDOW_ENTRIES {
             crate::clone::freeze::check_interrupted()?;
-            let reads = WindowReads::start(&window, s.params);
-            if let Some((before, r)) = reading.replace((std::mem::take(&mut window), reads)) {
-                s.store_window(before, r, &mut manifest)?;
+            let next = ReadingWindow::start(std::mem::take(&mut window), s.params);
+            if let Some(before) = reading.replace(next) {
+                s.store_window(before, &mut manifest)?;
             }
             window_bytes = 0;
         }
     }
-    if let Some((before, r)) = reading.take() {
-        s.store_window(before, r, &mut manifest)?;
+    if let Some(before) = reading.take() {
+        s.store_window(before, &mut manifest)?;
     }
-    let reads = WindowReads::start(&window, s.params);
-    s.store_window(window, reads, &mut manifest)?;
+    s.store_window(ReadingWindow::start(window, s.params), &mut manifest)?;
     s.warnings.extend(walker.warnings().iter().cloned());
     drop(prev_entries);
 
@@ -796,15 +795,16 @@ fn open_nofollow(p: &Path) -> std::io::Result<File> {
 /// What `read_small` gave for each small file of a window, in window order.
 type SmallReads = Vec<Result<Option<FileContent>>>;
 
-/// The small files of a window being read, cut and hashed on the pool (`read_small`).
-struct WindowReads {
+/// A window whose small files are being read, cut and hashed on the pool (`read_small`).
+struct ReadingWindow {
+    window: Vec<Work>,
     /// The window's indices of the files being read.
     small: Vec<usize>,
     done: std::sync::mpsc::Receiver<SmallReads>,
 }
 
-impl WindowReads {
-    fn start(window: &[Work], params: ChunkerParams) -> WindowReads {
+impl ReadingWindow {
+    fn start(window: Vec<Work>, params: ChunkerParams) -> ReadingWindow {
         let small: Vec<usize> = window
             .iter()
             .enumerate()
@@ -827,10 +827,15 @@ impl WindowReads {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
             });
         }
-        WindowReads { small, done }
+        ReadingWindow {
+            window,
+            small,
+            done,
+        }
     }
 
-    fn wait(self) -> Result<(Vec<usize>, SmallReads)> {
+    /// The window, its small files' indices, and what reading each gave.
+    fn wait(self) -> Result<(Vec<Work>, Vec<usize>, SmallReads)> {
         let contents = self.done.recv().map_err(|_| {
             Error::Spool(
                 "a file reading worker failed (panicked); nothing of this dump was committed, \
@@ -838,23 +843,22 @@ impl WindowReads {
                     .into(),
             )
         })?;
-        Ok((self.small, contents))
+        Ok((self.window, self.small, contents))
     }
 }
 
 impl Session<'_> {
-    /// Store a window whose small files `reads` has been reading: their chunks, then the
-    /// large files', then the manifest entries and ownership, in order.
+    /// Store a window once its small files are read: their chunks, then the large files',
+    /// then the manifest entries and ownership, in order.
     fn store_window(
         &mut self,
-        mut window: Vec<Work>,
-        reads: WindowReads,
+        reading: ReadingWindow,
         manifest: &mut ManifestWriter<SharedBuf>,
     ) -> Result<()> {
-        if window.is_empty() {
+        if reading.window.is_empty() {
             return Ok(());
         }
-        let (small, contents) = reads.wait()?;
+        let (mut window, small, contents) = reading.wait()?;
         let mut batch: Vec<(ChunkId, &[u8])> = Vec::new();
         let mut read: Vec<(usize, FileContent)> = Vec::new();
         for (&i, c) in small.iter().zip(contents) {

@@ -274,7 +274,7 @@ impl<'a> StoreWriter<'a> {
         let appended = self.frames_sent - self.inflight.len() as u64;
         while self.owning.front().is_some_and(|o| o.after <= appended) {
             let o = self.owning.pop_front().expect("front");
-            let (n, b) = self.record_owned_now(o.dump, &o.chain, &o.refs)?;
+            let (n, b) = self.record_owned_now(o.dump, &o.chain, o.refs)?;
             self.owned_later.0 += n;
             self.owned_later.1 += b;
         }
@@ -413,21 +413,20 @@ impl<'a> StoreWriter<'a> {
         refs: &[ChunkId],
     ) -> Result<(u64, u64)> {
         self.settle()?;
-        self.record_owned_now(dump, chain, refs)
+        self.record_owned_now(dump, chain, refs.to_vec())
     }
 
     fn record_owned_now(
         &mut self,
         dump: u64,
         chain: &[u64],
-        refs: &[ChunkId],
+        mut refs: Vec<ChunkId>,
     ) -> Result<(u64, u64)> {
         let txn = self.txn.as_ref().expect("transaction open until finish");
         let mut owned = txn.open_table(OWNED)?;
         let chunks = txn.open_table(CHUNKS)?;
         let (mut n, mut bytes) = (0u64, 0u64);
         // In key order: neighbouring rows share the pages of the B-tree.
-        let mut refs = refs.to_vec();
         refs.sort_unstable();
         'refs: for id in &refs {
             for a in chain {
