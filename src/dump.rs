@@ -17,11 +17,12 @@ use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::catalog::{self, CloneRecord, CloneView, DumpRecord};
-use crate::chunk::{self, ChunkerParams, StreamChunker};
+use crate::chunk::{self, ChunkerParams, Segment, StreamChunker};
 use crate::level;
 use crate::manifest::{ManifestReader, ManifestWriter};
 use crate::pack::BlobKind;
@@ -436,10 +437,11 @@ fn scan<'a>(
             window_bytes = 0;
         }
     }
+    let last = ReadingWindow::start(window, s.params);
     if let Some(before) = reading.take() {
         s.store_window(before, &mut manifest)?;
     }
-    s.store_window(ReadingWindow::start(window, s.params), &mut manifest)?;
+    s.store_window(last, &mut manifest)?;
     s.warnings.extend(walker.warnings().iter().cloned());
     drop(prev_entries);
 
@@ -801,7 +803,18 @@ struct ReadingWindow {
     /// The window's indices of the files being read.
     small: Vec<usize>,
     done: std::sync::mpsc::Receiver<SmallReads>,
+    /// The window's first large file (its index), being read ahead too.
+    first_large: Option<(usize, Result<Option<LargeRead>>)>,
 }
+
+/// What a window's reads gave: the window, its small files' indices, what reading each gave,
+/// and its first large file's reader.
+type WindowReads = (
+    Vec<Work>,
+    Vec<usize>,
+    SmallReads,
+    Option<(usize, Result<Option<LargeRead>>)>,
+);
 
 impl ReadingWindow {
     fn start(window: Vec<Work>, params: ChunkerParams) -> ReadingWindow {
@@ -827,15 +840,20 @@ impl ReadingWindow {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
             });
         }
+        let first_large = window
+            .iter()
+            .position(|w| matches!(w.action, Action::Read) && w.entry.size > SMALL_FILE)
+            .map(|i| (i, LargeRead::start(window[i].abs.clone(), params)));
         ReadingWindow {
             window,
             small,
             done,
+            first_large,
         }
     }
 
-    /// The window, its small files' indices, and what reading each gave.
-    fn wait(self) -> Result<(Vec<Work>, Vec<usize>, SmallReads)> {
+    /// The window and what its reads gave, once its small files are read.
+    fn wait(self) -> Result<WindowReads> {
         let contents = self.done.recv().map_err(|_| {
             Error::Spool(
                 "a file reading worker failed (panicked); nothing of this dump was committed, \
@@ -843,7 +861,7 @@ impl ReadingWindow {
                     .into(),
             )
         })?;
-        Ok((self.window, self.small, contents))
+        Ok((self.window, self.small, contents, self.first_large))
     }
 }
 
@@ -858,7 +876,7 @@ impl Session<'_> {
         if reading.window.is_empty() {
             return Ok(());
         }
-        let (mut window, small, contents) = reading.wait()?;
+        let (mut window, small, contents, first_large) = reading.wait()?;
         let mut batch: Vec<(ChunkId, &[u8])> = Vec::new();
         let mut read: Vec<(usize, FileContent)> = Vec::new();
         for (&i, c) in small.iter().zip(contents) {
@@ -887,24 +905,42 @@ impl Session<'_> {
                 self.warnings.push(msg);
             }
         }
-        // Large or sparse files: one at a time, in segments, hashing on all cores.
-        for w in window.iter_mut() {
-            if matches!(w.action, Action::Read)
-                && !w.gone
-                && w.entry.extents.is_empty()
-                && w.entry.size > 0
-            {
-                match self.read_large(&w.abs)? {
-                    Some((extents, md, len, warning)) => {
-                        apply_read_stat(&mut w.entry, &md, len, self.keep_ctime);
-                        w.entry.extents = extents;
-                        if let Some(msg) = warning {
-                            tracing::warn!("{msg}");
-                            self.warnings.push(msg);
-                        }
-                    }
-                    None => w.gone = true,
+        // Large or sparse files: one at a time, in segments, each file's reader started while
+        // the one before is stored.
+        let large: Vec<usize> = (0..window.len())
+            .filter(|&i| {
+                let w = &window[i];
+                matches!(w.action, Action::Read)
+                    && !w.gone
+                    && w.entry.extents.is_empty()
+                    && w.entry.size > 0
+            })
+            .collect();
+        let mut ahead = first_large;
+        for (k, &i) in large.iter().enumerate() {
+            let this = match ahead.take() {
+                Some((j, read)) if j == i => Some(read),
+                other => {
+                    ahead = other;
+                    None
                 }
+            };
+            if ahead.is_none()
+                && let Some(&j) = large.get(k + 1)
+            {
+                ahead = Some((j, LargeRead::start(window[j].abs.clone(), self.params)));
+            }
+            let w = &mut window[i];
+            match self.store_large(&w.abs, this)? {
+                Some((extents, md, len, warning)) => {
+                    apply_read_stat(&mut w.entry, &md, len, self.keep_ctime);
+                    w.entry.extents = extents;
+                    if let Some(msg) = warning {
+                        tracing::warn!("{msg}");
+                        self.warnings.push(msg);
+                    }
+                }
+                None => w.gone = true,
             }
         }
         // Manifest entries in order, and the chunks this dump owns.
@@ -962,66 +998,35 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Read a large or sparse file in segments. Holes become `Hole` extents. Returns None
-    /// if the file vanished.
+    /// Store a large or sparse file from its reader (`ahead`, or one started now), segment
+    /// by segment. Holes become `Hole` extents. Returns None if the file vanished.
     #[allow(clippy::type_complexity)]
-    fn read_large(
+    fn store_large(
         &mut self,
         abs: &Path,
+        mut ahead: Option<Result<Option<LargeRead>>>,
     ) -> Result<Option<(Vec<Extent>, std::fs::Metadata, u64, Option<String>)>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some((mut f, before)) = open_for_read(abs)? else {
-                return Ok(None);
+            let started = match ahead.take() {
+                Some(started) => started,
+                None => LargeRead::start(abs.to_path_buf(), self.params),
             };
-            let size = before.size();
-            let ranges = if is_sparse(&before) {
-                scan::data_ranges(&f, size).map_err(|e| Error::io(abs, e))?
-            } else {
-                vec![(0, size)]
+            let Some(read) = started? else {
+                return Ok(None);
             };
             let mut extents = Vec::new();
             let mut pos = 0u64;
-            for (off, len) in ranges {
-                if off > pos {
-                    extents.push(Extent::Hole(off - pos));
-                }
-                f.seek(SeekFrom::Start(off))
-                    .map_err(|e| Error::io(abs, e))?;
-                // A reader thread reads, cuts and hashes the next segments while this one is
-                // stored and compressed. It hashes itself rather than on the pool: there the
-                // hashing would queue behind the frames being compressed, and this thread
-                // would hand the pool no new frame until they were all done.
-                let params = self.params;
-                let file = &f;
-                let got = std::thread::scope(|scope| -> Result<u64> {
-                    let (tx, rx) = std::sync::mpsc::sync_channel(2);
-                    let reader = scope.spawn(move || {
-                        let mut sc = StreamChunker::new(file.take(len), params, SEGMENT);
-                        loop {
-                            match sc.next_segment() {
-                                Ok(Some(seg)) => {
-                                    let ids: Vec<ChunkId> = seg
-                                        .chunks
-                                        .iter()
-                                        .map(|r| ChunkId::of(&seg.data[r.clone()]))
-                                        .collect();
-                                    if tx.send(Ok((seg, ids))).is_err() {
-                                        break;
-                                    }
-                                }
-                                Ok(None) => break,
-                                Err(e) => {
-                                    let _ = tx.send(Err(e));
-                                    break;
-                                }
-                            }
+            for piece in &read.pieces {
+                match piece.map_err(|e| Error::io(abs, e))? {
+                    Piece::Range { off } => {
+                        if off > pos {
+                            extents.push(Extent::Hole(off - pos));
                         }
-                        sc.bytes_read()
-                    });
-                    for got in rx {
-                        let (seg, ids) = got.map_err(|e| Error::io(abs, e))?;
+                        pos = off;
+                    }
+                    Piece::Segment { seg, ids } => {
                         let batch: Vec<(ChunkId, &[u8])> = ids
                             .iter()
                             .zip(&seg.chunks)
@@ -1034,17 +1039,15 @@ impl Session<'_> {
                                 len: r.len() as u32,
                             });
                         }
-                        self.progress.advance(seg.data.len() as u64);
+                        let n = seg.data.len() as u64;
+                        pos += n;
+                        self.read_bytes += n;
+                        self.progress.advance(n);
                     }
-                    Ok(reader.join().expect("segment reader thread"))
-                })?;
-                self.read_bytes += got;
-                pos = off + got;
-                if got < len {
-                    break; // shrank while reading: the stat check below notices
                 }
             }
-            let after = f.metadata().map_err(|e| Error::io(abs, e))?;
+            let (file, before) = read.finish()?;
+            let after = file.metadata().map_err(|e| Error::io(abs, e))?;
             if after.size() > pos {
                 // Trailing hole (or growth, which the stat check catches).
                 extents.push(Extent::Hole(after.size() - pos));
@@ -1060,10 +1063,108 @@ impl Session<'_> {
                     abs.display()
                 )
             });
-            let _ = f;
             return Ok(Some((extents, after, pos, warning)));
         }
     }
+}
+
+/// What a large file's reader hands the dumping thread, in file order.
+enum Piece {
+    /// A data range starts at this offset (after a hole, in a sparse file).
+    Range { off: u64 },
+    /// The next bytes of the range, cut and hashed.
+    Segment { seg: Segment, ids: Vec<ChunkId> },
+}
+
+/// A large or sparse file being read, cut and hashed in segments by its own thread, a few
+/// segments ahead of the dumping thread that stores them. It hashes itself rather than on the
+/// pool: there the hashing would queue behind the frames being compressed, and the dumping
+/// thread would hand the pool no new frame until they were all done. The dumping thread starts
+/// the next large file's reader while it stores this one, so the pool never waits for a file's
+/// first segment.
+struct LargeRead {
+    file: Arc<File>,
+    before: std::fs::Metadata,
+    pieces: std::sync::mpsc::Receiver<std::io::Result<Piece>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LargeRead {
+    /// Open `abs` and start reading it; None if it vanished since the walk.
+    fn start(abs: PathBuf, params: ChunkerParams) -> Result<Option<LargeRead>> {
+        let Some((file, before)) = open_for_read(&abs)? else {
+            return Ok(None);
+        };
+        let file = Arc::new(file);
+        let size = before.size();
+        let sparse = is_sparse(&before);
+        let (tx, pieces) = std::sync::mpsc::sync_channel(1);
+        let reader = Arc::clone(&file);
+        let thread = std::thread::Builder::new()
+            .name("reel-large-read".into())
+            .spawn(move || {
+                if let Err(e) = read_segments(&reader, size, sparse, params, &tx) {
+                    let _ = tx.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::io(&abs, e))?;
+        Ok(Some(LargeRead {
+            file,
+            before,
+            pieces,
+            thread,
+        }))
+    }
+
+    /// The file and its stat data from before it was read, once the reader is done.
+    fn finish(self) -> Result<(Arc<File>, std::fs::Metadata)> {
+        drop(self.pieces);
+        self.thread.join().map_err(|_| {
+            Error::Spool(
+                "a file reading thread failed (panicked); nothing of this dump was committed, \
+                 run it again"
+                    .into(),
+            )
+        })?;
+        Ok((self.file, self.before))
+    }
+}
+
+/// The reader's side of `LargeRead`: each data range (the whole file unless it is sparse),
+/// cut and hashed in segments. Stops early when the dumping thread hangs up.
+fn read_segments(
+    mut file: &File,
+    size: u64,
+    sparse: bool,
+    params: ChunkerParams,
+    tx: &std::sync::mpsc::SyncSender<std::io::Result<Piece>>,
+) -> std::io::Result<()> {
+    let ranges = if sparse {
+        scan::data_ranges(file, size)?
+    } else {
+        vec![(0, size)]
+    };
+    for (off, len) in ranges {
+        if tx.send(Ok(Piece::Range { off })).is_err() {
+            return Ok(());
+        }
+        file.seek(SeekFrom::Start(off))?;
+        let mut sc = StreamChunker::new(file.take(len), params, SEGMENT);
+        while let Some(seg) = sc.next_segment()? {
+            let ids = seg
+                .chunks
+                .iter()
+                .map(|r| ChunkId::of(&seg.data[r.clone()]))
+                .collect();
+            if tx.send(Ok(Piece::Segment { seg, ids })).is_err() {
+                return Ok(());
+            }
+        }
+        if sc.bytes_read() < len {
+            break; // shrank while reading: the stat check notices
+        }
+    }
+    Ok(())
 }
 
 /// The file was read with this stat data: record it, so the manifest matches what was read.
