@@ -461,8 +461,8 @@ pub struct PackWriter {
     /// Bytes below this offset have been handed to the kernel's writeback.
     writeback_from: u64,
     entries: Vec<BlobEntry>,
-    /// Set once the file has been renamed into place; the tmp path is gone then.
-    renamed: bool,
+    /// Set once `close` handed the tmp file on: it is no longer this writer's to remove.
+    released: bool,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -516,7 +516,7 @@ impl PackWriter {
             size: 0,
             writeback_from: 0,
             entries: Vec::new(),
-            renamed: false,
+            released: false,
         };
         let mut h = [0u8; FILE_HEADER_LEN];
         h[FH_MAGIC..FH_MAGIC + 8].copy_from_slice(&FILE_MAGIC);
@@ -587,7 +587,13 @@ impl PackWriter {
     ///
     /// On error before the rename the tmp file is removed; an error after it (fsync of the
     /// directory) leaves a complete pack in place that no catalog names, for `check`.
-    pub fn finish(mut self, packs_dir: &Path) -> Result<FinishedPack> {
+    pub fn finish(self, packs_dir: &Path) -> Result<FinishedPack> {
+        self.close()?.persist(packs_dir)
+    }
+
+    /// Write index and footer: the pack is complete and named, but not durable yet
+    /// ([`ClosedPack::persist`]). A dump goes on filling the next pack meanwhile.
+    pub fn close(mut self) -> Result<ClosedPack> {
         let index_offset = self.size;
         let mut index = Vec::with_capacity(self.entries.len() * INDEX_ENTRY_LEN);
         for e in &self.entries {
@@ -608,11 +614,82 @@ impl PackWriter {
         let file = out
             .into_inner()
             .map_err(|e| Error::io(&self.tmp_path, e.into_error()))?;
+        // The tmp file is the closed pack's to keep or remove now.
+        self.released = true;
+        Ok(ClosedPack {
+            file: Some(file),
+            tmp_path: std::mem::take(&mut self.tmp_path),
+            id: PackId(*self.hasher.finalize().as_bytes()),
+            size: self.size,
+            entries: std::mem::take(&mut self.entries),
+            renamed: false,
+        })
+    }
+
+    /// Give up on this pack: remove the tmp file, ignoring errors.
+    pub fn abandon(self) {
+        drop(self);
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        if !self.released {
+            drop(self.out.take());
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// A pack that is durable under its final name.
+#[derive(Clone, Debug)]
+pub struct FinishedPack {
+    pub id: PackId,
+    pub path: PathBuf,
+    pub size: u64,
+    pub entries: Vec<BlobEntry>,
+}
+
+/// A pack with all its bytes written, under its tmp name: `persist` makes it durable under its
+/// final name. Dropping it unpersisted removes the tmp file.
+#[derive(Debug)]
+pub struct ClosedPack {
+    /// `None` only while `persist` runs.
+    file: Option<File>,
+    tmp_path: PathBuf,
+    id: PackId,
+    size: u64,
+    entries: Vec<BlobEntry>,
+    /// Set once the file has been renamed into place; the tmp path is gone then.
+    renamed: bool,
+}
+
+impl ClosedPack {
+    pub fn id(&self) -> &PackId {
+        &self.id
+    }
+
+    /// The whole file's size (header, blobs, index and footer).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn entries(&self) -> &[BlobEntry] {
+        &self.entries
+    }
+
+    /// Fsync, rename to [`pack_path`] and fsync the directory.
+    ///
+    /// On error before the rename the tmp file is removed; an error after it (fsync of the
+    /// directory) leaves a complete pack in place that no catalog names, for `check`.
+    pub fn persist(mut self, packs_dir: &Path) -> Result<FinishedPack> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::usage("pack persisted twice"))?;
         file.sync_all().at(&self.tmp_path)?;
         drop(file);
-
-        let id = PackId(*self.hasher.finalize().as_bytes());
-        let path = pack_path(packs_dir, &id);
+        let path = pack_path(packs_dir, &self.id);
         let dir = path.parent().unwrap_or(packs_dir).to_path_buf();
         if !dir.is_dir() {
             fs::create_dir_all(&dir).at(&dir)?;
@@ -633,35 +710,21 @@ impl PackWriter {
         self.renamed = true;
         fsync_dir(&dir)?;
         Ok(FinishedPack {
-            id,
+            id: self.id,
             path,
             size: self.size,
             entries: std::mem::take(&mut self.entries),
         })
     }
-
-    /// Give up on this pack: remove the tmp file, ignoring errors.
-    pub fn abandon(self) {
-        drop(self);
-    }
 }
 
-impl Drop for PackWriter {
+impl Drop for ClosedPack {
     fn drop(&mut self) {
         if !self.renamed {
-            drop(self.out.take());
+            drop(self.file.take());
             let _ = fs::remove_file(&self.tmp_path);
         }
     }
-}
-
-/// A pack that is durable under its final name.
-#[derive(Clone, Debug)]
-pub struct FinishedPack {
-    pub id: PackId,
-    pub path: PathBuf,
-    pub size: u64,
-    pub entries: Vec<BlobEntry>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1307,6 +1370,42 @@ mod tests {
         drop(w);
         assert!(tmp_is_empty(&s));
         assert!(list_packs(&s.packs).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_closed_pack_is_named_before_it_persists_and_removed_if_dropped() {
+        let s = spool();
+        let blobs = [b"first".to_vec(), b"second".to_vec()];
+        let fill = || {
+            let mut w = PackWriter::create(&s.tmp).unwrap();
+            for raw in &blobs {
+                w.add(ChunkId::of(raw), BlobKind::Data, &encode_blob(raw, 3))
+                    .unwrap();
+            }
+            w
+        };
+        // Dropped before persisting: the tmp file goes, no pack appears.
+        let closed = fill().close().unwrap();
+        assert!(!tmp_is_empty(&s), "close keeps the tmp file");
+        drop(closed);
+        assert!(tmp_is_empty(&s));
+        assert!(list_packs(&s.packs).unwrap().is_empty());
+        // Persisted: the name and entries known at close are the finished pack's.
+        let closed = fill().close().unwrap();
+        let (id, size, entries) = (*closed.id(), closed.size(), closed.entries().to_vec());
+        assert_eq!(
+            list_packs(&s.packs).unwrap().len(),
+            0,
+            "not in place before persist"
+        );
+        let done = closed.persist(&s.packs).unwrap();
+        assert!(tmp_is_empty(&s));
+        assert_eq!((done.id, done.size, done.entries), (id, size, entries));
+        assert_eq!(fs::metadata(&done.path).unwrap().len(), size);
+        assert_eq!(
+            *blake3::hash(&fs::read(&done.path).unwrap()).as_bytes(),
+            id.0
+        );
     }
 
     #[test]

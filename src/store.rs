@@ -57,6 +57,9 @@ pub struct StoreWriter<'a> {
     /// Stored share (`stored_share`) of chunks appended in this session and not yet owned, so
     /// ownership, which follows right behind, need not look them up in the index again.
     fresh_shares: HashMap<ChunkId, u32>,
+    /// Sealed packs being made durable (fsync, rename) on their own threads, so this thread
+    /// goes on feeding the pool. Every commit waits for them first (`persisted`).
+    persisting: Vec<std::thread::JoinHandle<Result<()>>>,
 }
 
 /// Entries in `fresh_shares` at most. A dump owns its new chunks a window behind their
@@ -106,6 +109,7 @@ impl<'a> StoreWriter<'a> {
             owned_later: (0, 0),
             since_commit: (0, 0),
             fresh_shares: HashMap::new(),
+            persisting: Vec::new(),
         })
     }
 
@@ -376,26 +380,62 @@ impl<'a> StoreWriter<'a> {
     }
 
     /// Make the open pack durable under packs/ and record it in the transaction.
+    /// Close the open pack and index it in the transaction; a thread makes it durable while
+    /// this one goes on (`persisted` waits for it).
     fn seal_pack(&mut self) -> Result<()> {
         if let Some((no, writer)) = self.pack.take() {
-            let done = writer.finish(&self.spool.packs_dir())?;
-            crate::failpoint::hit("pack-renamed");
+            let closed = writer.close()?;
             catalog::insert_pack(
                 self.txn(),
                 no,
-                &done.id,
-                done.size,
-                &done.entries,
+                closed.id(),
+                closed.size(),
+                closed.entries(),
                 crate::timefmt::now_ns(),
             )?;
-            self.stats.stored_bytes += done.size;
+            self.stats.stored_bytes += closed.size();
             self.stats.packs += 1;
-            self.since_commit.0 += done.size;
+            self.since_commit.0 += closed.size();
+            let packs_dir = self.spool.packs_dir();
+            let persist = move || {
+                closed.persist(&packs_dir)?;
+                crate::failpoint::hit("pack-renamed");
+                Ok(())
+            };
+            let handle = std::thread::Builder::new()
+                .name("reel-pack-sync".into())
+                .spawn(persist)
+                .map_err(|e| {
+                    Error::Spool(format!(
+                        "cannot start a thread to sync a pack ({e}); nothing of this session \
+                         was committed, run the command again"
+                    ))
+                })?;
+            self.persisting.push(handle);
         }
         Ok(())
     }
 
+    /// Wait until every sealed pack is durable under its name: the catalog may then name it.
+    fn persisted(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for handle in self.persisting.drain(..) {
+            let result = handle.join().unwrap_or_else(|_| {
+                Err(Error::Spool(
+                    "a pack syncing thread failed (panicked); nothing of this session was \
+                     committed, run the command again"
+                        .into(),
+                ))
+            });
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     fn commit_and_reopen(&mut self) -> Result<()> {
+        self.persisted()?;
         let txn = self.txn.take().expect("transaction open");
         txn.commit()?;
         self.since_commit = (0, 0);
@@ -480,6 +520,7 @@ impl<'a> StoreWriter<'a> {
         let stats = self.stats;
         let txn = self.txn.take().expect("transaction open");
         last(&txn, &stats)?;
+        self.persisted()?;
         crate::failpoint::hit("before-record-commit");
         txn.commit()?;
         crate::failpoint::hit("record-committed");
@@ -489,6 +530,8 @@ impl<'a> StoreWriter<'a> {
 
 impl Drop for StoreWriter<'_> {
     fn drop(&mut self) {
+        // A pack being made durable finishes either way; no catalog names it.
+        let _ = self.persisted();
         if let Some((_, w)) = self.pack.take() {
             w.abandon();
         }
