@@ -344,6 +344,12 @@ pub struct Catalog {
     path: PathBuf,
 }
 
+/// A writing command (dump, backup, nightly, ingest) compacts the catalog when it grew the
+/// file by this much. redb reuses freed pages in later transactions, so the space a smaller
+/// session leaves free is not lost; and a compaction costs as much as the commit before it
+/// (25-30 ms after a first full dump of 300 MiB, whose catalog it takes from 9 to 6 MB).
+pub const COMPACT_AFTER_GROWTH: u64 = 64 << 20;
+
 fn builder() -> redb::Builder {
     let mut b = redb::Builder::new();
     b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
@@ -450,6 +456,21 @@ impl Catalog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The catalog file's length in bytes (0 if it cannot be read).
+    pub fn file_len(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// `compact` if the file grew by at least `growth` bytes from `before` (its length when
+    /// the command began); returns whether it compacted. Writing commands use
+    /// [`COMPACT_AFTER_GROWTH`].
+    pub fn compact_if_grown(&mut self, before: u64, growth: u64) -> Result<bool> {
+        if self.file_len() < before.saturating_add(growth) {
+            return Ok(false);
+        }
+        self.compact()
     }
 
     /// Give back the space of pages freed by earlier transactions (redb keeps them for reuse;
@@ -894,4 +915,49 @@ impl ForgetRecord {
 /// Is `e` redb saying the table was never created (a catalog older than the table)?
 pub fn table_missing(e: &redb::TableError) -> bool {
     matches!(e, redb::TableError::TableDoesNotExist(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacts_only_after_the_growth_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = Catalog::create(&dir.path().join("catalog.redb")).unwrap();
+        let before = cat.file_len();
+        assert!(before > 0);
+        // Grow the file, then free most of it: a compaction has something to give back.
+        let key = |i: u32| *blake3::hash(&i.to_le_bytes()).as_bytes();
+        let txn = cat.write().unwrap();
+        {
+            let mut t = txn.open_table(CHUNKS).unwrap();
+            for i in 0..40_000 {
+                t.insert(key(i), [7u8; 33]).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        let txn = cat.write().unwrap();
+        {
+            let mut t = txn.open_table(CHUNKS).unwrap();
+            for i in 0..39_000 {
+                t.remove(key(i)).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        let grown = cat.file_len();
+        assert!(grown > before + (1 << 20), "{before} -> {grown}");
+
+        assert!(!cat.compact_if_grown(before, grown - before + 1).unwrap());
+        assert_eq!(
+            cat.file_len(),
+            grown,
+            "compacted below the growth asked for"
+        );
+        assert!(cat.compact_if_grown(before, grown - before).unwrap());
+        let compacted = cat.file_len();
+        assert!(compacted < grown / 2, "{grown} -> {compacted}");
+        let txn = cat.read().unwrap();
+        assert_eq!(txn.open_table(CHUNKS).unwrap().len().unwrap(), 1_000);
+    }
 }

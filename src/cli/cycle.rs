@@ -12,7 +12,7 @@ use reel::timefmt::{self, format_bytes, format_duration, format_rfc3339};
 use reel::{Error, Result};
 
 use super::dump::print_dump;
-use super::{Ctx, date_time, print_json};
+use super::{Ctx, compact_catalog, date_time, print_json};
 
 #[derive(Args)]
 pub struct CloneArgs {
@@ -81,6 +81,7 @@ pub struct BackupArgs {
 /// Clone, then dump the clone.
 pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let mut spool = ctx.open(Access::Write)?;
+    let catalog_len = spool.catalog.file_len();
     let time_ns = a.date.as_deref().map(date_time).transpose()?;
     let level = match a.level {
         Some(l) => l,
@@ -98,7 +99,7 @@ pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let cloned = clone_volume(&spool, &a.name, &opts, &bar)?;
     let out = dump_clone(&spool, &a.name, cloned.record.clone(), level, &bar)?;
     drop(bar);
-    compact(&mut spool);
+    compact_catalog(&mut spool, catalog_len);
     print_clone(&cloned);
     print_dump(&out);
     Ok(ExitCode::SUCCESS)
@@ -112,12 +113,6 @@ fn scheduled_level(spool: &Spool, name: &str, date: chrono::NaiveDate) -> Result
         ))
     })?;
     Ok(Schedule::parse(text)?.level_on(date))
-}
-
-fn compact(spool: &mut Spool) {
-    if let Err(e) = spool.catalog.compact() {
-        tracing::warn!("{e}");
-    }
 }
 
 #[derive(Args)]
@@ -136,6 +131,7 @@ pub struct NightlyArgs {
 
 pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
     let mut spool = ctx.open(Access::Write)?;
+    let catalog_len = spool.catalog.file_len();
     let date = match &a.date {
         Some(d) => chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
             .map_err(|_| Error::usage(format!("--date {d:?}: give a date as YYYY-MM-DD")))?,
@@ -149,7 +145,7 @@ pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
     let bar = ctx.progress();
     let mut report = nightly::run(&spool, &opts, &bar)?;
     drop(bar);
-    compact(&mut spool);
+    compact_catalog(&mut spool, catalog_len);
     let saved = nightly::save(&spool, &mut report);
     if a.json {
         print_json(&serde_json::to_value(&report).expect("report serialises"));

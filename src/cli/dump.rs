@@ -8,7 +8,7 @@ use reel::dump::{DumpOptions, DumpOutcome, dump_volume};
 use reel::spool::Access;
 use reel::timefmt::{format_bytes, format_duration, format_rfc3339};
 
-use super::{Ctx, date_time};
+use super::{Ctx, compact_catalog, date_time};
 
 #[derive(Args)]
 pub struct DumpArgs {
@@ -27,6 +27,7 @@ pub struct DumpArgs {
 
 pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
     let mut spool = ctx.open(Access::Write)?;
+    let catalog_len = spool.catalog.file_len();
     let opts = DumpOptions {
         level: a.level,
         time_ns: a.date.as_deref().map(date_time).transpose()?,
@@ -35,11 +36,7 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
     let bar = ctx.progress();
     let out = dump_volume(&spool, &a.name, &opts, &bar)?;
     drop(bar);
-    // A level 0 leaves many freed catalog pages behind; give them back (fast for the catalog
-    // sizes of today; retention work may move this to `reel gc` for huge catalogs).
-    if let Err(e) = spool.catalog.compact() {
-        tracing::warn!("{e}");
-    }
+    compact_catalog(&mut spool, catalog_len);
     print_dump(&out);
     Ok(ExitCode::SUCCESS)
 }

@@ -8,8 +8,8 @@ use reel::spool::Access;
 use reel::tape::ingest::{IngestReport, image_volumes, ingest_dumps};
 use reel::timefmt::format_rfc3339;
 
-use super::Ctx;
 use super::dump::print_dump;
+use super::{Ctx, compact_catalog};
 
 #[derive(Args)]
 pub struct IngestArgs {
@@ -51,6 +51,7 @@ fn print_report(r: &IngestReport) {
 
 pub fn run(ctx: &Ctx, a: IngestArgs) -> Result<ExitCode> {
     let mut spool = ctx.open(Access::Write)?;
+    let catalog_len = spool.catalog.file_len();
     let images = a
         .images
         .iter()
@@ -62,8 +63,6 @@ pub fn run(ctx: &Ctx, a: IngestArgs) -> Result<ExitCode> {
     };
     ingest_dumps(&spool, &a.name, &images, &bar, &mut done)?;
     drop(bar);
-    if let Err(e) = spool.catalog.compact() {
-        tracing::warn!("{e}");
-    }
+    compact_catalog(&mut spool, catalog_len);
     Ok(ExitCode::SUCCESS)
 }

@@ -176,6 +176,16 @@ pub fn date_time(s: &str) -> Result<i64> {
     parse_time(s, DayEdge::Start)
 }
 
+/// After a writing command: compact the catalog if the command grew it by
+/// [`COMPACT_AFTER_GROWTH`](reel::catalog::COMPACT_AFTER_GROWTH) from `before` bytes. A
+/// failure is only a warning: everything is committed by then.
+pub fn compact_catalog(spool: &mut Spool, before: u64) {
+    let growth = reel::catalog::COMPACT_AFTER_GROWTH;
+    if let Err(e) = spool.catalog.compact_if_grown(before, growth) {
+        tracing::warn!("{e}");
+    }
+}
+
 pub fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("json"));
 }
