@@ -40,7 +40,7 @@ const WINDOW_BYTES: u64 = 32 << 20;
 /// ...or this many entries.
 const WINDOW_ENTRIES: usize = 4096;
 /// Segment size for large files.
-const SEGMENT: usize = 8 << 20;
+const SEGMENT: usize = 4 << 20;
 /// How often a file that keeps changing while read is read again before it is stored with a
 /// warning.
 const READ_ATTEMPTS: u32 = 3;
