@@ -759,12 +759,7 @@ fn read_small(abs: &Path, params: &ChunkerParams) -> Result<Option<FileContent>>
                 len: r.len() as u32,
             })
             .collect();
-        let warning = (!stable).then(|| {
-            format!(
-                "{}: changed while being read {READ_ATTEMPTS} times; stored as last read",
-                abs.display()
-            )
-        });
+        let warning = (!stable).then(|| changed_while_read(abs));
         return Ok(Some(FileContent {
             extents,
             data,
@@ -773,6 +768,14 @@ fn read_small(abs: &Path, params: &ChunkerParams) -> Result<Option<FileContent>>
             warning,
         }));
     }
+}
+
+/// The warning for a file that kept changing while it was read: it is stored as last read.
+fn changed_while_read(abs: &Path) -> String {
+    format!(
+        "{}: changed while being read {READ_ATTEMPTS} times; stored as last read",
+        abs.display()
+    )
 }
 
 /// Open a file to read it, with its stat data; None if it vanished since the walk.
@@ -806,15 +809,6 @@ struct ReadingWindow {
     /// The window's first large file (its index), being read ahead too.
     first_large: Option<(usize, Result<Option<LargeRead>>)>,
 }
-
-/// What a window's reads gave: the window, its small files' indices, what reading each gave,
-/// and its first large file's reader.
-type WindowReads = (
-    Vec<Work>,
-    Vec<usize>,
-    SmallReads,
-    Option<(usize, Result<Option<LargeRead>>)>,
-);
 
 impl ReadingWindow {
     fn start(window: Vec<Work>, params: ChunkerParams) -> ReadingWindow {
@@ -852,16 +846,15 @@ impl ReadingWindow {
         }
     }
 
-    /// The window and what its reads gave, once its small files are read.
-    fn wait(self) -> Result<WindowReads> {
-        let contents = self.done.recv().map_err(|_| {
+    /// What reading each small file gave, once they are all read.
+    fn wait(&self) -> Result<SmallReads> {
+        self.done.recv().map_err(|_| {
             Error::Spool(
                 "a file reading worker failed (panicked); nothing of this dump was committed, \
                  run it again"
                     .into(),
             )
-        })?;
-        Ok((self.window, self.small, contents, self.first_large))
+        })
     }
 }
 
@@ -876,7 +869,13 @@ impl Session<'_> {
         if reading.window.is_empty() {
             return Ok(());
         }
-        let (mut window, small, contents, first_large) = reading.wait()?;
+        let contents = reading.wait()?;
+        let ReadingWindow {
+            mut window,
+            small,
+            first_large,
+            ..
+        } = reading;
         let mut batch: Vec<(ChunkId, &[u8])> = Vec::new();
         let mut read: Vec<(usize, FileContent)> = Vec::new();
         for (&i, c) in small.iter().zip(contents) {
@@ -1057,12 +1056,7 @@ impl Session<'_> {
             if !stable && attempt < READ_ATTEMPTS {
                 continue;
             }
-            let warning = (!stable).then(|| {
-                format!(
-                    "{}: changed while being read {READ_ATTEMPTS} times; stored as last read",
-                    abs.display()
-                )
-            });
+            let warning = (!stable).then(|| changed_while_read(abs));
             return Ok(Some((extents, after, pos, warning)));
         }
     }

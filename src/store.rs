@@ -379,7 +379,6 @@ impl<'a> StoreWriter<'a> {
         Ok(())
     }
 
-    /// Make the open pack durable under packs/ and record it in the transaction.
     /// Close the open pack and index it in the transaction; a thread makes it durable while
     /// this one goes on (`persisted` waits for it).
     fn seal_pack(&mut self) -> Result<()> {
