@@ -18,7 +18,7 @@
 #                           drop the caches)
 #   BENCH_DIR=$TMPDIR       where the temporary work directory goes (needs ~4x BENCH_MB free)
 #   BENCH_BORG_COMPRESSION=zstd,3
-#   REEL_BIN                use this reel binary instead of building one with cargo build --release
+#   REEL_BIN                use this reel binary instead of building one with cargo build --profile dist
 #
 # Scenarios, each run by every tool in the same order (reel, restic, borg):
 #   full     a first backup of the tree
@@ -40,7 +40,8 @@
 #   repository-v2 default (auto = zstd).
 # - borg runs with --encryption none and --compression $BENCH_BORG_COMPRESSION (zstd like the
 #   others, instead of borg's default lz4); its files cache lives in the work directory.
-# - reel runs as built by `cargo build --release`, spool in the work directory.
+# - reel runs as built by `cargo build --profile dist` (release with LTO, the build to install),
+#   spool in the work directory.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -109,11 +110,11 @@ if has_tool reel || [ "$BENCH_SMALL_FILES" -gt 0 ] || [ "$BENCH_FREEZE_FILES" -g
     if [ -n "${REEL_BIN:-}" ]; then
         REEL=$REEL_BIN
     else
-        say "building reel (cargo build --release)"
-        cargo build --release --quiet
-        REEL="${CARGO_TARGET_DIR:-$ROOT/target}/release/reel"
+        say "building reel (cargo build --profile dist)"
+        cargo build --profile dist --bin reel --quiet
+        REEL="${CARGO_TARGET_DIR:-$ROOT/target}/dist/reel"
     fi
-    [ -x "$REEL" ] || die "$REEL not found after cargo build --release"
+    [ -x "$REEL" ] || die "$REEL not found after cargo build --profile dist"
 fi
 
 # --- work directory -----------------------------------------------------------------------------
