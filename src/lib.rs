@@ -41,4 +41,4 @@ pub mod timefmt;
 pub mod types;
 
 pub use error::{Error, Result};
-pub use types::{ChunkId, Entry, EntryKind, Extent};
+pub use types::{ChunkId, ChunkMap, ChunkSet, Entry, EntryKind, Extent};

@@ -9,7 +9,7 @@
 //! writing thread goes on reading; a chunk accepted but not yet appended is in `unindexed`, so
 //! lookups see it too. Frames are appended in the order they were filled.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -20,7 +20,7 @@ use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, FrameSlot, OWNED};
 use crate::frame;
 use crate::pack::{self, BlobKind, EncodedBlob, PACK_TARGET_SIZE, PackReader, PackWriter};
 use crate::spool::Spool;
-use crate::{ChunkId, Error, Result};
+use crate::{ChunkId, ChunkMap, ChunkSet, Error, Result};
 
 /// What a writing session added to the spool.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,7 +45,7 @@ pub struct StoreWriter<'a> {
     inflight_raw: usize,
     /// Chunks accepted but not yet in the index (in `filling` or `inflight`), so a second copy
     /// is not stored.
-    unindexed: HashSet<ChunkId>,
+    unindexed: ChunkSet,
     /// Frames handed to the pool so far (those appended are `frames_sent - inflight.len()`).
     frames_sent: u64,
     /// Ownership waiting for its chunks' frames to be appended (`own_later`), in order.
@@ -56,7 +56,7 @@ pub struct StoreWriter<'a> {
     since_commit: (u64, u64),
     /// Stored share (`stored_share`) of chunks appended in this session and not yet owned, so
     /// ownership, which follows right behind, need not look them up in the index again.
-    fresh_shares: HashMap<ChunkId, u32>,
+    fresh_shares: ChunkMap<u32>,
     /// Sealed packs being made durable (fsync, rename) on their own threads, so this thread
     /// goes on feeding the pool. Every commit waits for them first (`persisted`).
     persisting: Vec<std::thread::JoinHandle<Result<()>>>,
@@ -103,12 +103,12 @@ impl<'a> StoreWriter<'a> {
             filling: frame::Builder::default(),
             inflight: VecDeque::new(),
             inflight_raw: 0,
-            unindexed: HashSet::new(),
+            unindexed: ChunkSet::default(),
             frames_sent: 0,
             owning: VecDeque::new(),
             owned_later: (0, 0),
             since_commit: (0, 0),
-            fresh_shares: HashMap::new(),
+            fresh_shares: ChunkMap::default(),
             persisting: Vec::new(),
         })
     }
@@ -139,7 +139,7 @@ impl<'a> StoreWriter<'a> {
         }
         let ids: Vec<ChunkId> = chunks.iter().map(|c| c.0).collect();
         let missing = self.missing(&ids)?;
-        let mut seen = HashSet::new();
+        let mut seen = ChunkSet::default();
         let new: Vec<(ChunkId, &[u8])> = chunks
             .iter()
             .zip(missing)
@@ -571,7 +571,7 @@ pub struct ChunkReader<'a> {
     last_frame: Mutex<Option<CachedFrame>>,
     /// Packs from outside the spool (read from tapes for a restore): chunk locations under
     /// pack numbers counted down from u64::MAX, which the catalog never hands out.
-    extra: HashMap<ChunkId, ChunkLoc>,
+    extra: ChunkMap<ChunkLoc>,
     extra_packs: HashMap<u64, std::path::PathBuf>,
 }
 
@@ -583,7 +583,7 @@ impl<'a> ChunkReader<'a> {
             packs_dir: spool.packs_dir(),
             open: Mutex::new(HashMap::new()),
             last_frame: Mutex::new(None),
-            extra: HashMap::new(),
+            extra: ChunkMap::default(),
             extra_packs: HashMap::new(),
         })
     }

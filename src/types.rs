@@ -5,8 +5,68 @@
 use std::fmt;
 
 /// A chunk's name: the blake3 hash of its raw (uncompressed) bytes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct ChunkId(pub [u8; 32]);
+
+/// Hashed by its first 8 bytes: the id is a blake3 hash already, uniform in every bit, so
+/// feeding all 32 bytes (and their length) to a hasher is wasted work. Equality still compares
+/// all 32.
+impl std::hash::Hash for ChunkId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(prefix));
+    }
+}
+
+/// A set of chunk ids, hashed cheaply ([`IdHasher`]); the dump keeps a few such per chunk.
+pub type ChunkSet = std::collections::HashSet<ChunkId, IdHashBuilder>;
+/// A map keyed by chunk ids, hashed cheaply ([`IdHasher`]).
+pub type ChunkMap<V> = std::collections::HashMap<ChunkId, V, IdHashBuilder>;
+
+/// Builds [`IdHasher`]s with a key drawn once per process.
+#[derive(Clone)]
+pub struct IdHashBuilder(u64);
+
+impl Default for IdHashBuilder {
+    fn default() -> IdHashBuilder {
+        use std::hash::BuildHasher;
+        static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        IdHashBuilder(
+            *KEY.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0u64)),
+        )
+    }
+}
+
+impl std::hash::BuildHasher for IdHashBuilder {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.0)
+    }
+}
+
+/// One multiply for a key that is random already (a chunk id's prefix), instead of SipHash. The
+/// secret key keeps someone who writes files to a volume from choosing chunks that land in one
+/// bucket of the dump's sets (blake3 preimages are out of reach, but low bits are not).
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for part in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..part.len()].copy_from_slice(part);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+}
 
 impl ChunkId {
     /// Hash raw chunk bytes into their id.
@@ -205,5 +265,36 @@ mod tests {
         let id = ChunkId::of(b"hello");
         assert_eq!(ChunkId::from_hex(&id.to_hex()), Some(id));
         assert_eq!(ChunkId::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn chunk_sets_tell_apart_ids_that_share_the_hashed_prefix() {
+        let a = ChunkId([7; 32]);
+        let mut b = a;
+        b.0[31] = 8;
+        let mut set = ChunkSet::default();
+        assert!(set.insert(a));
+        assert!(set.insert(b));
+        assert!(!set.insert(a));
+        assert_eq!(set.len(), 2);
+        assert!(set.remove(&b) && set.contains(&a) && !set.contains(&b));
+    }
+
+    #[test]
+    fn ids_that_share_their_low_bits_still_spread_over_buckets() {
+        use std::hash::BuildHasher;
+        // Crafted chunks can share the low bits of their id's prefix: the bucket (the low bits of
+        // the hash) must still depend on the rest.
+        let build = IdHashBuilder::default();
+        let buckets: std::collections::HashSet<u64> = (0u32..4096)
+            .map(|i| {
+                let mut id = ChunkId::of(&i.to_le_bytes());
+                id.0[0] = 0;
+                id.0[1] = 0;
+                build.hash_one(id) & 0xfff
+            })
+            .collect();
+        // 4096 ids thrown at random into 4096 buckets fill about 2590 of them.
+        assert!(buckets.len() > 2400, "{} buckets", buckets.len());
     }
 }
