@@ -558,29 +558,7 @@ impl PackWriter {
     /// Append one blob (header + stored bytes). The caller vouches that `id` is the blake3 of
     /// the blob's raw bytes; readers verify it.
     pub fn add(&mut self, id: ChunkId, kind: BlobKind, blob: &EncodedBlob) -> Result<BlobEntry> {
-        let stored_len = u32::try_from(blob.data.len()).map_err(|_| {
-            Error::usage(format!(
-                "blob {} is {} bytes; a pack blob must be under 4 GiB",
-                id.short(),
-                blob.data.len()
-            ))
-        })?;
-        if !blob.compressed && stored_len != blob.raw_len {
-            return Err(Error::usage(format!(
-                "blob {}: uncompressed but {} stored bytes for raw length {}",
-                id.short(),
-                stored_len,
-                blob.raw_len
-            )));
-        }
-        let entry = BlobEntry {
-            id,
-            kind,
-            compressed: blob.compressed,
-            offset: self.size + BLOB_HEADER_LEN as u64,
-            stored_len,
-            raw_len: blob.raw_len,
-        };
+        let entry = next_entry(self.size, id, kind, blob)?;
         self.write(&encode_blob_header(&entry))?;
         self.write(&blob.data)?;
         self.entries.push(entry.clone());
@@ -651,6 +629,183 @@ impl Drop for PackWriter {
             drop(self.out.take());
             let _ = fs::remove_file(&self.tmp_path);
         }
+    }
+}
+
+/// The entry of `blob` appended to a pack of `size` bytes so far, once checked.
+fn next_entry(size: u64, id: ChunkId, kind: BlobKind, blob: &EncodedBlob) -> Result<BlobEntry> {
+    let stored_len = u32::try_from(blob.data.len()).map_err(|_| {
+        Error::usage(format!(
+            "blob {} is {} bytes; a pack blob must be under 4 GiB",
+            id.short(),
+            blob.data.len()
+        ))
+    })?;
+    if !blob.compressed && stored_len != blob.raw_len {
+        return Err(Error::usage(format!(
+            "blob {}: uncompressed but {} stored bytes for raw length {}",
+            id.short(),
+            stored_len,
+            blob.raw_len
+        )));
+    }
+    Ok(BlobEntry {
+        id,
+        kind,
+        compressed: blob.compressed,
+        offset: size + BLOB_HEADER_LEN as u64,
+        stored_len,
+        raw_len: blob.raw_len,
+    })
+}
+
+/// A pack written, closed and made durable by a thread of its own, for a caller that must not
+/// spend its time on pack I/O: the dump's thread also looks up and indexes every chunk, and at
+/// the end of a dump (or all along, for incompressible data) it is the one the pool waits for.
+/// The writes, the kernel's copy of them and the blake3 of the whole file that names the pack
+/// were about a third of its work there.
+///
+/// `add` checks a blob, hands it over and returns its entry at once (offsets follow from sizes
+/// alone). `seal` asks for the index, footer, fsync and rename; [`SealedPack::wait`] gives the
+/// finished pack. An error of the thread (a full disk) comes back from the next `add` or from
+/// `wait`. Dropped unsealed, the pack's tmp file is removed.
+pub struct BackgroundPack {
+    jobs: Option<std::sync::mpsc::SyncSender<PackJob>>,
+    thread: Option<std::thread::JoinHandle<Result<FinishedPack>>>,
+    size: u64,
+    blobs: usize,
+}
+
+enum PackJob {
+    Blob(ChunkId, BlobKind, EncodedBlob),
+    Seal(PathBuf),
+}
+
+/// Blobs handed over and not yet written, at most: a frame's blob is 1-4 MiB.
+const BACKGROUND_QUEUE: usize = 4;
+
+impl BackgroundPack {
+    /// Create the pack's tmp file in `tmp_dir` (an error here is the caller's at once) and
+    /// start its thread.
+    pub fn start(tmp_dir: &Path) -> Result<BackgroundPack> {
+        let mut writer = PackWriter::create(tmp_dir)?;
+        let size = writer.size();
+        let (jobs, queue) = std::sync::mpsc::sync_channel(BACKGROUND_QUEUE);
+        let run = move || -> Result<FinishedPack> {
+            for job in queue {
+                match job {
+                    PackJob::Blob(id, kind, blob) => {
+                        writer.add(id, kind, &blob)?;
+                    }
+                    PackJob::Seal(packs_dir) => {
+                        let done = writer.close()?.persist(&packs_dir)?;
+                        crate::failpoint::hit("pack-renamed");
+                        return Ok(done);
+                    }
+                }
+            }
+            // Dropped unsealed: `writer` removes the tmp file.
+            Err(Error::usage("pack abandoned before it was sealed"))
+        };
+        let thread = std::thread::Builder::new()
+            .name("reel-pack".into())
+            .spawn(run)
+            .map_err(|e| {
+                Error::Spool(format!(
+                    "cannot start a thread to write a pack ({e}); nothing of this session was \
+                     committed, run the command again"
+                ))
+            })?;
+        Ok(BackgroundPack {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            size,
+            blobs: 0,
+        })
+    }
+
+    /// Hand one blob over; its entry, as [`PackWriter::add`] would give it.
+    pub fn add(&mut self, id: ChunkId, kind: BlobKind, blob: EncodedBlob) -> Result<BlobEntry> {
+        let entry = next_entry(self.size, id, kind, &blob)?;
+        let sent = match &self.jobs {
+            Some(jobs) => jobs.send(PackJob::Blob(id, kind, blob)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The thread stopped: it failed, and says why.
+            return Err(self.stopped());
+        }
+        self.size = entry.end();
+        self.blobs += 1;
+        Ok(entry)
+    }
+
+    /// Bytes written so far (header and blobs; index and footer come at `seal`).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Let the thread write the index and footer, fsync the pack and rename it into
+    /// `packs_dir`. Returns at once.
+    pub fn seal(mut self, packs_dir: &Path) -> Result<SealedPack> {
+        let jobs = self.jobs.take();
+        let sealed = jobs.is_some_and(|j| j.send(PackJob::Seal(packs_dir.to_path_buf())).is_ok());
+        if !sealed {
+            return Err(self.stopped());
+        }
+        let size = self.size + (self.blobs * INDEX_ENTRY_LEN) as u64 + FOOTER_LEN as u64;
+        Ok(SealedPack {
+            thread: self.thread.take().expect("pack thread until sealed"),
+            size,
+        })
+    }
+
+    /// The error of a thread that stopped early.
+    fn stopped(&mut self) -> Error {
+        self.jobs = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => e,
+            _ => Error::Spool(
+                "a pack writing thread failed (panicked); nothing of this session was \
+                 committed, run the command again"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl Drop for BackgroundPack {
+    fn drop(&mut self) {
+        // Unsealed: the thread finds its queue closed, drops its writer and removes the tmp
+        // file; wait for that, so no tmp file outlives the session that made it.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A pack being finished on its own thread ([`BackgroundPack::seal`]).
+pub struct SealedPack {
+    thread: std::thread::JoinHandle<Result<FinishedPack>>,
+    size: u64,
+}
+
+impl SealedPack {
+    /// The whole file's size (header, blobs, index and footer).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Wait until the pack is durable under its name.
+    pub fn wait(self) -> Result<FinishedPack> {
+        self.thread.join().unwrap_or_else(|_| {
+            Err(Error::Spool(
+                "a pack writing thread failed (panicked); nothing of this session was \
+                 committed, run the command again"
+                    .into(),
+            ))
+        })
     }
 }
 
@@ -1419,6 +1574,63 @@ mod tests {
             *blake3::hash(&fs::read(&done.path).unwrap()).as_bytes(),
             id.0
         );
+    }
+
+    #[test]
+    fn a_background_pack_is_the_pack_a_writer_makes_and_its_errors_come_back() {
+        let s = spool();
+        let blobs: Vec<Vec<u8>> = (0..6u64)
+            .map(|i| text(i, 3000 + 700 * i as usize))
+            .collect();
+        let mut w = PackWriter::create(&s.tmp).unwrap();
+        let mut bg = BackgroundPack::start(&s.tmp).unwrap();
+        for raw in &blobs {
+            let blob = encode_blob(raw, 3);
+            let a = w.add(ChunkId::of(raw), BlobKind::Data, &blob).unwrap();
+            let b = bg.add(ChunkId::of(raw), BlobKind::Data, blob).unwrap();
+            assert_eq!(a, b, "entries follow from sizes alone");
+            assert_eq!(w.size(), bg.size());
+        }
+        // A blob the writer would refuse is refused at once, and the pack goes on.
+        let bad = EncodedBlob {
+            data: vec![1, 2, 3],
+            compressed: false,
+            raw_len: 4,
+        };
+        assert!(bg.add(ChunkId::of(b"x"), BlobKind::Data, bad).is_err());
+        let sealed = bg.seal(&s.packs).unwrap();
+        let size = sealed.size();
+        let done = sealed.wait().unwrap();
+        let plain = w.finish(&s.packs).unwrap();
+        assert_eq!(
+            (done.id, done.size, &done.entries),
+            (plain.id, size, &plain.entries)
+        );
+        assert_eq!(
+            fs::read(&done.path).unwrap(),
+            fs::read(&plain.path).unwrap()
+        );
+        assert!(tmp_is_empty(&s));
+
+        // Dropped unsealed: the tmp file goes, no pack appears.
+        let before = list_packs(&s.packs).unwrap().len();
+        let mut bg = BackgroundPack::start(&s.tmp).unwrap();
+        bg.add(ChunkId::of(b"y"), BlobKind::Data, encode_blob(b"y", 3))
+            .unwrap();
+        drop(bg);
+        assert!(tmp_is_empty(&s));
+        assert_eq!(list_packs(&s.packs).unwrap().len(), before);
+
+        // The thread's own error (here: the packs directory is a file) comes back from wait,
+        // and the tmp file is removed.
+        let not_a_dir = s.tmp.parent().unwrap().join("not-a-dir");
+        fs::write(&not_a_dir, b"").unwrap();
+        let mut bg = BackgroundPack::start(&s.tmp).unwrap();
+        bg.add(ChunkId::of(b"z"), BlobKind::Data, encode_blob(b"z", 3))
+            .unwrap();
+        let err = bg.seal(&not_a_dir).unwrap().wait().unwrap_err().to_string();
+        assert!(err.contains("not-a-dir"), "{err}");
+        assert!(tmp_is_empty(&s));
     }
 
     #[test]

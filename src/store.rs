@@ -18,7 +18,10 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, FrameSlot, OWNED};
 use crate::frame;
-use crate::pack::{self, BlobKind, EncodedBlob, PACK_TARGET_SIZE, PackReader, PackWriter};
+use crate::pack::{
+    self, BackgroundPack, BlobKind, EncodedBlob, FinishedPack, PACK_TARGET_SIZE, PackReader,
+    SealedPack,
+};
 use crate::spool::Spool;
 use crate::{ChunkId, ChunkMap, ChunkSet, Error, Result};
 
@@ -35,7 +38,7 @@ pub struct StoreStats {
 pub struct StoreWriter<'a> {
     spool: &'a Spool,
     txn: Option<WriteTransaction>,
-    pack: Option<(u64, PackWriter)>,
+    pack: Option<(u64, BackgroundPack)>,
     level: i32,
     pub stats: StoreStats,
     /// The data frame being filled; it spans `put_batch` calls, so frames stay full.
@@ -57,9 +60,10 @@ pub struct StoreWriter<'a> {
     /// Stored share (`stored_share`) of chunks appended in this session and not yet owned, so
     /// ownership, which follows right behind, need not look them up in the index again.
     fresh_shares: ChunkMap<u32>,
-    /// Sealed packs being made durable (fsync, rename) on their own threads, so this thread
-    /// goes on feeding the pool. Every commit waits for them first (`persisted`).
-    persisting: Vec<std::thread::JoinHandle<Result<()>>>,
+    /// Sealed packs being finished and made durable (index, fsync, rename) on their own
+    /// threads, with their numbers and sealing times. Every commit waits for them first and
+    /// only then names them (`persisted`, `index_packs`).
+    persisting: Vec<(u64, SealedPack, i64)>,
 }
 
 /// Entries in `fresh_shares` at most. A dump owns its new chunks a window behind their
@@ -155,7 +159,7 @@ impl<'a> StoreWriter<'a> {
             .map(|(_, raw)| pack::encode_blob(raw, level))
             .collect();
         for ((id, raw), blob) in new.iter().zip(encoded) {
-            self.append(*id, kind, &blob, None)?;
+            self.append(*id, kind, blob, None)?;
             self.count_new(raw.len());
         }
         Ok(new.len() as u64)
@@ -243,7 +247,7 @@ impl<'a> StoreWriter<'a> {
             };
             let head = self.inflight.pop_front().expect("head frame");
             self.inflight_raw -= head.raw_len;
-            self.append_frame(frame_id, &blob, &head.slots)?;
+            self.append_frame(frame_id, blob, &head.slots)?;
             for (id, len, _) in &head.slots {
                 self.unindexed.remove(id);
                 self.count_new(*len as usize);
@@ -299,14 +303,14 @@ impl<'a> StoreWriter<'a> {
     /// Store one blob (a dump record, say) whether or not its id exists: callers dedup first.
     pub fn put_one(&mut self, id: ChunkId, raw: &[u8], kind: BlobKind) -> Result<()> {
         let blob = pack::encode_blob(raw, self.level);
-        self.append(id, kind, &blob, None)
+        self.append(id, kind, blob, None)
     }
 
     /// Append a frame blob and index each chunk inside it.
     fn append_frame(
         &mut self,
         frame_id: ChunkId,
-        blob: &EncodedBlob,
+        blob: EncodedBlob,
         slots: &[(ChunkId, u32, FrameSlot)],
     ) -> Result<()> {
         self.append(frame_id, BlobKind::Frame, blob, Some(slots))
@@ -317,14 +321,14 @@ impl<'a> StoreWriter<'a> {
         &mut self,
         id: ChunkId,
         kind: BlobKind,
-        blob: &EncodedBlob,
+        blob: EncodedBlob,
         slots: Option<&[(ChunkId, u32, FrameSlot)]>,
     ) -> Result<()> {
         if self.pack.is_none() {
             let txn = self.txn();
             let no = catalog::get_meta_u64(txn, "next_pack_no")?;
             catalog::set_meta_u64(txn, "next_pack_no", no + 1)?;
-            self.pack = Some((no, PackWriter::create(&self.spool.tmp_dir())?));
+            self.pack = Some((no, BackgroundPack::start(&self.spool.tmp_dir())?));
         }
         let (no, writer) = self.pack.as_mut().expect("pack open");
         let entry = writer.add(id, kind, blob)?;
@@ -379,63 +383,39 @@ impl<'a> StoreWriter<'a> {
         Ok(())
     }
 
-    /// Close the open pack and index it in the transaction; a thread makes it durable while
+    /// Seal the open pack: its thread writes the index and footer and makes it durable while
     /// this one goes on (`persisted` waits for it).
     fn seal_pack(&mut self) -> Result<()> {
-        if let Some((no, writer)) = self.pack.take() {
-            let closed = writer.close()?;
-            catalog::insert_pack(
-                self.txn(),
-                no,
-                closed.id(),
-                closed.size(),
-                closed.entries(),
-                crate::timefmt::now_ns(),
-            )?;
-            self.stats.stored_bytes += closed.size();
+        if let Some((no, pack)) = self.pack.take() {
+            let sealed = pack.seal(&self.spool.packs_dir())?;
+            self.stats.stored_bytes += sealed.size();
             self.stats.packs += 1;
-            self.since_commit.0 += closed.size();
-            let packs_dir = self.spool.packs_dir();
-            let persist = move || {
-                closed.persist(&packs_dir)?;
-                crate::failpoint::hit("pack-renamed");
-                Ok(())
-            };
-            let handle = std::thread::Builder::new()
-                .name("reel-pack-sync".into())
-                .spawn(persist)
-                .map_err(|e| {
-                    Error::Spool(format!(
-                        "cannot start a thread to sync a pack ({e}); nothing of this session \
-                         was committed, run the command again"
-                    ))
-                })?;
-            self.persisting.push(handle);
+            self.since_commit.0 += sealed.size();
+            self.persisting.push((no, sealed, crate::timefmt::now_ns()));
         }
         Ok(())
     }
 
-    /// Wait until every sealed pack is durable under its name: the catalog may then name it.
-    fn persisted(&mut self) -> Result<()> {
+    /// Wait until every sealed pack is durable under its name; then the catalog may name
+    /// them (`index_packs`).
+    fn persisted(&mut self) -> Result<Vec<(u64, FinishedPack, i64)>> {
         let mut first_error = None;
-        for handle in self.persisting.drain(..) {
-            let result = handle.join().unwrap_or_else(|_| {
-                Err(Error::Spool(
-                    "a pack syncing thread failed (panicked); nothing of this session was \
-                     committed, run the command again"
-                        .into(),
-                ))
-            });
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
+        let mut done = Vec::new();
+        for (no, sealed, sealed_ns) in self.persisting.drain(..) {
+            match sealed.wait() {
+                Ok(pack) => done.push((no, pack, sealed_ns)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(done), Err)
     }
 
     fn commit_and_reopen(&mut self) -> Result<()> {
-        self.persisted()?;
+        let done = self.persisted()?;
         let txn = self.txn.take().expect("transaction open");
+        index_packs(&txn, &done)?;
         txn.commit()?;
         self.since_commit = (0, 0);
         crate::failpoint::hit("pack-committed");
@@ -519,7 +499,8 @@ impl<'a> StoreWriter<'a> {
         let stats = self.stats;
         let txn = self.txn.take().expect("transaction open");
         last(&txn, &stats)?;
-        self.persisted()?;
+        let done = self.persisted()?;
+        index_packs(&txn, &done)?;
         crate::failpoint::hit("before-record-commit");
         txn.commit()?;
         crate::failpoint::hit("record-committed");
@@ -529,12 +510,19 @@ impl<'a> StoreWriter<'a> {
 
 impl Drop for StoreWriter<'_> {
     fn drop(&mut self) {
-        // A pack being made durable finishes either way; no catalog names it.
+        // A sealed pack being made durable finishes either way; no catalog names it. The open
+        // one is abandoned: its thread removes the tmp file.
         let _ = self.persisted();
-        if let Some((_, w)) = self.pack.take() {
-            w.abandon();
-        }
+        drop(self.pack.take());
     }
+}
+
+/// Name durable packs in the catalog (`packs`, `pack_ids`).
+fn index_packs(txn: &WriteTransaction, done: &[(u64, FinishedPack, i64)]) -> Result<()> {
+    for (no, pack, sealed_ns) in done {
+        catalog::insert_pack(txn, *no, &pack.id, pack.size, &pack.entries, *sealed_ns)?;
+    }
+    Ok(())
 }
 
 /// Where each chunk of `frame` sits once it is built: (id, length, its slot in the raw frame).
