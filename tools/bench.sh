@@ -20,7 +20,8 @@
 #   BENCH_BORG_COMPRESSION=zstd,3
 #   REEL_BIN                use this reel binary instead of building one with cargo build --profile dist
 #
-# Scenarios, each run by every tool in the same order (reel, restic, borg):
+# Scenarios, each run by every tool; the order of the tools is reversed every other run (reel,
+# restic, borg, then borg, restic, reel), so no tool always comes first after the data is set up:
 #   full     a first backup of the tree
 #   incr     a second backup after tools/gen_tree.py --mutate changed ~BENCH_CHANGE_PCT% of it
 #   restore  a restore of the latest backup into an empty directory (verified with diff -r
@@ -185,13 +186,15 @@ fi
 
 for run in $(seq "$BENCH_RUNS"); do
 say "run $run of $BENCH_RUNS"
+ORDER=$RUN_TOOLS
+if [ $((run % 2)) = 0 ]; then ORDER=$(echo "$RUN_TOOLS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
 rm -rf "$DATA" "$SPOOL" "$RESTIC_REPOSITORY" "$RCACHE" "$BORG" "$BORG_BASE_DIR"
 cp -a "$PRISTINE" "$DATA"
 warm "$DATA"
 
 # --- full ---------------------------------------------------------------------------------------
 
-for t in $RUN_TOOLS; do
+for t in $ORDER; do
     case $t in
         reel)
             "$REEL" --spool "$SPOOL" init >"$LOGS/reel-init.out" 2>&1 || { cat "$LOGS/reel-init.out" >&2; exit 1; }
@@ -224,7 +227,7 @@ if [ -n "$RUN_TOOLS" ]; then
     BYTES1=$(tree_bytes "$DATA")
 fi
 
-for t in $RUN_TOOLS; do
+for t in $ORDER; do
     case $t in
         reel)
             measure reel incr "$BYTES1" "$SPOOL" "$WORK" "$REEL" --spool "$SPOOL" dump bench --level 1
@@ -252,7 +255,7 @@ verify_restore() { # tool dir
     rm -rf "$2"
 }
 
-for t in $RUN_TOOLS; do
+for t in $ORDER; do
     dst="$WORK/restore-$t"
     case $t in
         reel)
@@ -343,7 +346,8 @@ report() {
     echo "- data: tools/gen_tree.py --size-mb $BENCH_MB --seed $BENCH_SEED: $FILES0 files, $(awk -v b="$BYTES0" 'BEGIN {printf "%.1f", b / 1e6}') MB;" \
         "incremental after --mutate 1 --percent $BENCH_CHANGE_PCT"
     echo "- restic: encrypted (no unencrypted mode), local cache in use (not counted in repo MB: $(awk -v b="$(dir_bytes "$RCACHE")" 'BEGIN {printf "%.1f", b / 1e6}') MB), compression auto;" \
-        "borg: --encryption none --compression $BENCH_BORG_COMPRESSION; page cache warm for all tools, not dropped"
+        "borg: --encryption none --compression $BENCH_BORG_COMPRESSION; page cache warm for all tools, not dropped;" \
+        "the tools' order is reversed every other run; reel built with \`cargo build --profile dist\`"
     [ -z "$SKIPPED" ] || echo "- skipped (not installable):$SKIPPED"
     echo
     [ -z "$FREEZE_LINE" ] || { echo "- $FREEZE_LINE"; echo; }
