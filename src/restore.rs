@@ -3,9 +3,10 @@
 //!
 //! The manifest streams in path order and is cut into windows of bounded size. For each
 //! window: create the nodes (checking that no parent is a symlink, so a crafted catalog cannot
-//! write outside the target; the files from several threads), plan which chunks go to which files at which offsets grouped by
-//! pack and sorted by offset, run the packs in parallel (each chunk verified before it is
-//! written; all-zero chunks become holes), then hard links and file metadata. Directory
+//! write outside the target; the files from several threads), plan which chunks go to which
+//! files at which offsets grouped by pack and sorted by offset, run the packs in parallel (each
+//! chunk verified before it is written; all-zero chunks become holes), then hard links and
+//! file metadata. Directory
 //! metadata goes last, deepest first, so writing into a directory does not disturb its mtime.
 
 use std::collections::BTreeMap;
