@@ -765,13 +765,18 @@ impl BackgroundPack {
         self.jobs = None;
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(Err(e))) => e,
-            _ => Error::Spool(
-                "a pack writing thread failed (panicked); nothing of this session was \
-                 committed, run the command again"
-                    .into(),
-            ),
+            _ => pack_thread_panicked(),
         }
     }
+}
+
+/// What a pack's thread that panicked leaves to say.
+fn pack_thread_panicked() -> Error {
+    Error::Spool(
+        "a pack writing thread failed (panicked); nothing of this session was committed, run \
+         the command again"
+            .into(),
+    )
 }
 
 impl Drop for BackgroundPack {
@@ -799,13 +804,9 @@ impl SealedPack {
 
     /// Wait until the pack is durable under its name.
     pub fn wait(self) -> Result<FinishedPack> {
-        self.thread.join().unwrap_or_else(|_| {
-            Err(Error::Spool(
-                "a pack writing thread failed (panicked); nothing of this session was \
-                 committed, run the command again"
-                    .into(),
-            ))
-        })
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(pack_thread_panicked()))
     }
 }
 
