@@ -46,6 +46,13 @@ const SEGMENT: usize = 4 << 20;
 const READ_ATTEMPTS: u32 = 3;
 /// Manifest bytes buffered before they are cut and stored.
 const MANIFEST_FLUSH: usize = 4 << 20;
+/// A write(2) stamps the file's ctime when it begins, so a write that began just before the
+/// stat taken before a read may still be copying bytes while the file is read, and the stat
+/// taken after shows no change: the read is torn and nothing says so. A file whose last change
+/// is younger than this when its read begins is therefore read again once it is this old (by
+/// then a write in flight at the first read has ended, or a later one has changed the ctime).
+/// Files written long before the dump, as in a clone, never wait.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Clone, Debug, Default)]
 pub struct DumpOptions {
@@ -736,7 +743,26 @@ fn is_sparse(md: &std::fs::Metadata) -> bool {
     md.blocks() * 512 < md.size()
 }
 
-/// Read a small file whole, cut and hash it. Retries while the file changes under us.
+/// How long until the last change of a file (stat `md`) is `SETTLE` old; None if it is already,
+/// or if its ctime lies ahead of the clock (set back since: waiting would not tell anything).
+fn settle_wait(md: &std::fs::Metadata) -> Option<std::time::Duration> {
+    let secs = u64::try_from(md.ctime()).ok()?;
+    let ctime = std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::new(secs, md.ctime_nsec() as u32))?;
+    // The clock is read after the stat, so a change the stat saw is never ahead of it.
+    let age = std::time::SystemTime::now().duration_since(ctime).ok()?;
+    SETTLE.checked_sub(age).filter(|wait| !wait.is_zero())
+}
+
+/// Before reading a file again, wait until its last change (stat `md`) has settled.
+fn wait_to_settle(md: &std::fs::Metadata) {
+    if let Some(wait) = settle_wait(md) {
+        std::thread::sleep(wait);
+    }
+}
+
+/// Read a small file whole, cut and hash it. Retries while the file changes under us, or
+/// changed so lately that a write may have been in flight (`SETTLE`).
 fn read_small(abs: &Path, params: &ChunkerParams) -> Result<Option<FileContent>> {
     let mut attempt = 0;
     loop {
@@ -744,10 +770,13 @@ fn read_small(abs: &Path, params: &ChunkerParams) -> Result<Option<FileContent>>
         let Some((f, before)) = open_for_read(abs)? else {
             return Ok(None);
         };
+        let settled = settle_wait(&before).is_none();
         let data = read_up_to(&f, before.size() as usize).map_err(|e| Error::io(abs, e))?;
         let after = f.metadata().map_err(|e| Error::io(abs, e))?;
-        let stable = stat_key(&before) == stat_key(&after) && data.len() as u64 == after.size();
+        let stable =
+            settled && stat_key(&before) == stat_key(&after) && data.len() as u64 == after.size();
         if !stable && attempt < READ_ATTEMPTS {
+            wait_to_settle(&after);
             continue;
         }
         let (chunks, _) = chunk::cut_hashed(&data, params, true);
@@ -1077,15 +1106,16 @@ impl Session<'_> {
                     }
                 }
             }
-            let (file, before) = read.finish()?;
+            let (file, before, settled) = read.finish()?;
             let after = file.metadata().map_err(|e| Error::io(abs, e))?;
             if after.size() > pos {
                 // Trailing hole (or growth, which the stat check catches).
                 extents.push(Extent::Hole(after.size() - pos));
                 pos = after.size();
             }
-            let stable = stat_key(&before) == stat_key(&after);
+            let stable = settled && stat_key(&before) == stat_key(&after);
             if !stable && attempt < READ_ATTEMPTS {
+                wait_to_settle(&after);
                 continue;
             }
             let warning = (!stable).then(|| changed_while_read(abs));
@@ -1111,6 +1141,8 @@ enum Piece {
 struct LargeRead {
     file: Arc<File>,
     before: std::fs::Metadata,
+    /// The file's last change was `SETTLE` old when the reading began.
+    settled: bool,
     pieces: std::sync::mpsc::Receiver<std::io::Result<Piece>>,
     thread: std::thread::JoinHandle<()>,
 }
@@ -1121,6 +1153,7 @@ impl LargeRead {
         let Some((file, before)) = open_for_read(&abs)? else {
             return Ok(None);
         };
+        let settled = settle_wait(&before).is_none();
         let file = Arc::new(file);
         let size = before.size();
         let sparse = is_sparse(&before);
@@ -1137,13 +1170,15 @@ impl LargeRead {
         Ok(Some(LargeRead {
             file,
             before,
+            settled,
             pieces,
             thread,
         }))
     }
 
-    /// The file and its stat data from before it was read, once the reader is done.
-    fn finish(self) -> Result<(Arc<File>, std::fs::Metadata)> {
+    /// The file, its stat data from before it was read and whether its last change had
+    /// settled then, once the reader is done.
+    fn finish(self) -> Result<(Arc<File>, std::fs::Metadata, bool)> {
         drop(self.pieces);
         self.thread.join().map_err(|_| {
             Error::Spool(
@@ -1152,7 +1187,7 @@ impl LargeRead {
                     .into(),
             )
         })?;
-        Ok((self.file, self.before))
+        Ok((self.file, self.before, self.settled))
     }
 }
 
