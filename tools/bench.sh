@@ -16,7 +16,8 @@
 #                           unchanged volume of that many files keeps it frozen, against the
 #                           time to read the volume (warm page cache, and cold when root can
 #                           drop the caches)
-#   BENCH_DIR=$TMPDIR       where the temporary work directory goes (needs ~4x BENCH_MB free)
+#   BENCH_DIR=$TMPDIR       where the temporary work directory goes (needs about
+#                           (4 + BENCH_RUNS x tools) x BENCH_MB free: restored trees are kept)
 #   BENCH_BORG_COMPRESSION=zstd,3
 #   REEL_BIN                use this reel binary instead of building one with cargo build --profile dist
 #
@@ -43,6 +44,10 @@
 #   others, instead of borg's default lz4); its files cache lives in the work directory.
 # - reel runs as built by `cargo build --profile dist` (release with LTO, the build to install),
 #   spool in the work directory.
+# - Restored trees are verified and kept until the end, not deleted before the next tool's
+#   restore: on ext4 without a journal, creating a file scans past every inode freed in the last
+#   minute, so deleting one tool's 6000-file restore made the next tool's restore pay several
+#   seconds for it (docs/PERFORMANCE.md, seventh and eighth sessions).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -188,7 +193,10 @@ for run in $(seq "$BENCH_RUNS"); do
 say "run $run of $BENCH_RUNS"
 ORDER=$RUN_TOOLS
 if [ $((run % 2)) = 0 ]; then ORDER=$(echo "$RUN_TOOLS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
-rm -rf "$DATA" "$SPOOL" "$RESTIC_REPOSITORY" "$RCACHE" "$BORG" "$BORG_BASE_DIR"
+rm -rf "$SPOOL" "$RESTIC_REPOSITORY" "$RCACHE" "$BORG" "$BORG_BASE_DIR"
+# A fresh copy of the data for every run, kept like the restored trees: deleting 6000 files
+# would slow this run's restores (see the fairness notes).
+DATA="$WORK/data-$run"
 cp -a "$PRISTINE" "$DATA"
 warm "$DATA"
 
@@ -245,18 +253,18 @@ done
 
 # --- restore ------------------------------------------------------------------------------------
 
-# Each restore is checked against the data (outside the timing), then removed to save space.
+# Each restore is checked against the data (outside the timing) and kept: deleting it would
+# bill the next restore for ext4's scan past freed inodes (see the fairness notes).
 verify_restore() { # tool dir
     if ! diff -r -q "$DATA" "$2" >"$LOGS/$1-verify.out" 2>&1; then
         echo "---- $1: the restore differs from the data ----" >&2
         head -n 20 "$LOGS/$1-verify.out" >&2
         exit 1
     fi
-    rm -rf "$2"
 }
 
 for t in $ORDER; do
-    dst="$WORK/restore-$t"
+    dst="$WORK/restore-$t-$run"
     case $t in
         reel)
             # the latest dump: --at now, into an empty directory.
@@ -347,7 +355,7 @@ report() {
         "incremental after --mutate 1 --percent $BENCH_CHANGE_PCT"
     echo "- restic: encrypted (no unencrypted mode), local cache in use (not counted in repo MB: $(awk -v b="$(dir_bytes "$RCACHE")" 'BEGIN {printf "%.1f", b / 1e6}') MB), compression auto;" \
         "borg: --encryption none --compression $BENCH_BORG_COMPRESSION; page cache warm for all tools, not dropped;" \
-        "the tools' order is reversed every other run; reel built with \`cargo build --profile dist\`"
+        "the tools' order is reversed every other run; restored trees are kept to the end (deleting them slows the next tool's file creation on ext4 without a journal); reel built with \`cargo build --profile dist\`"
     [ -z "$SKIPPED" ] || echo "- skipped (not installable):$SKIPPED"
     echo
     [ -z "$FREEZE_LINE" ] || { echo "- $FREEZE_LINE"; echo; }
