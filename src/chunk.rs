@@ -30,7 +30,7 @@ pub struct ChunkerParams {
 }
 
 impl ChunkerParams {
-    /// 4 KiB / 12 KiB / 48 KiB: small chunks keep scattered 8 KiB page rewrites cheap (4.3% of
+    /// 4 KiB / 12 KiB / 48 KiB: small chunks keep scattered 8 KiB page rewrites cheap (4.4% of
     /// the file on the database test, under the 5% asked; see docs/FORMAT.md, "Chunker
     /// parameters"), and the 12 KiB average makes a third fewer chunks than 8 KiB did, whose
     /// index rows took a catalog of 9 MB to one of 4.5 MB on the benchmark tree. Chosen by
