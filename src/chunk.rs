@@ -32,9 +32,9 @@ pub struct ChunkerParams {
 impl ChunkerParams {
     /// 4 KiB / 12 KiB / 48 KiB: small chunks keep scattered 8 KiB page rewrites cheap (4.4% of
     /// the file on the database test, under the 5% asked; see docs/FORMAT.md, "Chunker
-    /// parameters"), and the 12 KiB average makes a third fewer chunks than 8 KiB did, whose
-    /// index rows took a catalog of 9 MB to one of 4.5 MB on the benchmark tree. Chosen by
-    /// measurement (docs/PERFORMANCE.md).
+    /// parameters"), and the 12 KiB average makes a third fewer chunks than 8 KiB did: fewer
+    /// index rows took the benchmark tree's catalog from 8.6 to 4.5 MB. Chosen by measurement
+    /// (docs/PERFORMANCE.md).
     pub const DEFAULT: ChunkerParams = ChunkerParams {
         min: 4 << 10,
         avg: 12 << 10,

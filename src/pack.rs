@@ -1327,6 +1327,7 @@ mod tests {
         );
         assert!(zstd::bulk::decompress(&e.data, t.len()).unwrap() == t);
     }
+
     #[test]
     fn round_trip_many_blobs_of_each_kind() {
         let s = spool();
