@@ -746,11 +746,9 @@ fn is_sparse(md: &std::fs::Metadata) -> bool {
 /// How long until the last change of a file (stat `md`) is `SETTLE` old; None if it is already,
 /// or if its ctime lies ahead of the clock (set back since: waiting would not tell anything).
 fn settle_wait(md: &std::fs::Metadata) -> Option<std::time::Duration> {
-    let secs = u64::try_from(md.ctime()).ok()?;
-    let ctime = std::time::UNIX_EPOCH
-        .checked_add(std::time::Duration::new(secs, md.ctime_nsec() as u32))?;
     // The clock is read after the stat, so a change the stat saw is never ahead of it.
-    let age = std::time::SystemTime::now().duration_since(ctime).ok()?;
+    let age = timefmt::now_ns() - scan::time_ns(md.ctime(), md.ctime_nsec());
+    let age = std::time::Duration::from_nanos(u64::try_from(age).ok()?);
     SETTLE.checked_sub(age).filter(|wait| !wait.is_zero())
 }
 
@@ -1232,9 +1230,9 @@ fn read_segments(
 /// `keep_ctime`: the entry's ctime is the volume's (from a clone's stat map), not the copy's.
 fn apply_read_stat(e: &mut Entry, md: &std::fs::Metadata, len: u64, keep_ctime: bool) {
     e.size = len;
-    e.mtime_ns = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+    e.mtime_ns = scan::time_ns(md.mtime(), md.mtime_nsec());
     if !keep_ctime {
-        e.ctime_ns = md.ctime() * 1_000_000_000 + md.ctime_nsec();
+        e.ctime_ns = scan::time_ns(md.ctime(), md.ctime_nsec());
     }
     e.mode = md.mode() & 0o7777;
     e.uid = md.uid();

@@ -381,7 +381,8 @@ pub fn data_ranges(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
     result
 }
 
-fn time_ns(secs: i64, nsec: i64) -> i64 {
+/// Seconds and nanoseconds of a stat time as epoch nanoseconds (saturating).
+pub(crate) fn time_ns(secs: i64, nsec: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
