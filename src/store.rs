@@ -62,7 +62,7 @@ pub struct StoreWriter<'a> {
     fresh_shares: ChunkMap<u32>,
     /// Sealed packs being finished and made durable (index, fsync, rename) on their own
     /// threads, with their numbers and sealing times. Every commit waits for them first and
-    /// only then names them (`persisted`, `index_packs`).
+    /// only then names them (`name_persisted`).
     persisting: Vec<(u64, SealedPack, i64)>,
 }
 
@@ -396,8 +396,16 @@ impl<'a> StoreWriter<'a> {
         Ok(())
     }
 
-    /// Wait until every sealed pack is durable under its name; then the catalog may name
-    /// them (`index_packs`).
+    /// Wait until every sealed pack is durable under its name, then name them in `txn`
+    /// (`packs`, `pack_ids`): every commit does this first, so it names only durable packs.
+    fn name_persisted(&mut self, txn: &WriteTransaction) -> Result<()> {
+        for (no, pack, sealed_ns) in self.persisted()? {
+            catalog::insert_pack(txn, no, &pack.id, pack.size, &pack.entries, sealed_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Wait until every sealed pack is durable under its name.
     fn persisted(&mut self) -> Result<Vec<(u64, FinishedPack, i64)>> {
         let mut first_error = None;
         let mut done = Vec::new();
@@ -413,9 +421,8 @@ impl<'a> StoreWriter<'a> {
     }
 
     fn commit_and_reopen(&mut self) -> Result<()> {
-        let done = self.persisted()?;
         let txn = self.txn.take().expect("transaction open");
-        index_packs(&txn, &done)?;
+        self.name_persisted(&txn)?;
         txn.commit()?;
         self.since_commit = (0, 0);
         crate::failpoint::hit("pack-committed");
@@ -499,8 +506,7 @@ impl<'a> StoreWriter<'a> {
         let stats = self.stats;
         let txn = self.txn.take().expect("transaction open");
         last(&txn, &stats)?;
-        let done = self.persisted()?;
-        index_packs(&txn, &done)?;
+        self.name_persisted(&txn)?;
         crate::failpoint::hit("before-record-commit");
         txn.commit()?;
         crate::failpoint::hit("record-committed");
@@ -515,14 +521,6 @@ impl Drop for StoreWriter<'_> {
         let _ = self.persisted();
         drop(self.pack.take());
     }
-}
-
-/// Name durable packs in the catalog (`packs`, `pack_ids`).
-fn index_packs(txn: &WriteTransaction, done: &[(u64, FinishedPack, i64)]) -> Result<()> {
-    for (no, pack, sealed_ns) in done {
-        catalog::insert_pack(txn, *no, &pack.id, pack.size, &pack.entries, *sealed_ns)?;
-    }
-    Ok(())
 }
 
 /// Where each chunk of `frame` sits once it is built: (id, length, its slot in the raw frame).
