@@ -127,3 +127,50 @@ fn database_file_with_one_percent_of_pages_rewritten_adds_under_five_percent() {
     spool.run(["restore", "v", "--to", target.to_str().unwrap()]);
     assert!(fs::read(target.join("db.dat")).unwrap() == fs::read(&db).unwrap());
 }
+
+/// Frames take a window's files grouped by extension, in path order within each type, so zstd
+/// sees text next to text and random bytes next to random bytes (`dump::type_order`).
+#[test]
+fn frames_group_a_windows_files_by_type() {
+    use reel::pack::{BlobKind, PackReader, list_packs};
+
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    // In path order the types alternate; each file is under the chunker's minimum, so it is one
+    // chunk whose id is the hash of the file.
+    let mut rng = Rng::new(7);
+    let names = [
+        "a.txt", "b.BIN", "c.txt", "d.bin", "e", "f.Txt", "g.bin", "h",
+    ];
+    let mut id_of = std::collections::HashMap::new();
+    for name in names {
+        let data = if name.to_ascii_lowercase().ends_with(".bin") {
+            rng.bytes(3000)
+        } else {
+            rng.text(3000)
+        };
+        id_of.insert(*blake3::hash(&data).as_bytes(), name);
+        write_file(&vol.join(name), &data);
+    }
+    let spool = spool_with_full_dump(&vol);
+
+    let mut order = Vec::new();
+    for (_, path) in list_packs(&spool.path().join("packs")).unwrap() {
+        let pack = PackReader::open(&path).unwrap();
+        for entry in pack.read_index().unwrap() {
+            if entry.kind == BlobKind::Frame {
+                let raw = pack.read_blob(&entry).unwrap();
+                for (id, _) in reel::frame::parse(&raw).unwrap() {
+                    order.extend(id_of.get(&id.0).copied());
+                }
+            }
+        }
+    }
+    assert_eq!(
+        order,
+        [
+            "e", "h", "b.BIN", "d.bin", "g.bin", "a.txt", "c.txt", "f.Txt"
+        ],
+        "order of the files' chunks in the frames"
+    );
+}
