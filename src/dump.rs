@@ -732,7 +732,7 @@ struct FileContent {
 /// ignored; files without one first), the sort being stable so path order stays within a type.
 /// zstd sees one frame (4 MiB) at a time, and a frame of one type of file (prose with prose,
 /// code with code, random bytes with random bytes) holds far more repeats than the same bytes
-/// in path order: the benchmark tree's packs came out 8% smaller (docs/PERFORMANCE.md), the
+/// in path order: the benchmark tree's packs came out 7% smaller (docs/PERFORMANCE.md), the
 /// way 7-Zip sorts a solid archive by extension. Which frame a chunk lands in changes nothing
 /// else: the manifest keeps path order, and dedup and restore go by chunk id.
 fn type_order(a: &Path, b: &Path) -> std::cmp::Ordering {
