@@ -728,20 +728,17 @@ struct FileContent {
     warning: Option<String>,
 }
 
-/// The order in which a window's files go into frames: by file name extension (ASCII case
-/// ignored; files without one first), the sort being stable so path order stays within a type.
-/// zstd sees one frame (4 MiB) at a time, and a frame of one type of file (prose with prose,
-/// code with code, random bytes with random bytes) holds far more repeats than the same bytes
-/// in path order: the benchmark tree's packs came out 7% smaller (docs/PERFORMANCE.md), the
-/// way 7-Zip sorts a solid archive by extension. Which frame a chunk lands in changes nothing
-/// else: the manifest keeps path order, and dedup and restore go by chunk id.
-fn type_order(a: &Path, b: &Path) -> std::cmp::Ordering {
-    fn ext(p: &Path) -> impl Iterator<Item = u8> + '_ {
-        use std::os::unix::ffi::OsStrExt;
-        let e = p.extension().map_or(&[][..], |e| e.as_bytes());
-        e.iter().map(u8::to_ascii_lowercase)
-    }
-    ext(a).cmp(ext(b))
+/// The key by which a window's files go into frames: the file name's extension, in ASCII
+/// lower case (files without one first); the sort is stable, so path order stays within a
+/// type. zstd sees one frame (4 MiB) at a time, and a frame of one type of file (prose with
+/// prose, code with code, random bytes with random bytes) holds far more repeats than the same
+/// bytes in path order: the benchmark tree's packs came out 7% smaller (docs/PERFORMANCE.md),
+/// the way 7-Zip sorts a solid archive by extension. Which frame a chunk lands in changes
+/// nothing else: the manifest keeps path order, and dedup and restore go by chunk id.
+fn type_key(p: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    p.extension()
+        .map_or_else(Vec::new, |e| e.as_bytes().to_ascii_lowercase())
 }
 
 fn stat_key(md: &std::fs::Metadata) -> (u64, i64, i64, i64, i64) {
@@ -961,8 +958,8 @@ impl Session<'_> {
                 None => window[i].gone = true,
             }
         }
-        // Into the frames by file type, then in path order: see `type_order`.
-        read.sort_by(|(i, _), (j, _)| type_order(&window[*i].abs, &window[*j].abs));
+        // Into the frames by file type, then in path order: see `type_key`.
+        read.sort_by_cached_key(|(i, _)| type_key(&window[*i].abs));
         for (_, c) in &read {
             for (id, r) in &c.chunks {
                 batch.push((*id, &c.data[r.clone()]));

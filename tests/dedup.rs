@@ -129,7 +129,7 @@ fn database_file_with_one_percent_of_pages_rewritten_adds_under_five_percent() {
 }
 
 /// Frames take a window's files grouped by extension, in path order within each type, so zstd
-/// sees text next to text and random bytes next to random bytes (`dump::type_order`).
+/// sees text next to text and random bytes next to random bytes (`dump::type_key`).
 #[test]
 fn frames_group_a_windows_files_by_type() {
     use reel::pack::{BlobKind, PackReader, list_packs};
