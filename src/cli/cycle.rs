@@ -99,9 +99,11 @@ pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let cloned = clone_volume(&spool, &a.name, &opts, &bar)?;
     let out = dump_clone(&spool, &a.name, cloned.record.clone(), level, &bar)?;
     drop(bar);
-    compact_catalog(&mut spool, catalog_len);
     print_clone(&cloned);
     print_dump(&out);
+    if let Some(line) = compact_catalog(&mut spool, catalog_len) {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -145,7 +147,8 @@ pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
     let bar = ctx.progress();
     let mut report = nightly::run(&spool, &opts, &bar)?;
     drop(bar);
-    compact_catalog(&mut spool, catalog_len);
+    // The nightly report has its own format (and a JSON form); the compaction is not in it.
+    let _ = compact_catalog(&mut spool, catalog_len);
     let saved = nightly::save(&spool, &mut report);
     if a.json {
         print_json(&serde_json::to_value(&report).expect("report serialises"));

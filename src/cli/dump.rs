@@ -36,8 +36,10 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
     let bar = ctx.progress();
     let out = dump_volume(&spool, &a.name, &opts, &bar)?;
     drop(bar);
-    compact_catalog(&mut spool, catalog_len);
     print_dump(&out);
+    if let Some(line) = compact_catalog(&mut spool, catalog_len) {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -50,7 +52,8 @@ pub fn print_dump(out: &DumpOutcome) {
             r.volume, r.requested_level
         );
     }
-    let secs = r.duration_ns as f64 / 1e9;
+    // The whole dump, its commit included (the record's own duration stops before it).
+    let secs = out.elapsed_ns as f64 / 1e9;
     println!(
         "dump {} of volume {} at level {}{}, {}",
         r.id,
@@ -93,7 +96,7 @@ pub fn print_dump(out: &DumpOutcome) {
     );
     println!(
         "  time         {}, {}/s",
-        format_duration(r.duration_ns),
+        format_duration(out.elapsed_ns),
         format_bytes((r.logical_bytes as f64 / secs.max(1e-9)) as u64)
     );
     for w in &r.warnings {

@@ -63,6 +63,8 @@ pub fn run(ctx: &Ctx, a: IngestArgs) -> Result<ExitCode> {
     };
     ingest_dumps(&spool, &a.name, &images, &bar, &mut done)?;
     drop(bar);
-    compact_catalog(&mut spool, catalog_len);
+    if let Some(line) = compact_catalog(&mut spool, catalog_len) {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
