@@ -14,7 +14,6 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use rayon::prelude::*;
 
 use crate::catalog::{self, CloneRecord, CloneView, DumpRecord};
 use crate::chunk::{self, ChunkerParams, Segment, StreamChunker};
+use crate::dirfd::{Dir, Stat, Xattrs};
 use crate::level;
 use crate::manifest::{ManifestReader, ManifestWriter};
 use crate::pack::BlobKind;
@@ -88,13 +88,36 @@ enum Action {
 
 struct Work {
     entry: Entry,
-    abs: PathBuf,
+    src: Source,
     action: Action,
     /// Whether this entry's chunks may be ones the dump owns (read, or reused from a previous
     /// dump outside the chain).
     may_own: bool,
-    /// Set when the file vanished before it could be read: it is left out.
-    gone: bool,
+    /// Set, with the reason, when the file could not be read as a file (it vanished or changed
+    /// type since the walk): it is left out and the dump's warnings name it.
+    left_out: Option<String>,
+}
+
+/// Where a walked entry is: the handle of its directory and its name there (so a read opens
+/// the file in the directory the walk saw, whatever happened to the path since), and its stat
+/// data as walked.
+#[derive(Clone)]
+struct Source {
+    dir: Arc<Dir>,
+    name: Vec<u8>,
+    walked: Stat,
+}
+
+impl Source {
+    fn shown(&self) -> PathBuf {
+        self.dir.shown_child(&self.name)
+    }
+}
+
+/// What reading a walked file gave: its content, or why it is left out.
+enum Got<T> {
+    Read(T),
+    LeftOut(String),
 }
 
 /// Shared sink the manifest writer writes into; drained into chunks as it fills.
@@ -398,8 +421,17 @@ fn scan<'a>(
     // The window before `window`: its small files are being read on the pool while this
     // thread walks on, and it is stored once `window` is full and reading in turn.
     let mut reading: Option<ReadingWindow> = None;
+    // Directories with entries in the window: each holds a handle until the window is stored.
+    let mut window_dirs = 0usize;
+    let dir_budget = crate::dirfd::fd_budget() / 2;
     for item in walker.by_ref() {
         let item = item?;
+        if window
+            .last()
+            .is_none_or(|w: &Work| !Arc::ptr_eq(&w.src.dir, &item.dir))
+        {
+            window_dirs += 1;
+        }
         let mut entry = item.entry;
         if let Some(sm) = statmap.as_mut() {
             sm.apply(&mut entry)?;
@@ -435,18 +467,26 @@ fn scan<'a>(
         }
         window.push(Work {
             entry,
-            abs: item.abs_path,
+            src: Source {
+                dir: item.dir,
+                name: item.name,
+                walked: item.stat,
+            },
             action,
             may_own,
-            gone: false,
+            left_out: None,
         });
-        if window_bytes >= WINDOW_BYTES || window.len() >= WINDOW_ENTRIES {
+        if window_bytes >= WINDOW_BYTES
+            || window.len() >= WINDOW_ENTRIES
+            || window_dirs >= dir_budget
+        {
             crate::clone::freeze::check_interrupted()?;
             let next = ReadingWindow::start(std::mem::take(&mut window), s.params);
             if let Some(before) = reading.replace(next) {
                 s.store_window(before, &mut manifest)?;
             }
             window_bytes = 0;
+            window_dirs = 0;
         }
     }
     let last = ReadingWindow::start(window, s.params);
@@ -730,7 +770,10 @@ struct FileContent {
     data: Vec<u8>,
     chunks: Vec<(ChunkId, Range<usize>)>,
     /// Stat data as read (the file may have changed since the walk).
-    md: std::fs::Metadata,
+    md: Stat,
+    /// The file's extended attributes, read again when the name led to another inode than the
+    /// one walked (replaced since): the entry must describe the file whose bytes it holds.
+    xattrs: Option<Xattrs>,
     warning: Option<String>,
 }
 
@@ -741,61 +784,50 @@ struct FileContent {
 /// bytes in path order: the benchmark tree's packs came out 7% smaller (docs/PERFORMANCE.md),
 /// the way 7-Zip sorts a solid archive by extension. Which frame a chunk lands in changes
 /// nothing else: the manifest keeps path order, and dedup and restore go by chunk id.
-fn type_key(p: &Path) -> Vec<u8> {
+fn type_key(name: &[u8]) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
-    p.extension()
+    Path::new(std::ffi::OsStr::from_bytes(name))
+        .extension()
         .map_or_else(Vec::new, |e| e.as_bytes().to_ascii_lowercase())
-}
-
-fn stat_key(md: &std::fs::Metadata) -> (u64, i64, i64, i64, i64) {
-    (
-        md.size(),
-        md.mtime(),
-        md.mtime_nsec(),
-        md.ctime(),
-        md.ctime_nsec(),
-    )
-}
-
-/// Does the file have holes worth keeping?
-fn is_sparse(md: &std::fs::Metadata) -> bool {
-    md.blocks() * 512 < md.size()
 }
 
 /// How long until the last change of a file (stat `md`) is `SETTLE` old; None if it is already,
 /// or if its ctime lies ahead of the clock (set back since: waiting would not tell anything).
-fn settle_wait(md: &std::fs::Metadata) -> Option<std::time::Duration> {
+fn settle_wait(md: &Stat) -> Option<std::time::Duration> {
     // The clock is read after the stat, so a change the stat saw is never ahead of it.
-    let age = timefmt::now_ns() - scan::time_ns(md.ctime(), md.ctime_nsec());
+    let age = timefmt::now_ns() - md.ctime_ns;
     let age = std::time::Duration::from_nanos(u64::try_from(age).ok()?);
     SETTLE.checked_sub(age).filter(|wait| !wait.is_zero())
 }
 
 /// Before reading a file again, wait until its last change (stat `md`) has settled.
-fn wait_to_settle(md: &std::fs::Metadata) {
+fn wait_to_settle(md: &Stat) {
     if let Some(wait) = settle_wait(md) {
         std::thread::sleep(wait);
     }
 }
 
 /// Read a small file whole, cut and hash it. Retries while the file changes under us, or
-/// changed so lately that a write may have been in flight (`SETTLE`).
-fn read_small(abs: &Path, params: &ChunkerParams) -> Result<Option<FileContent>> {
+/// changed so lately that a write may have been in flight (`SETTLE`). What is stored is what
+/// the last read gave, with the size it gave: never more bytes than were read.
+fn read_small(src: &Source, params: &ChunkerParams) -> Result<Got<FileContent>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let Some((f, before)) = open_for_read(abs)? else {
-            return Ok(None);
+        let (f, before, settled) = match open_for_read(src)? {
+            Got::Read(opened) => opened,
+            Got::LeftOut(why) => return Ok(Got::LeftOut(why)),
         };
-        let settled = settle_wait(&before).is_none();
-        let data = read_up_to(&f, before.size() as usize).map_err(|e| Error::io(abs, e))?;
-        let after = f.metadata().map_err(|e| Error::io(abs, e))?;
-        let stable =
-            settled && stat_key(&before) == stat_key(&after) && data.len() as u64 == after.size();
+        let data = read_up_to(&f, before.size as usize).map_err(|e| Error::io(src.shown(), e))?;
+        let after = fstat(&f, src)?;
+        let stable = settled
+            && before.content_key() == after.content_key()
+            && data.len() as u64 == after.size;
         if !stable && attempt < READ_ATTEMPTS {
             wait_to_settle(&after);
             continue;
         }
+        let xattrs = refreshed_xattrs(&f, src, &after)?;
         let (chunks, _) = chunk::cut_hashed(&data, params, true);
         let extents = chunks
             .iter()
@@ -804,12 +836,13 @@ fn read_small(abs: &Path, params: &ChunkerParams) -> Result<Option<FileContent>>
                 len: r.len() as u32,
             })
             .collect();
-        let warning = (!stable).then(|| changed_while_read(abs));
-        return Ok(Some(FileContent {
+        let warning = (!stable).then(|| changed_while_read(src));
+        return Ok(Got::Read(FileContent {
             extents,
             data,
             chunks,
             md: after,
+            xattrs,
             warning,
         }));
     }
@@ -848,35 +881,79 @@ fn read_up_to(f: &File, len: usize) -> std::io::Result<Vec<u8>> {
     Ok(data)
 }
 
-/// The warning for a file that kept changing while it was read: it is stored as last read.
-fn changed_while_read(abs: &Path) -> String {
+/// The warning for a file that kept changing while it was read: it is stored as last read,
+/// with the size that read gave.
+fn changed_while_read(src: &Source) -> String {
     format!(
-        "{}: changed while being read {READ_ATTEMPTS} times; stored as last read",
-        abs.display()
+        "{}: changed while being read {READ_ATTEMPTS} times; stored as last read (the bytes \
+         and size that read gave)",
+        src.shown().display()
     )
 }
 
-/// Open a file to read it, with its stat data; None if it vanished since the walk.
-fn open_for_read(abs: &Path) -> Result<Option<(File, std::fs::Metadata)>> {
-    let f = match open_nofollow(abs) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(abs, e)),
-    };
-    let md = f.metadata().map_err(|e| Error::io(abs, e))?;
-    Ok(Some((f, md)))
+/// The file's stat data through its open descriptor.
+fn fstat(f: &File, src: &Source) -> Result<Stat> {
+    crate::dirfd::fstat(f).map_err(|e| Error::io(src.shown(), e))
 }
 
-fn open_nofollow(p: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
-        .open(p)
+/// The file's extended attributes when the name now leads to another inode than the walk saw.
+fn refreshed_xattrs(f: &File, src: &Source, md: &Stat) -> Result<Option<Xattrs>> {
+    if md.same_inode(&src.walked) {
+        return Ok(None);
+    }
+    crate::dirfd::file_xattrs(f)
+        .map(Some)
+        .map_err(|e| Error::io(src.shown(), e))
+}
+
+/// Open a walked file to read it, by name in the directory the walk saw it in, with its stat
+/// data once its last change has settled (`SETTLE`; false when it kept changing); left out if
+/// it vanished or is no longer a regular file. Waiting before the read rather than reading
+/// again after it spares a second read of a file written just before the dump reached it.
+fn open_for_read(src: &Source) -> Result<Got<(File, Stat, bool)>> {
+    let f = match src.dir.open_read(&src.name) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Got::LeftOut("vanished before it could be read".into()));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Got::LeftOut(
+                "became a symlink before it could be read".into(),
+            ));
+        }
+        Err(e) => return Err(Error::io(src.shown(), e)),
+    };
+    let mut md = fstat(&f, src)?;
+    if !md.is_file() {
+        return Ok(Got::LeftOut(format!(
+            "became a {} before it could be read",
+            kind_name(md.kind())
+        )));
+    }
+    for _ in 0..READ_ATTEMPTS {
+        match settle_wait(&md) {
+            None => return Ok(Got::Read((f, md, true))),
+            Some(wait) => std::thread::sleep(wait),
+        }
+        md = fstat(&f, src)?;
+    }
+    let settled = settle_wait(&md).is_none();
+    Ok(Got::Read((f, md, settled)))
+}
+
+fn kind_name(k: EntryKind) -> &'static str {
+    match k {
+        EntryKind::Dir => "directory",
+        EntryKind::File | EntryKind::HardLink => "file",
+        EntryKind::Symlink => "symlink",
+        EntryKind::Fifo => "FIFO",
+        EntryKind::CharDev | EntryKind::BlockDev => "device node",
+        EntryKind::Socket => "socket",
+    }
 }
 
 /// What `read_small` gave for each small file of a window, in window order.
-type SmallReads = Vec<Result<Option<FileContent>>>;
+type SmallReads = Vec<Result<Got<FileContent>>>;
 
 /// A window whose small files are being read, cut and hashed on the pool (`read_small`).
 struct ReadingWindow {
@@ -885,7 +962,7 @@ struct ReadingWindow {
     small: Vec<usize>,
     done: std::sync::mpsc::Receiver<SmallReads>,
     /// The window's first large file (its index), being read ahead too.
-    first_large: Option<(usize, Result<Option<LargeRead>>)>,
+    first_large: Option<(usize, Result<Got<LargeRead>>)>,
 }
 
 impl ReadingWindow {
@@ -896,10 +973,10 @@ impl ReadingWindow {
             .filter(|(_, w)| matches!(w.action, Action::Read) && w.entry.size <= SMALL_FILE)
             .map(|(i, _)| i)
             .collect();
-        let paths: Vec<PathBuf> = small.iter().map(|&i| window[i].abs.clone()).collect();
+        let sources: Vec<Source> = small.iter().map(|&i| window[i].src.clone()).collect();
         let (tx, done) = std::sync::mpsc::sync_channel(1);
         let work = move || {
-            let contents = paths.par_iter().map(|p| read_small(p, &params)).collect();
+            let contents = sources.par_iter().map(|s| read_small(s, &params)).collect();
             let _ = tx.send(contents);
         };
         if rayon::current_thread_index().is_some() {
@@ -915,7 +992,7 @@ impl ReadingWindow {
         let first_large = window
             .iter()
             .position(|w| matches!(w.action, Action::Read) && w.entry.size > SMALL_FILE)
-            .map(|i| (i, LargeRead::start(window[i].abs.clone(), params)));
+            .map(|i| (i, LargeRead::start(window[i].src.clone(), params)));
         ReadingWindow {
             window,
             small,
@@ -934,6 +1011,16 @@ impl ReadingWindow {
             )
         })
     }
+}
+
+/// What storing a large file gave.
+struct LargeDone {
+    extents: Vec<Extent>,
+    md: Stat,
+    /// The bytes covered by `extents`: the size recorded.
+    len: u64,
+    xattrs: Option<Xattrs>,
+    warning: Option<String>,
 }
 
 impl Session<'_> {
@@ -958,14 +1045,14 @@ impl Session<'_> {
         let mut read: Vec<(usize, FileContent)> = Vec::new();
         for (&i, c) in small.iter().zip(contents) {
             match c? {
-                Some(c) if !is_sparse(&c.md) || c.md.size() == 0 => read.push((i, c)),
+                Got::Read(c) if !c.md.is_sparse() || c.md.size == 0 => read.push((i, c)),
                 // Sparse: no extents yet, so the segment path below reads it and keeps its holes.
-                Some(_) => {}
-                None => window[i].gone = true,
+                Got::Read(_) => {}
+                Got::LeftOut(why) => window[i].left_out = Some(why),
             }
         }
         // Into the frames by file type, then in path order: see `type_key`.
-        read.sort_by_cached_key(|(i, _)| type_key(&window[*i].abs));
+        read.sort_by_cached_key(|(i, _)| type_key(&window[*i].src.name));
         for (_, c) in &read {
             for (id, r) in &c.chunks {
                 batch.push((*id, &c.data[r.clone()]));
@@ -977,7 +1064,13 @@ impl Session<'_> {
             let w = &mut window[i];
             self.read_bytes += c.data.len() as u64;
             self.progress.advance(c.data.len() as u64);
-            apply_read_stat(&mut w.entry, &c.md, c.data.len() as u64, self.keep_ctime);
+            apply_read_stat(
+                &mut w.entry,
+                &c.md,
+                c.data.len() as u64,
+                c.xattrs,
+                self.keep_ctime,
+            );
             w.entry.extents = c.extents;
             if let Some(msg) = c.warning {
                 tracing::warn!("{msg}");
@@ -990,7 +1083,7 @@ impl Session<'_> {
             .filter(|&i| {
                 let w = &window[i];
                 matches!(w.action, Action::Read)
-                    && !w.gone
+                    && w.left_out.is_none()
                     && w.entry.extents.is_empty()
                     && w.entry.size > 0
             })
@@ -1007,29 +1100,32 @@ impl Session<'_> {
             if ahead.is_none()
                 && let Some(&j) = large.get(k + 1)
             {
-                ahead = Some((j, LargeRead::start(window[j].abs.clone(), self.params)));
+                ahead = Some((j, LargeRead::start(window[j].src.clone(), self.params)));
             }
             let w = &mut window[i];
-            match self.store_large(&w.abs, this)? {
-                Some((extents, md, len, warning)) => {
-                    apply_read_stat(&mut w.entry, &md, len, self.keep_ctime);
-                    w.entry.extents = extents;
-                    if let Some(msg) = warning {
+            match self.store_large(&w.src, this)? {
+                Got::Read(done) => {
+                    apply_read_stat(
+                        &mut w.entry,
+                        &done.md,
+                        done.len,
+                        done.xattrs,
+                        self.keep_ctime,
+                    );
+                    w.entry.extents = done.extents;
+                    if let Some(msg) = done.warning {
                         tracing::warn!("{msg}");
                         self.warnings.push(msg);
                     }
                 }
-                None => w.gone = true,
+                Got::LeftOut(why) => w.left_out = Some(why),
             }
         }
         // Manifest entries in order, and the chunks this dump owns.
         let mut refs: Vec<ChunkId> = Vec::new();
         for w in window.iter() {
-            if w.gone {
-                let msg = format!(
-                    "{}: vanished before it could be read; left out",
-                    w.abs.display()
-                );
+            if let Some(why) = &w.left_out {
+                let msg = format!("{}: {why}; left out", w.src.shown().display());
                 tracing::warn!("{msg}");
                 self.warnings.push(msg);
                 continue;
@@ -1078,27 +1174,29 @@ impl Session<'_> {
     }
 
     /// Store a large or sparse file from its reader (`ahead`, or one started now), segment
-    /// by segment. Holes become `Hole` extents. Returns None if the file vanished.
-    #[allow(clippy::type_complexity)]
+    /// by segment. Holes become `Hole` extents. What is stored is what the last read gave:
+    /// the bytes it read and, for a sparse file read through to its end, the holes between
+    /// and after them, never a byte beyond the size the file had when that read began.
     fn store_large(
         &mut self,
-        abs: &Path,
-        mut ahead: Option<Result<Option<LargeRead>>>,
-    ) -> Result<Option<(Vec<Extent>, std::fs::Metadata, u64, Option<String>)>> {
+        src: &Source,
+        mut ahead: Option<Result<Got<LargeRead>>>,
+    ) -> Result<Got<LargeDone>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let started = match ahead.take() {
                 Some(started) => started,
-                None => LargeRead::start(abs.to_path_buf(), self.params),
+                None => LargeRead::start(src.clone(), self.params),
             };
-            let Some(read) = started? else {
-                return Ok(None);
+            let read = match started? {
+                Got::Read(read) => read,
+                Got::LeftOut(why) => return Ok(Got::LeftOut(why)),
             };
             let mut extents = Vec::new();
             let mut pos = 0u64;
             for piece in &read.pieces {
-                match piece.map_err(|e| Error::io(abs, e))? {
+                match piece.map_err(|e| Error::io(src.shown(), e))? {
                     Piece::Range { off } => {
                         if off > pos {
                             extents.push(Extent::Hole(off - pos));
@@ -1125,20 +1223,31 @@ impl Session<'_> {
                     }
                 }
             }
-            let (file, before, settled) = read.finish()?;
-            let after = file.metadata().map_err(|e| Error::io(abs, e))?;
-            if after.size() > pos {
-                // Trailing hole (or growth, which the stat check catches).
-                extents.push(Extent::Hole(after.size() - pos));
-                pos = after.size();
+            let (file, before, settled, complete) = read.finish()?;
+            let after = fstat(&file, src)?;
+            if complete && pos < before.size {
+                // Every data range was read to its end: the rest up to the size the read
+                // began with was a hole then.
+                extents.push(Extent::Hole(before.size - pos));
+                pos = before.size;
             }
-            let stable = settled && stat_key(&before) == stat_key(&after);
+            let stable = settled
+                && complete
+                && before.content_key() == after.content_key()
+                && pos == after.size;
             if !stable && attempt < READ_ATTEMPTS {
                 wait_to_settle(&after);
                 continue;
             }
-            let warning = (!stable).then(|| changed_while_read(abs));
-            return Ok(Some((extents, after, pos, warning)));
+            let xattrs = refreshed_xattrs(&file, src, &after)?;
+            let warning = (!stable).then(|| changed_while_read(src));
+            return Ok(Got::Read(LargeDone {
+                extents,
+                md: after,
+                len: pos,
+                xattrs,
+                warning,
+            }));
         }
     }
 }
@@ -1159,34 +1268,39 @@ enum Piece {
 /// first segment.
 struct LargeRead {
     file: Arc<File>,
-    before: std::fs::Metadata,
+    before: Stat,
     /// The file's last change was `SETTLE` old when the reading began.
     settled: bool,
     pieces: std::sync::mpsc::Receiver<std::io::Result<Piece>>,
-    thread: std::thread::JoinHandle<()>,
+    /// Says whether every range was read through to its end.
+    thread: std::thread::JoinHandle<bool>,
 }
 
 impl LargeRead {
-    /// Open `abs` and start reading it; None if it vanished since the walk.
-    fn start(abs: PathBuf, params: ChunkerParams) -> Result<Option<LargeRead>> {
-        let Some((file, before)) = open_for_read(&abs)? else {
-            return Ok(None);
+    /// Open the file and start reading it; left out if it vanished or changed type since the
+    /// walk.
+    fn start(src: Source, params: ChunkerParams) -> Result<Got<LargeRead>> {
+        let (file, before, settled) = match open_for_read(&src)? {
+            Got::Read(opened) => opened,
+            Got::LeftOut(why) => return Ok(Got::LeftOut(why)),
         };
-        let settled = settle_wait(&before).is_none();
         let file = Arc::new(file);
-        let size = before.size();
-        let sparse = is_sparse(&before);
+        let (size, sparse) = (before.size, before.is_sparse());
         let (tx, pieces) = std::sync::mpsc::sync_channel(1);
         let reader = Arc::clone(&file);
         let thread = std::thread::Builder::new()
             .name("reel-large-read".into())
-            .spawn(move || {
-                if let Err(e) = read_segments(&reader, size, sparse, params, &tx) {
-                    let _ = tx.send(Err(e));
-                }
-            })
-            .map_err(|e| Error::io(&abs, e))?;
-        Ok(Some(LargeRead {
+            .spawn(
+                move || match read_segments(&reader, size, sparse, params, &tx) {
+                    Ok(complete) => complete,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        false
+                    }
+                },
+            )
+            .map_err(|e| Error::io(src.shown(), e))?;
+        Ok(Got::Read(LargeRead {
             file,
             before,
             settled,
@@ -1195,30 +1309,31 @@ impl LargeRead {
         }))
     }
 
-    /// The file, its stat data from before it was read and whether its last change had
-    /// settled then, once the reader is done.
-    fn finish(self) -> Result<(Arc<File>, std::fs::Metadata, bool)> {
+    /// The file, its stat data from before it was read, whether its last change had settled
+    /// then and whether every range was read to its end, once the reader is done.
+    fn finish(self) -> Result<(Arc<File>, Stat, bool, bool)> {
         drop(self.pieces);
-        self.thread.join().map_err(|_| {
+        let complete = self.thread.join().map_err(|_| {
             Error::Spool(
                 "a file reading thread failed (panicked); nothing of this dump was committed, \
                  run it again"
                     .into(),
             )
         })?;
-        Ok((self.file, self.before, self.settled))
+        Ok((self.file, self.before, self.settled, complete))
     }
 }
 
 /// The reader's side of `LargeRead`: each data range (the whole file unless it is sparse),
-/// cut and hashed in segments. Stops early when the dumping thread hangs up.
+/// cut and hashed in segments. Returns whether every range was read through to its end (false
+/// when the file shrank under the read, or the dumping thread hung up).
 fn read_segments(
     mut file: &File,
     size: u64,
     sparse: bool,
     params: ChunkerParams,
     tx: &std::sync::mpsc::SyncSender<std::io::Result<Piece>>,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     let ranges = if sparse {
         scan::data_ranges(file, size)?
     } else {
@@ -1226,7 +1341,7 @@ fn read_segments(
     };
     for (off, len) in ranges {
         if tx.send(Ok(Piece::Range { off })).is_err() {
-            return Ok(());
+            return Ok(false);
         }
         file.seek(SeekFrom::Start(off))?;
         let mut sc = StreamChunker::new(file.take(len), params, SEGMENT);
@@ -1237,25 +1352,31 @@ fn read_segments(
                 .map(|r| ChunkId::of(&seg.data[r.clone()]))
                 .collect();
             if tx.send(Ok(Piece::Segment { seg, ids })).is_err() {
-                return Ok(());
+                return Ok(false);
             }
         }
         if sc.bytes_read() < len {
-            break; // shrank while reading: the stat check notices
+            return Ok(false); // shrank while reading: stored as far as it was read
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The file was read with this stat data: record it, so the manifest matches what was read.
-/// `keep_ctime`: the entry's ctime is the volume's (from a clone's stat map), not the copy's.
-fn apply_read_stat(e: &mut Entry, md: &std::fs::Metadata, len: u64, keep_ctime: bool) {
+/// `len` is the size recorded: the bytes the extents cover. `xattrs` replaces the walk's when
+/// the read found another inode. `keep_ctime`: the entry's inode and ctime are the volume's
+/// (from a clone's stat map), not the copy's.
+fn apply_read_stat(e: &mut Entry, md: &Stat, len: u64, xattrs: Option<Xattrs>, keep_ctime: bool) {
     e.size = len;
-    e.mtime_ns = scan::time_ns(md.mtime(), md.mtime_nsec());
+    e.mtime_ns = md.mtime_ns;
     if !keep_ctime {
-        e.ctime_ns = scan::time_ns(md.ctime(), md.ctime_nsec());
+        e.ctime_ns = md.ctime_ns;
+        e.ino = md.ino;
     }
-    e.mode = md.mode() & 0o7777;
-    e.uid = md.uid();
-    e.gid = md.gid();
+    e.mode = md.mode & 0o7777;
+    e.uid = md.uid;
+    e.gid = md.gid;
+    if let Some(x) = xattrs {
+        e.xattrs = x;
+    }
 }

@@ -11,11 +11,11 @@ pub mod check;
 pub mod chunk;
 pub mod clone;
 pub mod diff;
+pub mod dirfd;
 pub mod dump;
 pub mod error;
 pub mod failpoint;
 pub mod frame;
-pub mod fsmeta;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -38,6 +38,7 @@ pub mod spool;
 pub mod store;
 pub mod tape;
 pub mod timefmt;
+pub mod tree_writer;
 pub mod types;
 
 pub use error::{Error, Result};

@@ -2,32 +2,44 @@
 //! with its metadata.
 //!
 //! The manifest streams in path order and is cut into windows of bounded size. For each
-//! window: create the nodes (checking that no parent is a symlink, so a crafted catalog cannot
-//! write outside the target; the files from several threads), plan which chunks go to which
-//! files at which offsets grouped by pack and sorted by offset, run the packs in parallel (each
-//! chunk verified before it is written; all-zero chunks become holes), then hard links and
-//! file metadata. Directory
-//! metadata goes last, deepest first, so writing into a directory does not disturb its mtime.
+//! window: make the nodes through the target's directory handles ([`TreeWriter`]: nothing is
+//! ever resolved by path from the target, so a user who swaps a directory for a symlink in the
+//! target cannot send a write, a chmod or a chown outside it), the regular files from several
+//! threads, each created once and kept open; plan which chunks go to which files at which
+//! offsets, grouped by pack and sorted by offset; run the packs in parallel (each chunk verified
+//! before it is written through the file's descriptor; all-zero chunks become holes); then hard
+//! links, then each file's metadata through the descriptor that wrote it. A directory's metadata
+//! goes on once the entries have left it and its window is complete, deepest first, so writing
+//! into a directory does not disturb its mtime.
+//!
+//! A subset of a hard-link group is restored whole: when a restored name's link target is not
+//! itself restored, the first restored name of the group becomes the file, with the dump's
+//! content and metadata, and the group's other restored names link to it. Finding those
+//! targets takes one more read of the manifest before the restore, and only when paths are
+//! given.
 
-use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::catalog::DumpRecord;
-use crate::fsmeta::{self, ParentGuard};
+use crate::dirfd::{self, Dir};
 use crate::manifest::ManifestReader;
 use crate::progress::Progress;
 use crate::spool::Spool;
 use crate::store::ChunkReader;
+use crate::tree_writer::{self, TreeWriter};
 use crate::types::path_cmp;
 use crate::{ChunkId, Entry, EntryKind, Error, Extent, Result};
 
 /// A window closes at this many chunk references...
 const WINDOW_CHUNKS: usize = 65_536;
-/// ...or this many entries.
+/// ...or this many entries (fewer when the descriptor limit is low: each file of a window
+/// stays open from its creation to its metadata).
 const WINDOW_ENTRIES: usize = 8192;
 
 #[derive(Clone, Debug, Default)]
@@ -77,6 +89,12 @@ pub fn selected(entry_path: &[u8], filters: &[Vec<u8>]) -> (bool, bool) {
     (false, false)
 }
 
+/// Is `path` itself restored (inside a selected subtree, not only an ancestor of one)?
+fn restored(path: &[u8], filters: &[Vec<u8>]) -> bool {
+    let (take, ancestor) = selected(path, filters);
+    take && !ancestor
+}
+
 struct Write {
     file: usize,
     offset: u64,
@@ -105,30 +123,43 @@ pub fn restore_dump_with(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreStats> {
+    let manifest = || -> Result<ManifestReader<_>> {
+        ManifestReader::new(reader.stream(
+            rec.manifest_chunks(),
+            format!("manifest of dump {}", rec.id),
+        ))
+    };
+    // Link targets outside the selection, whose content a restored link name must carry.
+    let orphans = if opts.paths.is_empty() {
+        HashSet::new()
+    } else {
+        orphan_link_targets(manifest()?, &opts.paths)?
+    };
     prepare_target(target, opts.overwrite)?;
-    let target = std::fs::canonicalize(target).map_err(|e| Error::io(target, e))?;
-    let manifest = ManifestReader::new(reader.stream(
-        rec.manifest_chunks(),
-        format!("manifest of dump {}", rec.id),
-    ))?;
-    let as_root = fsmeta::is_root();
+    let as_root = tree_writer::is_root();
     let mut run = Runner {
         reader,
-        target: &target,
-        guard: ParentGuard::new(&target),
-        dirs: Vec::new(),
+        tree: TreeWriter::open(target, as_root).map_err(on_target)?,
         as_root,
         stats: RestoreStats::default(),
         progress,
     };
+    let window_entries = WINDOW_ENTRIES.min(dirfd::fd_budget());
     let mut window: Vec<Entry> = Vec::new();
     let mut window_chunks = 0usize;
     let mut matched = vec![false; opts.paths.len()];
+    // Orphaned link targets met so far (not restored themselves), and the name each one
+    // became once a link to it was restored.
+    let mut stash: HashMap<Vec<u8>, Entry> = HashMap::new();
+    let mut became: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     progress.set_total(rec.logical_bytes);
-    for entry in manifest {
-        let entry = entry?;
+    for entry in manifest()? {
+        let mut entry = entry?;
         let (take, _ancestor) = selected(&entry.path, &opts.paths);
         if !take {
+            if entry.kind == EntryKind::File && orphans.contains(&entry.path) {
+                stash.insert(entry.path.clone(), entry);
+            }
             continue;
         }
         for (m, f) in matched.iter_mut().zip(&opts.paths) {
@@ -136,14 +167,23 @@ pub fn restore_dump_with(
                 *m = true;
             }
         }
+        if entry.kind == EntryKind::HardLink {
+            if let Some(first) = became.get(&entry.target) {
+                entry.target = first.clone();
+            } else if let Some(mut file) = stash.remove(&entry.target) {
+                became.insert(entry.target.clone(), entry.path.clone());
+                file.path = std::mem::take(&mut entry.path);
+                entry = file;
+            }
+        }
         window_chunks += entry.extents.len();
         window.push(entry);
-        if window_chunks >= WINDOW_CHUNKS || window.len() >= WINDOW_ENTRIES {
-            run.window(&mut window)?;
+        if window_chunks >= WINDOW_CHUNKS || window.len() >= window_entries {
+            run.window(&mut window).map_err(on_target)?;
             window_chunks = 0;
         }
     }
-    run.window(&mut window)?;
+    run.window(&mut window).map_err(on_target)?;
     if let Some((_, f)) = matched.iter().zip(&opts.paths).find(|(m, _)| !**m) {
         return Err(Error::usage(format!(
             "{} is not in dump {} of volume {}; `reel ls {}` lists what it holds",
@@ -153,11 +193,27 @@ pub fn restore_dump_with(
             rec.volume
         )));
     }
-    // Directory metadata last, deepest first (reverse of the depth-first order).
-    for (path, e) in run.dirs.iter().rev() {
-        fsmeta::apply_metadata(path, e, as_root)?;
-    }
+    run.tree.finish().map_err(on_target)?;
     Ok(run.stats)
+}
+
+/// The targets of restored hard links that are not restored themselves (one read of the
+/// manifest; the set is as large as the selection's links, never the volume).
+fn orphan_link_targets(
+    manifest: impl Iterator<Item = Result<Entry>>,
+    filters: &[Vec<u8>],
+) -> Result<HashSet<Vec<u8>>> {
+    let mut out = HashSet::new();
+    for e in manifest {
+        let e = e?;
+        if e.kind == EntryKind::HardLink
+            && restored(&e.path, filters)
+            && !restored(&e.target, filters)
+        {
+            out.insert(e.target);
+        }
+    }
+    Ok(out)
 }
 
 fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
@@ -190,44 +246,60 @@ fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
 /// The state a restore carries from window to window.
 struct Runner<'a> {
     reader: &'a ChunkReader<'a>,
-    target: &'a Path,
-    guard: ParentGuard,
-    /// Directories restored so far: their metadata is applied last, deepest first.
-    dirs: Vec<(PathBuf, Entry)>,
+    tree: TreeWriter,
     as_root: bool,
     stats: RestoreStats,
     progress: &'a dyn Progress,
 }
 
+/// A node of a window to make in a directory: the directory's handle, the name in it and the
+/// entry's index in the window.
+struct Slot {
+    dir: Arc<Dir>,
+    name: Vec<u8>,
+    index: usize,
+}
+
+impl Slot {
+    fn shown(&self) -> std::path::PathBuf {
+        self.dir.shown_child(&self.name)
+    }
+}
+
 impl Runner<'_> {
     /// Restore one window of entries: nodes, data pack by pack in parallel, links, metadata.
     fn window(&mut self, window: &mut Vec<Entry>) -> Result<()> {
-        let (reader, target, as_root, progress) =
-            (self.reader, self.target, self.as_root, self.progress);
-        let guard = &mut self.guard;
-        let dirs = &mut self.dirs;
+        let (reader, as_root, progress) = (self.reader, self.as_root, self.progress);
         let stats = &mut self.stats;
         // 1. Nodes, and the plan: pack -> (offset in pack, chunk) -> writes.
-        let mut files: Vec<(PathBuf, usize)> = Vec::new(); // (path, index in window)
+        let mut files: Vec<Slot> = Vec::new();
         let mut plan: Plan = BTreeMap::new();
-        let mut links: Vec<(PathBuf, usize)> = Vec::new();
+        let mut links: Vec<Slot> = Vec::new();
         // Symlinks, FIFOs and devices: made once the window's files are (`create_files`).
-        let mut others: Vec<(PathBuf, usize)> = Vec::new();
-        for (i, e) in window.iter().enumerate() {
-            guard.check(&e.path)?;
-            let path = if e.path.is_empty() {
-                target.to_path_buf()
-            } else {
-                fsmeta::safe_join(target, &e.path)?
-            };
+        let mut others: Vec<Slot> = Vec::new();
+        for (index, e) in window.iter().enumerate() {
             stats.entries += 1;
+            if e.kind == EntryKind::Dir {
+                self.tree.dir(e)?;
+                continue;
+            }
+            if matches!(e.kind, EntryKind::CharDev | EntryKind::BlockDev) && !as_root {
+                // Only root can make device nodes; a user's restore of their own files should
+                // not fail for the volume's /dev entries.
+                tracing::warn!(
+                    "{}: device node skipped (restoring devices needs root)",
+                    e.display_path()
+                );
+                stats.skipped += 1;
+                continue;
+            }
+            let (dir, name) = self.tree.parent_of(&e.path)?;
+            let slot = Slot {
+                dir,
+                name: name.to_vec(),
+                index,
+            };
             match e.kind {
-                EntryKind::Dir => {
-                    if !e.path.is_empty() {
-                        fsmeta::create_node(target, &path, e)?;
-                    }
-                    dirs.push((path, e.clone()));
-                }
                 EntryKind::File => {
                     let fi = files.len();
                     let mut off = 0u64;
@@ -247,43 +319,30 @@ impl Runner<'_> {
                         }
                         off += x.len();
                     }
-                    files.push((path, i));
+                    files.push(slot);
                     stats.files += 1;
                     stats.bytes += e.size;
                 }
-                EntryKind::HardLink => links.push((path, i)),
-                EntryKind::CharDev | EntryKind::BlockDev if !as_root => {
-                    // Only root can make device nodes; a user's restore of their own files should
-                    // not fail for the volume's /dev entries.
-                    tracing::warn!(
-                        "{}: device node skipped (restoring devices needs root)",
-                        e.display_path()
-                    );
-                    stats.skipped += 1;
-                }
-                _ => others.push((path, i)),
+                EntryKind::HardLink => links.push(slot),
+                _ => others.push(slot),
             }
         }
-        create_files(target, &files, window)?;
-        for (path, i) in &others {
-            fsmeta::create_node(target, path, &window[*i])?;
-            fsmeta::apply_metadata(path, &window[*i], as_root)?;
+        let handles = create_files(&files, window)?;
+        for o in &others {
+            TreeWriter::special(&o.dir, &o.name, &window[o.index], as_root)?;
         }
-        // 2. Data, pack by pack in parallel, each pack front to back.
+        // 2. Data, pack by pack in parallel, each pack front to back, through the descriptors
+        // that created the files.
         let window_ref: &Vec<Entry> = window;
-        let files_ref = &files;
+        let (files_ref, handles_ref) = (&files, &handles);
         let chunks_read: u64 = plan
         .into_par_iter()
         .map(|(pack_no, chunks)| -> Result<u64> {
             let pack = reader.pack(pack_no)?;
-            let mut open: Option<(usize, std::fs::File)> = None;
             let mut frame: Option<(u64, Vec<u8>)> = None;
             let mut n = 0u64;
             for (_, (id, loc, writes)) in chunks {
-                let what = || {
-                    let (_, wi) = files_ref[writes[0].file];
-                    window_ref[wi].display_path()
-                };
+                let what = || window_ref[files_ref[writes[0].file].index].display_path();
                 let damaged = |e: Error| {
                     Error::corrupt(format!(
                         "restore of {} stopped: {e} (pack {}); nothing wrong was written, run `reel check --read-data`",
@@ -311,18 +370,9 @@ impl Runner<'_> {
                     continue; // the file was created at full length: zeros are a hole already
                 }
                 for w in &writes {
-                    if open.as_ref().map(|(f, _)| *f) != Some(w.file) {
-                        let p = &files_ref[w.file].0;
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .custom_flags(libc::O_NOFOLLOW)
-                            .open(p)
-                            .map_err(|e| Error::io(p, e))?;
-                        open = Some((w.file, f));
-                    }
-                    let (_, f) = open.as_ref().expect("opened above");
-                    f.write_all_at(&raw, w.offset)
-                        .map_err(|e| Error::io(&files_ref[w.file].0, e))?;
+                    handles_ref[w.file]
+                        .write_all_at(&raw, w.offset)
+                        .map_err(|e| target_error(&files_ref[w.file].shown(), e))?;
                 }
                 progress.advance(raw.len() as u64 * writes.len() as u64);
             }
@@ -330,68 +380,99 @@ impl Runner<'_> {
         })
         .try_reduce(|| 0, |a, b| Ok(a + b))?;
         stats.chunks_read += chunks_read;
-        // 3. Hard links (their targets are complete now), then file metadata.
-        for (path, i) in &links {
-            fsmeta::create_node(target, path, &window[*i])?;
+        // 3. Hard links (their targets are complete now), then file metadata through the
+        // descriptors, which are closed with it.
+        for l in &links {
+            self.tree
+                .hard_link(&l.dir, &l.name, &window[l.index].target)?;
         }
-        files
-            .par_iter()
-            .try_for_each(|(path, i)| fsmeta::apply_metadata(path, &window[*i], as_root))?;
+        files.par_iter().zip(handles).try_for_each(|(f, handle)| {
+            dirfd::apply_file_meta(&handle, &window[f.index], as_root)
+                .map_err(|e| target_error(&f.shown(), e))
+        })?;
+        // 4. Directories the window has left: nothing more is made in them.
+        self.tree.finish_done()?;
         window.clear();
         Ok(())
+    }
+}
+
+/// An error writing the restore target. A full disk there is the target's, not the spool's:
+/// the message says so, instead of the spool's advice to delete backups.
+fn target_error(shown: &Path, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        return Error::Volume(format!(
+            "{}: the restore target's filesystem is full; free space there, or restore to a \
+             filesystem with room (`reel restore --dry-run` shows the bytes needed)",
+            shown.display()
+        ));
+    }
+    Error::io(shown, e)
+}
+
+/// A full disk met while writing the target: see [`target_error`]. (A restore writes nothing
+/// else: tapes it reads are staged by its caller.)
+fn on_target(e: Error) -> Error {
+    match e {
+        Error::Io { path, source } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            target_error(&path, source)
+        }
+        other => other,
     }
 }
 
 /// Threads creating a window's files.
 const CREATE_THREADS: usize = 8;
 
-/// Create the window's files (`files`: path, index in `window`), from several threads, a
-/// directory's run of files per thread at a time. Creating a file is a round trip to the
-/// filesystem's metadata (an inode, a directory entry): 20-50 µs on the development VM with the
-/// CPU idle, and up to a millisecond of kernel work after many deletions (ext4 without a
-/// journal skips recently freed inodes), more on a network filesystem. Creations in one
-/// directory serialise on its lock, hence a run per thread, not a file.
-///
-/// Why this is safe: every path was checked against symlinked parents just before (its parent
-/// directories exist by then, made in manifest order), and until these files exist nothing
-/// else is created: directories of the window are made before, symlinks, FIFOs and devices
-/// after, and the manifest's validation guarantees that no listed entry has anything but a
-/// directory as an ancestor.
-fn create_files(target: &Path, files: &[(PathBuf, usize)], window: &[Entry]) -> Result<()> {
-    let create = |(path, i): &(PathBuf, usize)| -> Result<()> {
-        fsmeta::create_node(target, path, &window[*i]).map(drop)
-    };
+/// Create the window's files (in `files` order; each `entry.size` long, all hole, open for
+/// writing), from several threads, a directory's run of files per thread at a time. Creating a
+/// file is a round trip to the filesystem's metadata (an inode, a directory entry): 20-50 µs
+/// on the development VM with the CPU idle, and up to a millisecond of kernel work after many
+/// deletions (ext4 without a journal skips recently freed inodes), more on a network
+/// filesystem. Creations in one directory serialise on its lock, hence a run per thread, not a
+/// file. Every file is made by name in its directory's handle, so the order between threads
+/// does not matter to safety.
+fn create_files(files: &[Slot], window: &[Entry]) -> Result<Vec<File>> {
+    let create =
+        |f: &Slot| -> Result<File> { TreeWriter::file(&f.dir, &f.name, window[f.index].size) };
     // Runs of files with the same parent directory, in order.
-    let mut runs: Vec<&[(PathBuf, usize)]> = Vec::new();
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
     let mut start = 0;
     for k in 1..=files.len() {
-        if k == files.len() || files[k].0.parent() != files[start].0.parent() {
-            runs.push(&files[start..k]);
+        if k == files.len() || !Arc::ptr_eq(&files[k].dir, &files[start].dir) {
+            runs.push(start..k);
             start = k;
         }
     }
     if runs.len() < 2 || files.len() < 16 {
-        return files.iter().try_for_each(create);
+        return files.iter().map(create).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
-    let work = || -> Result<()> {
+    let work = || -> Result<Vec<(usize, File)>> {
         use std::sync::atomic::Ordering::Relaxed;
+        let mut made = Vec::new();
         while let Some(run) = runs.get(next.fetch_add(1, Relaxed)) {
             if failed.load(Relaxed) {
                 break;
             }
-            if let Err(e) = run.iter().try_for_each(create) {
-                failed.store(true, Relaxed);
-                return Err(e);
+            for k in run.clone() {
+                match create(&files[k]) {
+                    Ok(f) => made.push((k, f)),
+                    Err(e) => {
+                        failed.store(true, Relaxed);
+                        return Err(e);
+                    }
+                }
             }
         }
-        Ok(())
+        Ok(made)
     };
-    std::thread::scope(|s| {
+    let made = std::thread::scope(|s| {
         let threads: Vec<_> = (0..CREATE_THREADS.min(runs.len()))
             .map(|_| s.spawn(work))
             .collect();
+        let mut all = Vec::with_capacity(files.len());
         let mut first = Ok(());
         for t in threads {
             let r = t.join().unwrap_or_else(|_| {
@@ -399,12 +480,22 @@ fn create_files(target: &Path, files: &[(PathBuf, usize)], window: &[Entry]) -> 
                     "a file creating thread failed (panicked); run the restore again".into(),
                 ))
             });
-            if first.is_ok() {
-                first = r;
+            match r {
+                Ok(made) => all.extend(made),
+                Err(e) if first.is_ok() => first = Err(e),
+                Err(_) => {}
             }
         }
-        first
-    })
+        first.map(|()| all)
+    })?;
+    let mut slots: Vec<Option<File>> = (0..files.len()).map(|_| None).collect();
+    for (k, f) in made {
+        slots[k] = Some(f);
+    }
+    Ok(slots
+        .into_iter()
+        .map(|f| f.expect("every file was created"))
+        .collect())
 }
 
 /// Find one entry of a dump by path. The whole manifest is read, so its trailer (count and

@@ -7,25 +7,41 @@
 //! memory is O(depth × directory width) and never the whole tree. The one structure that grows
 //! with the tree is the map of hard-linked inodes, and only files with `nlink > 1` enter it.
 //!
-//! Names are raw bytes (`OsStrExt`), never assumed to be UTF-8. Every stat is an `lstat`: a
-//! symlink is recorded, never followed. The walk stays on the root's filesystem: a mount point
-//! inside the volume is recorded as an empty directory with a warning, as BSD dump does.
+//! The walk goes by directory handle ([`crate::dirfd`]): a directory is entered by opening it
+//! from its parent's handle without following a symlink, its own stat data and extended
+//! attributes come from that open handle, and every child is looked at by name in it. A
+//! directory swapped for a symlink or a file during the walk is therefore never entered, a
+//! renamed parent does not send the walk elsewhere, and depth is limited by nothing but the
+//! filesystem. Each item carries the handle of its directory and its name, so the dump reads a
+//! file from the same directory the walk saw it in.
 //!
-//! A live tree changes under the walk: a name that vanishes between `readdir` and `lstat` is
-//! skipped with a warning. Every other error (a directory we may not read, an I/O error) is
-//! returned as an `Err` naming the path, and the walk can go on after it if the caller wishes.
+//! Names are raw bytes, never assumed to be UTF-8. A symlink is recorded, never followed. The
+//! walk stays on the root's filesystem: a mount point inside the volume is recorded as an empty
+//! directory with a warning, as BSD dump does.
+//!
+//! A live tree changes under the walk. A name that vanishes between `readdir` and its `stat`
+//! is skipped with a warning; an entry that changes type between its `stat` and its use (a
+//! directory replaced by a file, a symlink by a directory) is looked at again, and skipped with
+//! a warning naming it if it keeps changing. Every other error (a directory we may not read, an
+//! I/O error) is returned as an `Err` naming the path, and the walk can go on after it if the
+//! caller wishes.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
-use std::fs::{self, File, Metadata};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::error::{Error, IoContext, Result};
+use crate::dirfd::{Dir, Stat, entry_from_stat};
+use crate::error::{Error, Result};
 use crate::types::{Entry, EntryKind};
+
+pub(crate) use crate::dirfd::with_what;
+
+/// How often an entry that changes type under the walk is looked at again before it is
+/// skipped with a warning.
+const TYPE_ATTEMPTS: u32 = 3;
 
 /// One entry found by the walk.
 #[derive(Clone, Debug)]
@@ -33,30 +49,37 @@ pub struct ScanItem {
     /// The entry with its stat data, xattrs and (for symlinks) target; `extents` is left empty
     /// for the dump to fill. A `HardLink` keeps the stat fields of the inode it names.
     pub entry: Entry,
-    /// Where the entry is on disk now (the root joined with `entry.path`).
-    pub abs_path: PathBuf,
-    /// Device of the filesystem holding the entry.
-    pub dev: u64,
-    /// Link count at scan time.
-    pub nlink: u64,
+    /// The directory that holds the entry (for the root: the root itself).
+    pub dir: Arc<Dir>,
+    /// The entry's name in `dir` (empty for the root).
+    pub name: Vec<u8>,
+    /// The entry's stat data as the walk saw it.
+    pub stat: Stat,
+}
+
+impl ScanItem {
+    /// Where the entry was, for messages.
+    pub fn shown(&self) -> PathBuf {
+        self.dir.shown_child(&self.name)
+    }
 }
 
 /// One open directory on the walk stack.
 struct Frame {
     /// The directory's path relative to the root (empty for the root).
     rel: Vec<u8>,
+    dir: Arc<Dir>,
     /// Child names not yet yielded, sorted descending so that `pop` gives the smallest.
     names: Vec<Vec<u8>>,
 }
 
 /// A depth-first, name-sorted walk of one volume tree; see the module documentation.
 pub struct Walker {
-    root: PathBuf,
     root_dev: u64,
     /// The root's item, until it has been yielded.
     first: Option<ScanItem>,
-    /// A directory just yielded whose children are to be read before the next item.
-    descend: Option<Vec<u8>>,
+    /// A directory just yielded, open and read, to be pushed before the next item.
+    descend: Option<Frame>,
     stack: Vec<Frame>,
     /// (dev, ino) of regular files with nlink > 1 -> the first path yielded for them.
     links: HashMap<(u64, u64), Vec<u8>>,
@@ -67,28 +90,36 @@ impl Walker {
     /// Start a walk of `root`, which must be a directory. The root is followed if it is a
     /// symlink (a volume may be configured through one); nothing below it is.
     pub fn new(root: &Path) -> Result<Walker> {
-        let md = fs::metadata(root).at(root)?;
-        if !md.is_dir() {
-            return Err(Error::usage(format!(
-                "volume path {} is not a directory; give the directory to back up",
-                root.display()
-            )));
-        }
-        let mut entry = entry_from_metadata(b"", &md);
-        // The l*xattr calls would read a symlinked root's own xattrs, not the directory's.
-        let real_root = fs::canonicalize(root).at(root)?;
-        entry.xattrs = read_xattrs(&real_root)?;
+        crate::dirfd::raise_fd_limit();
+        let dir = Dir::open(root).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTDIR) {
+                Error::usage(format!(
+                    "volume path {} is not a directory; give the directory to back up",
+                    root.display()
+                ))
+            } else {
+                Error::io(root, e)
+            }
+        })?;
+        let st = dir.stat_self().map_err(|e| Error::io(root, e))?;
+        let mut entry = entry_from_stat(b"", &st);
+        entry.xattrs = dir.own_xattrs().map_err(|e| Error::io(root, e))?;
+        let names = read_names(&dir)?;
+        let dir = Arc::new(dir);
         let first = ScanItem {
             entry,
-            abs_path: root.to_path_buf(),
-            dev: md.dev(),
-            nlink: md.nlink(),
+            dir: Arc::clone(&dir),
+            name: Vec::new(),
+            stat: st,
         };
         Ok(Walker {
-            root: root.to_path_buf(),
-            root_dev: md.dev(),
+            root_dev: st.dev,
             first: Some(first),
-            descend: None,
+            descend: Some(Frame {
+                rel: Vec::new(),
+                dir,
+                names,
+            }),
             stack: Vec::new(),
             links: HashMap::new(),
             warnings: Vec::new(),
@@ -100,104 +131,127 @@ impl Walker {
         &self.warnings
     }
 
-    fn abs(&self, rel: &[u8]) -> PathBuf {
-        if rel.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(OsStr::from_bytes(rel))
+    /// Look at child `name` of the top frame; `None` when it is skipped (vanished, or kept
+    /// changing type; the warning is recorded). See the module documentation.
+    fn visit(&mut self, name: Vec<u8>) -> Result<Option<ScanItem>> {
+        let frame = self.stack.last().expect("visit has a frame");
+        let dir = Arc::clone(&frame.dir);
+        let mut rel = Vec::with_capacity(frame.rel.len() + 1 + name.len());
+        if !frame.rel.is_empty() {
+            rel.extend_from_slice(&frame.rel);
+            rel.push(b'/');
         }
+        rel.extend_from_slice(&name);
+        let shown = || dir.shown_child(&name);
+        for _ in 0..TYPE_ATTEMPTS {
+            let st = match dir.stat(&name) {
+                Ok(st) => st,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(self.vanished(shown())),
+                Err(e) => return Err(Error::io(shown(), with_what("cannot stat", e))),
+            };
+            let mut entry = entry_from_stat(&rel, &st);
+            let mut stat = st;
+            match entry.kind {
+                EntryKind::Dir if st.dev != self.root_dev => {
+                    // A mount point: record the directory itself, not what is mounted on it.
+                    self.warnings.push(format!(
+                        "{}: another filesystem is mounted here; recorded as an empty directory",
+                        shown().display()
+                    ));
+                }
+                EntryKind::Dir => {
+                    let sub = match dir.open_dir(&name) {
+                        Ok(sub) => sub,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            return Ok(self.vanished(shown()));
+                        }
+                        Err(e) if changed_type(&e) => continue,
+                        Err(e) => {
+                            return Err(Error::io(shown(), with_what("cannot read directory", e)));
+                        }
+                    };
+                    // The directory walked is the one opened: its stat data and xattrs, not
+                    // those of whatever the name held a moment before.
+                    stat = sub.stat_self().map_err(|e| Error::io(shown(), e))?;
+                    entry = entry_from_stat(&rel, &stat);
+                    entry.xattrs = sub.own_xattrs().map_err(|e| Error::io(shown(), e))?;
+                    let names = read_names(&sub)?;
+                    self.descend = Some(Frame {
+                        rel: rel.clone(),
+                        dir: Arc::new(sub),
+                        names,
+                    });
+                    return Ok(Some(ScanItem {
+                        entry,
+                        dir,
+                        name,
+                        stat,
+                    }));
+                }
+                EntryKind::Symlink => match dir.read_link(&name) {
+                    Ok(t) => {
+                        entry.size = t.len() as u64;
+                        entry.target = t;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Ok(self.vanished(shown()));
+                    }
+                    // EINVAL: no longer a symlink.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => continue,
+                    Err(e) => return Err(Error::io(shown(), with_what("cannot read symlink", e))),
+                },
+                EntryKind::File if st.nlink > 1 => {
+                    let key = (st.dev, st.ino);
+                    if let Some(first) = self.links.get(&key) {
+                        entry.kind = EntryKind::HardLink;
+                        entry.target = first.clone();
+                    } else {
+                        self.links.insert(key, rel.clone());
+                    }
+                }
+                _ => {}
+            }
+            entry.xattrs = match dir.xattrs_of(&name) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(self.vanished(shown())),
+                Err(e) => return Err(Error::io(shown(), e)),
+            };
+            return Ok(Some(ScanItem {
+                entry,
+                dir,
+                name,
+                stat,
+            }));
+        }
+        self.warnings.push(format!(
+            "{}: changed type {TYPE_ATTEMPTS} times while the scan looked at it; skipped",
+            shown().display()
+        ));
+        Ok(None)
     }
 
-    /// Read and sort one directory's names and push them as a new frame.
-    fn open_dir(&mut self, rel: Vec<u8>) -> Result<()> {
-        let abs = self.abs(&rel);
-        let rd = match fs::read_dir(&abs) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warnings.push(format!(
-                    "{}: directory vanished during the scan; recorded without its contents",
-                    abs.display()
-                ));
-                return Ok(());
-            }
-            Err(e) => return Err(Error::io(&abs, with_what("cannot read directory", e))),
-        };
-        let mut names = Vec::new();
-        for de in rd {
-            let de = de.map_err(|e| Error::io(&abs, with_what("cannot read directory", e)))?;
-            names.push(de.file_name().as_bytes().to_vec());
-        }
-        // Descending, so that pop() yields the names in ascending byte order.
-        names.sort_unstable_by(|a, b| b.cmp(a));
-        self.stack.push(Frame { rel, names });
-        Ok(())
-    }
-
-    /// Stat one child and build its item; `Ok(None)` if it vanished.
-    fn visit(&mut self, rel: Vec<u8>) -> Result<Option<ScanItem>> {
-        let abs = self.abs(&rel);
-        let md = match fs::symlink_metadata(&abs) {
-            Ok(md) => md,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.vanished(&abs);
-                return Ok(None);
-            }
-            Err(e) => return Err(Error::io(&abs, with_what("cannot stat", e))),
-        };
-        let mut entry = entry_from_metadata(&rel, &md);
-        entry.xattrs = match read_xattrs(&abs) {
-            Ok(x) => x,
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                self.vanished(&abs);
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        match entry.kind {
-            EntryKind::Symlink => match fs::read_link(&abs) {
-                Ok(t) => {
-                    entry.target = t.as_os_str().as_bytes().to_vec();
-                    entry.size = entry.target.len() as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.vanished(&abs);
-                    return Ok(None);
-                }
-                Err(e) => return Err(Error::io(&abs, with_what("cannot read symlink", e))),
-            },
-            EntryKind::Dir if md.dev() != self.root_dev => {
-                // A mount point: record the directory itself, not what is mounted on it.
-                self.warnings.push(format!(
-                    "{}: another filesystem is mounted here; recorded as an empty directory",
-                    abs.display()
-                ));
-            }
-            EntryKind::Dir => self.descend = Some(rel.clone()),
-            EntryKind::File if md.nlink() > 1 => {
-                let key = (md.dev(), md.ino());
-                if let Some(first) = self.links.get(&key) {
-                    entry.kind = EntryKind::HardLink;
-                    entry.target = first.clone();
-                } else {
-                    self.links.insert(key, rel.clone());
-                }
-            }
-            _ => {}
-        }
-        Ok(Some(ScanItem {
-            entry,
-            abs_path: abs,
-            dev: md.dev(),
-            nlink: md.nlink(),
-        }))
-    }
-
-    fn vanished(&mut self, abs: &Path) {
+    fn vanished(&mut self, shown: PathBuf) -> Option<ScanItem> {
         self.warnings.push(format!(
             "{}: vanished during the scan; skipped",
-            abs.display()
+            shown.display()
         ));
+        None
     }
+}
+
+/// A directory's names, sorted descending (so that `pop` yields them in ascending byte order).
+fn read_names(dir: &Dir) -> Result<Vec<Vec<u8>>> {
+    let mut names = dir
+        .names()
+        .map_err(|e| Error::io(dir.shown(), with_what("cannot read directory", e)))?;
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(names)
+}
+
+/// An error that says the name no longer holds what its `stat` said: a directory turned into a
+/// file (`ENOTDIR`) or a symlink (`ELOOP` under `O_NOFOLLOW`).
+fn changed_type(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP))
 }
 
 impl Iterator for Walker {
@@ -205,129 +259,29 @@ impl Iterator for Walker {
 
     fn next(&mut self) -> Option<Result<ScanItem>> {
         if let Some(first) = self.first.take() {
-            self.descend = Some(Vec::new());
             return Some(Ok(first));
         }
         loop {
-            if let Some(rel) = self.descend.take()
-                && let Err(e) = self.open_dir(rel)
-            {
-                return Some(Err(e));
+            if let Some(frame) = self.descend.take() {
+                // A frame with nothing left to yield holds a handle for nothing: drop it, so a
+                // deep chain of single directories holds one handle, not one per level.
+                while self.stack.last().is_some_and(|f| f.names.is_empty()) {
+                    self.stack.pop();
+                }
+                self.stack.push(frame);
             }
             let frame = self.stack.last_mut()?;
             let Some(name) = frame.names.pop() else {
                 self.stack.pop();
                 continue;
             };
-            let mut rel = Vec::with_capacity(frame.rel.len() + 1 + name.len());
-            if !frame.rel.is_empty() {
-                rel.extend_from_slice(&frame.rel);
-                rel.push(b'/');
-            }
-            rel.extend_from_slice(&name);
-            match self.visit(rel) {
+            match self.visit(name) {
                 Ok(Some(item)) => return Some(Ok(item)),
                 Ok(None) => continue,
                 Err(e) => return Some(Err(e)),
             }
         }
     }
-}
-
-/// Wrap an OS error with what we were doing, keeping its kind. `ENOSPC` is kept as it is so
-/// that [`Error::is_disk_full`] still recognises it.
-pub(crate) fn with_what(what: &str, e: io::Error) -> io::Error {
-    if e.raw_os_error() == Some(libc::ENOSPC) {
-        return e;
-    }
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-/// A path as a C string for the l*xattr calls.
-fn c_path(path: &Path) -> Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        Error::io(
-            path,
-            io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
-        )
-    })
-}
-
-/// Call an l*xattr-style function that fills a buffer, growing the buffer on `ERANGE`.
-/// `Ok(None)` means `ENODATA` (the attribute went away).
-fn fill_buffer(mut call: impl FnMut(*mut u8, usize) -> isize) -> io::Result<Option<Vec<u8>>> {
-    loop {
-        let need = call(std::ptr::null_mut(), 0);
-        if need < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::ENODATA) => Ok(None),
-                _ => Err(e),
-            };
-        }
-        let mut buf = vec![0u8; need as usize];
-        if buf.is_empty() {
-            return Ok(Some(buf));
-        }
-        let got = call(buf.as_mut_ptr(), buf.len());
-        if got < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ERANGE) => continue, // it grew in between: ask again
-                Some(libc::ENODATA) => return Ok(None),
-                _ => return Err(e),
-            }
-        }
-        buf.truncate(got as usize);
-        return Ok(Some(buf));
-    }
-}
-
-/// The extended attributes of `path` itself (never following a symlink), sorted by name.
-/// A filesystem without xattr support gives an empty list.
-pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let cp = c_path(path)?;
-    let list = fill_buffer(|buf, len| {
-        // SAFETY: cp is a valid C string; buf is null with len 0, or valid for len bytes.
-        unsafe { libc::llistxattr(cp.as_ptr(), buf.cast(), len) }
-    });
-    let list = match list {
-        Ok(l) => l.unwrap_or_default(),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(Error::io(
-                path,
-                with_what("cannot list extended attributes", e),
-            ));
-        }
-    };
-    let mut out = Vec::new();
-    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        // The kernel's list holds NUL-free names, so this cannot fail.
-        let cname = CString::new(name).map_err(|_| {
-            Error::corrupt(format!(
-                "{}: the kernel listed an xattr name with a NUL byte",
-                path.display()
-            ))
-        })?;
-        let value = fill_buffer(|buf, len| {
-            // SAFETY: as above.
-            unsafe { libc::lgetxattr(cp.as_ptr(), cname.as_ptr(), buf.cast(), len) }
-        })
-        .map_err(|e| {
-            let what = format!(
-                "cannot read extended attribute {}",
-                String::from_utf8_lossy(name)
-            );
-            Error::io(path, with_what(&what, e))
-        })?;
-        // None: removed between list and get; a live tree changes.
-        if let Some(v) = value {
-            out.push((name.to_vec(), v));
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// The data regions of `file` as `(offset, len)`, found with `SEEK_DATA`/`SEEK_HOLE` and
@@ -381,57 +335,14 @@ pub fn data_ranges(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
     result
 }
 
-/// Seconds and nanoseconds of a stat time as epoch nanoseconds (saturating).
-pub(crate) fn time_ns(secs: i64, nsec: i64) -> i64 {
-    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
-}
-
-/// An entry from `lstat` data: kind, mode (`& 0o7777`), owner, times, inode, and the size
-/// (files and symlinks only: a directory's size is a filesystem detail) and rdev (devices
-/// only). Xattrs, symlink target and extents are left for the caller.
-pub fn entry_from_metadata(rel: &[u8], md: &Metadata) -> Entry {
-    let ft = md.file_type();
-    let kind = if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_file() {
-        EntryKind::File
-    } else if ft.is_symlink() {
-        EntryKind::Symlink
-    } else if ft.is_fifo() {
-        EntryKind::Fifo
-    } else if ft.is_char_device() {
-        EntryKind::CharDev
-    } else if ft.is_block_device() {
-        EntryKind::BlockDev
-    } else {
-        EntryKind::Socket
-    };
-    Entry {
-        path: rel.to_vec(),
-        kind,
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        mtime_ns: time_ns(md.mtime(), md.mtime_nsec()),
-        ctime_ns: time_ns(md.ctime(), md.ctime_nsec()),
-        ino: md.ino(),
-        size: match kind {
-            EntryKind::File | EntryKind::Symlink => md.size(),
-            _ => 0,
-        },
-        rdev: match kind {
-            EntryKind::CharDev | EntryKind::BlockDev => md.rdev(),
-            _ => 0,
-        },
-        ..Entry::default()
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::types::path_cmp;
+    use std::ffi::{CString, OsStr};
+    use std::fs;
     use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{PermissionsExt, symlink};
 
     pub(crate) const MIB: u64 = 1 << 20;
@@ -544,7 +455,7 @@ pub(crate) mod tests {
 
         assert_eq!(items[0].entry.path, b"");
         assert_eq!(items[0].entry.kind, EntryKind::Dir);
-        assert_eq!(items[0].abs_path, root);
+        assert_eq!(items[0].shown(), root);
         for pair in items.windows(2) {
             assert_eq!(
                 path_cmp(&pair[0].entry.path, &pair[1].entry.path),
@@ -609,7 +520,7 @@ pub(crate) mod tests {
             );
         }
         let item = items.iter().find(|i| i.entry.path == b"hard2").unwrap();
-        assert_eq!(item.nlink, 3);
+        assert_eq!(item.stat.nlink, 3);
 
         let s = find(&items, b"sparse");
         assert_eq!(s.size, 3 * MIB);
@@ -672,10 +583,11 @@ pub(crate) mod tests {
         let mut w = Walker::new(root).unwrap();
         assert_eq!(w.next().unwrap().unwrap().entry.path, b"");
         assert_eq!(w.next().unwrap().unwrap().entry.path, b"dir");
-        // dir's names are read on the next call, so this removal is seen by readdir itself.
+        // dir's names were read when it was entered: the removal is seen by the stat.
         fs::remove_file(root.join("dir/gone")).unwrap();
         let rest: Vec<Vec<u8>> = w.by_ref().map(|r| r.unwrap().entry.path).collect();
         assert_eq!(rest, vec![b"dir/stays".to_vec(), b"z".to_vec()]);
+        assert!(w.warnings()[0].contains("gone"), "{:?}", w.warnings());
 
         // The lstat race itself: a frame whose name no longer exists.
         let mut w = Walker::new(root).unwrap();
@@ -683,6 +595,7 @@ pub(crate) mod tests {
         w.descend = None;
         w.stack.push(Frame {
             rel: Vec::new(),
+            dir: Arc::new(Dir::open(root).unwrap()),
             names: vec![b"z".to_vec(), b"ghost".to_vec()],
         });
         let rest: Vec<Vec<u8>> = w.by_ref().map(|r| r.unwrap().entry.path).collect();

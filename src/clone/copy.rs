@@ -1,12 +1,12 @@
 //! Directory clones: the `reflink` and `copy` clone methods.
 //!
 //! A directory clone must look to the dump exactly like the volume did at the freeze, so it
-//! preserves what a restore preserves, and it is built with the restore's own tools
-//! ([`crate::fsmeta`]): the tree is walked with [`crate::scan::Walker`] (sorted, one
-//! filesystem, hard links recognised), every node is made with `create_node` in walk order,
-//! and metadata goes on with `apply_metadata` once a node's content is in place; directory
-//! metadata goes on last, deepest first, because creating entries changes a directory's
-//! mtime.
+//! preserves what a restore preserves, and it is built with the restore's own tools: the tree
+//! is walked with [`crate::scan::Walker`] (sorted, one filesystem, hard links recognised, by
+//! directory handle), every node is made by [`TreeWriter`] in walk order, and metadata goes on
+//! through each node's handle once its content is in place; a directory's metadata goes on once
+//! nothing more is made inside it, deepest first, because creating entries changes a
+//! directory's mtime.
 //!
 //! Nodes are created in walk order on the calling thread (cheap, and it keeps hard links
 //! simple: a link's target is always created before the link). File *data* is the costly
@@ -28,18 +28,19 @@
 //! and the statmap: a clone directory that exists is complete.
 
 use std::cell::Cell;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::dirfd::{self, Dir};
 use crate::error::{Error, IoContext, Result};
-use crate::fsmeta::{apply_metadata, create_node, is_root, safe_join};
 use crate::manifest::ManifestWriter;
 use crate::scan::{Walker, data_ranges, with_what};
+use crate::tree_writer::{TreeWriter, is_root};
 use crate::types::{Entry, EntryKind, Extent};
 
 /// How file data is copied.
@@ -114,6 +115,9 @@ pub fn copy_tree(
 
 /// One file whose node exists and whose data and metadata are still to come.
 struct Job {
+    /// The source file: its directory's handle and its name there.
+    src_dir: std::sync::Arc<Dir>,
+    src_name: Vec<u8>,
     src: PathBuf,
     dst: PathBuf,
     out: File,
@@ -131,20 +135,21 @@ fn copy_inner(
     let mut walker = Walker::new(src)?;
     let map_file = File::create(statmap).at(statmap)?;
     let mut map = ManifestWriter::new(map_file).map_err(|e| in_statmap(statmap, e))?;
-    // The root is created here, not by create_node: it must not exist yet (checked above).
+    // The root is created here: it must not exist yet (checked above).
     fs::create_dir(dst).map_err(|e| Error::io(dst, with_what("cannot create clone", e)))?;
+    let mut tree = TreeWriter::open(dst, as_root)?;
 
     let mut stats = CopyStats::default();
-    let mut dirs: Vec<(PathBuf, Entry)> = Vec::new();
     let mut batch: Vec<Job> = Vec::new();
     let batch_bytes = Cell::new(0u64);
-    let run_batch = |batch: &mut Vec<Job>| -> Result<()> {
+    let run_batch = |batch: &mut Vec<Job>, tree: &mut TreeWriter| -> Result<()> {
         batch
             .par_iter()
             .try_for_each(|job| copy_file(job, mode, as_root))?;
         batch.clear();
         batch_bytes.set(0);
-        Ok(())
+        // Every file made so far is complete: the directories left behind can be finished.
+        tree.finish_done()
     };
 
     for item in walker.by_ref() {
@@ -154,29 +159,22 @@ fn copy_inner(
         map.push(&statmap_entry(e))
             .map_err(|err| in_statmap(statmap, err))?;
         stats.entries += 1;
-        // Walker paths come from a real directory and are safe; safe_join is the one way
-        // manifest paths become filesystem paths, so use it here too.
-        let path = safe_join(dst, &e.path)?;
+        if e.kind == EntryKind::Dir {
+            tree.dir(e)?;
+            stats.dirs += 1;
+            continue;
+        }
+        let (dir, name) = tree.parent_of(&e.path)?;
         match e.kind {
-            EntryKind::Dir => {
-                if !e.path.is_empty() {
-                    create_node(dst, &path, e)?;
-                }
-                stats.dirs += 1;
-                dirs.push((path, e.clone()));
-            }
             EntryKind::File => {
-                let out = create_node(dst, &path, e)?.ok_or_else(|| {
-                    Error::io(
-                        &path,
-                        io::Error::other("create_node gave no file for a regular file"),
-                    )
-                })?;
+                let out = TreeWriter::file(&dir, name, e.size)?;
                 stats.files += 1;
                 stats.bytes += e.size;
                 let job = Job {
-                    src: item.abs_path,
-                    dst: path,
+                    src: item.shown(),
+                    dst: dir.shown_child(name),
+                    src_dir: item.dir,
+                    src_name: item.name,
                     out,
                     entry: item.entry,
                 };
@@ -187,30 +185,22 @@ fn copy_inner(
                     batch_bytes.set(batch_bytes.get() + job.entry.size);
                     batch.push(job);
                     if batch.len() >= BATCH_FILES || batch_bytes.get() >= BATCH_BYTES {
-                        run_batch(&mut batch)?;
+                        run_batch(&mut batch, &mut tree)?;
                     }
                 }
             }
             // The target's node exists already (walk order); its data may still be queued,
             // which does not matter to a second name of the same inode.
-            EntryKind::HardLink => {
-                create_node(dst, &path, e)?;
-            }
-            _ => {
-                create_node(dst, &path, e)?;
-                apply_metadata(&path, e, as_root)?;
-            }
+            EntryKind::HardLink => tree.hard_link(&dir, name, &e.target)?,
+            _ => TreeWriter::special(&dir, name, e, as_root)?,
         }
     }
-    run_batch(&mut batch)?;
+    run_batch(&mut batch, &mut tree)?;
     for w in walker.warnings() {
         tracing::warn!("clone of {}: {w}", src.display());
     }
     check()?;
-    // Deepest first: the reverse of a pre-order walk puts children before their parents.
-    for (path, e) in dirs.iter().rev() {
-        apply_metadata(path, e, as_root)?;
-    }
+    tree.finish()?;
     let (map_file, _) = map.finish().map_err(|e| in_statmap(statmap, e))?;
     map_file.sync_all().at(statmap)?;
     Ok(stats)
@@ -236,15 +226,12 @@ fn statmap_entry(e: &Entry) -> Entry {
 
 /// Copy one file's data into its new node, then apply its metadata.
 fn copy_file(job: &Job, mode: CopyMode, as_root: bool) -> Result<()> {
-    // O_NONBLOCK: if the name became a FIFO since the walk, opening must not hang.
-    let src = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&job.src)
+    // By name in the directory the walk saw; never through a symlink, never blocking on a FIFO.
+    let src = job
+        .src_dir
+        .open_read(&job.src_name)
         .map_err(|e| Error::io(&job.src, with_what("cannot open for the clone", e)))?;
-    let md = src
-        .metadata()
-        .map_err(|e| Error::io(&job.src, with_what("cannot stat", e)))?;
+    let md = dirfd::fstat(&src).map_err(|e| Error::io(&job.src, with_what("cannot stat", e)))?;
     if !md.is_file() {
         return Err(Error::Volume(format!(
             "{}: is no longer a regular file; the volume changed while frozen (does every \
@@ -256,7 +243,7 @@ fn copy_file(job: &Job, mode: CopyMode, as_root: bool) -> Result<()> {
         CopyMode::Reflink => reflink(&src, job)?,
         CopyMode::Copy => copy_data(&src, job)?,
     }
-    apply_metadata(&job.dst, &job.entry, as_root)
+    dirfd::apply_file_meta(&job.out, &job.entry, as_root).map_err(|e| Error::io(&job.dst, e))
 }
 
 fn reflink(src: &File, job: &Job) -> Result<()> {
@@ -354,53 +341,11 @@ fn copy_data(src: &File, job: &Job) -> Result<()> {
     Ok(())
 }
 
-/// Remove a directory clone made by [`copy_tree`]. Directories without write or search
-/// permission (a clone keeps the volume's modes) are opened up first when removal is denied.
-/// A missing `dst` is not an error.
+/// Remove a directory clone made by [`copy_tree`], by handle (a symlink in it is removed, never
+/// followed). Directories without write or search permission (a clone keeps the volume's
+/// modes) are opened up first. A missing `dst` is not an error.
 pub fn remove_tree(dst: &Path) -> Result<()> {
-    match fs::symlink_metadata(dst) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(dst, with_what("cannot stat clone", e))),
-        Ok(md) if !md.is_dir() => {
-            return fs::remove_file(dst)
-                .map_err(|e| Error::io(dst, with_what("cannot remove clone", e)));
-        }
-        Ok(_) => {}
-    }
-    match fs::remove_dir_all(dst) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.kind() != io::ErrorKind::PermissionDenied => {
-            return Err(Error::io(dst, with_what("cannot remove clone", e)));
-        }
-        Err(_) => {}
-    }
-    open_up(dst)?;
-    fs::remove_dir_all(dst).map_err(|e| Error::io(dst, with_what("cannot remove clone", e)))
-}
-
-/// Give the owner rwx on every directory under `root` (symlinks are not followed), so that
-/// their entries can be removed.
-fn open_up(root: &Path) -> Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let md = fs::symlink_metadata(&dir).at(&dir)?;
-        let mode = md.permissions().mode();
-        if mode & 0o700 != 0o700 {
-            fs::set_permissions(&dir, fs::Permissions::from_mode((mode | 0o700) & 0o7777))
-                .map_err(|e| Error::io(&dir, with_what("cannot make removable", e)))?;
-        }
-        let rd = fs::read_dir(&dir)
-            .map_err(|e| Error::io(&dir, with_what("cannot read directory", e)))?;
-        for de in rd {
-            let de = de.map_err(|e| Error::io(&dir, with_what("cannot read directory", e)))?;
-            let ft = de.file_type().at(de.path())?;
-            if ft.is_dir() {
-                stack.push(de.path());
-            }
-        }
-    }
-    Ok(())
+    dirfd::remove_tree(dst).map_err(|e| Error::io(dst, with_what("cannot remove clone", e)))
 }
 
 #[cfg(test)]
@@ -411,7 +356,7 @@ mod tests {
     use crate::scan::tests::{MIB, build_tree, walk_all};
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn ok() -> Result<()> {
         Ok(())
@@ -439,14 +384,14 @@ mod tests {
             );
             if x.entry.kind == EntryKind::File {
                 assert_eq!(
-                    fs::read(&x.abs_path).unwrap(),
-                    fs::read(&y.abs_path).unwrap(),
+                    fs::read(x.shown()).unwrap(),
+                    fs::read(y.shown()).unwrap(),
                     "{}",
                     x.entry.display_path()
                 );
                 let (fa, fb) = (
-                    File::open(&x.abs_path).unwrap(),
-                    File::open(&y.abs_path).unwrap(),
+                    File::open(x.shown()).unwrap(),
+                    File::open(y.shown()).unwrap(),
                 );
                 assert_eq!(
                     data_ranges(&fa, x.entry.size).unwrap(),
@@ -479,11 +424,9 @@ mod tests {
     }
 
     fn set_mtime(p: &Path, ns: i64) {
-        let e = Entry {
-            mtime_ns: ns,
-            ..Entry::default()
-        };
-        crate::fsmeta::set_dir_times(p, &e).unwrap();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64);
+        let times = fs::FileTimes::new().set_accessed(t).set_modified(t);
+        File::open(p).unwrap().set_times(times).unwrap();
     }
 
     #[test]
@@ -697,12 +640,6 @@ mod tests {
         for d in ["a/b", "a", ""] {
             fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o000)).unwrap();
         }
-        open_up(&root).unwrap();
-        assert_eq!(
-            fs::metadata(root.join("a/b")).unwrap().permissions().mode() & 0o700,
-            0o700
-        );
-        fs::set_permissions(root.join("a"), fs::Permissions::from_mode(0o500)).unwrap();
         remove_tree(&root).unwrap();
         assert!(!root.exists());
         assert!(Path::new("/etc").is_dir());

@@ -29,17 +29,18 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::bsd::format::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG};
 use super::bsd::{DirEntry, DumpInfo, DumpReader, InodeKind, InodeMeta, Piece, paths};
+use crate::dirfd::{self, Dir};
 use crate::dump::{DumpOptions, DumpOutcome, dump_tree};
 use crate::error::{Error, IoContext, Result};
-use crate::fsmeta::{apply_metadata, create_node, is_root, safe_join};
 use crate::progress::Progress;
 use crate::spool::{Spool, validate_volume_name};
 use crate::timefmt::format_rfc3339;
+use crate::tree_writer::{TreeWriter, is_root};
 use crate::types::{Entry, EntryKind};
 
 /// The root directory's inode number in every BSD dump.
@@ -118,6 +119,8 @@ struct Node {
 /// The volume as of the last applied image (see the module documentation).
 struct Staging {
     pool: PathBuf,
+    /// The pool's handle: its nodes are made, renamed and linked by name in it.
+    pool_dir: Dir,
     tree: PathBuf,
     dirs: BTreeMap<u32, Vec<DirEntry>>,
     dir_meta: BTreeMap<u32, InodeMeta>,
@@ -151,28 +154,10 @@ fn entry_of(meta: &InodeMeta, target: Vec<u8>) -> Entry {
     }
 }
 
-/// Remove a tree we made, even where it holds read-only directories (a normal user cannot
-/// unlink inside a 0555 directory).
+/// Remove a tree we made, by handle, even where it holds read-only directories (a normal user
+/// cannot unlink inside a 0555 directory).
 fn remove_tree(path: &Path) -> Result<()> {
-    let md = match fs::symlink_metadata(path) {
-        Ok(md) => md,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    if md.is_dir() {
-        if md.permissions().mode() & 0o700 != 0o700 {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o700)).at(path)?;
-        }
-        for e in fs::read_dir(path).at(path)? {
-            let e = e.at(path)?;
-            if e.file_type().at(e.path())?.is_dir() {
-                remove_tree(&e.path())?;
-            }
-        }
-        fs::remove_dir_all(path).at(path)
-    } else {
-        fs::remove_file(path).at(path)
-    }
+    dirfd::remove_tree(path).at(path)
 }
 
 impl Staging {
@@ -181,8 +166,10 @@ impl Staging {
         let pool = dir.join("pool");
         let tree = dir.join("tree");
         fs::create_dir_all(&pool).at(&pool)?;
+        let pool_dir = Dir::open(&pool).at(&pool)?;
         Ok(Staging {
             pool,
+            pool_dir,
             tree,
             dirs: BTreeMap::new(),
             dir_meta: BTreeMap::new(),
@@ -193,6 +180,10 @@ impl Staging {
 
     fn pool_path(&self, ino: u32) -> PathBuf {
         self.pool.join(ino.to_string())
+    }
+
+    fn pool_name(ino: u32) -> Vec<u8> {
+        ino.to_string().into_bytes()
     }
 
     /// Forget everything (a level 0, or an image with no base date).
@@ -206,9 +197,10 @@ impl Staging {
     }
 
     fn unlink_pool(&self, ino: u32) -> Result<()> {
-        let p = self.pool_path(ino);
-        match fs::remove_file(&p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&p, e)),
+        match self.pool_dir.unlink(&Self::pool_name(ino)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(self.pool_path(ino), e))
+            }
             _ => Ok(()),
         }
     }
@@ -268,7 +260,11 @@ impl Staging {
                         node.meta = inode.meta;
                         if !node.skipped {
                             let p = self.pool_path(ino);
-                            apply_metadata(&p, &entry_of(&inode.meta, Vec::new()), self.as_root)?;
+                            let entry = entry_of(&inode.meta, Vec::new());
+                            self.pool_dir
+                                .open_node(&Self::pool_name(ino))
+                                .and_then(|n| n.apply_meta(&entry, self.as_root))
+                                .at(&p)?;
                         }
                         continue;
                     }
@@ -308,9 +304,10 @@ impl Staging {
             ));
             return Ok(true);
         }
+        let tmp_name = format!("{ino}.new").into_bytes();
         let tmp = self.pool.join(format!("{ino}.new"));
-        let file = create_node(&self.pool, &tmp, &entry)?;
-        if let Some(file) = file {
+        if entry.kind == EntryKind::File {
+            let file = TreeWriter::file(&self.pool_dir, &tmp_name, entry.size)?;
             let mut off = 0u64;
             while let Some(p) = r.piece()? {
                 match p {
@@ -330,10 +327,14 @@ impl Staging {
             }
             // No fsync: the staging area is scratch, read back by the dump and removed; a
             // crash leaves nothing that a later run relies on.
+            dirfd::apply_file_meta(&file, &entry, self.as_root).at(&tmp)?;
+        } else {
+            TreeWriter::special(&self.pool_dir, &tmp_name, &entry, self.as_root)?;
         }
-        apply_metadata(&tmp, &entry, self.as_root)?;
         let dst = self.pool_path(ino);
-        fs::rename(&tmp, &dst).at(&dst)?;
+        self.pool_dir
+            .rename(&tmp_name, &Self::pool_name(ino))
+            .at(&dst)?;
         Ok(false)
     }
 
@@ -348,23 +349,24 @@ impl Staging {
             )));
         }
         let all = paths(&self.dirs, in_use)?;
-        let mut dirs_made: Vec<(u32, &[u8])> = Vec::new();
+        let mut tree = TreeWriter::open(&self.tree, self.as_root)?;
         let mut left_out = 0u64;
         for (ino, rel) in &all {
-            let path = safe_join(&self.tree, rel)?;
             if self.dirs.contains_key(ino) {
-                if !rel.is_empty() {
-                    fs::create_dir(&path).at(&path)?;
-                }
-                dirs_made.push((*ino, rel));
+                let meta = self.dir_meta.get(ino).copied().unwrap_or_default();
+                let mut entry = entry_of(&meta, Vec::new());
+                entry.kind = EntryKind::Dir;
+                entry.path = rel.clone();
+                tree.dir(&entry)?;
             } else if let Some(node) = self.nodes.get(ino) {
                 if node.skipped {
                     left_out += 1;
                     continue;
                 }
-                let src = self.pool_path(*ino);
+                let (dir, name) = tree.parent_of(rel)?;
                 // link(2) does not follow a symlink: the tree gets the symlink itself.
-                fs::hard_link(&src, &path).at(&path)?;
+                dir.hard_link(&self.pool_dir, &Self::pool_name(*ino), name)
+                    .map_err(|e| Error::io(dir.shown_child(name), e))?;
             } else {
                 return Err(Error::corrupt(format!(
                     "{image}: {} (inode {ino}) is in use but on neither this image nor an earlier one of the chain; give the chain from its level 0, in order",
@@ -372,13 +374,9 @@ impl Staging {
                 )));
             }
         }
-        // Reverse pre-order: every directory after all its descendants, so creating entries
+        // Every directory after all its descendants (the writer's order), so creating entries
         // no longer changes a directory whose times are set.
-        for (ino, rel) in dirs_made.iter().rev() {
-            let path = safe_join(&self.tree, rel)?;
-            let meta = self.dir_meta.get(ino).copied().unwrap_or_default();
-            apply_metadata(&path, &entry_of(&meta, Vec::new()), self.as_root)?;
-        }
+        tree.finish()?;
         Ok((all.len().saturating_sub(1) as u64, left_out))
     }
 }
@@ -512,6 +510,7 @@ mod tests {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::PermissionsExt;
 
     /// The set of names (relative paths) an applied state has; for tests.
     fn tree_names(root: &Path) -> BTreeSet<Vec<u8>> {
