@@ -236,7 +236,8 @@ impl Dir {
 
     /// Enter the directory `rel` below this one (`a/b/c`, no `.`/`..`, no symlink on the way).
     /// One `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` where the kernel has it
-    /// (5.6+), one `openat` a component elsewhere; either way nothing outside is reachable.
+    /// (5.6+) and the path fits in one call (`PATH_MAX`), one `openat` a component otherwise;
+    /// either way nothing outside is reachable.
     pub fn open_dir_beneath(&self, rel: &[u8]) -> io::Result<Dir> {
         for part in rel.split(|&b| b == b'/') {
             check_name(part)?;
@@ -251,8 +252,13 @@ impl Dir {
                 fd,
                 shown: self.shown_child(rel),
             }),
-            Err(e) if e == rustix::io::Errno::NOSYS || e == rustix::io::Errno::PERM => {
-                // No openat2 (or a seccomp filter refusing it): a component at a time.
+            Err(e)
+                if e == rustix::io::Errno::NOSYS
+                    || e == rustix::io::Errno::PERM
+                    || e == rustix::io::Errno::NAMETOOLONG =>
+            {
+                // No openat2 (or a seccomp filter refusing it), or a path longer than the
+                // kernel takes in one call: a component at a time.
                 let mut parts = rel.split(|&b| b == b'/');
                 let first = parts.next().unwrap_or_default();
                 let mut dir = self.open_dir(first)?;
