@@ -376,3 +376,30 @@ fn file_changing_while_read_is_never_stored_torn(size: usize) {
         "a torn file was stored without a word:\n{out}"
     );
 }
+
+/// A restore whose target fills up names the target, not the spool: the spool's advice to
+/// prune and gc backups would have an admin delete the very dumps they are restoring from.
+#[test]
+fn restore_onto_a_full_target_speaks_of_the_target() {
+    let work = tempfile::tempdir().unwrap();
+    let Some(mnt) = common::faults::TmpfsMount::new(&work.path().join("small"), 8) else {
+        println!("skipped: needs root to mount a small tmpfs as the target");
+        return;
+    };
+    let vol = work.path().join("vol");
+    big_volume(&vol, 7, 16);
+    let spool = spool_with_full_dump(&vol);
+    let target = mnt.dir.join("r");
+    let (code, err) = run_fail(spool.cmd().args(["restore", "v", "--to"]).arg(&target));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("restore target") && err.contains("full") && err.contains("free space there"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("reel gc") && !err.contains("reel prune"),
+        "{err}"
+    );
+    // The spool is untouched: the same dump restores elsewhere.
+    restore_and_compare(&spool, 1, &vol, &work.path().join("elsewhere"));
+}
