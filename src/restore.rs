@@ -23,6 +23,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -327,14 +328,24 @@ impl Runner<'_> {
                 _ => others.push(slot),
             }
         }
-        let handles = create_files(&files, window)?;
+        let handles = create_files(&files)?;
+        // Files whose last bytes are not written (a trailing hole, or a trailing chunk of
+        // zeros left as a hole) get their length set once the data is in; the others reach it
+        // by the writes themselves, a system call less per file.
+        let short: Vec<AtomicBool> = files
+            .iter()
+            .map(|f| {
+                let e = &window[f.index];
+                AtomicBool::new(matches!(e.extents.last(), Some(Extent::Hole(_))))
+            })
+            .collect();
         for o in &others {
             TreeWriter::special(&o.dir, &o.name, &window[o.index], as_root)?;
         }
         // 2. Data, pack by pack in parallel, each pack front to back, through the descriptors
         // that created the files.
         let window_ref: &Vec<Entry> = window;
-        let (files_ref, handles_ref) = (&files, &handles);
+        let (files_ref, handles_ref, short_ref) = (&files, &handles, &short);
         let chunks_read: u64 = plan
         .into_par_iter()
         .map(|(pack_no, chunks)| -> Result<u64> {
@@ -367,7 +378,14 @@ impl Runner<'_> {
                 };
                 n += 1;
                 if raw.iter().all(|&b| b == 0) {
-                    continue; // the file was created at full length: zeros are a hole already
+                    // Left as a hole; a file ending here gets its length set afterwards.
+                    for w in &writes {
+                        let f = &files_ref[w.file];
+                        if w.offset + raw.len() as u64 == window_ref[f.index].size {
+                            short_ref[w.file].store(true, Ordering::Relaxed);
+                        }
+                    }
+                    continue;
                 }
                 for w in &writes {
                     handles_ref[w.file]
@@ -386,10 +404,20 @@ impl Runner<'_> {
             self.tree
                 .hard_link(&l.dir, &l.name, &window[l.index].target)?;
         }
-        files.par_iter().zip(handles).try_for_each(|(f, handle)| {
-            dirfd::apply_file_meta(&handle, &window[f.index], as_root)
-                .map_err(|e| target_error(&f.shown(), e))
-        })?;
+        files
+            .par_iter()
+            .zip(handles)
+            .zip(&short)
+            .try_for_each(|((f, handle), short)| {
+                let e = &window[f.index];
+                if short.load(Ordering::Relaxed) {
+                    handle
+                        .set_len(e.size)
+                        .map_err(|err| target_error(&f.shown(), err))?;
+                }
+                dirfd::apply_file_meta(&handle, e, as_root)
+                    .map_err(|err| target_error(&f.shown(), err))
+            })?;
         // 4. Directories the window has left: nothing more is made in them.
         self.tree.finish_done()?;
         window.clear();
@@ -424,17 +452,15 @@ fn on_target(e: Error) -> Error {
 /// Threads creating a window's files.
 const CREATE_THREADS: usize = 8;
 
-/// Create the window's files (in `files` order; each `entry.size` long, all hole, open for
-/// writing), from several threads, a directory's run of files per thread at a time. Creating a
+/// Create the window's files (in `files` order; empty, open for writing), from several threads, a directory's run of files per thread at a time. Creating a
 /// file is a round trip to the filesystem's metadata (an inode, a directory entry): 20-50 µs
 /// on the development VM with the CPU idle, and up to a millisecond of kernel work after many
 /// deletions (ext4 without a journal skips recently freed inodes), more on a network
 /// filesystem. Creations in one directory serialise on its lock, hence a run per thread, not a
 /// file. Every file is made by name in its directory's handle, so the order between threads
 /// does not matter to safety.
-fn create_files(files: &[Slot], window: &[Entry]) -> Result<Vec<File>> {
-    let create =
-        |f: &Slot| -> Result<File> { TreeWriter::file(&f.dir, &f.name, window[f.index].size) };
+fn create_files(files: &[Slot]) -> Result<Vec<File>> {
+    let create = |f: &Slot| -> Result<File> { TreeWriter::file(&f.dir, &f.name, 0) };
     // Runs of files with the same parent directory, in order.
     let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
     let mut start = 0;
