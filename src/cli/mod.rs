@@ -87,6 +87,8 @@ enum Command {
     Purge(tape::PurgeArgs),
     /// Forget the dumps a retention policy no longer keeps (their chunks go with `reel gc`).
     Prune(prune::PruneArgs),
+    /// Forget the named dumps, a volume's latest included (their chunks go with `reel gc`).
+    Forget(prune::ForgetArgs),
     /// Ingest old BSD dump images (levels 0-9, multi-volume sets) as dumps of a volume.
     IngestDump(ingest::IngestArgs),
     /// Write a volume's tree as a plain BSD dump at a level, for the stock `restore -r`.
@@ -174,6 +176,17 @@ pub fn at_time(s: &str) -> Result<i64> {
 
 pub fn date_time(s: &str) -> Result<i64> {
     parse_time(s, DayEdge::Start)
+}
+
+/// A dump's or clone's `--date`: refused when more than a day ahead of the clock, unless
+/// `force` (`--force-date`).
+pub fn dump_date(s: Option<&str>, force: bool) -> Result<Option<i64>> {
+    let Some(s) = s else { return Ok(None) };
+    let t = date_time(s)?;
+    if !force {
+        reel::dump::check_not_ahead(t, reel::timefmt::now_ns())?;
+    }
+    Ok(Some(t))
 }
 
 /// After a writing command: compact the catalog if the command grew it by
@@ -268,6 +281,7 @@ pub fn main() -> ExitCode {
         Command::Tapes(a) => tape::tapes(&ctx, a),
         Command::Purge(a) => tape::purge(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
+        Command::Forget(a) => prune::forget(&ctx, a),
         Command::IngestDump(a) => ingest::run(&ctx, a),
         Command::ExportPlain(a) => plain::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
