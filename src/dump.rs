@@ -219,11 +219,37 @@ fn check_level(level: u8) -> Result<()> {
 /// Refuse a dump time not later than the volume's latest dump.
 pub(crate) fn check_time(name: &str, dumps: &[DumpRecord], time_ns: i64) -> Result<()> {
     if let Some(last) = dumps.last().filter(|l| time_ns <= l.time_ns) {
+        // A latest dump dated ahead of the clock blocks every dump until then: say how out.
+        let what_to_do = if last.time_ns > timefmt::now_ns().saturating_add(MAX_AHEAD_NS) {
+            format!(
+                "dump {} is dated ahead of the clock: `reel forget {}` removes it, and dumps of the present can follow again",
+                last.id, last.id
+            )
+        } else {
+            "give a later --date".to_string()
+        };
         return Err(Error::usage(format!(
-            "dump time {} is not later than the latest dump of volume {name} (dump {} at {}); give a later --date",
+            "dump time {} is not later than the latest dump of volume {name} (dump {} at {}); {what_to_do}",
             format_rfc3339(time_ns),
             last.id,
             format_rfc3339(last.time_ns)
+        )));
+    }
+    Ok(())
+}
+
+/// How far ahead of the clock a dump or clone time may be without `--force-date`.
+pub const MAX_AHEAD_NS: i64 = 24 * 3600 * 1_000_000_000;
+
+/// Refuse a `--date` more than [`MAX_AHEAD_NS`] ahead of `now_ns`: a volume's next dump must be
+/// later than its latest, so a dump dated years ahead would block every dump and nightly of
+/// the volume until then.
+pub fn check_not_ahead(time_ns: i64, now_ns: i64) -> Result<()> {
+    if time_ns > now_ns.saturating_add(MAX_AHEAD_NS) {
+        return Err(Error::usage(format!(
+            "--date {} is more than a day ahead of the clock (now {}): every later dump of the volume would have to be later still, so no dump or nightly could run until then; give an earlier --date, or add --force-date if you mean it (`reel forget ID` removes such a dump again)",
+            format_rfc3339(time_ns),
+            format_rfc3339(now_ns)
         )));
     }
     Ok(())

@@ -587,8 +587,7 @@ impl PackWriter {
 
     /// Write index and footer, fsync, rename to [`pack_path`] and fsync the directory.
     ///
-    /// On error before the rename the tmp file is removed; an error after it (fsync of the
-    /// directory) leaves a complete pack in place that no catalog names, for `check`.
+    /// On error the pack is not left behind (see [`ClosedPack::persist`]).
     pub fn finish(self, packs_dir: &Path) -> Result<FinishedPack> {
         self.close()?.persist(packs_dir)
     }
@@ -860,8 +859,9 @@ impl ClosedPack {
 
     /// Fsync, rename to [`pack_path`] and fsync the directory.
     ///
-    /// On error before the rename the tmp file is removed; an error after it (fsync of the
-    /// directory) leaves a complete pack in place that no catalog names, for `check`.
+    /// On error before the rename the tmp file is removed; on an error after it (fsync of the
+    /// directory) the renamed file is removed again, since nothing names it yet, unless a file
+    /// of that name (the same bytes) was there before.
     pub fn persist(mut self, packs_dir: &Path) -> Result<FinishedPack> {
         let file = self
             .file
@@ -878,6 +878,7 @@ impl ClosedPack {
         }
         // If the target exists it has the same name, hence the same bytes: replacing it is
         // harmless and atomic.
+        let existed = path.exists();
         fs::rename(&self.tmp_path, &path).map_err(|e| {
             Error::io(
                 &path,
@@ -888,7 +889,12 @@ impl ClosedPack {
             )
         })?;
         self.renamed = true;
-        fsync_dir(&dir)?;
+        if let Err(e) = fsync_dir(&dir) {
+            if !existed {
+                let _ = fs::remove_file(&path);
+            }
+            return Err(e);
+        }
         Ok(FinishedPack {
             id: self.id,
             path,

@@ -12,6 +12,10 @@
 //!   (a synthetic level 0) has an empty chain, so it keeps nothing below it.
 //! - `plan` is pure (records in, decision out) so the policy is unit-tested on synthetic
 //!   records; `prune` only reads the catalog around it and applies it.
+//! - `forget_dumps` (`reel forget ID...`) removes named dumps the same way, the latest one
+//!   included: the way out of a dump dated far ahead of the clock, which every later dump of
+//!   its volume would have to follow. The chain rule holds there too: a dump another dump is
+//!   based on goes only together with that dependant.
 //! - Removal touches the catalog only: DUMPS, VOLUME_DUMPS and OWNED rows go, in one
 //!   transaction. Chunks and packs stay until `reel gc`, and the media catalog is never
 //!   touched (what is on tape stays restorable by `reel import`). Before that transaction
@@ -20,7 +24,7 @@
 //!   the removed dumps' `DumpRecord` blobs until gc) then knows not to bring them back. A crash
 //!   before the commit leaves an unreferenced pack (`check` lists it) and every dump in place.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::hash::Hash;
 
@@ -408,10 +412,7 @@ pub fn prune(
     check_closed(&p)?;
 
     // Where each removed dump can still come from: computed before anything is removed.
-    let on_tape: HashSet<u64> = media::tapes(spool)?
-        .iter()
-        .flat_map(|t| t.dumps.iter().map(|(d, _)| *d))
-        .collect();
+    let on_tape = dumps_on_tape(spool)?;
     let mut report = PruneReport {
         volumes: Vec::new(),
         removed_owned_bytes: 0,
@@ -421,20 +422,9 @@ pub fn prune(
     for vp in p.volumes {
         let mut removed = Vec::new();
         for d in vp.removed {
-            let (_, owned_bytes) = spool.catalog.owned_summary(d.id)?;
-            let on_tapes = if on_tape.contains(&d.id) {
-                media::tapes_needed(spool, &d)?
-            } else {
-                Vec::new()
-            };
-            let restorable_from_tapes = d.full_chain().iter().all(|id| on_tape.contains(id));
-            report.removed_owned_bytes += owned_bytes;
-            removed.push(RemovedDump {
-                dump: d,
-                owned_bytes,
-                on_tapes,
-                restorable_from_tapes,
-            });
+            let r = removed_dump(spool, &on_tape, d)?;
+            report.removed_owned_bytes += r.owned_bytes;
+            removed.push(r);
         }
         report.volumes.push(VolumeReport {
             volume: vp.volume,
@@ -445,7 +435,155 @@ pub fn prune(
     if dry_run || report.removed_count() == 0 {
         return Ok(report);
     }
-    report.forget = Some(forget(spool, &report)?);
+    let removed: Vec<&DumpRecord> = report
+        .volumes
+        .iter()
+        .flat_map(|v| v.removed.iter().map(|r| &r.dump))
+        .collect();
+    report.forget = Some(forget(spool, &removed)?);
+    Ok(report)
+}
+
+/// The dumps of the media catalog's tapes.
+fn dumps_on_tape(spool: &Spool) -> Result<HashSet<u64>> {
+    Ok(media::tapes(spool)?
+        .iter()
+        .flat_map(|t| t.dumps.iter().map(|(d, _)| *d))
+        .collect())
+}
+
+/// What removing `d` costs and where it can still come from (`on_tape`: the dumps on tape).
+fn removed_dump(spool: &Spool, on_tape: &HashSet<u64>, d: DumpRecord) -> Result<RemovedDump> {
+    let (_, owned_bytes) = spool.catalog.owned_summary(d.id)?;
+    let on_tapes = if on_tape.contains(&d.id) {
+        media::tapes_needed(spool, &d)?
+    } else {
+        Vec::new()
+    };
+    let restorable_from_tapes = d.full_chain().iter().all(|id| on_tape.contains(id));
+    Ok(RemovedDump {
+        dump: d,
+        owned_bytes,
+        on_tapes,
+        restorable_from_tapes,
+    })
+}
+
+/// What `forget_dumps` removed (or, for a dry run, would remove).
+#[derive(Clone, Debug)]
+pub struct ForgetReport {
+    /// In time order (oldest first), across volumes.
+    pub removed: Vec<RemovedDump>,
+    /// Sum of the removed dumps' owned bytes: an upper bound of what gc may free.
+    pub removed_owned_bytes: u64,
+    /// Per volume that lost its latest dump: the volume and its latest dump after the removal
+    /// (None: no dump left, its next dump is a level 0).
+    pub new_latest: Vec<(String, Option<DumpRecord>)>,
+    pub dry_run: bool,
+    /// The id of the `ForgetRecord` blob written (None for a dry run).
+    pub forget: Option<ChunkId>,
+}
+
+/// Forget the dumps `ids` names, whatever a retention policy would say: also a volume's
+/// latest dump (a dump dated far ahead of the clock, say, which blocks every later dump).
+/// Like `prune`, never a dump that a dump not forgotten needs (its chain): those dependants
+/// must be named in the same call. Unknown ids and such dependants are usage errors, and
+/// nothing is removed. The spool must be open for writing unless `dry_run`.
+pub fn forget_dumps(spool: &Spool, ids: &[u64], dry_run: bool) -> Result<ForgetReport> {
+    let mut ids: Vec<u64> = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Err(Error::usage(
+            "forget needs the ids of the dumps to forget; `reel list` shows them",
+        ));
+    }
+    let all = spool.catalog.dumps(None)?;
+    let by_id: HashMap<u64, &DumpRecord> = all.iter().map(|d| (d.id, d)).collect();
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|id| !by_id.contains_key(id))
+        .map(u64::to_string)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Error::usage(format!(
+            "no dump {} in this spool; `reel list` shows the dumps; nothing was forgotten",
+            unknown.join(", ")
+        )));
+    }
+    let gone: HashSet<u64> = ids.iter().copied().collect();
+    // The chain rule: a dump that stays must find its whole chain.
+    let mut needs: Vec<String> = Vec::new();
+    let mut also: BTreeSet<u64> = BTreeSet::new();
+    for d in all.iter().filter(|d| !gone.contains(&d.id)) {
+        let lost: Vec<String> = d
+            .chain
+            .iter()
+            .filter(|a| gone.contains(a))
+            .map(u64::to_string)
+            .collect();
+        if !lost.is_empty() {
+            needs.push(format!(
+                "dump {} of volume {} ({}, level {}) is based on dump {}",
+                d.id,
+                d.volume,
+                timefmt::format_rfc3339(d.time_ns),
+                d.level,
+                lost.join(" and ")
+            ));
+            also.insert(d.id);
+        }
+    }
+    if !needs.is_empty() {
+        let with: Vec<String> = gone
+            .iter()
+            .chain(&also)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(u64::to_string)
+            .collect();
+        return Err(Error::usage(format!(
+            "{}; a restore of it needs its whole chain, so forget it in the same command (`reel forget {}`) or keep what it is based on; nothing was forgotten",
+            needs.join("; "),
+            with.join(" ")
+        )));
+    }
+
+    let on_tape = dumps_on_tape(spool)?;
+    let mut removed_records: Vec<DumpRecord> = ids.iter().map(|id| by_id[id].clone()).collect();
+    removed_records.sort_by_key(|d| (d.time_ns, d.id));
+    let mut report = ForgetReport {
+        removed: Vec::new(),
+        removed_owned_bytes: 0,
+        new_latest: Vec::new(),
+        dry_run,
+        forget: None,
+    };
+    let volumes: BTreeSet<&str> = removed_records.iter().map(|d| d.volume.as_str()).collect();
+    for v in volumes {
+        let of_volume: Vec<&DumpRecord> = all.iter().filter(|d| d.volume == v).collect();
+        let latest = of_volume
+            .iter()
+            .max_by_key(|d| (d.time_ns, d.id))
+            .map(|d| d.id);
+        if latest.is_some_and(|l| gone.contains(&l)) {
+            let after = of_volume
+                .iter()
+                .filter(|d| !gone.contains(&d.id))
+                .max_by_key(|d| (d.time_ns, d.id))
+                .map(|d| (*d).clone());
+            report.new_latest.push((v.to_string(), after));
+        }
+    }
+    for d in removed_records {
+        let r = removed_dump(spool, &on_tape, d)?;
+        report.removed_owned_bytes += r.owned_bytes;
+        report.removed.push(r);
+    }
+    if !dry_run {
+        let removed: Vec<&DumpRecord> = report.removed.iter().map(|r| &r.dump).collect();
+        report.forget = Some(forget(spool, &removed)?);
+    }
     Ok(report)
 }
 
@@ -466,12 +604,7 @@ fn check_closed(p: &PrunePlan) -> Result<()> {
 }
 
 /// Write the `ForgetRecord` and remove the dumps' rows, in one transaction.
-fn forget(spool: &Spool, report: &PruneReport) -> Result<ChunkId> {
-    let removed: Vec<&DumpRecord> = report
-        .volumes
-        .iter()
-        .flat_map(|v| v.removed.iter().map(|r| &r.dump))
-        .collect();
+fn forget(spool: &Spool, removed: &[&DumpRecord]) -> Result<ChunkId> {
     let rec = ForgetRecord {
         version: 1,
         time_ns: timefmt::now_ns(),
@@ -493,10 +626,10 @@ fn forget(spool: &Spool, report: &PruneReport) -> Result<ChunkId> {
         let mut dumps = txn.open_table(DUMPS)?;
         let mut index = txn.open_table(VOLUME_DUMPS)?;
         let mut owned = txn.open_table(OWNED)?;
-        for d in &removed {
+        for d in removed {
             if dumps.remove(d.id)?.is_none() {
                 return Err(Error::Catalog(format!(
-                    "dump {} of volume {} vanished while prune ran; nothing was removed",
+                    "dump {} of volume {} vanished while it was being forgotten; nothing was removed",
                     d.id, d.volume
                 )));
             }

@@ -64,6 +64,9 @@ pub struct StoreWriter<'a> {
     /// threads, with their numbers and sealing times. Every commit waits for them first and
     /// only then names them (`name_persisted`).
     persisting: Vec<(u64, SealedPack, i64)>,
+    /// Packs durable in packs/ that no committed transaction names yet: sealed since the last
+    /// commit. A writer dropped before its next commit (any error) removes them.
+    uncommitted: Vec<(pack::PackId, std::path::PathBuf)>,
 }
 
 /// Entries in `fresh_shares` at most. A dump owns its new chunks a window behind their
@@ -114,6 +117,7 @@ impl<'a> StoreWriter<'a> {
             since_commit: (0, 0),
             fresh_shares: ChunkMap::default(),
             persisting: Vec::new(),
+            uncommitted: Vec::new(),
         })
     }
 
@@ -405,13 +409,17 @@ impl<'a> StoreWriter<'a> {
         Ok(())
     }
 
-    /// Wait until every sealed pack is durable under its name.
+    /// Wait until every sealed pack is durable under its name. Each one that is counts as
+    /// uncommitted until the next commit, also when another one failed.
     fn persisted(&mut self) -> Result<Vec<(u64, FinishedPack, i64)>> {
         let mut first_error = None;
         let mut done = Vec::new();
-        for (no, sealed, sealed_ns) in self.persisting.drain(..) {
+        for (no, sealed, sealed_ns) in std::mem::take(&mut self.persisting) {
             match sealed.wait() {
-                Ok(pack) => done.push((no, pack, sealed_ns)),
+                Ok(pack) => {
+                    self.uncommitted.push((pack.id, pack.path.clone()));
+                    done.push((no, pack, sealed_ns));
+                }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -420,10 +428,49 @@ impl<'a> StoreWriter<'a> {
         first_error.map_or(Ok(done), Err)
     }
 
+    /// Remove the packs sealed since the last commit, for a writer that will not commit them:
+    /// they hold nothing a committed row names, and left in packs/ no catalog would name them,
+    /// so `gc` could never free their space. A pack the catalog does name is kept (a commit that
+    /// reported an error may still have reached the disk), and so is every pack when the
+    /// catalog cannot tell (`check --repair` sorts them out).
+    fn remove_uncommitted(&mut self) {
+        if self.uncommitted.is_empty() {
+            return;
+        }
+        let named = |id: &pack::PackId| -> Option<bool> {
+            let txn = self.spool.catalog.read().ok()?;
+            let t = txn.open_table(catalog::PACK_IDS).ok()?;
+            Some(t.get(id.0).ok()?.is_some())
+        };
+        let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+        for (id, path) in std::mem::take(&mut self.uncommitted) {
+            if named(&id) != Some(false) {
+                tracing::warn!(
+                    "pack {} was kept: the catalog names it, or could not be read",
+                    path.display()
+                );
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!("removed pack {}, which no commit names", path.display());
+                    dirs.extend(path.parent().map(std::path::Path::to_path_buf));
+                }
+                Err(e) => tracing::warn!("cannot remove pack {}: {e}", path.display()),
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            let _ = crate::fsutil::fsync_dir(&d);
+        }
+    }
+
     fn commit_and_reopen(&mut self) -> Result<()> {
         let txn = self.txn.take().expect("transaction open");
         self.name_persisted(&txn)?;
         txn.commit()?;
+        self.uncommitted.clear();
         self.since_commit = (0, 0);
         crate::failpoint::hit("pack-committed");
         self.txn = Some(self.spool.catalog.write()?);
@@ -509,17 +556,22 @@ impl<'a> StoreWriter<'a> {
         self.name_persisted(&txn)?;
         crate::failpoint::hit("before-record-commit");
         txn.commit()?;
+        self.uncommitted.clear();
         crate::failpoint::hit("record-committed");
         Ok(stats)
     }
 }
 
 impl Drop for StoreWriter<'_> {
+    /// Dropped before its last commit (an error, a full disk): the open pack is abandoned (its
+    /// thread removes the tmp file), the transaction is rolled back, and the packs sealed since
+    /// the last commit are removed, so what the session wrote and never committed takes no
+    /// space. Packs of earlier checkpoints are committed and stay.
     fn drop(&mut self) {
-        // A sealed pack being made durable finishes either way; no catalog names it. The open
-        // one is abandoned: its thread removes the tmp file.
         let _ = self.persisted();
         drop(self.pack.take());
+        drop(self.txn.take());
+        self.remove_uncommitted();
     }
 }
 
@@ -779,5 +831,57 @@ mod tests {
             .map(|f| f.unwrap().metadata().unwrap().len())
             .sum();
         assert!(stored < 49 << 20, "{stored} bytes of packs for 48 MiB");
+    }
+
+    /// A writer dropped before its commit (any error on the way) takes back every pack it
+    /// sealed and the one it was writing; packs an earlier checkpoint committed stay, and the
+    /// catalog names exactly the packs left.
+    #[test]
+    fn a_writer_dropped_before_its_commit_removes_the_packs_it_sealed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spool = Spool::init(&tmp.path().join("spool")).unwrap();
+        // Incompressible, so 40 MiB seal a 32 MiB pack and start the next.
+        let data: Vec<Vec<u8>> = (0..40u8)
+            .map(|seed| {
+                let mut v = vec![0u8; 1 << 20];
+                blake3::Hasher::new()
+                    .update(&[seed])
+                    .finalize_xof()
+                    .fill(&mut v);
+                v
+            })
+            .collect();
+        let batch: Vec<(ChunkId, &[u8])> = data
+            .iter()
+            .map(|d| (ChunkId::of(d), d.as_slice()))
+            .collect();
+        let on_disk = |s: &Spool| pack::list_packs(&s.packs_dir()).unwrap();
+        let tmp_files = |s: &Spool| std::fs::read_dir(s.tmp_dir()).unwrap().count();
+
+        {
+            let mut w = StoreWriter::new(&spool).unwrap();
+            w.put_batch(&batch, BlobKind::Data).unwrap();
+            w.settle().unwrap();
+            assert_eq!(w.stats.packs, 1, "a pack was sealed");
+        }
+        assert_eq!(on_disk(&spool), vec![], "an uncommitted pack was left");
+        assert_eq!(tmp_files(&spool), 0, "the open pack's tmp file was left");
+
+        // Committed after every sealed pack: the first pack stays, named; the open one goes.
+        spool.settings.checkpoint_mb = 0;
+        {
+            let mut w = StoreWriter::new(&spool).unwrap();
+            w.put_batch(&batch, BlobKind::Data).unwrap();
+            w.settle().unwrap();
+        }
+        let left = on_disk(&spool);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(tmp_files(&spool), 0);
+        let txn = spool.catalog.read().unwrap();
+        let named = txn.open_table(catalog::PACK_IDS).unwrap();
+        assert!(
+            named.get(left[0].0.0).unwrap().is_some(),
+            "the pack left is named"
+        );
     }
 }

@@ -57,6 +57,8 @@ struct E {
     target: Vec<u8>,
     /// File content, stored as one chunk (empty: size 0, no extents).
     content: Vec<u8>,
+    /// The size the entry declares, when it is not the content's length.
+    size: Option<u64>,
 }
 
 fn dir(p: impl AsRef<[u8]>) -> E {
@@ -66,6 +68,7 @@ fn dir(p: impl AsRef<[u8]>) -> E {
         mode: 0o755,
         target: Vec::new(),
         content: Vec::new(),
+        size: None,
     }
 }
 
@@ -76,6 +79,7 @@ fn file(p: impl AsRef<[u8]>, content: &[u8]) -> E {
         mode: 0o644,
         target: Vec::new(),
         content: content.to_vec(),
+        size: None,
     }
 }
 
@@ -86,6 +90,7 @@ fn symlink(p: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> E {
         mode: 0o777,
         target: target.as_ref().to_vec(),
         content: Vec::new(),
+        size: None,
     }
 }
 
@@ -96,6 +101,7 @@ fn hardlink(p: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> E {
         mode: 0o644,
         target: target.as_ref().to_vec(),
         content: Vec::new(),
+        size: None,
     }
 }
 
@@ -129,13 +135,17 @@ fn encode(entries: &[E]) -> Vec<u8> {
     for (i, e) in entries.iter().enumerate() {
         let mtime = MTIME0 + i as i64 * 1_000_000_007;
         let ino = 1000 + i as u64;
-        let size = e.content.len() as u64;
+        let len = e.content.len() as u64;
+        let size = e.size.unwrap_or(len);
         let mut flags = 0;
         if e.mode != prev_mode {
             flags |= F_MODE;
         }
         if size != 0 {
-            flags |= F_SIZE | F_EXTENTS;
+            flags |= F_SIZE;
+        }
+        if len != 0 {
+            flags |= F_EXTENTS;
         }
         if !e.target.is_empty() {
             flags |= F_TARGET;
@@ -165,7 +175,7 @@ fn encode(entries: &[E]) -> Vec<u8> {
         if flags & F_EXTENTS != 0 {
             varint(&mut body, 1);
             body.push(1); // chunk extent
-            varint(&mut body, size);
+            varint(&mut body, len);
             body.extend_from_slice(blake3::hash(&e.content).as_bytes());
         }
         varint(&mut out, body.len() as u64);
@@ -895,4 +905,188 @@ fn the_snapshot_sees_what_an_escape_would_do() {
     let d = diff(&before, &after);
     assert!(d.iter().any(|l| l.contains("created")), "{d:?}");
     assert!(d.iter().any(|l| l.contains("nlink=1")), "{d:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crafted tapes: verify-tape and import refuse what restore would refuse
+// ---------------------------------------------------------------------------------------------
+
+/// The fixture's real dump exported to a tape image, and that image extracted into a payload
+/// directory: what a crafted tape is made from.
+fn exported(fx: &Fixture) -> PathBuf {
+    let img = fx.work.path().join("real.tape");
+    fx.spool
+        .run(["export", "--to", img.to_str().unwrap(), "--label", "REAL"]);
+    let dir = fx.work.path().join("real-payload");
+    fs::create_dir_all(&dir).unwrap();
+    reel::tape::image::extract_image(&[img], &dir).unwrap();
+    dir
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+}
+
+/// A tape like the one extracted in `src` whose dump's manifest is `manifest` instead. The
+/// bytes go into a new pack of their own (named by its blake3) and the CATALOG lists that pack
+/// and names the new manifest chunk, so every hash, size and count on the tape agrees; only the
+/// manifest's content is wrong. Returns the image.
+fn crafted_tape(fx: &Fixture, src: &Path, name: &str, manifest: &[u8]) -> PathBuf {
+    let dir = fx.work.path().join(format!("{name}-payload"));
+    fs::create_dir_all(dir.join("reel/packs")).unwrap();
+    for rel in ["reel/LABEL", "reel/CATALOG"] {
+        fs::copy(src.join(rel), dir.join(rel)).unwrap();
+    }
+    for e in fs::read_dir(src.join("reel/packs")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), dir.join("reel/packs").join(e.file_name())).unwrap();
+    }
+    let stage = fx.work.path().join(format!("{name}-stage"));
+    fs::create_dir_all(&stage).unwrap();
+    let id = ChunkId::of(manifest);
+    let mut w = reel::pack::PackWriter::create(&stage).unwrap();
+    w.add(
+        id,
+        BlobKind::Manifest,
+        &reel::pack::encode_blob(manifest, 3),
+    )
+    .unwrap();
+    let done = w.finish(&stage.join("packs")).unwrap();
+    let pack_name = done.id.to_hex();
+    fs::rename(
+        &done.path,
+        dir.join("reel/packs").join(format!("{pack_name}.pack")),
+    )
+    .unwrap();
+
+    let cpath = dir.join("reel/CATALOG");
+    let mut cat = read_json(&cpath);
+    cat["packs"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": pack_name, "size": done.size, "blobs": 1, "chunks": 1
+        }));
+    let d = &mut cat["dumps"][0];
+    d["manifest"] = serde_json::json!([{"id": id.to_hex(), "len": manifest.len()}]);
+    d["manifest_bytes"] = serde_json::json!(manifest.len());
+    d["chunks"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!(id.to_hex()));
+    d["packs"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!(pack_name));
+    fs::write(&cpath, serde_json::to_vec_pretty(&cat).unwrap()).unwrap();
+
+    // The image: LABEL, CATALOG, then the packs in the CATALOG's order, as export writes it.
+    let mut files = vec![PathBuf::from("reel/LABEL"), PathBuf::from("reel/CATALOG")];
+    for p in cat["packs"].as_array().unwrap() {
+        files.push(PathBuf::from(format!(
+            "reel/packs/{}.pack",
+            p["name"].as_str().unwrap()
+        )));
+    }
+    let img = fx.work.path().join(format!("{name}.tape"));
+    reel::tape::image::write_image(
+        &dir,
+        &files,
+        cat["label"].as_str().unwrap(),
+        reel::tape::bsd::Target::File(img.clone()),
+        10,
+    )
+    .unwrap();
+    img
+}
+
+/// What an import could change: the dumps, the media catalog and the pack files.
+fn spool_state(s: &Spool) -> (serde_json::Value, String, Vec<PathBuf>) {
+    let mut packs = Vec::new();
+    let mut stack = vec![s.path().join("packs")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                packs.push(p);
+            }
+        }
+    }
+    packs.sort();
+    (s.list_json(), s.run(["tapes", "--json"]), packs)
+}
+
+/// A tape whose manifest holds a `../escape` name, or a file whose extents do not add up to
+/// its size, with every hash on it consistent: `verify-tape` fails naming the dump and the
+/// problem, `import` refuses it and changes nothing. A control tape crafted the same way with a
+/// valid manifest passes both and restores, so each refusal is due to the rule its case breaks.
+#[test]
+fn crafted_tapes_whose_manifest_is_bad_fail_verify_and_import() {
+    let fx = Fixture::new();
+    let src = exported(&fx);
+    let dump = format!(
+        "v@{}",
+        read_json(&src.join("reel/CATALOG"))["dumps"][0]["time"]
+            .as_str()
+            .unwrap()
+    );
+    let real: &[u8] = b"a real file";
+
+    let control = encode(&[dir(""), dir("sub"), file("sub/real.txt", real)]);
+    let img = crafted_tape(&fx, &src, "control", &control);
+    let out = fx.spool.run(["verify-tape", img.to_str().unwrap()]);
+    assert!(out.contains("is good"), "{out}");
+    let other = Spool::new();
+    other.run(["import", img.to_str().unwrap()]);
+    let to = fx.target("control-restore");
+    other.run(["restore", "v", "--dump", "1", "--to", to.to_str().unwrap()]);
+    assert_eq!(fs::read(to.join("sub/real.txt")).unwrap(), real);
+
+    let fresh = Spool::new();
+    let wrong_size = E {
+        size: Some(real.len() as u64 + 1),
+        ..file("sub/real.txt", real)
+    };
+    let cases = [
+        (
+            "escape",
+            encode(&[dir(""), file("../escape", real)]),
+            "'..' component",
+        ),
+        (
+            "extents",
+            encode(&[dir(""), dir("sub"), wrong_size]),
+            "extents cover 11 bytes but the file size is 12",
+        ),
+    ];
+    for (name, manifest, why) in cases {
+        let img = crafted_tape(&fx, &src, name, &manifest);
+        let shown = img.to_str().unwrap();
+        let (code, err) = fx.spool.fail(["verify-tape", shown]);
+        println!("{name}: {}", err.trim());
+        assert_eq!(code, 1, "{name}: {err}");
+        for part in [dump.as_str(), why, shown] {
+            assert!(
+                err.contains(part),
+                "{name}: verify-tape does not say {part:?}: {err}"
+            );
+        }
+        let before = spool_state(&fresh);
+        let (code, err) = fresh.fail(["import", shown]);
+        assert_eq!(code, 1, "{name}: {err}");
+        for part in [dump.as_str(), why, shown] {
+            assert!(
+                err.contains(part),
+                "{name}: import does not say {part:?}: {err}"
+            );
+        }
+        assert_eq!(
+            spool_state(&fresh),
+            before,
+            "{name}: the import changed the spool"
+        );
+    }
+    fresh.run(["check"]);
 }

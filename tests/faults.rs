@@ -668,7 +668,7 @@ fn disk_full_fails_clearly_and_keeps_the_spool() {
     );
     r.assert_no_panic("dump after freeing the volume");
     if r.code() != Some(0) {
-        // Packs the failed dump sealed still hold space (gc frees them); give more room.
+        // The first dump's packs and the catalog may leave too little room; give more.
         println!(
             "dump after removing the data still fails, growing the tmpfs:\n{}",
             r.stderr
@@ -686,6 +686,116 @@ fn disk_full_fails_clearly_and_keeps_the_spool() {
         truth.assert_restores(&spool, &d, &scratch, "after the disk-full recovery");
     }
     report("disk-full", &[("refused_cleanly", 1), ("recovered", 1)]);
+}
+
+/// Bytes of the files under `dir`, recursively.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let md = e.metadata().unwrap();
+        total += if md.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            md.len()
+        };
+    }
+    total
+}
+
+/// A dump that fills the disk after sealing a pack (the default checkpoint, 256 MiB, is far
+/// away, so the catalog never named it) leaves nothing behind: no pack in tmp/, no unnamed pack
+/// in packs/. What its advice says to run then frees the space, and the dump goes through.
+#[test]
+fn a_dump_failing_on_a_full_disk_leaves_no_unnamed_pack_and_the_advice_frees_space() {
+    let work = tempfile::tempdir().unwrap();
+    let Some(_mnt) = TmpfsMount::new(&work.path().join("mnt"), 80) else {
+        println!("skipped: needs root for a loop mount (tmpfs)");
+        return;
+    };
+    let spool_dir = work.path().join("mnt/spool");
+    run_ok(reel().arg("--spool").arg(&spool_dir).arg("init"));
+    let spool = spool_at(&spool_dir);
+    let vol = work.path().join("vol");
+    fs::create_dir_all(&vol).unwrap();
+    run_ok(spool.cmd().args(["volume", "add", "v"]).arg(&vol));
+    let mut rng = rng_for("disk-full-cleanup");
+    // Two days of 16 MiB each, the first day's file gone on the second.
+    fs::write(vol.join("old.bin"), rng.bytes(16 << 20)).unwrap();
+    run_ok_timed(
+        spool
+            .cmd()
+            .args(["dump", "v", "--level", "0", "--date", &date(1)]),
+        "day 1",
+    );
+    fs::remove_file(vol.join("old.bin")).unwrap();
+    fs::write(vol.join("new.bin"), rng.bytes(16 << 20)).unwrap();
+    run_ok_timed(
+        spool
+            .cmd()
+            .args(["dump", "v", "--level", "0", "--date", &date(2)]),
+        "day 2",
+    );
+    let packs = spool_dir.join("packs");
+    let before = dir_bytes(&packs);
+
+    // 56 MiB more than the ~46 MiB left: one 32 MiB pack seals, the second does not fit.
+    fs::create_dir_all(vol.join("huge")).unwrap();
+    for i in 0..7 {
+        fs::write(vol.join(format!("huge/h{i}.bin")), rng.bytes(8 << 20)).unwrap();
+    }
+    let dump3 = ["dump", "v", "--level", "1", "--date", &date(3)];
+    let r = run_until(spool.cmd().args(dump3), None, DEADLINE);
+    r.assert_no_panic("dump onto a full disk");
+    assert_eq!(r.code(), Some(1), "dump onto a full disk\n{}", r.describe());
+    assert!(
+        r.stderr.to_lowercase().contains("no space left"),
+        "{}",
+        r.describe()
+    );
+    println!("disk full error: {}", r.stderr.trim());
+
+    // Nothing of it is left: not in tmp/, not in packs/.
+    assert_eq!(tmp_leftovers(&spool_dir), Vec::<String>::new());
+    assert_eq!(
+        dir_bytes(&packs),
+        before,
+        "the failed dump left pack bytes behind"
+    );
+    let c = run_until(spool.cmd().args(["check", "--json"]), None, DEADLINE);
+    assert_eq!(c.code(), Some(0), "{}", c.describe());
+    let checked: serde_json::Value = serde_json::from_str(&c.stdout).unwrap();
+    assert_eq!(
+        checked["unreferenced_packs"],
+        serde_json::json!([]),
+        "a pack no catalog names is left: {checked}"
+    );
+    assert_eq!(listed(&spool).len(), 2);
+
+    // The advice names commands that work as written: a prune with a policy, then gc.
+    for part in ["reel prune --keep-", "reel forget", "reel gc"] {
+        assert!(
+            r.stderr.contains(part),
+            "the advice lacks {part:?}: {}",
+            r.stderr
+        );
+    }
+    run_ok_timed(
+        spool.cmd().args(["prune", "--keep-last", "1"]),
+        "prune as advised",
+    );
+    run_ok_timed(spool.cmd().arg("gc"), "gc as advised");
+    let after = dir_bytes(&packs);
+    assert!(
+        after + (15 << 20) < before,
+        "gc freed {} bytes, not the first day's 16 MiB",
+        before.saturating_sub(after)
+    );
+    run_ok_timed(
+        spool.cmd().args(dump3),
+        "the dump again, with the space freed",
+    );
+    assert_check_passes(&spool, "after the full disk and the advice");
+    report("disk-full-cleanup", &[("left_behind", 0), ("recovered", 1)]);
 }
 
 // =============================================================================================

@@ -379,3 +379,131 @@ fn a_prune_killed_before_or_after_its_commit_leaves_a_consistent_spool() {
     let again = spool.run(["prune", "--keep-last", "1"]);
     assert!(again.contains("nothing to remove"), "{again}");
 }
+
+/// `reel nightly --json ARGS`: (exit status 0, the report).
+fn nightly(spool: &Spool, args: &[&str]) -> (bool, Value) {
+    let out = spool
+        .cmd()
+        .arg("nightly")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), json(&text))
+}
+
+#[test]
+fn a_far_future_date_is_refused_unless_forced_and_forget_undoes_it() {
+    let now = reel::timefmt::now_ns();
+    let hour = 3_600_000_000_000i64;
+    assert!(reel::dump::check_not_ahead(now + 23 * hour, now).is_ok());
+    assert!(reel::dump::check_not_ahead(now + 25 * hour, now).is_err());
+
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let vol = w.join("vol");
+    rich_tree(&vol);
+    let spool = spool_with_full_dump(&vol);
+    spool.run(["volume", "set", "v", "--schedule", "FIIIIII"]);
+    let listed = spool.list_json();
+
+    // Every command that takes a dump or clone date refuses one far ahead, and says how.
+    for args in [
+        vec!["dump", "v", "--level", "1", "--date", "2200-01-01"],
+        vec!["clone", "v", "--date", "2200-01-01"],
+        vec!["backup", "v", "--level", "1", "--date", "2200-01-01"],
+        vec!["nightly", "--date", "2200-01-01"],
+    ] {
+        let (code, err) = spool.fail(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        for part in [
+            "2200-01-01",
+            "more than a day ahead of the clock",
+            "--force-date",
+        ] {
+            assert!(err.contains(part), "{args:?} does not say {part:?}: {err}");
+        }
+        assert_eq!(spool.list_json(), listed, "{args:?} changed the catalog");
+    }
+
+    // Forced, it is taken: a dump dated 2200 that owns the day's changes.
+    mutate_day(&vol, 2);
+    spool.run([
+        "dump",
+        "v",
+        "--level",
+        "1",
+        "--date",
+        "2200-01-01",
+        "--force-date",
+    ]);
+    assert_eq!(ids(&spool.list_json()), [1, 2]);
+
+    // Now no dump of the present can follow it, by hand or at night, and the error says why.
+    let (code, err) = spool.fail(["dump", "v", "--level", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("not later than the latest dump of volume v (dump 2"),
+        "{err}"
+    );
+    assert!(err.contains("`reel forget 2`"), "{err}");
+    let (ok, report) = nightly(&spool, &[]);
+    assert!(!ok, "{report}");
+    assert_eq!(report["volumes"][0]["status"], "failed", "{report}");
+    assert!(
+        report["volumes"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("`reel forget 2`"),
+        "{report}"
+    );
+    assert_eq!(ids(&spool.list_json()), [1, 2]);
+
+    // Forgetting dump 1 alone would break dump 2's chain: refused, naming both.
+    let (code, err) = spool.fail(["forget", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("dump 2 of volume v"), "{err}");
+    assert!(err.contains("`reel forget 1 2`"), "{err}");
+    let (code, err) = spool.fail(["forget", "9"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no dump 9"), "{err}");
+    let dry = spool.run(["forget", "2", "--dry-run"]);
+    assert!(dry.contains("would forget dump 2 of volume v"), "{dry}");
+    assert_eq!(ids(&spool.list_json()), [1, 2]);
+
+    let out = json(&spool.run(["forget", "2", "--json"]));
+    assert_eq!(ids(&out["removed"]), [2]);
+    assert_eq!(out["removed"][0]["volume"], "v");
+    assert!(
+        out["removed"][0]["time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2200-01-01")
+    );
+    assert!(out["removed_owned_bytes"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(out["latest"][0]["volume"], "v");
+    assert_eq!(out["latest"][0]["id"], 1);
+    assert_eq!(out["dry_run"], false);
+    assert_eq!(ids(&spool.list_json()), [1]);
+    spool.run(["check", "--read-data"]);
+    // What it said: `reel gc` gives the space back.
+    let gc = json(&spool.run(["gc", "--json"]));
+    assert!(gc["bytes_freed"].as_i64().unwrap() > 0, "{gc}");
+
+    // The night and the next dump by hand work again, and restore the tree.
+    let (ok, report) = nightly(&spool, &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["volumes"][0]["status"], "succeeded", "{report}");
+    mutate_day(&vol, 3);
+    snapshot(&vol, &w.join("now"));
+    spool.run(["dump", "v", "--level", "1"]);
+    let last = spool.last_dump();
+    restore_and_compare(
+        &spool,
+        last["id"].as_u64().unwrap(),
+        &w.join("now"),
+        &w.join("restored"),
+    );
+    spool.run(["check", "--read-data"]);
+}

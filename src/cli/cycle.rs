@@ -12,7 +12,7 @@ use reel::timefmt::{self, format_bytes, format_duration, format_rfc3339};
 use reel::{Error, Result};
 
 use super::dump::print_dump;
-use super::{Ctx, compact_catalog, date_time, print_json};
+use super::{Ctx, compact_catalog, dump_date, print_json};
 
 #[derive(Args)]
 pub struct CloneArgs {
@@ -21,6 +21,9 @@ pub struct CloneArgs {
     /// The clone's recorded time (default now): RFC 3339, or YYYY-MM-DD for midnight.
     #[arg(long)]
     date: Option<String>,
+    /// Accept a --date more than a day ahead of the clock.
+    #[arg(long, requires = "date")]
+    force_date: bool,
     /// `store` method: read every file, even those whose stat data is unchanged.
     #[arg(long)]
     reread: bool,
@@ -29,7 +32,7 @@ pub struct CloneArgs {
 pub fn clone(ctx: &Ctx, a: CloneArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Write)?;
     let opts = CloneOptions {
-        time_ns: a.date.as_deref().map(date_time).transpose()?,
+        time_ns: dump_date(a.date.as_deref(), a.force_date)?,
         reread: a.reread,
     };
     let bar = ctx.progress();
@@ -76,13 +79,16 @@ pub struct BackupArgs {
     /// The clone's recorded time (default now): RFC 3339, or YYYY-MM-DD for midnight.
     #[arg(long)]
     date: Option<String>,
+    /// Accept a --date more than a day ahead of the clock.
+    #[arg(long, requires = "date")]
+    force_date: bool,
 }
 
 /// Clone, then dump the clone.
 pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let mut spool = ctx.open(Access::Write)?;
     let catalog_len = spool.catalog.file_len();
-    let time_ns = a.date.as_deref().map(date_time).transpose()?;
+    let time_ns = dump_date(a.date.as_deref(), a.force_date)?;
     let level = match a.level {
         Some(l) => l,
         None => scheduled_level(
@@ -126,6 +132,9 @@ pub struct NightlyArgs {
     /// Dump volumes that already have a dump that day.
     #[arg(long)]
     force: bool,
+    /// Accept a --date more than a day ahead of the clock.
+    #[arg(long, requires = "date")]
+    force_date: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -139,6 +148,11 @@ pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
             .map_err(|_| Error::usage(format!("--date {d:?}: give a date as YYYY-MM-DD")))?,
         None => schedule::today_local(),
     };
+    if a.date.is_some() && !a.force_date {
+        // The clones are recorded on that date at the current time of day.
+        let now = timefmt::now_ns();
+        reel::dump::check_not_ahead(timefmt::on_date(date, now)?, now)?;
+    }
     let opts = NightlyOptions {
         date,
         replay: a.date.is_some(),

@@ -8,7 +8,7 @@ use reel::dump::{DumpOptions, DumpOutcome, dump_volume};
 use reel::spool::Access;
 use reel::timefmt::{format_bytes, format_duration, format_rfc3339};
 
-use super::{Ctx, compact_catalog, date_time};
+use super::{Ctx, compact_catalog, dump_date};
 
 #[derive(Args)]
 pub struct DumpArgs {
@@ -20,6 +20,9 @@ pub struct DumpArgs {
     /// The dump's recorded time (default now): RFC 3339, or YYYY-MM-DD for midnight.
     #[arg(long)]
     date: Option<String>,
+    /// Accept a --date more than a day ahead of the clock.
+    #[arg(long, requires = "date")]
+    force_date: bool,
     /// Read every file, even those whose stat data is unchanged.
     #[arg(long)]
     reread: bool,
@@ -30,7 +33,7 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
     let catalog_len = spool.catalog.file_len();
     let opts = DumpOptions {
         level: a.level,
-        time_ns: a.date.as_deref().map(date_time).transpose()?,
+        time_ns: dump_date(a.date.as_deref(), a.force_date)?,
         reread: a.reread,
     };
     let bar = ctx.progress();

@@ -87,6 +87,8 @@ enum Command {
     Purge(tape::PurgeArgs),
     /// Forget the dumps a retention policy no longer keeps (their chunks go with `reel gc`).
     Prune(prune::PruneArgs),
+    /// Forget the named dumps, a volume's latest included (their chunks go with `reel gc`).
+    Forget(prune::ForgetArgs),
     /// Ingest old BSD dump images (levels 0-9, multi-volume sets) as dumps of a volume.
     IngestDump(ingest::IngestArgs),
     /// Write a volume's tree as a plain BSD dump at a level, for the stock `restore -r`.
@@ -176,6 +178,17 @@ pub fn date_time(s: &str) -> Result<i64> {
     parse_time(s, DayEdge::Start)
 }
 
+/// A dump's or clone's `--date`: refused when more than a day ahead of the clock, unless
+/// `force` (`--force-date`).
+pub fn dump_date(s: Option<&str>, force: bool) -> Result<Option<i64>> {
+    let Some(s) = s else { return Ok(None) };
+    let t = date_time(s)?;
+    if !force {
+        reel::dump::check_not_ahead(t, reel::timefmt::now_ns())?;
+    }
+    Ok(Some(t))
+}
+
 /// After a writing command: compact the catalog if the command grew it by
 /// [`COMPACT_AFTER_GROWTH`](reel::catalog::COMPACT_AFTER_GROWTH) from `before` bytes. A
 /// failure is only a warning: everything is committed by then. When it compacted, returns a
@@ -198,6 +211,39 @@ pub fn compact_catalog(spool: &mut Spool, before: u64) -> Option<String> {
             None
         }
     }
+}
+
+/// What to do after `e`, if it is a full disk. On the spool's disk the advice names commands
+/// that free space as written: what the failed command wrote and did not commit is already
+/// gone (`StoreWriter` removes it), so space comes from forgetting dumps and collecting their
+/// chunks.
+fn disk_full_advice(e: &Error, spool: Option<&std::path::Path>) -> Option<String> {
+    if !e.is_disk_full() {
+        return None;
+    }
+    let Error::Io { path, .. } = e else {
+        return None;
+    };
+    let on_spool = spool.is_some_and(|s| {
+        let s = std::fs::canonicalize(s).unwrap_or_else(|_| s.to_path_buf());
+        path.starts_with(&s)
+            || std::fs::canonicalize(path.parent().unwrap_or(path)).is_ok_and(|p| p.starts_with(&s))
+    });
+    Some(if on_spool {
+        "the spool's filesystem is full; nothing committed was changed (a failed dump, clone, \
+         import or prune removes what it wrote). To free space, forget dumps you can do without: `reel prune \
+         --keep-daily N --keep-weekly N ...` (add --dry-run first to see what goes) or \
+         `reel forget ID...` for single dumps; then `reel gc` deletes the chunks no dump needs. \
+         Packs an earlier crash left (`reel check` lists them as unreferenced) go with \
+         `reel check --repair`, then `reel gc`. Or move the spool to a larger disk. Then run \
+         the command again"
+            .to_string()
+    } else {
+        format!(
+            "the filesystem holding {} is full; free space there and run the command again",
+            path.display()
+        )
+    })
 }
 
 pub fn print_json(v: &serde_json::Value) {
@@ -268,6 +314,7 @@ pub fn main() -> ExitCode {
         Command::Tapes(a) => tape::tapes(&ctx, a),
         Command::Purge(a) => tape::purge(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
+        Command::Forget(a) => prune::forget(&ctx, a),
         Command::IngestDump(a) => ingest::run(&ctx, a),
         Command::ExportPlain(a) => plain::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
@@ -282,10 +329,8 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("reel: {e}");
-            if e.is_disk_full() {
-                eprintln!(
-                    "reel: the filesystem is full; nothing committed was changed. Free space (`reel prune`, then `reel gc`, or a larger disk) and run the command again"
-                );
+            if let Some(advice) = disk_full_advice(&e, ctx.spool_dir.as_deref()) {
+                eprintln!("reel: {advice}");
             }
             match e {
                 Error::Usage(_) => ExitCode::from(2),

@@ -1,10 +1,13 @@
-//! `reel prune`: apply a retention policy to volumes' dumps (docs/RETENTION.md).
+//! `reel prune`: apply a retention policy to volumes' dumps; `reel forget`: remove named dumps
+//! (docs/RETENTION.md).
 
 use std::process::ExitCode;
 
 use clap::Args;
 use reel::Result;
-use reel::prune::{Policy, PruneReport, parse_duration, prune};
+use reel::prune::{
+    ForgetReport, Policy, PruneReport, RemovedDump, forget_dumps, parse_duration, prune,
+};
 use reel::spool::Access;
 use reel::timefmt::{format_bytes, format_rfc3339, format_short};
 
@@ -69,6 +72,35 @@ fn level(d: &reel::catalog::DumpRecord) -> String {
     }
 }
 
+/// Where a removed dump can still be restored from.
+fn whence(d: &RemovedDump) -> String {
+    if d.restorable_from_tapes {
+        format!(
+            "on tape: a restore needs {}; `reel import` those tapes to restore it",
+            d.on_tapes.join(", ")
+        )
+    } else if !d.on_tapes.is_empty() {
+        format!(
+            "on tape {}, but its chain is not wholly on tape: gone once `reel gc` runs",
+            d.on_tapes.join(", ")
+        )
+    } else {
+        "on no tape: gone once `reel gc` runs".to_string()
+    }
+}
+
+fn removed_json(d: &RemovedDump) -> serde_json::Value {
+    serde_json::json!({
+        "id": d.dump.id,
+        "volume": d.dump.volume,
+        "time": format_rfc3339(d.dump.time_ns),
+        "level": d.dump.level,
+        "owned_bytes": d.owned_bytes,
+        "on_tapes": d.on_tapes,
+        "restorable_from_tapes": d.restorable_from_tapes,
+    })
+}
+
 /// The `--json` document (docs/RETENTION.md).
 fn report_json(r: &PruneReport) -> serde_json::Value {
     serde_json::json!({
@@ -114,26 +146,13 @@ fn print_report(r: &PruneReport) {
             );
         }
         for d in &v.removed {
-            let whence = if d.restorable_from_tapes {
-                format!(
-                    "on tape: a restore needs {}; `reel import` those tapes to restore it",
-                    d.on_tapes.join(", ")
-                )
-            } else if !d.on_tapes.is_empty() {
-                format!(
-                    "on tape {}, but its chain is not wholly on tape: gone once `reel gc` runs",
-                    d.on_tapes.join(", ")
-                )
-            } else {
-                "on no tape: gone once `reel gc` runs".to_string()
-            };
             println!(
                 "  {:<7} dump {:>5}  {}  level {:<2}  {}",
                 if r.dry_run { "remove?" } else { "remove" },
                 d.dump.id,
                 format_short(d.dump.time_ns),
                 level(&d.dump),
-                whence
+                whence(d)
             );
         }
     }
@@ -146,6 +165,89 @@ fn print_report(r: &PruneReport) {
             format_bytes(r.removed_owned_bytes)
         );
     }
+    if r.dry_run {
+        println!("dry run: nothing was changed");
+    }
+}
+
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// The dumps to forget (ids from `reel list`). A dump another dump is based on must be
+    /// named together with it.
+    #[arg(required = true, value_name = "ID")]
+    ids: Vec<u64>,
+    /// Print what would be removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn forget(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
+    let spool = ctx.open(if a.dry_run {
+        Access::Read
+    } else {
+        Access::Write
+    })?;
+    let report = forget_dumps(&spool, &a.ids, a.dry_run)?;
+    if a.json {
+        print_json(&forget_json(&report));
+    } else {
+        print_forget(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `reel forget --json` document (docs/RETENTION.md).
+fn forget_json(r: &ForgetReport) -> serde_json::Value {
+    serde_json::json!({
+        "removed": r.removed.iter().map(removed_json).collect::<Vec<_>>(),
+        "removed_owned_bytes": r.removed_owned_bytes,
+        "latest": r.new_latest.iter().map(|(v, d)| serde_json::json!({
+            "volume": v,
+            "id": d.as_ref().map(|d| d.id),
+            "time": d.as_ref().map(|d| format_rfc3339(d.time_ns)),
+        })).collect::<Vec<_>>(),
+        "dry_run": r.dry_run,
+    })
+}
+
+fn print_forget(r: &ForgetReport) {
+    let verb = if r.dry_run { "would forget" } else { "forgot" };
+    for d in &r.removed {
+        println!(
+            "{verb} dump {} of volume {}  {}  level {}  {}",
+            d.dump.id,
+            d.dump.volume,
+            format_rfc3339(d.dump.time_ns),
+            level(&d.dump),
+            whence(d)
+        );
+    }
+    for (v, latest) in &r.new_latest {
+        match latest {
+            Some(d) => println!(
+                "volume {v}: its latest dump {} dump {} of {}; its next dump must be later than that",
+                if r.dry_run { "would be" } else { "is now" },
+                d.id,
+                format_rfc3339(d.time_ns)
+            ),
+            None => println!(
+                "volume {v}: no dump {}; its next dump is a level 0",
+                if r.dry_run {
+                    "would be left"
+                } else {
+                    "is left"
+                }
+            ),
+        }
+    }
+    let n = r.removed.len();
+    println!(
+        "{verb} {n} dump{}; up to {} may be freed: `reel gc` deletes the chunks no dump needs any more",
+        if n == 1 { "" } else { "s" },
+        format_bytes(r.removed_owned_bytes)
+    );
     if r.dry_run {
         println!("dry run: nothing was changed");
     }

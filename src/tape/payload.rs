@@ -985,9 +985,29 @@ fn pack_file(dir: &Path, name: &HexId) -> PathBuf {
 }
 
 /// Read a payload directory back: parse LABEL and CATALOG, check every pack's name against
-/// its bytes, every blob's chunk hash (frames: every chunk inside), and the catalog's chunk
-/// lists against the packs. Changes nothing.
+/// its bytes, every blob's chunk hash (frames: every chunk inside), the catalog's chunk lists
+/// against the packs, and every manifest held on the tape as strictly as a restore reads it.
+/// Changes nothing.
 pub fn verify_payload(dir: &Path) -> Result<TapeCatalog> {
+    Ok(verify_payload_with(dir, None)?.catalog)
+}
+
+/// A payload that `verify_payload_with` found good.
+#[derive(Clone, Debug)]
+pub struct VerifiedPayload {
+    pub catalog: TapeCatalog,
+    /// Indexes into `catalog.dumps` of the dumps whose manifest could not be read whole, and so
+    /// was not checked: some of its chunks are neither on this tape nor in the spool given (a
+    /// level N's manifest shares chunks with its base's, which may be on an earlier tape).
+    pub manifests_elsewhere: Vec<usize>,
+}
+
+/// `verify_payload`, reading the manifest chunks that are not on the tape from `spool` when
+/// given (the base's chunks of an incremental whose base is on an earlier tape). Every dump's
+/// manifest that can be read whole is read through [`ManifestReader`], the gatekeeper a
+/// restore reads it with: unsafe paths, a broken tree, extents that do not add up to a file's
+/// size, a bad trailer all fail the tape, naming the dump.
+pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<VerifiedPayload> {
     let cat = read_catalog(dir)?;
     let lpath = dir.join(LABEL_FILE);
     let (label, label_dumps) = read_label(dir)?;
@@ -1061,7 +1081,9 @@ pub fn verify_payload(dir: &Path) -> Result<TapeCatalog> {
             cat.packs.len()
         )));
     }
-    let mut present: HashSet<[u8; 32]> = HashSet::new();
+    // Where each chunk on the tape is (pack number: the index into `paths`).
+    let mut present: HashMap<[u8; 32], ChunkLoc> = HashMap::new();
+    let mut paths: Vec<PathBuf> = Vec::new();
     for p in &cat.packs {
         let path = pack_file(dir, &p.name);
         let r = PackReader::open(&path)?;
@@ -1079,10 +1101,16 @@ pub fn verify_payload(dir: &Path) -> Result<TapeCatalog> {
                 path.display()
             )));
         }
-        present.extend(chunks.iter().map(|(id, _)| id.0));
+        let no = paths.len() as u64;
+        for (id, loc) in chunks {
+            present
+                .entry(id.0)
+                .or_insert(ChunkLoc { pack_no: no, ..loc });
+        }
+        paths.push(path);
     }
     for d in &cat.dumps {
-        if let Some(c) = d.chunks.iter().find(|c| !present.contains(&c.0)) {
+        if let Some(c) = d.chunks.iter().find(|c| !present.contains_key(&c.0)) {
             return Err(Error::corrupt(format!(
                 "{}: dump {} lists chunk {} but no pack on the tape holds it; the tape is damaged",
                 cpath.display(),
@@ -1099,7 +1127,121 @@ pub fn verify_payload(dir: &Path) -> Result<TapeCatalog> {
             )));
         }
     }
-    Ok(cat)
+    let tape = TapeChunks {
+        paths,
+        at: present,
+        open: std::cell::RefCell::new(None),
+    };
+    let manifests_elsewhere = check_manifests(&cat, &tape, spool)?;
+    Ok(VerifiedPayload {
+        catalog: cat,
+        manifests_elsewhere,
+    })
+}
+
+/// Chunks read back out of a payload's packs, at the locations `pack_chunks` found (pack
+/// numbers index `paths`); one pack open at a time.
+struct TapeChunks {
+    paths: Vec<PathBuf>,
+    at: HashMap<[u8; 32], ChunkLoc>,
+    open: std::cell::RefCell<Option<(u64, PackReader)>>,
+}
+
+impl TapeChunks {
+    /// Read and verify chunk `id`, which must be on the tape.
+    fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let loc = *self
+            .at
+            .get(&id.0)
+            .ok_or_else(|| Error::corrupt(format!("chunk {} is not on the tape", id.short())))?;
+        let mut open = self.open.borrow_mut();
+        if open.as_ref().is_none_or(|(no, _)| *no != loc.pack_no) {
+            let path = &self.paths[loc.pack_no as usize];
+            *open = Some((loc.pack_no, PackReader::open(path)?));
+        }
+        let (_, p) = open.as_ref().expect("pack opened");
+        let Some(slot) = loc.frame else {
+            return p.read_blob(&loc.blob_entry(*id));
+        };
+        let stored = p.read_stored(&loc.blob_entry(*id))?;
+        frame::slice(&loc.decode_frame(&stored)?, id, slot.inner, loc.raw_len)
+    }
+}
+
+/// A manifest's bytes, chunk by chunk, from the tape or else from the spool.
+struct ManifestBytes<'a> {
+    chunks: std::vec::IntoIter<ChunkId>,
+    tape: &'a TapeChunks,
+    spool: Option<&'a ChunkReader<'a>>,
+    what: String,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ManifestBytes<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(id) = self.chunks.next() else {
+                return Ok(0);
+            };
+            let got = match self.spool {
+                Some(s) if !self.tape.at.contains_key(&id.0) => s.read(&id, &|| self.what.clone()),
+                _ => self.tape.read(&id),
+            };
+            self.buf = got.map_err(std::io::Error::other)?;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Read every dump's manifest that the tape (and `spool`) hold whole through the manifest
+/// reader, to its trailer. Returns the indexes of the dumps whose manifest is partly elsewhere.
+fn check_manifests(
+    cat: &TapeCatalog,
+    tape: &TapeChunks,
+    spool: Option<&ChunkReader>,
+) -> Result<Vec<usize>> {
+    let mut elsewhere = Vec::new();
+    for (i, d) in cat.dumps.iter().enumerate() {
+        let chunks: Vec<ChunkId> = d.manifest.iter().map(|m| ChunkId(m.id.0)).collect();
+        let mut whole = true;
+        for id in &chunks {
+            if !tape.at.contains_key(&id.0) {
+                match spool {
+                    Some(s) if s.locate(id)?.is_some() => {}
+                    _ => whole = false,
+                }
+            }
+        }
+        if !whole {
+            elsewhere.push(i);
+            continue;
+        }
+        let name = dump_name(&d.volume, d.time_ns);
+        let refused = |e: Error| {
+            Error::corrupt(format!(
+                "tape {}: dump {name}: its manifest is refused, as a restore would refuse it: \
+                 {e}; the tape is damaged or was crafted",
+                cat.label
+            ))
+        };
+        let bytes = ManifestBytes {
+            chunks: chunks.into_iter(),
+            tape,
+            spool,
+            what: format!("manifest of dump {name}"),
+            buf: Vec::new(),
+            pos: 0,
+        };
+        for entry in ManifestReader::new(bytes).map_err(refused)? {
+            entry.map_err(refused)?;
+        }
+    }
+    Ok(elsewhere)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1161,7 +1303,8 @@ fn copy_verified(src: &Path, tmp_dir: &Path, id: &PackId) -> Result<PathBuf> {
 /// by volume and time; new ids; bases and chains mapped), with the chunks each owns, and
 /// record the tape in the media catalog. Importing twice adds nothing.
 pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
-    let cat = verify_payload(dir)?;
+    let verified = verify_payload_with(dir, Some(&ChunkReader::new(spool)?))?;
+    let cat = verified.catalog;
     let mut summary = ImportSummary {
         label: cat.label.clone(),
         ..ImportSummary::default()
@@ -1245,6 +1388,28 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
         tape_dumps.push((next_id, td.tape_bytes));
         next_id += 1;
         new_dumps.push((rec, td));
+    }
+    // A new dump's manifest must have been checked: its chunks on earlier tapes must be here.
+    for &i in &verified.manifests_elsewhere {
+        let td = &cat.dumps[i];
+        if new_dumps.iter().any(|(_, t)| std::ptr::eq(*t, td)) {
+            let elsewhere: Vec<&str> = td
+                .tapes_needed
+                .iter()
+                .filter(|l| **l != cat.label)
+                .map(String::as_str)
+                .collect();
+            return Err(Error::usage(format!(
+                "tape {}: the manifest of dump {} is partly on another tape, which this spool does not hold, so it cannot be checked; import {} first",
+                cat.label,
+                dump_name(&td.volume, td.time_ns),
+                if elsewhere.is_empty() {
+                    "the tape holding it".to_string()
+                } else {
+                    format!("tape {}", elsewhere.join(", "))
+                }
+            )));
+        }
     }
     let known_labels: HashSet<&str> = recorded.iter().map(|t| t.label.as_str()).collect();
     let mut also: BTreeSet<String> = BTreeSet::new();
@@ -1672,6 +1837,71 @@ mod tests {
         verify_payload(&dir).unwrap();
         fs::write(dir.join(PACKS_DIR).join("stray"), b"x").unwrap();
         assert!(verify_payload(&dir).is_err());
+    }
+
+    /// A manifest with chunks neither on the tape nor in the spool cannot be read, so it is
+    /// not checked: verify says which dump, and import refuses to add that dump unchecked. A
+    /// spool that holds those chunks lets verify read and check it.
+    #[test]
+    fn a_manifest_partly_elsewhere_is_checked_against_the_spool_or_refused_by_import() {
+        let f = fixture();
+        // A tape of the level 0 only, whose CATALOG names the level 1's manifest as the
+        // level 0's: chunks the source spool holds and the tape does not.
+        let mut plan = plan_export(&f.spool, &[], None).unwrap();
+        plan.dumps.truncate(1);
+        plan.per_dump.truncate(1);
+        let dir = f.tmp.path().join("tape-A");
+        write_payload(&f.spool, &plan, "A", None, 1, &dir, &NoProgress).unwrap();
+        let mut cat = read_catalog(&dir).unwrap();
+        let l1 = f.spool.catalog.dumps(None).unwrap()[1].clone();
+        let on_tape: HashSet<[u8; 32]> = cat.dumps[0].chunks.iter().map(|c| c.0).collect();
+        assert!(l1.manifest.iter().all(|(id, _)| !on_tape.contains(id)));
+        let write = |cat: &TapeCatalog| {
+            fs::write(
+                dir.join(CATALOG_FILE),
+                serde_json::to_vec_pretty(cat).unwrap(),
+            )
+            .unwrap()
+        };
+        let manifest_of = |chunks: &[([u8; 32], u32)]| {
+            chunks
+                .iter()
+                .map(|(id, len)| ManifestChunk {
+                    id: HexId(*id),
+                    len: *len,
+                })
+                .collect::<Vec<_>>()
+        };
+        cat.dumps[0].manifest = manifest_of(&l1.manifest);
+        write(&cat);
+        assert_eq!(
+            verify_payload_with(&dir, None).unwrap().manifests_elsewhere,
+            [0]
+        );
+        let source = ChunkReader::new(&f.spool).unwrap();
+        let v = verify_payload_with(&dir, Some(&source)).unwrap();
+        assert!(v.manifests_elsewhere.is_empty(), "read from the spool");
+        let tmp2 = tempfile::tempdir().unwrap();
+        let target = Spool::init(&tmp2.path().join("spool")).unwrap();
+        let err = import_payload(&target, &dir).unwrap_err().to_string();
+        assert!(err.contains("cannot be checked"), "{err}");
+        spool_is_empty(&target);
+
+        // A chunk that is on the tape but no manifest (a data chunk of the level 0): read,
+        // and refused.
+        let l0 = f.spool.catalog.dumps(None).unwrap()[0].clone();
+        let data = cat.dumps[0]
+            .chunks
+            .iter()
+            .map(|c| c.0)
+            .find(|c| l0.manifest.iter().all(|(id, _)| id != c))
+            .unwrap();
+        cat.dumps[0].manifest = manifest_of(&[(data, 1)]);
+        write(&cat);
+        let err = verify_payload(&dir).unwrap_err().to_string();
+        assert!(err.contains("its manifest is refused"), "{err}");
+        assert!(import_payload(&target, &dir).is_err());
+        spool_is_empty(&target);
     }
 
     #[test]
