@@ -188,6 +188,7 @@ fi
 
 # --- work directory -----------------------------------------------------------------------------
 
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')  # others' load skews the times
 WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/reel-bench.XXXXXX")
 cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -574,7 +575,8 @@ report() {
     echo "## Benchmark: $(echo "$TOOLS" | sed 's/ / vs /g')"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); reel commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "- machine: $(nproc) CPUs ($cpu), $mem RAM, kernel $(uname -r), work dir on $fs"
+    echo "- machine: $(nproc) CPUs ($cpu), $mem RAM, kernel $(uname -r), work dir on $fs;" \
+        "load average $LOAD0 at the start, $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?') at the end"
     local versions=()
     [ -z "$REEL" ] || versions+=("$(ver "$REEL" --version || true)")
     ! has_tool restic || versions+=("$(ver restic version)")
