@@ -448,6 +448,7 @@ if [ "$BENCH_MANY_FILES" -gt 0 ] && [ -n "$TOOLS" ]; then
     MBYTES=$(tree_bytes "$MANY")
     MFILES=$(find "$MANY" -type f | wc -l)
     MDIRS=$(find "$MANY" -mindepth 1 -type d | wc -l)
+    MTOP=$(find "$MANY" -mindepth 1 -maxdepth 1 -type d | wc -l)
     MUNIQUE=$(find "$MANY" -type f -exec md5sum {} + | cut -d' ' -f1 | sort -u | wc -l)
     if [ -w /proc/sys/vm/drop_caches ]; then
         DROP_CACHES=1
@@ -456,7 +457,7 @@ if [ "$BENCH_MANY_FILES" -gt 0 ] && [ -n "$TOOLS" ]; then
         warm "$MANY"
         MCACHE="warm (not root: the page cache cannot be dropped; the tree was read once before)"
     fi
-    MANY_LINE="tools/gen_tree.py --many-files $BENCH_MANY_FILES --size-mb $BENCH_MANY_MB --dup-percent $BENCH_MANY_DUP_PCT --seed $BENCH_SEED: $MFILES files ($((MFILES - MUNIQUE)) of them copies of others) in $MDIRS folders, $(awk -v b="$MBYTES" 'BEGIN {printf "%.1f", b / 1e6}') MB, generated in $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", b - a}') s; page cache $MCACHE"
+    MANY_LINE="tools/gen_tree.py --many-files $BENCH_MANY_FILES --size-mb $BENCH_MANY_MB --dup-percent $BENCH_MANY_DUP_PCT --seed $BENCH_SEED: $MFILES files ($((MFILES - MUNIQUE)) of them copies of others) in $MDIRS folders ($MTOP top-level, $((MDIRS - MTOP)) below them), $(awk -v b="$MBYTES" 'BEGIN {printf "%.1f", b / 1e6}') MB, generated in $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", b - a}') s; page cache $MCACHE"
     say "$MANY_LINE"
     run=many
     repos_at "$WORK/many-"
@@ -626,7 +627,7 @@ report() {
         done
     fi
     if [ "${#MROWS[@]}" -gt 0 ]; then
-        echo
+        [ "${#ROWS[@]}" -eq 0 ] || echo
         echo "### Many files: $BENCH_MANY_FILES files, $BENCH_MANY_DUP_PCT% copies, page cache ${MCACHE%% *}"
         echo
         echo "- data: $MANY_LINE"
