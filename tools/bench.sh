@@ -34,6 +34,8 @@
 #                           (4 + BENCH_RUNS x tools) x BENCH_MB free: restored trees are kept;
 #                           the many-files scenario about (2 + 2 x tools) x BENCH_MANY_MB more)
 #   BENCH_BORG_COMPRESSION=zstd,3
+#   BENCH_KEEP=0            1: keep the work directory (repositories, restored trees, the tools'
+#                           output in logs/) at the end, for a look; its path is printed
 #   REEL_BIN                use this reel binary instead of building one with cargo build --profile dist
 #
 # Tools: restic and borg are apt-installed when missing; rustic and bupstash with
@@ -190,7 +192,9 @@ fi
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')  # others' load skews the times
 WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/reel-bench.XXXXXX")
-cleanup() { rm -rf "$WORK"; }
+cleanup() {
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then say "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 DATA="$WORK/data"
