@@ -4,6 +4,9 @@
     gen_tree.py DIR --size-mb N [--files N] [--seed S]   create a tree of about N MB
     gen_tree.py DIR --mutate DAY --percent P [--seed S]  change about P% of its bytes
     gen_tree.py DIR --small-files N [--seed S]           create N tiny files, fast
+    gen_tree.py DIR --many-files N --size-mb M [--dup-percent D] [--seed S]
+                                                         create N files of M MiB in all, D% of
+                                                         them duplicates (default 30), fast
 
 The tree looks like a working volume: mostly text (prose, source code, logs; compressible),
 some incompressible binary, a few large files (a page-structured database, a big log, a disk
@@ -13,12 +16,24 @@ measured on identical data.
 
 --mutate changes the tree the way a day of work does: edits in place inside large files, appends
 to logs, rewritten small files, a few new and a few deleted files. The changed byte count is
-about P% of the tree's size (printed at the end). Each DAY differs.
+about P% of the tree's size (printed at the end). Each DAY differs. It works on any tree,
+the --many-files one included.
+
+--many-files builds a tree shaped like a home or project volume with many small files: 50
+top-level folders of 20 subfolders each (1,000 leaf folders, N/1000 files in each); file sizes
+from a fixed spread (60% 100 B-4 KiB, 30% 4-16 KiB, 8.5% 16-64 KiB, 1.4% 64-256 KiB, 0.1%
+256 KiB-4 MiB, log-uniform within each class, then all scaled so the tree has M MiB); D% of
+the files are byte-for-byte copies of other files under other names and in other folders; the
+content is text, source code and logs (compressible) and binary (random, incompressible), the
+larger files more often binary. Each file's bytes come from its own seeded generator, so a
+copy is regenerated rather than read back; about 1.7 GB takes well under a minute on one core.
+(--size-mb 1659 gives 1.74 GB, MB = 10^6 bytes.)
 
 Only the standard library is used.
 """
 
 import argparse
+import array
 import os
 import random
 import sys
@@ -126,6 +141,23 @@ KINDS = [  # (weight, extension, generator)
 ]
 
 
+# Extensions of the --many-files tree that KINDS does not name, for --mutate on it.
+EXTRA_KINDS = {
+    ".html": prose,
+    ".h": code,
+    ".py": code,
+    ".js": code,
+    ".go": code,
+    ".png": binary,
+    ".jpg": binary,
+    ".gz": binary,
+    ".zip": binary,
+    ".pdf": binary,
+    ".mp3": binary,
+    ".sqlite": db_pages,
+}
+
+
 def content_for(ext, rng, n):
     for _, e, gen in KINDS:
         if e == ext:
@@ -134,6 +166,8 @@ def content_for(ext, rng, n):
         return db_pages(rng, n)
     if ext == ".img":
         return binary(rng, n)
+    if ext in EXTRA_KINDS:
+        return EXTRA_KINDS[ext](rng, n)
     return prose(rng, n)
 
 
@@ -276,6 +310,208 @@ def small_files(root, n, seed):
     print(f"gen_tree: {root}: {n} small files", file=sys.stderr)
 
 
+# --- many files ---------------------------------------------------------------------------------
+#
+# The generators above build text a line at a time with rng.choices: fine for the 300 MB tree,
+# too slow for a couple of GB. These draw 16-bit indices into tables of 65,536 pieces (phrases
+# of prose, lines of code, tails of log lines) with one randbytes call per batch, so the cost is
+# a join, not a Python loop per word. The tables are built once per seed from the same
+# vocabulary; the words' frequencies follow Zipf's law, so prose compresses about as real text
+# does, and a file's content is its own random walk through them (no two files share a run of
+# more than a few pieces, so nothing dedups across files but the deliberate copies).
+
+PHRASES = None  # 65,536 bytes objects: 1-3 words and a separator
+CODE_LINES = None  # 65,536 bytes objects: a line of code with its newline
+LOG_TAILS = None  # 65,536 str: the end of a log line, after the time stamp and the id
+TABLE_N = 65536
+
+
+def build_fast_tables(seed):
+    global PHRASES, CODE_LINES, LOG_TAILS
+    rng = random.Random(seed * 7919 + 2)
+    cum = []
+    acc = 0.0
+    for i in range(len(WORDS)):
+        acc += 1.0 / (i + 1)
+        cum.append(acc)
+    zipf = rng.sample(WORDS, len(WORDS))  # which word is the most frequent: per seed
+    seps = [" "] * 14 + [", ", ". ", ". ", ".\n", "\n"]
+    phrases = []
+    for _ in range(TABLE_N):
+        ws = rng.choices(zipf, cum_weights=cum, k=rng.choice((1, 1, 2, 2, 3)))
+        phrases.append((" ".join(ws) + rng.choice(seps)).encode())
+    PHRASES = phrases
+    CODE_LINES = [(line + "\n").encode() for line in rng.choices(CODE_POOL, k=TABLE_N)]
+    levels = ("INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR")
+    tails = []
+    for _ in range(TABLE_N):
+        w = rng.choices(zipf, cum_weights=cum, k=4)
+        tails.append(
+            f"{rng.choice(levels)} worker-{rng.randint(0, 31)} {w[0]} {w[1]} "
+            f"took={rng.randint(0, 5000)}ms {w[2]} {w[3]}\n"
+        )
+    LOG_TAILS = tails
+
+
+def _indices(rng, k):
+    a = array.array("H")
+    a.frombytes(rng.randbytes(2 * k))
+    return a
+
+
+def fast_pieces(rng, n, table, avg):
+    parts = []
+    size = 0
+    while size < n:
+        s = b"".join(map(table.__getitem__, _indices(rng, (n - size) // avg + 8)))
+        parts.append(s)
+        size += len(s)
+    return b"".join(parts)[:n]
+
+
+def fast_prose(rng, n):
+    return fast_pieces(rng, n, PHRASES, 10)
+
+
+def fast_code(rng, n):
+    return fast_pieces(rng, n, CODE_LINES, 36)
+
+
+def fast_log(rng, n):
+    t = 1_790_000_000 + rng.getrandbits(23)
+    parts = []
+    size = 0
+    while size < n:
+        k = (n - size) // 100 + 4
+        idx = _indices(rng, k)
+        step = rng.randbytes(k)
+        ids = rng.randbytes(5 * k).hex()
+        lines = []
+        for i in range(k):
+            b = step[i]
+            t += b & 3
+            lines.append(f"{t}.{(b * 7) % 1000:03d} id={ids[10 * i:10 * i + 10]} {LOG_TAILS[idx[i]]}")
+        s = "".join(lines).encode()
+        parts.append(s)
+        size += len(s)
+    return b"".join(parts)[:n]
+
+
+def fast_db(rng, n):
+    """8 KiB pages like db_pages: a header, half prose, half random."""
+    pages = (n + 8191) // 8192
+    text = fast_prose(rng, pages * 4096)
+    rand = rng.randbytes(pages * 4096)
+    out = []
+    for p in range(pages):
+        head = f"PAGE{p:010d}v000000|".encode()
+        out.append(head + text[p * 4096 + len(head):(p + 1) * 4096] + rand[p * 4096:(p + 1) * 4096])
+    return b"".join(out)[:n]
+
+
+MANY_TOP, MANY_SUB = 50, 20  # 50 top-level folders x 20 subfolders = 1,000 leaf folders
+# (share of the files, smallest, largest) before scaling to the size asked for
+MANY_SIZES = [
+    (0.600, 100, 4096),
+    (0.300, 4096, 16384),
+    (0.085, 16384, 65536),
+    (0.014, 65536, 262144),
+    (0.001, 262144, 4 * MB),
+]
+# per size class (< 16 KiB, < 256 KiB, larger): weights of prose, code, log, binary, db
+MANY_KIND_WEIGHTS = [(30, 40, 5, 25, 0), (20, 25, 15, 35, 5), (5, 5, 20, 50, 20)]
+MANY_KINDS = [
+    (fast_prose, (".txt", ".md", ".html")),
+    (fast_code, (".rs", ".c", ".h", ".py", ".js", ".go")),
+    (fast_log, (".log",)),
+    (binary, (".png", ".jpg", ".gz", ".zip", ".pdf", ".mp3")),
+    (fast_db, (".db", ".sqlite")),
+]
+
+
+def many_files(root, n, size_mb, dup_percent, seed):
+    rng = random.Random(seed * 104_729 + 3)
+    total = int(size_mb * MB)
+    n_dup = int(n * dup_percent / 100)
+    n_uni = n - n_dup
+    if n_uni < 1:
+        sys.exit("gen_tree: --dup-percent leaves no original file")
+    # Sizes of the originals, by class.
+    cum = []
+    acc = 0.0
+    for share, _, _ in MANY_SIZES:
+        acc += share
+        cum.append(acc)
+    sizes = []
+    classes = rng.choices(range(len(MANY_SIZES)), cum_weights=cum, k=n_uni)
+    for c in classes:
+        _, lo, hi = MANY_SIZES[c]
+        sizes.append(lo * (hi / lo) ** rng.random())
+    # Each copy copies one original, any original equally likely (some get several copies).
+    source = [rng.randrange(n_uni) for _ in range(n_dup)]
+    scale = total / (sum(sizes) + sum(sizes[s] for s in source))
+    sizes = [int(x * scale) for x in sizes]
+    kinds = []
+    exts = []
+    for sz in sizes:
+        w = MANY_KIND_WEIGHTS[0 if sz < 16384 else 1 if sz < 262144 else 2]
+        k = rng.choices(range(len(MANY_KINDS)), weights=w)[0]
+        kinds.append(k)
+        exts.append(rng.choice(MANY_KINDS[k][1]))
+    # Places: every leaf folder gets n/1000 files (the first n % 1000 one more), in random order.
+    leaves = MANY_TOP * MANY_SUB
+    slot = list(range(n))
+    rng.shuffle(slot)
+    leaf_of = [s % leaves for s in slot]
+    stems = rng.choices(WORDS, k=n)
+    names = [f"{stems[i]}_{i:06d}{exts[i]}" for i in range(n_uni)]
+    for j in range(n_dup):
+        i = n_uni + j
+        src = source[j]
+        # Half the copies keep the original's name (in another folder), the others get a new one.
+        if leaf_of[i] != leaf_of[src] and rng.random() < 0.5:
+            names.append(names[src])
+        else:
+            names.append(f"{stems[i]}_{i:06d}{exts[src]}")
+    tops = rng.sample(WORDS, MANY_TOP)
+    by_leaf = [[] for _ in range(leaves)]
+    for i in range(n):
+        by_leaf[leaf_of[i]].append(i)
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    r = random.Random()
+    written = 0
+    dup_bytes = 0
+    for leaf in range(leaves):
+        top = leaf // MANY_SUB
+        dpath = os.path.join(root, f"{tops[top]}{top:02d}", f"sub{leaf % MANY_SUB:02d}")
+        os.makedirs(dpath, exist_ok=True)
+        used = set()
+        for i in by_leaf[leaf]:
+            src = i if i < n_uni else source[i - n_uni]
+            name = names[i]
+            if name in used:  # two copies of one original with its name in the same folder
+                name = f"{stems[i]}_{i:06d}{exts[src]}"
+            used.add(name)
+            r.seed((seed << 40) + 0x5EED + src)  # the original's bytes, for a copy too
+            data = MANY_KINDS[kinds[src]][0](r, sizes[src])
+            fd = os.open(os.path.join(dpath, name), flags, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            written += len(data)
+            if i >= n_uni:
+                dup_bytes += len(data)
+    print(
+        f"gen_tree: {root}: {n} files ({n_dup} copies of others, {dup_bytes / MB:.1f} MiB), "
+        f"{written / MB:.1f} MiB ({written / 1e9:.2f} GB) in {leaves} folders",
+        file=sys.stderr,
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir")
@@ -285,10 +521,18 @@ def main():
     ap.add_argument("--mutate", type=int, metavar="DAY")
     ap.add_argument("--percent", type=float, default=1.0)
     ap.add_argument("--small-files", type=int, metavar="N")
+    ap.add_argument("--many-files", type=int, metavar="N")
+    ap.add_argument("--dup-percent", type=float, default=30.0)
     a = ap.parse_args()
-    modes = sum(x is not None for x in (a.size_mb, a.mutate, a.small_files))
-    if modes != 1:
-        ap.error("give exactly one of --size-mb, --mutate, --small-files")
+    if a.many_files is not None:
+        if a.size_mb is None or a.mutate is not None or a.small_files is not None:
+            ap.error("--many-files needs --size-mb and no other mode")
+    else:
+        modes = sum(x is not None for x in (a.size_mb, a.mutate, a.small_files))
+        if modes != 1:
+            ap.error("give exactly one of --size-mb, --mutate, --small-files, --many-files")
+    if not 0 <= a.dup_percent < 100:
+        ap.error("--dup-percent must be in [0, 100)")
     build_vocab(a.seed)
     if a.mutate is not None:
         if not os.path.isdir(a.dir):
@@ -297,6 +541,10 @@ def main():
     elif a.small_files is not None:
         os.makedirs(a.dir, exist_ok=True)
         small_files(a.dir, a.small_files, a.seed)
+    elif a.many_files is not None:
+        os.makedirs(a.dir, exist_ok=True)
+        build_fast_tables(a.seed)
+        many_files(a.dir, a.many_files, a.size_mb, a.dup_percent, a.seed)
     else:
         os.makedirs(a.dir, exist_ok=True)
         generate(a.dir, a.size_mb, a.files, a.seed)
