@@ -129,22 +129,31 @@ impl ChunkLoc {
     /// Decompress a frame's stored bytes (framed chunks only), checking its length. The
     /// frame's own hash is not known here; `frame::slice` verifies each chunk instead.
     pub fn decode_frame(&self, stored: &[u8]) -> Result<Vec<u8>> {
+        let mut raw = Vec::new();
+        self.decode_frame_into(stored, &mut raw)?;
+        Ok(raw)
+    }
+
+    /// [`ChunkLoc::decode_frame`] into `raw` (its old content is replaced), so a reader of
+    /// many frames reuses one buffer and one zstd context.
+    pub fn decode_frame_into(&self, stored: &[u8], raw: &mut Vec<u8>) -> Result<()> {
         let f = self.frame.expect("framed chunk");
-        let raw = if self.compressed {
-            zstd::bulk::decompress(stored, f.raw_len as usize).map_err(|e| {
+        if self.compressed {
+            crate::pack::zstd_decompress_into(stored, f.raw_len as usize, raw).map_err(|e| {
                 Error::corrupt(format!(
                     "frame does not decompress ({e}); the pack holding it is damaged"
                 ))
-            })?
+            })?;
         } else {
-            stored.to_vec()
-        };
+            raw.clear();
+            raw.extend_from_slice(stored);
+        }
         if raw.len() != f.raw_len as usize {
             return Err(Error::corrupt(
                 "frame has the wrong length; the pack holding it is damaged",
             ));
         }
-        Ok(raw)
+        Ok(())
     }
 
     /// Turn the stored bytes of the chunk's blob into the chunk's verified raw bytes.

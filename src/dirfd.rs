@@ -352,6 +352,18 @@ impl Dir {
         Ok(File::from(fd))
     }
 
+    /// Open existing file `name` for writing, never through a symlink and never blocking on a
+    /// FIFO; the caller checks with `fstat` that it is the inode it expects.
+    pub fn open_write(&self, name: &[u8]) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            cname(name)?.as_c_str(),
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(File::from(fd))
+    }
+
     /// Make symlink `name` pointing at `target`.
     pub fn symlink(&self, target: &[u8], name: &[u8]) -> io::Result<()> {
         let target =
@@ -781,8 +793,9 @@ pub fn raise_fd_limit() -> u64 {
     })
 }
 
-/// How many descriptors one pipeline stage may hold: a quarter of the limit, so the dump's two
-/// windows, a restore's window and their directory handles fit together with room to spare.
+/// How many descriptors one pipeline stage may hold: half the limit, so a restore batch's
+/// directories and open files (or the dump's two windows of directory handles) fit beside the
+/// packs, the catalog and the current path's directories with room to spare.
 pub fn fd_budget() -> usize {
-    (raise_fd_limit() / 4).clamp(64, 1 << 16) as usize
+    (raise_fd_limit() / 2).clamp(64, 1 << 20) as usize
 }

@@ -211,6 +211,11 @@ pub fn verified<'a>(raw: &'a [u8], id: &ChunkId, range: Range<usize>) -> Result<
 
 /// The bytes of chunk `id` at `inner..inner+len` of a raw frame, verified against the id.
 pub fn slice(raw: &[u8], id: &ChunkId, inner: u32, len: u32) -> Result<Vec<u8>> {
+    slice_ref(raw, id, inner, len).map(<[u8]>::to_vec)
+}
+
+/// [`slice`] without the copy: the chunk's bytes inside the frame.
+pub fn slice_ref<'a>(raw: &'a [u8], id: &ChunkId, inner: u32, len: u32) -> Result<&'a [u8]> {
     let r = inner as usize..inner as usize + len as usize;
     let data = raw.get(r).ok_or_else(|| {
         Error::corrupt(format!(
@@ -224,7 +229,7 @@ pub fn slice(raw: &[u8], id: &ChunkId, inner: u32, len: u32) -> Result<Vec<u8>> 
             id.short()
         )));
     }
-    Ok(data.to_vec())
+    Ok(data)
 }
 
 #[cfg(test)]

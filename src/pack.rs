@@ -374,22 +374,39 @@ fn looks_incompressible(raw: &[u8]) -> bool {
 const BULK_DECOMPRESS_MAX: usize = 16 << 20;
 
 fn zstd_decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    zstd_decompress_into(stored, raw_len, &mut out)?;
+    Ok(out)
+}
+
+/// Decompress into `out` (cleared first), with this thread's reused zstd context: a restore
+/// decompresses thousands of frames, and a fresh context and buffer for each cost an
+/// allocation of the frame's size and the context's set-up every time.
+pub(crate) fn zstd_decompress_into(
+    stored: &[u8],
+    raw_len: usize,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    out.clear();
     if raw_len > BULK_DECOMPRESS_MAX {
         use std::io::Read;
-        let mut out = Vec::new();
         zstd::stream::read::Decoder::with_buffer(stored)?
             .take(raw_len as u64 + 1)
-            .read_to_end(&mut out)?;
-        return Ok(out);
+            .read_to_end(out)?;
+        return Ok(());
     }
+    out.reserve(raw_len);
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
             *d = Some(zstd::bulk::Decompressor::new()?);
         }
         match d.as_mut() {
-            Some(d) => d.decompress(stored, raw_len),
-            None => zstd::bulk::decompress(stored, raw_len),
+            Some(d) => d.decompress_to_buffer(stored, out).map(drop),
+            None => {
+                *out = zstd::bulk::decompress(stored, raw_len)?;
+                Ok(())
+            }
         }
     })
 }
@@ -1068,6 +1085,26 @@ impl PackReader {
             entries.push(e);
         }
         Ok(entries)
+    }
+
+    /// [`PackReader::read_stored`] into `buf` (its old content is replaced), so a reader of
+    /// many blobs reuses one buffer.
+    pub fn read_stored_into(&self, entry: &BlobEntry, buf: &mut Vec<u8>) -> Result<()> {
+        match entry.offset.checked_add(u64::from(entry.stored_len)) {
+            Some(end) if end <= self.size => {}
+            _ => return self.read_stored(entry).map(drop),
+        }
+        let len = entry.stored_len as usize;
+        buf.clear();
+        buf.resize(len, 0);
+        match self.file.read_exact_at(buf, entry.offset) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(self.corrupt(format!(
+                "truncated: cannot read {len} bytes at offset {}",
+                entry.offset
+            ))),
+            Err(e) => Err(Error::io(&self.path, e)),
+        }
     }
 
     /// The stored (possibly compressed) bytes of one blob, unverified.
