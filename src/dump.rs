@@ -35,8 +35,10 @@ use crate::{ChunkId, Entry, EntryKind, Error, Extent, Result};
 
 /// Files up to this size are read whole, many at once; larger ones stream in segments.
 const SMALL_FILE: u64 = 4 << 20;
-/// A window of entries closes when its files to read reach this many bytes...
-const WINDOW_BYTES: u64 = 32 << 20;
+/// A window of entries closes when its files to read reach this many bytes... Two windows are
+/// in memory at a time (one being read, one being stored): 16 MiB rather than 32 keeps a dump
+/// of many small files under 150 MB of memory for 3-5% of its time (docs/PERFORMANCE.md).
+const WINDOW_BYTES: u64 = 16 << 20;
 /// ...or this many entries.
 const WINDOW_ENTRIES: usize = 4096;
 /// Segment size for large files.
@@ -163,6 +165,9 @@ struct Session<'a> {
     read_bytes: u64,
     warnings: Vec<String>,
     progress: &'a dyn Progress,
+    /// Window buffers back from stored windows, for the next windows to read into (two are in
+    /// use at a time: one being read, one being stored).
+    spare_bufs: Vec<Vec<u8>>,
 }
 
 /// What a finished scan holds: the open store (its last pack not sealed yet) and the manifest.
@@ -419,6 +424,7 @@ fn scan<'a>(
         read_bytes: 0,
         warnings: Vec::new(),
         progress,
+        spare_bufs: Vec::new(),
     };
     let owning = s.owner.is_some();
     // After a purge, an unchanged file's chunks may be on tape only. A dump that may own them
@@ -507,7 +513,8 @@ fn scan<'a>(
             || window_dirs >= dir_budget
         {
             crate::clone::freeze::check_interrupted()?;
-            let next = ReadingWindow::start(std::mem::take(&mut window), s.params);
+            let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
+            let next = ReadingWindow::start(std::mem::take(&mut window), s.params, buf);
             if let Some(before) = reading.replace(next) {
                 s.store_window(before, &mut manifest)?;
             }
@@ -515,7 +522,8 @@ fn scan<'a>(
             window_dirs = 0;
         }
     }
-    let last = ReadingWindow::start(window, s.params);
+    let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
+    let last = ReadingWindow::start(window, s.params, buf);
     if let Some(before) = reading.take() {
         s.store_window(before, &mut manifest)?;
     }
@@ -793,7 +801,11 @@ fn unchanged<I: Iterator<Item = Result<Entry>>>(
 /// What reading one file gave.
 struct FileContent {
     extents: Vec<Extent>,
-    data: Vec<u8>,
+    /// The bytes read: `len` bytes at the start of the file's slot in its window's buffer, or,
+    /// when the file had grown past the size the walk saw, a buffer of its own.
+    len: usize,
+    own: Option<Vec<u8>>,
+    /// The chunks, as ranges of those bytes.
     chunks: Vec<(ChunkId, Range<usize>)>,
     /// Stat data as read (the file may have changed since the walk).
     md: Stat,
@@ -833,10 +845,11 @@ fn wait_to_settle(md: &Stat) {
     }
 }
 
-/// Read a small file whole, cut and hash it. Retries while the file changes under us, or
-/// changed so lately that a write may have been in flight (`SETTLE`). What is stored is what
-/// the last read gave, with the size it gave: never more bytes than were read.
-fn read_small(src: &Source, params: &ChunkerParams) -> Result<Got<FileContent>> {
+/// Read a small file whole into `slot` (its share of the window's buffer, as large as the walk
+/// saw the file), cut and hash it. Retries while the file changes under us, or changed so
+/// lately that a write may have been in flight (`SETTLE`). What is stored is what the last read
+/// gave, with the size it gave: never more bytes than were read.
+fn read_small(src: &Source, slot: &mut [u8], params: &ChunkerParams) -> Result<Got<FileContent>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -844,17 +857,25 @@ fn read_small(src: &Source, params: &ChunkerParams) -> Result<Got<FileContent>> 
             Got::Read(opened) => opened,
             Got::LeftOut(why) => return Ok(Got::LeftOut(why)),
         };
-        let data = read_up_to(&f, before.size as usize).map_err(|e| Error::io(src.shown(), e))?;
+        let want = before.size as usize;
+        let (len, own) = if want <= slot.len() {
+            let n = read_into(&f, &mut slot[..want]).map_err(|e| Error::io(src.shown(), e))?;
+            (n, None)
+        } else {
+            // Grown since the walk: more than its slot holds.
+            let data = read_up_to(&f, want).map_err(|e| Error::io(src.shown(), e))?;
+            (data.len(), Some(data))
+        };
         let after = fstat(&f, src)?;
-        let stable = settled
-            && before.content_key() == after.content_key()
-            && data.len() as u64 == after.size;
+        let stable =
+            settled && before.content_key() == after.content_key() && len as u64 == after.size;
         if !stable && attempt < READ_ATTEMPTS {
             wait_to_settle(&after);
             continue;
         }
         let xattrs = refreshed_xattrs(&f, src, &after)?;
-        let (chunks, _) = chunk::cut_hashed(&data, params, true);
+        let data = own.as_deref().unwrap_or(&slot[..len]);
+        let (chunks, _) = chunk::cut_hashed(data, params, true);
         let extents = chunks
             .iter()
             .map(|(id, r)| Extent::Chunk {
@@ -865,13 +886,29 @@ fn read_small(src: &Source, params: &ChunkerParams) -> Result<Got<FileContent>> 
         let warning = (!stable).then(|| changed_while_read(src));
         return Ok(Got::Read(FileContent {
             extents,
-            data,
+            len,
+            own,
             chunks,
             md: after,
             xattrs,
             warning,
         }));
     }
+}
+
+/// Read from the start of `f` until `buf` is full or the file ends; the bytes read.
+fn read_into(f: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Read at most `len` bytes of `f` (the size its stat gave) into a buffer of that capacity,
@@ -978,8 +1015,35 @@ fn kind_name(k: EntryKind) -> &'static str {
     }
 }
 
-/// What `read_small` gave for each small file of a window, in window order.
-type SmallReads = Vec<Result<Got<FileContent>>>;
+/// Threads that read, cut and hash a window's small files. More than the cores: a small file
+/// that is not in the page cache costs an inode and a data block read from the disk, a few
+/// hundred microseconds each on a virtual disk, and with a thread a core only that many reads
+/// are ever in flight; the disk answers a deeper queue much faster. The cutting and hashing on
+/// the same threads take the cores as the reads leave them.
+const READ_THREADS: usize = 8;
+
+fn read_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(READ_THREADS)
+            .thread_name(|i| format!("reel-read-{i}"))
+            .build()
+            .expect("the reading threads start")
+    })
+}
+
+/// A buffer for a window's small files: as large as they can be (a window closes once its
+/// files reach `WINDOW_BYTES`, and the last one is at most `SMALL_FILE`), made once on this
+/// thread and reused for every window, so it neither grows step by step nor lands in the
+/// allocator arena of whichever reading thread first needs it.
+fn window_buffer() -> Vec<u8> {
+    vec![0u8; (WINDOW_BYTES + SMALL_FILE) as usize]
+}
+
+/// What `read_small` gave for each small file of a window, in window order, and the window's
+/// buffer their bytes are in.
+type SmallReads = (Vec<u8>, Vec<Result<Got<FileContent>>>);
 
 /// A window whose small files are being read, cut and hashed on the pool (`read_small`).
 struct ReadingWindow {
@@ -992,7 +1056,10 @@ struct ReadingWindow {
 }
 
 impl ReadingWindow {
-    fn start(window: Vec<Work>, params: ChunkerParams) -> ReadingWindow {
+    /// Start reading `window`'s small files into `buf` (a buffer from an earlier window, kept:
+    /// allocating a window's worth for every window on the reading threads left each of their
+    /// allocator arenas holding one).
+    fn start(window: Vec<Work>, params: ChunkerParams, mut buf: Vec<u8>) -> ReadingWindow {
         let small: Vec<usize> = window
             .iter()
             .enumerate()
@@ -1002,19 +1069,34 @@ impl ReadingWindow {
         let sources: Vec<Source> = small.iter().map(|&i| window[i].src.clone()).collect();
         let (tx, done) = std::sync::mpsc::sync_channel(1);
         let work = move || {
-            let contents = sources.par_iter().map(|s| read_small(s, &params)).collect();
-            let _ = tx.send(contents);
+            // One buffer for the window, a slot a file as large as the walk saw it, rather than
+            // an allocation a file on each of the reading threads.
+            let sizes: Vec<usize> = sources.iter().map(|s| s.walked.size as usize).collect();
+            let total: usize = sizes.iter().sum();
+            if buf.len() < total {
+                // Exactly: `resize` alone would double the capacity, a window's worth of memory.
+                buf.reserve_exact(total - buf.len());
+                buf.resize(total, 0);
+            }
+            let mut slots: Vec<&mut [u8]> = Vec::with_capacity(sizes.len());
+            let mut rest = buf.as_mut_slice();
+            for &n in &sizes {
+                let (slot, tail) = rest.split_at_mut(n);
+                slots.push(slot);
+                rest = tail;
+            }
+            let contents = sources
+                .par_iter()
+                .zip(slots.into_par_iter())
+                .map(|(s, slot)| read_small(s, slot, &params))
+                .collect();
+            let _ = tx.send((buf, contents));
         };
-        if rayon::current_thread_index().is_some() {
-            // Inside the pool already: waiting there for a queued job could deadlock it.
-            work();
-        } else {
-            // A panic must not abort the process (rayon's default): the sender is dropped
-            // instead, and `wait` reports it.
-            rayon::spawn(move || {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-            });
-        }
+        // A panic must not abort the process (rayon's default): the sender is dropped instead,
+        // and `wait` reports it.
+        read_pool().spawn(move || {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        });
         let first_large = window
             .iter()
             .position(|w| matches!(w.action, Action::Read) && w.entry.size > SMALL_FILE)
@@ -1060,7 +1142,7 @@ impl Session<'_> {
         if reading.window.is_empty() {
             return Ok(());
         }
-        let contents = reading.wait()?;
+        let (buf, contents) = reading.wait()?;
         let ReadingWindow {
             mut window,
             small,
@@ -1068,35 +1150,35 @@ impl Session<'_> {
             ..
         } = reading;
         let mut batch: Vec<(ChunkId, &[u8])> = Vec::new();
-        let mut read: Vec<(usize, FileContent)> = Vec::new();
+        // (index in the window, where its slot starts in `buf`, what was read)
+        let mut read: Vec<(usize, usize, FileContent)> = Vec::new();
+        let mut slot_start = 0usize;
         for (&i, c) in small.iter().zip(contents) {
+            let start = slot_start;
+            slot_start += window[i].src.walked.size as usize;
             match c? {
-                Got::Read(c) if !c.md.is_sparse() || c.md.size == 0 => read.push((i, c)),
+                Got::Read(c) if !c.md.is_sparse() || c.md.size == 0 => read.push((i, start, c)),
                 // Sparse: no extents yet, so the segment path below reads it and keeps its holes.
                 Got::Read(_) => {}
                 Got::LeftOut(why) => window[i].left_out = Some(why),
             }
         }
         // Into the frames by file type, then in path order: see `type_key`.
-        read.sort_by_cached_key(|(i, _)| type_key(&window[*i].src.name));
-        for (_, c) in &read {
+        read.sort_by_cached_key(|(i, _, _)| type_key(&window[*i].src.name));
+        for (_, start, c) in &read {
+            let data = c.own.as_deref().unwrap_or(&buf[*start..*start + c.len]);
             for (id, r) in &c.chunks {
-                batch.push((*id, &c.data[r.clone()]));
+                batch.push((*id, &data[r.clone()]));
             }
         }
         self.store.put_batch(&batch, BlobKind::Data)?;
         drop(batch);
-        for (i, c) in read {
+        self.spare_bufs.push(buf);
+        for (i, _, c) in read {
             let w = &mut window[i];
-            self.read_bytes += c.data.len() as u64;
-            self.progress.advance(c.data.len() as u64);
-            apply_read_stat(
-                &mut w.entry,
-                &c.md,
-                c.data.len() as u64,
-                c.xattrs,
-                self.keep_ctime,
-            );
+            self.read_bytes += c.len as u64;
+            self.progress.advance(c.len as u64);
+            apply_read_stat(&mut w.entry, &c.md, c.len as u64, c.xattrs, self.keep_ctime);
             w.entry.extents = c.extents;
             if let Some(msg) = c.warning {
                 tracing::warn!("{msg}");

@@ -333,7 +333,11 @@ fn zstd_compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
             }
             *c = Some((level, z));
         }
-        c.as_mut()?.1.compress(raw).ok()
+        let mut out = c.as_mut()?.1.compress(raw).ok()?;
+        // The buffer was sized for the worst case (more than the raw length); what waits to be
+        // appended should hold only what compressing gave.
+        out.shrink_to_fit();
+        Some(out)
     })
 }
 

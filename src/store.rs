@@ -90,9 +90,9 @@ struct PendingFrame {
 }
 
 /// Raw bytes of frames compressing at once, at most. Deep enough that the pool keeps working
-/// while this thread appends, indexes or waits for a pack's fsync; bounded so memory does not
-/// grow with the volume.
-const INFLIGHT_RAW_MAX: usize = 32 << 20;
+/// while this thread appends, indexes or waits for a pack's fsync (four frames: two a core);
+/// bounded so memory does not grow with the volume.
+const INFLIGHT_RAW_MAX: usize = 16 << 20;
 
 /// Chunks indexed since the last commit after which the next sealed pack commits, whatever
 /// `checkpoint_mb` says: the uncommitted rows are held in memory, and packs of tiny chunks
