@@ -69,8 +69,44 @@ struct Frame {
     /// The directory's path relative to the root (empty for the root).
     rel: Vec<u8>,
     dir: Arc<Dir>,
-    /// Child names not yet yielded, sorted descending so that `pop` gives the smallest.
-    names: Vec<Vec<u8>>,
+    /// Child names not yet yielded, sorted descending so that `pop` gives the smallest, with
+    /// what was looked up for them ahead of their visit.
+    names: Vec<(Vec<u8>, Option<Looked>)>,
+}
+
+/// What was looked up for one name ahead of its visit, on the stat threads: its stat data and,
+/// for a non-directory, its extended attributes (a directory's come from its opened handle).
+struct Looked {
+    stat: io::Result<Stat>,
+    xattrs: Option<io::Result<crate::dirfd::Xattrs>>,
+}
+
+/// Directories with at least this many names have them looked up ahead, in parallel.
+const LOOK_AHEAD_MIN: usize = 8;
+/// Threads that look up a directory's names ahead of the walk. A `stat` of an inode that is not
+/// in memory waits for the disk; with one at a time, a cold walk of 200,000 files is a queue of
+/// 200,000 reads of a few hundred microseconds each. Looked up eight at a time, the disk
+/// answers the queue in a fraction of that.
+const LOOK_AHEAD_THREADS: usize = 8;
+
+fn look_ahead_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(LOOK_AHEAD_THREADS)
+            .thread_name(|i| format!("reel-stat-{i}"))
+            .build()
+            .expect("the stat threads start")
+    })
+}
+
+fn look(dir: &Dir, name: &[u8]) -> Looked {
+    let stat = dir.stat(name);
+    let xattrs = match &stat {
+        Ok(st) if !st.is_dir() => Some(dir.xattrs_of(name)),
+        _ => None,
+    };
+    Looked { stat, xattrs }
 }
 
 /// A depth-first, name-sorted walk of one volume tree; see the module documentation.
@@ -133,7 +169,7 @@ impl Walker {
 
     /// Look at child `name` of the top frame; `None` when it is skipped (vanished, or kept
     /// changing type; the warning is recorded). See the module documentation.
-    fn visit(&mut self, name: Vec<u8>) -> Result<Option<ScanItem>> {
+    fn visit(&mut self, name: Vec<u8>, mut looked: Option<Looked>) -> Result<Option<ScanItem>> {
         let frame = self.stack.last().expect("visit has a frame");
         let dir = Arc::clone(&frame.dir);
         let mut rel = Vec::with_capacity(frame.rel.len() + 1 + name.len());
@@ -144,7 +180,12 @@ impl Walker {
         rel.extend_from_slice(&name);
         let shown = || dir.shown_child(&name);
         for _ in 0..TYPE_ATTEMPTS {
-            let st = match dir.stat(&name) {
+            // What was looked up ahead serves the first look; a retry looks again.
+            let (stat, mut xattrs) = match looked.take() {
+                Some(l) => (l.stat, l.xattrs),
+                None => (dir.stat(&name), None),
+            };
+            let st = match stat {
                 Ok(st) => st,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(self.vanished(shown())),
                 Err(e) => return Err(Error::io(shown(), with_what("cannot stat", e))),
@@ -211,7 +252,7 @@ impl Walker {
                 }
                 _ => {}
             }
-            entry.xattrs = match dir.xattrs_of(&name) {
+            entry.xattrs = match xattrs.take().unwrap_or_else(|| dir.xattrs_of(&name)) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(self.vanished(shown())),
                 Err(e) => return Err(Error::io(shown(), e)),
@@ -239,13 +280,23 @@ impl Walker {
     }
 }
 
-/// A directory's names, sorted descending (so that `pop` yields them in ascending byte order).
-fn read_names(dir: &Dir) -> Result<Vec<Vec<u8>>> {
+/// A directory's names, sorted descending (so that `pop` yields them in ascending byte order),
+/// each with its stat data and xattrs looked up ahead when the directory has enough of them.
+fn read_names(dir: &Dir) -> Result<Vec<(Vec<u8>, Option<Looked>)>> {
     let mut names = dir
         .names()
         .map_err(|e| Error::io(dir.shown(), with_what("cannot read directory", e)))?;
     names.sort_unstable_by(|a, b| b.cmp(a));
-    Ok(names)
+    if names.len() < LOOK_AHEAD_MIN {
+        return Ok(names.into_iter().map(|n| (n, None)).collect());
+    }
+    use rayon::prelude::*;
+    let looked: Vec<Looked> =
+        look_ahead_pool().install(|| names.par_iter().map(|n| look(dir, n)).collect());
+    Ok(names
+        .into_iter()
+        .zip(looked.into_iter().map(Some))
+        .collect())
 }
 
 /// An error that says the name no longer holds what its `stat` said: a directory turned into a
@@ -271,11 +322,11 @@ impl Iterator for Walker {
                 self.stack.push(frame);
             }
             let frame = self.stack.last_mut()?;
-            let Some(name) = frame.names.pop() else {
+            let Some((name, looked)) = frame.names.pop() else {
                 self.stack.pop();
                 continue;
             };
-            match self.visit(name) {
+            match self.visit(name, looked) {
                 Ok(Some(item)) => return Some(Ok(item)),
                 Ok(None) => continue,
                 Err(e) => return Some(Err(e)),
@@ -596,7 +647,7 @@ pub(crate) mod tests {
         w.stack.push(Frame {
             rel: Vec::new(),
             dir: Arc::new(Dir::open(root).unwrap()),
-            names: vec![b"z".to_vec(), b"ghost".to_vec()],
+            names: vec![(b"z".to_vec(), None), (b"ghost".to_vec(), None)],
         });
         let rest: Vec<Vec<u8>> = w.by_ref().map(|r| r.unwrap().entry.path).collect();
         assert_eq!(rest, vec![b"z".to_vec()]);
