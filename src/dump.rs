@@ -168,6 +168,26 @@ struct Session<'a> {
     /// Window buffers back from stored windows, for the next windows to read into (two are in
     /// use at a time: one being read, one being stored).
     spare_bufs: Vec<Vec<u8>>,
+    /// How long a small file takes to read, a moving average in nanoseconds: while reads wait
+    /// on the disk a window is spread over all reading threads, while they come from memory
+    /// over a thread a core (waking eight threads for work two cores do made a warm
+    /// incremental 7% slower).
+    read_ns: f64,
+}
+
+/// A small file that takes longer than this to open and read is waiting on the disk (in memory
+/// it takes a few microseconds, from a virtual disk a few hundred).
+const READ_SLOW_NS: f64 = 50_000.0;
+
+impl Session<'_> {
+    /// On how many reading threads the next window's small files go.
+    fn read_threads(&self) -> usize {
+        if self.read_ns >= READ_SLOW_NS {
+            READ_THREADS
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
 }
 
 /// What a finished scan holds: the open store (its last pack not sealed yet) and the manifest.
@@ -425,6 +445,10 @@ fn scan<'a>(
         warnings: Vec::new(),
         progress,
         spare_bufs: Vec::new(),
+        // Until the first window tells, assume the files are in memory: a cold first window
+        // read on a thread a core costs a little; eight threads woken for a few files in memory
+        // cost every incremental that much.
+        read_ns: 0.0,
     };
     let owning = s.owner.is_some();
     // After a purge, an unchanged file's chunks may be on tape only. A dump that may own them
@@ -514,7 +538,8 @@ fn scan<'a>(
         {
             crate::clone::freeze::check_interrupted()?;
             let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
-            let next = ReadingWindow::start(std::mem::take(&mut window), s.params, buf);
+            let next =
+                ReadingWindow::start(std::mem::take(&mut window), s.params, buf, s.read_threads());
             if let Some(before) = reading.replace(next) {
                 s.store_window(before, &mut manifest)?;
             }
@@ -523,7 +548,7 @@ fn scan<'a>(
         }
     }
     let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
-    let last = ReadingWindow::start(window, s.params, buf);
+    let last = ReadingWindow::start(window, s.params, buf, s.read_threads());
     if let Some(before) = reading.take() {
         s.store_window(before, &mut manifest)?;
     }
@@ -813,6 +838,8 @@ struct FileContent {
     /// one walked (replaced since): the entry must describe the file whose bytes it holds.
     xattrs: Option<Xattrs>,
     warning: Option<String>,
+    /// How long opening and reading it took (its last attempt), in nanoseconds.
+    read_ns: u128,
 }
 
 /// The key by which a window's files go into frames: the file name's extension, in ASCII
@@ -853,6 +880,7 @@ fn read_small(src: &Source, slot: &mut [u8], params: &ChunkerParams) -> Result<G
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let started = std::time::Instant::now();
         let (f, before, settled) = match open_for_read(src)? {
             Got::Read(opened) => opened,
             Got::LeftOut(why) => return Ok(Got::LeftOut(why)),
@@ -867,6 +895,7 @@ fn read_small(src: &Source, slot: &mut [u8], params: &ChunkerParams) -> Result<G
             (data.len(), Some(data))
         };
         let after = fstat(&f, src)?;
+        let read_ns = started.elapsed().as_nanos();
         let stable =
             settled && before.content_key() == after.content_key() && len as u64 == after.size;
         if !stable && attempt < READ_ATTEMPTS {
@@ -892,6 +921,7 @@ fn read_small(src: &Source, slot: &mut [u8], params: &ChunkerParams) -> Result<G
             md: after,
             xattrs,
             warning,
+            read_ns,
         }));
     }
 }
@@ -1043,7 +1073,10 @@ fn window_buffer() -> Vec<u8> {
 
 /// What `read_small` gave for each small file of a window, in window order, and the window's
 /// buffer their bytes are in.
-type SmallReads = (Vec<u8>, Vec<Result<Got<FileContent>>>);
+type SmallReads = (Vec<u8>, Vec<Result<Got<FileContent>>>, ReadTime);
+
+/// How long a window's small files took to read: nanoseconds in all, and files.
+type ReadTime = (u128, usize);
 
 /// A window whose small files are being read, cut and hashed on the pool (`read_small`).
 struct ReadingWindow {
@@ -1059,7 +1092,13 @@ impl ReadingWindow {
     /// Start reading `window`'s small files into `buf` (a buffer from an earlier window, kept:
     /// allocating a window's worth for every window on the reading threads left each of their
     /// allocator arenas holding one).
-    fn start(window: Vec<Work>, params: ChunkerParams, mut buf: Vec<u8>) -> ReadingWindow {
+    /// `threads`: on how many reading threads at most (see `Session::read_threads`).
+    fn start(
+        window: Vec<Work>,
+        params: ChunkerParams,
+        mut buf: Vec<u8>,
+        threads: usize,
+    ) -> ReadingWindow {
         let small: Vec<usize> = window
             .iter()
             .enumerate()
@@ -1085,12 +1124,26 @@ impl ReadingWindow {
                 slots.push(slot);
                 rest = tail;
             }
-            let contents = sources
+            // Fewer threads: as many tasks. All of them: rayon splits as the reads finish.
+            let per_task = if threads >= READ_THREADS {
+                1
+            } else {
+                sources.len().div_ceil(threads.max(1)).max(1)
+            };
+            let contents: Vec<Result<Got<FileContent>>> = sources
                 .par_iter()
                 .zip(slots.into_par_iter())
+                .with_min_len(per_task)
                 .map(|(s, slot)| read_small(s, slot, &params))
                 .collect();
-            let _ = tx.send((buf, contents));
+            let (mut spent, mut n) = (0u128, 0usize);
+            for c in contents.iter().flatten() {
+                if let Got::Read(c) = c {
+                    spent += c.read_ns;
+                    n += 1;
+                }
+            }
+            let _ = tx.send((buf, contents, (spent, n)));
         };
         // A panic must not abort the process (rayon's default): the sender is dropped instead,
         // and `wait` reports it.
@@ -1142,7 +1195,11 @@ impl Session<'_> {
         if reading.window.is_empty() {
             return Ok(());
         }
-        let (buf, contents) = reading.wait()?;
+        let (buf, contents, (spent, files)) = reading.wait()?;
+        if files > 0 {
+            let each = spent as f64 / files as f64;
+            self.read_ns += (each - self.read_ns) * (files as f64 / 64.0).min(1.0);
+        }
         let ReadingWindow {
             mut window,
             small,
