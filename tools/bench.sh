@@ -3,7 +3,8 @@
 # data, in one run.
 #
 # Usage: tools/bench.sh [--out FILE] [--tools "reel restic borg"]
-#        (any of: reel restic rustic bupstash borg; the default is "reel restic borg")
+#        (any of: reel reel-before restic rustic bupstash borg; the default is "reel restic borg";
+#        reel-before is a second reel binary, REEL_BEFORE_BIN, for before/after in one run)
 #
 # Environment:
 #   BENCH_MB=300            size of the generated tree (MiB) of the full, incr and restore
@@ -37,6 +38,8 @@
 #   BENCH_KEEP=0            1: keep the work directory (repositories, restored trees, the tools'
 #                           output in logs/) at the end, for a look; its path is printed
 #   REEL_BIN                use this reel binary instead of building one with cargo build --profile dist
+#   REEL_BEFORE_BIN         the binary of the tool "reel-before" (e.g. an earlier commit's dist
+#                           build), measured like reel with a spool of its own
 #
 # Tools: restic and borg are apt-installed when missing; rustic and bupstash with
 # `cargo install --locked rustic-rs` / `bupstash` (bupstash needs libsodium-dev, apt-installed),
@@ -92,7 +95,7 @@ cd "$ROOT"
 
 OUT=""
 TOOLS="reel restic borg"
-KNOWN_TOOLS="reel restic rustic bupstash borg"
+KNOWN_TOOLS="reel reel-before restic rustic bupstash borg"
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT=${2:?--out needs a file}; shift 2 ;;
@@ -187,6 +190,14 @@ if has_tool reel || [ "$BENCH_SMALL_FILES" -gt 0 ] || [ "$BENCH_FREEZE_FILES" -g
     fi
     [ -x "$REEL" ] || die "$REEL not found after cargo build --profile dist"
 fi
+REEL_BEFORE=""
+if has_tool reel-before; then
+    REEL_BEFORE=${REEL_BEFORE_BIN:?the tool reel-before needs REEL_BEFORE_BIN (a reel binary)}
+    [ -x "$REEL_BEFORE" ] || die "REEL_BEFORE_BIN=$REEL_BEFORE is not an executable"
+fi
+# reel_of TOOL / spool_of TOOL: the binary and the spool of reel or reel-before.
+reel_of() { if [ "$1" = reel-before ]; then echo "$REEL_BEFORE"; else echo "$REEL"; fi; }
+spool_of() { if [ "$1" = reel-before ]; then echo "$SPOOL-before"; else echo "$SPOOL"; fi; }
 
 # --- work directory -----------------------------------------------------------------------------
 
@@ -274,9 +285,10 @@ measure() {
 tool_init() {
     local t=$1 src=$2
     case $t in
-        reel)
-            rm -rf "$SPOOL"
-            "$REEL" --spool "$SPOOL" init && "$REEL" --spool "$SPOOL" volume add bench "$src"
+        reel|reel-before)
+            rm -rf "$(spool_of "$t")"
+            "$(reel_of "$t")" --spool "$(spool_of "$t")" init \
+                && "$(reel_of "$t")" --spool "$(spool_of "$t")" volume add bench "$src"
             ;;
         restic)
             rm -rf "$RESTIC_REPOSITORY" "$RCACHE"
@@ -305,8 +317,9 @@ BORG_LAST=""  # borg: the name of the latest archive
 tool_backup() {
     local t=$1 phase=$2 bytes=$3 src=$4 level=$5
     case $t in
-        reel)
-            measure reel "$phase" "$bytes" "$SPOOL" "$WORK" "$REEL" --spool "$SPOOL" dump bench --level "$level"
+        reel|reel-before)
+            measure "$t" "$phase" "$bytes" "$(spool_of "$t")" "$WORK" \
+                "$(reel_of "$t")" --spool "$(spool_of "$t")" dump bench --level "$level"
             ;;
         restic)
             measure restic "$phase" "$bytes" "$RESTIC_REPOSITORY" "$src" \
@@ -335,12 +348,12 @@ tool_restore() {
     local t=$1 phase=$2 bytes=$3 dst=$4 now
     mkdir -p "$dst"
     case $t in
-        reel)
+        reel|reel-before)
             # the latest dump: --at now (a second after it at least), into an empty directory.
             sleep 1
             now=$(date '+%Y-%m-%dT%H:%M:%S%:z')
-            measure reel "$phase" "$bytes" "$SPOOL" "$WORK" \
-                "$REEL" --spool "$SPOOL" restore bench --at "$now" --to "$dst"
+            measure "$t" "$phase" "$bytes" "$(spool_of "$t")" "$WORK" \
+                "$(reel_of "$t")" --spool "$(spool_of "$t")" restore bench --at "$now" --to "$dst"
             ;;
         restic)
             measure restic "$phase" "$bytes" "$RESTIC_REPOSITORY" "$WORK" \
@@ -546,6 +559,7 @@ AWK_MEDIAN='
 tool_note() {
     case $1 in
         reel) echo "reel: built with \`cargo build --profile dist\` unless REEL_BIN is given" ;;
+        reel-before) echo "reel-before: $REEL_BEFORE ($("$REEL_BEFORE" --version 2>/dev/null | head -n 1)), set up like reel" ;;
         restic) echo "restic: encrypted (no unencrypted mode), local cache in use (not counted in repo MB${2:+: $2 MB}), compression auto" ;;
         rustic) echo "rustic: encrypted, default settings (compression zstd, level 3), local cache in use (not counted in repo MB${2:+: $2 MB})" ;;
         bupstash) echo "bupstash: encrypted, default settings (compression zstd:3) but \`put --xattrs\`, send log and query cache in the work dir (not counted in repo MB${2:+: $2 MB}); restore with \`bupstash restore --ownership --xattrs --into\` an empty dir" ;;
@@ -626,7 +640,7 @@ report() {
     # medians, and within every run.
     if [ -n "$RUN_TOOLS" ] && has_tool reel; then
         if has_tool restic; then ratios restic 1 "${ROWS[@]}"; fi
-        for t in rustic bupstash; do
+        for t in rustic bupstash reel-before; do
             if has_tool "$t"; then ratios "$t" "" "${ROWS[@]}"; fi
         done
     fi
