@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::ahead;
 use crate::catalog::{self, CloneRecord, CloneView, DumpRecord};
 use crate::chunk::{self, ChunkerParams, Segment, StreamChunker};
 use crate::dirfd::{Dir, Stat, Xattrs};
@@ -188,6 +189,13 @@ impl Session<'_> {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         }
     }
+}
+
+/// The error for one of the dump's own threads that panicked.
+fn thread_failed(what: &str) -> Error {
+    Error::Spool(format!(
+        "the {what} thread failed (panicked); nothing of this dump was committed, run it again"
+    ))
 }
 
 /// What a finished scan holds: the open store (its last pack not sealed yet) and the manifest.
@@ -458,103 +466,118 @@ fn scan<'a>(
 
     // The previous manifest, for change detection.
     let reader = ChunkReader::new(spool)?;
-    let mut prev_entries = match prev {
-        Some(p) => {
-            let stream = reader.stream(p.chunks, p.label);
-            Some((ManifestReader::new(stream)?.peekable(), p.scan_started_ns))
-        }
-        None => None,
-    };
     let mut statmap = match statmap {
         Some(p) => Some(StatMap::open(p)?),
         None => None,
     };
 
     let mut manifest = ManifestWriter::new(s.manifest_buf.clone())?;
-    let mut walker = Walker::new(root)?;
-    let mut window: Vec<Work> = Vec::new();
-    let mut window_bytes = 0u64;
-    // The window before `window`: its small files are being read on the pool while this
-    // thread walks on, and it is stored once `window` is full and reading in turn.
-    let mut reading: Option<ReadingWindow> = None;
-    // Directories with entries in the window: each holds a handle until the window is stored.
-    let mut window_dirs = 0usize;
-    let dir_budget = crate::dirfd::fd_budget() / 2;
-    for item in walker.by_ref() {
-        let item = item?;
-        if window
-            .last()
-            .is_none_or(|w: &Work| !Arc::ptr_eq(&w.src.dir, &item.dir))
-        {
-            window_dirs += 1;
-        }
-        let mut entry = item.entry;
-        if let Some(sm) = statmap.as_mut() {
-            sm.apply(&mut entry)?;
-        }
-        let mut action = Action::None;
-        let mut may_own = false;
-        if entry.kind == EntryKind::File && entry.size > 0 {
-            action = Action::Read;
-            may_own = owning;
-            if let Some((prev_iter, prev_scan)) = prev_entries.as_mut()
-                && let Some(old) = unchanged(prev_iter, &entry, *prev_scan)?
+    let walker = Walker::new(root)?;
+    // The walk and the decoding of the previous manifest run on threads of their own, a few
+    // batches ahead of this one, which merges them (see `crate::ahead`).
+    let walk_warnings = std::thread::scope(|sc| -> Result<Vec<String>> {
+        let start = |e: std::io::Error| Error::Spool(format!("cannot start a thread: {e}"));
+        let mut prev_entries = match prev {
+            Some(p) => {
+                let decoded = ManifestReader::new(reader.stream(p.chunks, p.label))?;
+                let (entries, _) =
+                    ahead::spawn(sc, "reel-prev-manifest", decoded, 256).map_err(start)?;
+                Some((entries.peekable(), p.scan_started_ns))
+            }
+            None => None,
+        };
+        let (mut items, walking) = ahead::spawn(sc, "reel-walk", walker, 256).map_err(start)?;
+        let mut window: Vec<Work> = Vec::new();
+        let mut window_bytes = 0u64;
+        // The window before `window`: its small files are being read on the pool while this
+        // thread walks on, and it is stored once `window` is full and reading in turn.
+        let mut reading: Option<ReadingWindow> = None;
+        // Directories with entries in the window: each holds a handle until the window is stored.
+        let mut window_dirs = 0usize;
+        let dir_budget = crate::dirfd::fd_budget() / 2;
+        for item in items.by_ref() {
+            let item = item?;
+            if window
+                .last()
+                .is_none_or(|w: &Work| !Arc::ptr_eq(&w.src.dir, &item.dir))
             {
-                let own = owning && !prev_in_chain;
-                let on_spool = !(purged && (own || !owning)) || {
-                    let ids: Vec<ChunkId> = old
-                        .iter()
-                        .filter_map(|x| match x {
-                            Extent::Chunk { id, .. } => Some(*id),
-                            Extent::Hole(_) => None,
-                        })
-                        .collect();
-                    s.store.missing(&ids)?.iter().all(|m| !m)
-                };
-                if on_spool {
-                    entry.extents = old;
-                    action = Action::Reuse;
-                    may_own = own;
+                window_dirs += 1;
+            }
+            let mut entry = item.entry;
+            if let Some(sm) = statmap.as_mut() {
+                sm.apply(&mut entry)?;
+            }
+            let mut action = Action::None;
+            let mut may_own = false;
+            if entry.kind == EntryKind::File && entry.size > 0 {
+                action = Action::Read;
+                may_own = owning;
+                if let Some((prev_iter, prev_scan)) = prev_entries.as_mut()
+                    && let Some(old) = unchanged(prev_iter, &entry, *prev_scan)?
+                {
+                    let own = owning && !prev_in_chain;
+                    let on_spool = !(purged && (own || !owning)) || {
+                        let ids: Vec<ChunkId> = old
+                            .iter()
+                            .filter_map(|x| match x {
+                                Extent::Chunk { id, .. } => Some(*id),
+                                Extent::Hole(_) => None,
+                            })
+                            .collect();
+                        s.store.missing(&ids)?.iter().all(|m| !m)
+                    };
+                    if on_spool {
+                        entry.extents = old;
+                        action = Action::Reuse;
+                        may_own = own;
+                    }
                 }
             }
-        }
-        if matches!(action, Action::Read) {
-            window_bytes += entry.size;
-        }
-        window.push(Work {
-            entry,
-            src: Source {
-                dir: item.dir,
-                name: item.name,
-                walked: item.stat,
-            },
-            action,
-            may_own,
-            left_out: None,
-        });
-        if window_bytes >= WINDOW_BYTES
-            || window.len() >= WINDOW_ENTRIES
-            || window_dirs >= dir_budget
-        {
-            crate::clone::freeze::check_interrupted()?;
-            let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
-            let next =
-                ReadingWindow::start(std::mem::take(&mut window), s.params, buf, s.read_threads());
-            if let Some(before) = reading.replace(next) {
-                s.store_window(before, &mut manifest)?;
+            if matches!(action, Action::Read) {
+                window_bytes += entry.size;
             }
-            window_bytes = 0;
-            window_dirs = 0;
+            window.push(Work {
+                entry,
+                src: Source {
+                    dir: item.dir,
+                    name: item.name,
+                    walked: item.stat,
+                },
+                action,
+                may_own,
+                left_out: None,
+            });
+            if window_bytes >= WINDOW_BYTES
+                || window.len() >= WINDOW_ENTRIES
+                || window_dirs >= dir_budget
+            {
+                crate::clone::freeze::check_interrupted()?;
+                let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
+                let next = ReadingWindow::start(
+                    std::mem::take(&mut window),
+                    s.params,
+                    buf,
+                    s.read_threads(),
+                );
+                if let Some(before) = reading.replace(next) {
+                    s.store_window(before, &mut manifest)?;
+                }
+                window_bytes = 0;
+                window_dirs = 0;
+            }
         }
-    }
-    let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
-    let last = ReadingWindow::start(window, s.params, buf, s.read_threads());
-    if let Some(before) = reading.take() {
-        s.store_window(before, &mut manifest)?;
-    }
-    s.store_window(last, &mut manifest)?;
-    s.warnings.extend(walker.warnings().iter().cloned());
-    drop(prev_entries);
+        let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
+        let last = ReadingWindow::start(window, s.params, buf, s.read_threads());
+        if let Some(before) = reading.take() {
+            s.store_window(before, &mut manifest)?;
+        }
+        s.store_window(last, &mut manifest)?;
+        drop(prev_entries);
+        drop(items);
+        let walker = walking.join().map_err(|_| thread_failed("walking"))?;
+        Ok(walker.warnings().to_vec())
+    })?;
+    s.warnings.extend(walk_warnings);
 
     let (_, mstats) = manifest.finish()?;
     s.store_manifest(true)?;

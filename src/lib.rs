@@ -6,6 +6,7 @@
 //! `catalog` indexes it all in redb, `level` picks bases, `dump` and `restore` are the two
 //! pipelines, `check` verifies, `merge` makes synthetic level 0s.
 
+pub mod ahead;
 pub mod catalog;
 pub mod check;
 pub mod chunk;
