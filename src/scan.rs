@@ -79,7 +79,23 @@ struct Frame {
 struct Looked {
     stat: io::Result<Stat>,
     xattrs: Option<io::Result<crate::dirfd::Xattrs>>,
+    /// For a directory (on the volume's filesystem, within `OPEN_AHEAD_MAX`): opened, with its
+    /// own stat data and xattrs and its sorted names, so that entering it waits for nothing.
+    opened: Option<Opened>,
 }
+
+/// A subdirectory opened and read ahead of its visit (see `Looked::opened`).
+struct Opened {
+    dir: Dir,
+    stat: Stat,
+    xattrs: crate::dirfd::Xattrs,
+    /// Sorted descending, as a frame holds them.
+    names: Vec<Vec<u8>>,
+}
+
+/// Subdirectories of one directory opened ahead at most: each holds a descriptor and its names
+/// until the walk enters it.
+const OPEN_AHEAD_MAX: usize = 32;
 
 /// Directories with at least this many names have them looked up ahead, in parallel.
 const LOOK_AHEAD_MIN: usize = 8;
@@ -139,19 +155,21 @@ fn note_lookups(avg: &mut f64, ns: f64, n: usize) {
 
 /// Look up every name of `names` in `dir`, in parallel on the look-ahead threads, in order, with
 /// the time the lookups took (the sum over the threads, so the hand-over is not counted).
-fn look_all(dir: &Arc<Dir>, names: &Arc<Vec<Vec<u8>>>) -> (Vec<Looked>, u128) {
+fn look_all(dir: &Arc<Dir>, names: &Arc<Vec<Vec<u8>>>, dev: u64) -> (Vec<Looked>, u128) {
     let pool = look_ahead();
     let n = names.len();
     let parts = LOOK_AHEAD_THREADS.min(n);
+    let open_ahead = Arc::new(std::sync::atomic::AtomicUsize::new(OPEN_AHEAD_MAX));
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<Looked>, u128)>();
     {
         let mut q = pool.queue.lock().expect("look-ahead queue");
         for p in 0..parts {
             let (dir, names, tx) = (Arc::clone(dir), Arc::clone(names), tx.clone());
+            let open_ahead = Arc::clone(&open_ahead);
             q.push_back(Box::new(move || {
                 let started = std::time::Instant::now();
                 let looked = (p * n / parts..(p + 1) * n / parts)
-                    .map(|i| look(&dir, &names[i]))
+                    .map(|i| look(&dir, &names[i], Some((dev, &open_ahead))))
                     .collect();
                 let _ = tx.send((p, looked, started.elapsed().as_nanos()));
             }));
@@ -168,19 +186,55 @@ fn look_all(dir: &Arc<Dir>, names: &Arc<Vec<Vec<u8>>>) -> (Vec<Looked>, u128) {
     if done.iter().any(Option::is_none) {
         // No thread took a part (none could be started): look the names up here.
         let started = std::time::Instant::now();
-        let looked = names.iter().map(|name| look(dir, name)).collect();
+        let looked = names.iter().map(|name| look(dir, name, None)).collect();
         return (looked, started.elapsed().as_nanos());
     }
     (done.into_iter().flatten().flatten().collect(), spent)
 }
 
-fn look(dir: &Dir, name: &[u8]) -> Looked {
+/// Look up `name` in `dir`. `open_ahead`: the volume's device and how many more
+/// subdirectories may be opened ahead; a directory on that device is then opened and listed
+/// too (anything that goes wrong there is left for the visit to meet and report).
+fn look(
+    dir: &Dir,
+    name: &[u8],
+    open_ahead: Option<(u64, &std::sync::atomic::AtomicUsize)>,
+) -> Looked {
+    use std::sync::atomic::Ordering::Relaxed;
     let stat = dir.stat(name);
     let xattrs = match &stat {
         Ok(st) if !st.is_dir() => Some(dir.xattrs_of(name)),
         _ => None,
     };
-    Looked { stat, xattrs }
+    let mut opened = None;
+    if let (Ok(st), Some((dev, budget))) = (&stat, open_ahead)
+        && st.is_dir()
+        && st.dev == dev
+        && budget
+            .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1))
+            .is_ok()
+    {
+        opened = open_ahead_dir(dir, name);
+    }
+    Looked {
+        stat,
+        xattrs,
+        opened,
+    }
+}
+
+fn open_ahead_dir(dir: &Dir, name: &[u8]) -> Option<Opened> {
+    let sub = dir.open_dir(name).ok()?;
+    let stat = sub.stat_self().ok()?;
+    let xattrs = sub.own_xattrs().ok()?;
+    let mut names = sub.names().ok()?;
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    Some(Opened {
+        dir: sub,
+        stat,
+        xattrs,
+        names,
+    })
 }
 
 /// A depth-first, name-sorted walk of one volume tree; see the module documentation.
@@ -225,7 +279,7 @@ impl Walker {
         let dir = Arc::new(dir);
         // Until the first lookups tell, assume the volume is on the disk, not in memory.
         let mut lookup_ns = LOOK_AHEAD_SLOW_NS * 2.0;
-        let names = read_names(&dir, &mut lookup_ns)?;
+        let names = read_names(&dir, st.dev, &mut lookup_ns)?;
         let first = ScanItem {
             entry,
             dir: Arc::clone(&dir),
@@ -266,13 +320,13 @@ impl Walker {
         let shown = || dir.shown_child(&name);
         for _ in 0..TYPE_ATTEMPTS {
             // What was looked up ahead serves the first look; a retry looks again.
-            let (stat, mut xattrs) = match looked.take() {
-                Some(l) => (l.stat, l.xattrs),
+            let (stat, mut xattrs, opened) = match looked.take() {
+                Some(l) => (l.stat, l.xattrs, l.opened),
                 None => {
                     let started = std::time::Instant::now();
-                    let l = look(&dir, &name);
+                    let l = look(&dir, &name, None);
                     note_lookups(&mut self.lookup_ns, started.elapsed().as_nanos() as f64, 1);
-                    (l.stat, l.xattrs)
+                    (l.stat, l.xattrs, None)
                 }
             };
             let st = match stat {
@@ -289,6 +343,26 @@ impl Walker {
                         "{}: another filesystem is mounted here; recorded as an empty directory",
                         shown().display()
                     ));
+                }
+                EntryKind::Dir if opened.is_some() => {
+                    // Opened and listed ahead: the directory walked is the one opened then.
+                    let o = opened.expect("checked");
+                    stat = o.stat;
+                    entry = entry_from_stat(&rel, &stat);
+                    entry.xattrs = o.xattrs;
+                    let sub = Arc::new(o.dir);
+                    let names = look_names(&sub, o.names, self.root_dev, &mut self.lookup_ns);
+                    self.descend = Some(Frame {
+                        rel: rel.clone(),
+                        dir: sub,
+                        names,
+                    });
+                    return Ok(Some(ScanItem {
+                        entry,
+                        dir,
+                        name,
+                        stat,
+                    }));
                 }
                 EntryKind::Dir => {
                     let sub = match dir.open_dir(&name) {
@@ -307,7 +381,7 @@ impl Walker {
                     entry = entry_from_stat(&rel, &stat);
                     entry.xattrs = sub.own_xattrs().map_err(|e| Error::io(shown(), e))?;
                     let sub = Arc::new(sub);
-                    let names = read_names(&sub, &mut self.lookup_ns)?;
+                    let names = read_names(&sub, self.root_dev, &mut self.lookup_ns)?;
                     self.descend = Some(Frame {
                         rel: rel.clone(),
                         dir: sub,
@@ -373,22 +447,37 @@ impl Walker {
 
 /// A directory's names, sorted descending (so that `pop` yields them in ascending byte order),
 /// each with its stat data and xattrs looked up ahead when the directory has enough of them.
-fn read_names(dir: &Arc<Dir>, lookup_ns: &mut f64) -> Result<Vec<(Vec<u8>, Option<Looked>)>> {
+fn read_names(
+    dir: &Arc<Dir>,
+    dev: u64,
+    lookup_ns: &mut f64,
+) -> Result<Vec<(Vec<u8>, Option<Looked>)>> {
     let mut names = dir
         .names()
         .map_err(|e| Error::io(dir.shown(), with_what("cannot read directory", e)))?;
     names.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(look_names(dir, names, dev, lookup_ns))
+}
+
+/// A directory's sorted names, each with its stat data and xattrs (and, for a subdirectory,
+/// its listing) looked up ahead when the directory has enough of them and lookups are slow.
+fn look_names(
+    dir: &Arc<Dir>,
+    names: Vec<Vec<u8>>,
+    dev: u64,
+    lookup_ns: &mut f64,
+) -> Vec<(Vec<u8>, Option<Looked>)> {
     if names.len() < LOOK_AHEAD_MIN || *lookup_ns < LOOK_AHEAD_SLOW_NS {
-        return Ok(names.into_iter().map(|n| (n, None)).collect());
+        return names.into_iter().map(|n| (n, None)).collect();
     }
     let names = Arc::new(names);
-    let (looked, spent_ns) = look_all(dir, &names);
+    let (looked, spent_ns) = look_all(dir, &names, dev);
     note_lookups(lookup_ns, spent_ns as f64 / names.len() as f64, names.len());
     let names = Arc::try_unwrap(names).unwrap_or_else(|shared| (*shared).clone());
-    Ok(names
+    names
         .into_iter()
         .zip(looked.into_iter().map(Some))
-        .collect())
+        .collect()
 }
 
 /// An error that says the name no longer holds what its `stat` said: a directory turned into a
