@@ -53,10 +53,12 @@
 #   restore  a restore of the latest backup into an empty directory (verified with diff -r
 #            afterwards, outside the timing)
 # Measured: wall seconds and peak RSS (GNU time "%e %M"), throughput = tree size / seconds (for
-# the incremental too: the rate at which the volume is covered), repository size (du -sb) after
-# the phase. MB = 10^6 bytes. Before every measured command the script runs `sync` and waits a
-# second, so the kernel's writeback of what an earlier phase wrote is not billed to the next
-# tool (on a virtual disk that alone moved a restore's time by seconds).
+# the incremental too: the rate at which the volume is covered), repository size after the phase
+# as the disk holds it (du -s -B1: allocated blocks; redb may leave the catalog's file longer
+# than what it wrote, a sparse tail that holds nothing, which du -sb would count).
+# MB = 10^6 bytes. Before every measured command the script runs `sync` and waits a second,
+# so the kernel's writeback of what an earlier phase wrote is not billed to the next tool (on a
+# virtual disk that alone moved a restore's time by seconds).
 #
 # Fairness notes (also written into the report):
 # - The page cache is not dropped in the three scenarios above (that needs root and would
@@ -246,7 +248,7 @@ tool_cache_bytes() {
 }
 
 tree_bytes() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d\n", s}'; }
-dir_bytes() { if [ -e "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
+dir_bytes() { if [ -e "$1" ]; then du -s -B1 "$1" | cut -f1; else echo 0; fi; }
 
 ROWS=()   # "run|tool|phase|seconds|MB/s|rss MB|repo MB", one per measured command of every run
 MROWS=()  # the same for the many-files scenario (run "many")
@@ -605,6 +607,7 @@ report() {
     local v t joined=""
     for v in "${versions[@]}"; do [ -z "$v" ] || joined="${joined:+$joined; }$v"; done
     echo "- versions: ${joined:-?}"
+    echo "- repo MB: what the disk holds after the phase (du -s -B1, allocated blocks), 10^6 bytes"
     if [ -n "$RUN_TOOLS" ]; then
         echo "- data: tools/gen_tree.py --size-mb $BENCH_MB --seed $BENCH_SEED: $FILES0 files, $(awk -v b="$BYTES0" 'BEGIN {printf "%.1f", b / 1e6}') MB;" \
             "incremental after --mutate 1 --percent $BENCH_CHANGE_PCT"
