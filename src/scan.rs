@@ -344,44 +344,40 @@ impl Walker {
                         shown().display()
                     ));
                 }
-                EntryKind::Dir if opened.is_some() => {
-                    // Opened and listed ahead: the directory walked is the one opened then.
-                    let o = opened.expect("checked");
-                    stat = o.stat;
-                    entry = entry_from_stat(&rel, &stat);
-                    entry.xattrs = o.xattrs;
-                    let sub = Arc::new(o.dir);
-                    let names = look_names(&sub, o.names, self.root_dev, &mut self.lookup_ns);
-                    self.descend = Some(Frame {
-                        rel: rel.clone(),
-                        dir: sub,
-                        names,
-                    });
-                    return Ok(Some(ScanItem {
-                        entry,
-                        dir,
-                        name,
-                        stat,
-                    }));
-                }
                 EntryKind::Dir => {
-                    let sub = match dir.open_dir(&name) {
-                        Ok(sub) => sub,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            return Ok(self.vanished(shown()));
+                    // The directory walked is the one opened (ahead, or now): its stat data and
+                    // xattrs, not those of whatever the name held a moment before.
+                    let (sub, names, own_xattrs) = match opened {
+                        Some(o) => {
+                            stat = o.stat;
+                            let sub = Arc::new(o.dir);
+                            let names =
+                                look_names(&sub, o.names, self.root_dev, &mut self.lookup_ns);
+                            (sub, names, o.xattrs)
                         }
-                        Err(e) if changed_type(&e) => continue,
-                        Err(e) => {
-                            return Err(Error::io(shown(), with_what("cannot read directory", e)));
+                        None => {
+                            let sub = match dir.open_dir(&name) {
+                                Ok(sub) => sub,
+                                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                    return Ok(self.vanished(shown()));
+                                }
+                                Err(e) if changed_type(&e) => continue,
+                                Err(e) => {
+                                    return Err(Error::io(
+                                        shown(),
+                                        with_what("cannot read directory", e),
+                                    ));
+                                }
+                            };
+                            stat = sub.stat_self().map_err(|e| Error::io(shown(), e))?;
+                            let own = sub.own_xattrs().map_err(|e| Error::io(shown(), e))?;
+                            let sub = Arc::new(sub);
+                            let names = read_names(&sub, self.root_dev, &mut self.lookup_ns)?;
+                            (sub, names, own)
                         }
                     };
-                    // The directory walked is the one opened: its stat data and xattrs, not
-                    // those of whatever the name held a moment before.
-                    stat = sub.stat_self().map_err(|e| Error::io(shown(), e))?;
                     entry = entry_from_stat(&rel, &stat);
-                    entry.xattrs = sub.own_xattrs().map_err(|e| Error::io(shown(), e))?;
-                    let sub = Arc::new(sub);
-                    let names = read_names(&sub, self.root_dev, &mut self.lookup_ns)?;
+                    entry.xattrs = own_xattrs;
                     self.descend = Some(Frame {
                         rel: rel.clone(),
                         dir: sub,
