@@ -173,6 +173,22 @@ pub struct TapeCatalog {
 }
 
 impl TapeDump {
+    /// Where to find what this dump needs besides tape `label`, for an error telling the admin
+    /// what to import first: "tape A, B", or "the tape holding it" when no other is named.
+    fn other_tapes(&self, label: &str) -> String {
+        let elsewhere: Vec<&str> = self
+            .tapes_needed
+            .iter()
+            .filter(|l| l.as_str() != label)
+            .map(String::as_str)
+            .collect();
+        if elsewhere.is_empty() {
+            "the tape holding it".to_string()
+        } else {
+            format!("tape {}", elsewhere.join(", "))
+        }
+    }
+
     fn dump_ref(&self) -> DumpRef {
         DumpRef {
             volume: self.volume.clone(),
@@ -1354,22 +1370,12 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
         }
         let resolve = |r: &DumpRef| {
             ids.get(r).copied().ok_or_else(|| {
-                let elsewhere: Vec<&str> = td
-                    .tapes_needed
-                    .iter()
-                    .filter(|l| **l != cat.label)
-                    .map(String::as_str)
-                    .collect();
                 Error::usage(format!(
                     "tape {}: dump {} is based on {}, which this spool does not hold; import {} first",
                     cat.label,
                     dump_name(&td.volume, td.time_ns),
                     dump_name(&r.volume, r.time_ns),
-                    if elsewhere.is_empty() {
-                        "the tape holding it".to_string()
-                    } else {
-                        format!("tape {}", elsewhere.join(", "))
-                    }
+                    td.other_tapes(&cat.label)
                 ))
             })
         };
@@ -1393,21 +1399,11 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
     for &i in &verified.manifests_elsewhere {
         let td = &cat.dumps[i];
         if new_dumps.iter().any(|(_, t)| std::ptr::eq(*t, td)) {
-            let elsewhere: Vec<&str> = td
-                .tapes_needed
-                .iter()
-                .filter(|l| **l != cat.label)
-                .map(String::as_str)
-                .collect();
             return Err(Error::usage(format!(
                 "tape {}: the manifest of dump {} is partly on another tape, which this spool does not hold, so it cannot be checked; import {} first",
                 cat.label,
                 dump_name(&td.volume, td.time_ns),
-                if elsewhere.is_empty() {
-                    "the tape holding it".to_string()
-                } else {
-                    format!("tape {}", elsewhere.join(", "))
-                }
+                td.other_tapes(&cat.label)
             )));
         }
     }
