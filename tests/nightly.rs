@@ -25,24 +25,6 @@ fn scheduled(schedule: &str, day: u32) -> u8 {
     }
 }
 
-fn nightly_json(spool: &Spool, args: &[&str]) -> (bool, serde_json::Value) {
-    let out = spool
-        .cmd()
-        .arg("nightly")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "nightly --json: {e}\n{text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.success(), v)
-}
-
 fn volume_report<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     report["volumes"]
         .as_array()
@@ -75,7 +57,7 @@ fn two_weeks_of_scheduled_nights_restore_exactly() {
             }
             snapshot(&vol, &work.path().join(format!("{name}-{day}")));
         }
-        let (ok, report) = nightly_json(&spool, &["--date", &date(day)]);
+        let (ok, report) = spool.nightly_json(&["--date", &date(day)]);
         assert!(ok, "night {day}: {report}");
         assert_eq!(report["totals"]["succeeded"], 2, "night {day}: {report}");
         for (name, sched) in schedules {
@@ -178,7 +160,7 @@ fn failures_stay_with_their_volume_and_thaw_always_runs() {
     ]);
     std::fs::remove_dir_all(work.path().join("gone")).unwrap();
 
-    let (ok, report) = nightly_json(&spool, &["--date", &date(2)]);
+    let (ok, report) = spool.nightly_json(&["--date", &date(2)]);
     assert!(!ok, "a failed volume makes the exit status 1");
     assert_eq!(volume_report(&report, "good")["status"], "succeeded");
     for (name, phase, says) in [
@@ -290,9 +272,9 @@ fn a_second_nightly_the_same_day_is_a_no_op() {
     let spool = Spool::new();
     spool.add_volume("v", &vol);
     spool.run(["volume", "set", "v", "--schedule", "FIIIIII"]);
-    let (ok, first) = nightly_json(&spool, &["--date", &date(3)]);
+    let (ok, first) = spool.nightly_json(&["--date", &date(3)]);
     assert!(ok, "{first}");
-    let (ok, again) = nightly_json(&spool, &["--date", &date(3)]);
+    let (ok, again) = spool.nightly_json(&["--date", &date(3)]);
     assert!(ok, "{again}");
     let v = volume_report(&again, "v");
     assert_eq!(v["status"], "skipped", "{v}");
@@ -301,7 +283,7 @@ fn a_second_nightly_the_same_day_is_a_no_op() {
         "{v}"
     );
     assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
-    let (ok, forced) = nightly_json(&spool, &["--date", &date(3), "--force"]);
+    let (ok, forced) = spool.nightly_json(&["--date", &date(3), "--force"]);
     assert!(ok, "{forced}");
     assert_eq!(volume_report(&forced, "v")["status"], "succeeded");
     assert_eq!(spool.list_json().as_array().unwrap().len(), 2);

@@ -380,19 +380,6 @@ fn a_prune_killed_before_or_after_its_commit_leaves_a_consistent_spool() {
     assert!(again.contains("nothing to remove"), "{again}");
 }
 
-/// `reel nightly --json ARGS`: (exit status 0, the report).
-fn nightly(spool: &Spool, args: &[&str]) -> (bool, Value) {
-    let out = spool
-        .cmd()
-        .arg("nightly")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out.status.success(), json(&text))
-}
-
 #[test]
 fn a_far_future_date_is_refused_unless_forced_and_forget_undoes_it() {
     let now = reel::timefmt::now_ns();
@@ -448,7 +435,7 @@ fn a_far_future_date_is_refused_unless_forced_and_forget_undoes_it() {
         "{err}"
     );
     assert!(err.contains("`reel forget 2`"), "{err}");
-    let (ok, report) = nightly(&spool, &[]);
+    let (ok, report) = spool.nightly_json(&[]);
     assert!(!ok, "{report}");
     assert_eq!(report["volumes"][0]["status"], "failed", "{report}");
     assert!(
@@ -492,7 +479,7 @@ fn a_far_future_date_is_refused_unless_forced_and_forget_undoes_it() {
     assert!(gc["bytes_freed"].as_i64().unwrap() > 0, "{gc}");
 
     // The night and the next dump by hand work again, and restore the tree.
-    let (ok, report) = nightly(&spool, &[]);
+    let (ok, report) = spool.nightly_json(&[]);
     assert!(ok, "{report}");
     assert_eq!(report["volumes"][0]["status"], "succeeded", "{report}");
     mutate_day(&vol, 3);

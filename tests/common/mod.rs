@@ -133,6 +133,25 @@ impl Spool {
         run_ok(self.cmd().args(args))
     }
 
+    /// `reel --spool DIR nightly ARGS... --json`, which may fail: (exit status 0, the report).
+    pub fn nightly_json(&self, args: &[&str]) -> (bool, serde_json::Value) {
+        let out = self
+            .cmd()
+            .arg("nightly")
+            .args(args)
+            .arg("--json")
+            .output()
+            .expect("run reel nightly");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "nightly --json: {e}\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.success(), v)
+    }
+
     /// `reel --spool DIR ARGS...`, which must fail; returns (exit code, stderr).
     pub fn fail<I, S>(&self, args: I) -> (i32, String)
     where
