@@ -1,6 +1,6 @@
 //! Crash injection for the crash-safety tests: `REEL_FAILPOINT=NAME[:N]` makes the process kill
 //! itself with SIGKILL the N-th time (default 1st) it passes the point NAME. The points sit
-//! between the steps of the write order (DESIGN.md), where a crash is most instructive. With the
+//! between the steps of the write order (docs/DESIGN.md), where a crash is most instructive. With the
 //! variable unset this is one relaxed atomic load per call.
 
 use std::sync::OnceLock;

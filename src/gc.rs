@@ -16,7 +16,7 @@
 //!   `PACK_TARGET_SIZE` allows.
 //!   The sweep keeps one small record per blob (a frame counts once, so about one per MiB of
 //!   data) and reads the chunk index, which stays on disk, front to back.
-//! - **Crash safety** (DESIGN.md, "Write order"): new packs are durable under packs/ before
+//! - **Crash safety** (docs/DESIGN.md, "Write order"): new packs are durable under packs/ before
 //!   one catalog transaction indexes them, repoints moved chunks, drops dead chunks, forgets
 //!   the old packs and records them in `doomed`. Only then are files deleted, and only while
 //!   gc holds the readers lock exclusively (a `restore`, `cat` or `mount` that opened the spool

@@ -1,6 +1,6 @@
 //! `reel rebuild-catalog`: a new catalog made from the packs (and, optionally, from tapes).
 //!
-//! The catalog is an index over the packs (DESIGN.md): every pack carries its own blob index,
+//! The catalog is an index over the packs (docs/DESIGN.md): every pack carries its own blob index,
 //! frames carry their chunk tables, and every dump record is stored as a `DumpRecord` blob.
 //! So a lost or damaged `catalog.redb` is rebuilt without ever opening it: the packs are read
 //! in parallel, each verified against its name (a pack that fails is reported and skipped,

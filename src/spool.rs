@@ -122,7 +122,7 @@ impl VolumeSettings {
     }
 }
 
-/// How a clone is taken (DESIGN.md, "The three phases").
+/// How a clone is taken (docs/DESIGN.md, "The three phases").
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum CloneMethod {

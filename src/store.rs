@@ -1,6 +1,6 @@
 //! The chunk store: deduplicating writes into packs, and reads back out of them.
 //!
-//! Writing follows the crash-safe order of DESIGN.md: a pack is written under tmp/, fsynced and
+//! Writing follows the crash-safe order of docs/DESIGN.md: a pack is written under tmp/, fsynced and
 //! renamed into packs/ before the catalog transaction that indexes its chunks commits. The
 //! index entries of the pack being written live in the open write transaction, so lookups see
 //! them at once, and a crash simply forgets them along with the unfinished pack.

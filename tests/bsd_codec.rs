@@ -219,8 +219,8 @@ fn listed_lines(out: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The real `dump` images: a copy is kept in tests/fixtures/bsd-dump (from the team's shared
-/// fixtures, unchanged) so that a clean clone tests against them.
+/// The real `dump` images made by the stock `dump` (tests/fixtures/bsd-dump, with its README),
+/// kept in the repository so that a clean clone tests against them.
 fn fixtures() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bsd-dump");
     if p.join("level0.dump").exists() {

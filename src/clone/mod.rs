@@ -1,5 +1,5 @@
 //! The clone phase: freeze a volume, take a read-only clone, thaw it, and say how long it was
-//! frozen (DESIGN.md, "The three phases").
+//! frozen (docs/DESIGN.md, "The three phases").
 //!
 //! `hook` runs the admin's commands, `freeze` holds the freeze lock and catches signals so
 //! that a volume is never left frozen, `copy` makes directory clones (reflink and copy

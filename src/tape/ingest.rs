@@ -5,7 +5,7 @@
 //! Why it is built this way: a BSD incremental is not a complete view — it carries the
 //! changed inodes, the directories, and the map of inodes in use — while every reel dump is a
 //! complete manifest. So each image is applied the way `restore -r` applies it
-//! (bsd-dump-format.md §11) onto a staging copy of the volume as of the previous image, and the
+//! (docs/BSD-DUMP.md §11) onto a staging copy of the volume as of the previous image, and the
 //! staging tree is then dumped with the ordinary dump phase ([`dump_tree`]) at the image's date
 //! and level; deduplication, ownership and the level rules are therefore exactly those of a
 //! live dump, and nothing in the catalog is special about an ingested dump.

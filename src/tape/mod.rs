@@ -1,4 +1,4 @@
-//! The third phase, save to media: tape images in the BSD dump format (DESIGN.md, "Tape
+//! The third phase, save to media: tape images in the BSD dump format (docs/DESIGN.md, "Tape
 //! images"). `bsd` is the dump-format codec (reads real `dump` images, writes images the stock
 //! `restore` reads); `payload` turns dumps into what a tape carries (label, catalog, packs of
 //! the chunks each dump owns) and back; `image` carries a payload as a dump stream; `media` is

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Why it is built this way:
-//! - A tape carries what each dump *owns* (DESIGN.md, "Levels under deduplication"), each
+//! - A tape carries what each dump *owns* (docs/DESIGN.md, "Levels under deduplication"), each
 //!   chunk once per image, packed dump by dump in time order, each dump's manifest chunks
 //!   first and then its file chunks in manifest order: a restore reads the tape front to back.
 //!   With a media set, chunks already on earlier tapes of the set are left out too.

@@ -1,6 +1,6 @@
 //! Plain-tree exports: a dump's tree written as a real BSD dump at a level, so that the stock
 //! `restore -r` of the level 0 and then each later level rebuilds the volume with no reel at
-//! all (issue 4, `reel export-plain`; bsd-dump-format.md §5, §11, §16).
+//! all (`reel export-plain`; docs/BSD-DUMP.md §5, §11, §16).
 //!
 //! Why it is built this way:
 //! * **Levels are between plain exports, not between dumps.** `restore -r` checks that an

@@ -1,5 +1,5 @@
 //! The BSD dump on-tape structures: the 1024-byte header record, its checksum, the inode
-//! bitmaps and the 4.4BSD directory stream (docs: shared/docs/bsd-dump-format.md, §2–§8).
+//! bitmaps and the 4.4BSD directory stream (docs/BSD-DUMP.md, §2–§8).
 //!
 //! Why it is built this way: the header is decoded into a plain struct (not read in place), so
 //! the writer and the reader share one explicit little-endian encoder/decoder and every field

@@ -1,5 +1,5 @@
 //! The BSD dump format codec: writes streams the stock Linux `restore` (0.4b47) lists and
-//! extracts, and reads real `dump` images back (shared/docs/bsd-dump-format.md).
+//! extracts, and reads real `dump` images back (docs/BSD-DUMP.md).
 //!
 //! Why it is built this way: the format is a flat sequence of 1024-byte records with no index,
 //! so both sides stream. `format` holds the pure encodings (header, checksum, bitmaps,
