@@ -274,8 +274,9 @@ impl TreeWriter {
             Ok(st) if st.is_file() => {}
             Ok(st) => {
                 return Err(Error::corrupt(format!(
-                    "{}: hard link to '{}', which is a {}, not a regular file; refusing to \
-                     restore it (the manifest is damaged or hostile)",
+                    "{}: hard link to '{}', which is a {}, not a regular file: another \
+                     process replaced it in the restore target while the restore ran, or the \
+                     manifest is damaged; nothing was linked",
                     shown().display(),
                     String::from_utf8_lossy(target),
                     kind_word(&st)
