@@ -89,7 +89,7 @@
 # - Restored trees are verified and kept until the end, not deleted before the next tool's
 #   restore: on ext4 without a journal, creating a file scans past every inode freed in the last
 #   minute, so deleting one tool's 6000-file restore made the next tool's restore pay several
-#   seconds for it (docs/PERFORMANCE.md, seventh and eighth sessions).
+#   seconds for it (docs/PERFORMANCE.md, "Measuring on this machine").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
