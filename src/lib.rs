@@ -35,6 +35,7 @@ pub mod repair;
 pub mod restore;
 pub mod scan;
 pub mod schedule;
+pub mod select;
 pub mod spool;
 pub mod store;
 pub mod tape;

@@ -48,7 +48,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "operations",
         &[
             "dump", "clone", "restore", "tape", "prune", "gc", "check", "rebuild", "repair",
-            "mount", "nightly", "merge", "fuzzing",
+            "mount", "nightly", "merge", "select", "fuzzing",
         ],
     ),
     ("cli", &["cli", "lib", "main"]),

@@ -5,119 +5,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use clap::Args;
-use reel::catalog::DumpRecord;
-use reel::clone::Tree;
 use reel::manifest::ManifestReader;
 use reel::restore::{cat_entry, find_entry, normalise_path, selected};
-use reel::spool::{Access, Spool};
+use reel::spool::Access;
 use reel::store::ChunkReader;
 use reel::timefmt::{format_rfc3339, format_short};
 use reel::{EntryKind, Error, Result};
 
-use super::{Ctx, at_time, print_json};
-
-/// Pick what to read: the dump of `volume` current at `at` (latest when None), or dump `id`.
-/// `volume` may be `NAME@T` (the same as `--at T`) or `NAME@backup` (the latest clone).
-pub fn pick_dump(
-    spool: &Spool,
-    volume: &str,
-    at: Option<&str>,
-    id: Option<u64>,
-) -> Result<DumpRecord> {
-    let (volume, at) = match volume.split_once('@') {
-        None => (volume, at),
-        Some(_) if at.is_some() || id.is_some() => {
-            return Err(Error::usage(format!(
-                "{volume} already names a point in time: drop --at/--dump"
-            )));
-        }
-        Some((v, "backup")) => return backup_record(spool, v),
-        Some((v, t)) => (v, Some(t)),
-    };
-    spool.known_volume(volume)?;
-    if let Some(id) = id {
-        let d = spool.catalog.dump(id)?.ok_or_else(|| {
-            Error::usage(format!(
-                "no dump {id}; `reel list {volume}` shows the dumps"
-            ))
-        })?;
-        if d.volume != volume {
-            return Err(Error::usage(format!(
-                "dump {id} is of volume {}, not {volume}",
-                d.volume
-            )));
-        }
-        return Ok(d);
-    }
-    match at {
-        Some(t) => {
-            let at = at_time(t)?;
-            spool.catalog.dump_at(volume, at)?.ok_or_else(|| {
-                Error::usage(format!(
-                    "volume {volume} has no dump at or before {}; `reel list {volume}` shows its dumps",
-                    format_rfc3339(at)
-                ))
-            })
-        }
-        None => spool.catalog.latest_dump(volume)?.ok_or_else(|| {
-            Error::usage(format!(
-                "volume {volume} has no dumps yet; run `reel dump {volume} --level 0`"
-            ))
-        }),
-    }
-}
-
-/// The latest clone of `volume` as a record to read: its dump once it has one, else (a
-/// `store` clone) its manifest under the id 0.
-fn backup_record(spool: &Spool, volume: &str) -> Result<DumpRecord> {
-    spool.known_volume(volume)?;
-    let Some((c, tree)) = reel::clone::backup_tree(spool, volume)? else {
-        return Err(Error::usage(format!(
-            "volume {volume} has no clone yet; take one with `reel clone {volume}` (or `reel backup {volume}`)"
-        )));
-    };
-    if let Some(d) = c
-        .dumped
-        .map(|id| spool.catalog.dump(id))
-        .transpose()?
-        .flatten()
-    {
-        return Ok(d);
-    }
-    match tree {
-        Tree::Manifest(chunks) => Ok(DumpRecord {
-            version: 1,
-            id: 0,
-            volume: format!("{volume}@backup"),
-            time_ns: c.time_ns,
-            level: 0,
-            requested_level: 0,
-            base: None,
-            chain: Vec::new(),
-            merged_from: None,
-            source: c.source.clone(),
-            scan_started_ns: c.scan_started_ns,
-            duration_ns: 0,
-            entries: c.entries,
-            files: c.files,
-            dirs: c.dirs,
-            logical_bytes: c.logical_bytes,
-            read_bytes: c.read_bytes,
-            new_chunks: c.new_chunks,
-            stored_bytes: c.stored_bytes,
-            owned_chunks: 0,
-            owned_bytes: 0,
-            manifest: chunks.iter().map(|(id, n)| (id.0, *n)).collect(),
-            manifest_bytes: 0,
-            warnings: c.warnings.clone(),
-        }),
-        Tree::Dir(p) => Err(Error::usage(format!(
-            "the clone of {volume} ({}) is the read-only directory {}: read it there, or dump it first with `reel dump {volume} --level N`",
-            format_rfc3339(c.time_ns),
-            p.display()
-        ))),
-    }
-}
+use super::{Ctx, print_json};
+use reel::select::pick_dump;
 
 #[derive(Args)]
 pub struct LsArgs {

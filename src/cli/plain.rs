@@ -12,7 +12,7 @@ use reel::timefmt::{format_bytes, format_rfc3339};
 use reel::{Error, Result};
 
 use super::Ctx;
-use super::browse::pick_dump;
+use reel::select::pick_dump;
 
 #[derive(Args)]
 pub struct ExportPlainArgs {

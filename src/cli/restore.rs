@@ -11,7 +11,7 @@ use reel::spool::Access;
 use reel::timefmt::{format_bytes, format_rfc3339};
 
 use super::Ctx;
-use super::browse::pick_dump;
+use reel::select::pick_dump;
 
 #[derive(Args)]
 pub struct RestoreArgs {

@@ -1,0 +1,178 @@
+//! Which dump a command reads: a volume's latest dump, the one current at a time (`--at T`, or
+//! `NAME@T`), a dump by id (`--dump ID`), or the volume's latest clone (`NAME@backup`), the
+//! users' "yesterday". `ls`, `cat`, `restore` and `export-plain` name dumps this way.
+
+use crate::catalog::DumpRecord;
+use crate::clone::Tree;
+use crate::error::{Error, Result};
+use crate::spool::Spool;
+use crate::timefmt::{DayEdge, format_rfc3339, parse_time};
+
+/// Pick what to read: the dump of `volume` current at `at` (latest when None), or dump `id`.
+/// `volume` may be `NAME@T` (the same as `--at T`) or `NAME@backup` (the latest clone).
+pub fn pick_dump(
+    spool: &Spool,
+    volume: &str,
+    at: Option<&str>,
+    id: Option<u64>,
+) -> Result<DumpRecord> {
+    let (volume, at) = match volume.split_once('@') {
+        None => (volume, at),
+        Some(_) if at.is_some() || id.is_some() => {
+            return Err(Error::usage(format!(
+                "{volume} already names a point in time: drop --at/--dump"
+            )));
+        }
+        Some((v, "backup")) => return backup_record(spool, v),
+        Some((v, t)) => (v, Some(t)),
+    };
+    spool.known_volume(volume)?;
+    if let Some(id) = id {
+        let d = spool.catalog.dump(id)?.ok_or_else(|| {
+            Error::usage(format!(
+                "no dump {id}; `reel list {volume}` shows the dumps"
+            ))
+        })?;
+        if d.volume != volume {
+            return Err(Error::usage(format!(
+                "dump {id} is of volume {}, not {volume}",
+                d.volume
+            )));
+        }
+        return Ok(d);
+    }
+    match at {
+        Some(t) => {
+            let at = parse_time(t, DayEdge::End)?;
+            spool.catalog.dump_at(volume, at)?.ok_or_else(|| {
+                Error::usage(format!(
+                    "volume {volume} has no dump at or before {}; `reel list {volume}` shows its dumps",
+                    format_rfc3339(at)
+                ))
+            })
+        }
+        None => spool.catalog.latest_dump(volume)?.ok_or_else(|| {
+            Error::usage(format!(
+                "volume {volume} has no dumps yet; run `reel dump {volume} --level 0`"
+            ))
+        }),
+    }
+}
+
+/// The latest clone of `volume` as a record to read: its dump once it has one, else (a
+/// `store` clone) its manifest under the id 0.
+fn backup_record(spool: &Spool, volume: &str) -> Result<DumpRecord> {
+    spool.known_volume(volume)?;
+    let Some((c, tree)) = crate::clone::backup_tree(spool, volume)? else {
+        return Err(Error::usage(format!(
+            "volume {volume} has no clone yet; take one with `reel clone {volume}` (or `reel backup {volume}`)"
+        )));
+    };
+    if let Some(d) = c
+        .dumped
+        .map(|id| spool.catalog.dump(id))
+        .transpose()?
+        .flatten()
+    {
+        return Ok(d);
+    }
+    match tree {
+        Tree::Manifest(chunks) => Ok(DumpRecord {
+            version: 1,
+            id: 0,
+            volume: format!("{volume}@backup"),
+            time_ns: c.time_ns,
+            level: 0,
+            requested_level: 0,
+            base: None,
+            chain: Vec::new(),
+            merged_from: None,
+            source: c.source.clone(),
+            scan_started_ns: c.scan_started_ns,
+            duration_ns: 0,
+            entries: c.entries,
+            files: c.files,
+            dirs: c.dirs,
+            logical_bytes: c.logical_bytes,
+            read_bytes: c.read_bytes,
+            new_chunks: c.new_chunks,
+            stored_bytes: c.stored_bytes,
+            owned_chunks: 0,
+            owned_bytes: 0,
+            manifest: chunks.iter().map(|(id, n)| (id.0, *n)).collect(),
+            manifest_bytes: 0,
+            warnings: c.warnings.clone(),
+        }),
+        Tree::Dir(p) => Err(Error::usage(format!(
+            "the clone of {volume} ({}) is the read-only directory {}: read it there, or dump it first with `reel dump {volume} --level N`",
+            format_rfc3339(c.time_ns),
+            p.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dump::{DumpOptions, dump_volume};
+    use crate::progress::NoProgress;
+
+    const DAY: i64 = 86_400 * 1_000_000_000;
+
+    /// A spool with volume `v` dumped at day 1 (level 0) and day 3 (level 1).
+    fn spool_with_two_dumps(work: &std::path::Path) -> (Spool, u64, u64) {
+        let vol = work.join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        std::fs::write(vol.join("a"), b"first").unwrap();
+        let mut spool = Spool::init(&work.join("spool")).unwrap();
+        spool.add_volume("v", &vol).unwrap();
+        let mut ids = Vec::new();
+        for (day, level) in [(1, 0), (3, 1)] {
+            std::fs::write(vol.join("a"), format!("day {day}")).unwrap();
+            let opts = DumpOptions {
+                level,
+                time_ns: Some(day * DAY),
+                reread: false,
+            };
+            ids.push(
+                dump_volume(&spool, "v", &opts, &NoProgress)
+                    .unwrap()
+                    .record
+                    .id,
+            );
+        }
+        (spool, ids[0], ids[1])
+    }
+
+    #[test]
+    fn names_pick_the_dump_they_mean() {
+        let work = tempfile::tempdir().unwrap();
+        let (spool, first, second) = spool_with_two_dumps(work.path());
+        let at = |t: i64| crate::timefmt::format_rfc3339(t);
+        assert_eq!(pick_dump(&spool, "v", None, None).unwrap().id, second);
+        assert_eq!(
+            pick_dump(&spool, "v", Some(&at(2 * DAY)), None).unwrap().id,
+            first
+        );
+        let named = format!("v@{}", at(2 * DAY));
+        assert_eq!(pick_dump(&spool, &named, None, None).unwrap().id, first);
+        assert_eq!(pick_dump(&spool, "v", None, Some(first)).unwrap().id, first);
+
+        let before = pick_dump(&spool, "v", Some(&at(DAY / 2)), None).unwrap_err();
+        assert!(
+            before.to_string().contains("no dump at or before"),
+            "{before}"
+        );
+        let twice = pick_dump(&spool, &named, Some(&at(DAY)), None).unwrap_err();
+        assert!(twice.to_string().contains("drop --at/--dump"), "{twice}");
+        let unknown = pick_dump(&spool, "v", None, Some(99)).unwrap_err();
+        assert!(unknown.to_string().contains("no dump 99"), "{unknown}");
+        let no_volume = pick_dump(&spool, "w", None, None).unwrap_err();
+        assert!(no_volume.to_string().contains('w'), "{no_volume}");
+        let no_clone = pick_dump(&spool, "v@backup", None, None).unwrap_err();
+        assert!(
+            no_clone.to_string().contains("has no clone yet"),
+            "{no_clone}"
+        );
+    }
+}
