@@ -30,7 +30,7 @@ use crate::pack::{self, BlobEntry, BlobKind, PackId, PackReader};
 use crate::progress::Progress;
 use crate::spool::{CATALOG_FILE, Spool};
 use crate::store::{ChunkReader, stored_share};
-use crate::tape::{image, media, payload};
+use crate::tape::{locate, media, payload};
 use crate::{ChunkId, Error, Result};
 
 /// Where the new catalog is built before it replaces `catalog.redb`.
@@ -549,70 +549,22 @@ fn same_dump(a: &DumpRecord, b: &DumpRecord) -> bool {
     a.id == b.id && a.volume == b.volume && a.time_ns == b.time_ns && a.manifest == b.manifest
 }
 
-/// The tape images in `dir`: single files, split sets PATH.001, PATH.002, … (one image), and
-/// directories `restore -x` extracted (holding reel/LABEL).
-fn tape_images(dir: &Path) -> Result<Vec<Vec<PathBuf>>> {
-    let mut names: Vec<PathBuf> = fs::read_dir(dir)
-        .at(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    names.sort();
-    let mut out = Vec::new();
-    let mut split: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for p in names {
-        if p.is_dir() {
-            if p.join(payload::LABEL_FILE).exists() {
-                out.push(vec![p]);
-            }
-            continue;
-        }
-        let s = p.display().to_string();
-        match s.rsplit_once('.') {
-            Some((prefix, n)) if n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()) => {
-                split.entry(prefix.to_string()).or_default().push(p)
-            }
-            _ => out.push(vec![p]),
-        }
-    }
-    out.extend(split.into_values());
-    Ok(out)
-}
-
-/// Removes an extraction directory when dropped.
-struct TempDir(Option<PathBuf>);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0 {
-            let _ = fs::remove_dir_all(p);
-        }
-    }
-}
-
 /// Record every good tape image in `dir`; import those holding dumps the catalog lacks.
 fn read_tapes(spool: &Spool, dir: &Path, report: &mut RebuildReport) -> Result<()> {
     let mut tapes = Vec::new();
-    for (n, vols) in tape_images(dir)?.into_iter().enumerate() {
-        let (payload_dir, guard) = if vols[0].is_dir() {
-            (vols[0].clone(), TempDir(None))
-        } else {
-            let out = spool
-                .tmp_dir()
-                .join(format!("rebuild-tape-{}-{n}", std::process::id()));
-            let guard = TempDir(Some(out.clone()));
-            fs::create_dir_all(&out).at(&out)?;
-            if let Err(e) = image::extract_image(&vols, &out) {
+    for (n, vols) in locate::images_in(dir)?.into_iter().enumerate() {
+        let staged = match locate::stage(spool, &vols, "rebuild-tape", n) {
+            Ok(staged) => staged,
+            Err(e) => {
                 report.tapes_refused.push(Refused {
                     path: vols[0].clone(),
                     reason: e.to_string(),
                 });
                 continue;
             }
-            (out, guard)
         };
-        match payload::verify_payload(&payload_dir) {
-            Ok(cat) => tapes.push((cat, payload_dir, guard, vols)),
+        match payload::verify_payload(staged.dir()) {
+            Ok(cat) => tapes.push((cat, staged, vols)),
             Err(e) => report.tapes_refused.push(Refused {
                 path: vols[0].clone(),
                 reason: e.to_string(),
@@ -624,7 +576,7 @@ fn read_tapes(spool: &Spool, dir: &Path, report: &mut RebuildReport) -> Result<(
         (a.0.created_ns, a.0.sequence, &a.0.label).cmp(&(b.0.created_ns, b.0.sequence, &b.0.label))
     });
     let mut seen: HashSet<String> = HashSet::new();
-    for (cat, payload_dir, _guard, vols) in tapes {
+    for (cat, staged, vols) in tapes {
         if !seen.insert(cat.label.clone()) {
             report.warnings.push(format!(
                 "{}: tape {} was read already from another image; skipped",
@@ -646,7 +598,7 @@ fn read_tapes(spool: &Spool, dir: &Path, report: &mut RebuildReport) -> Result<(
         if !all_known {
             // Dumps only on tape: the import path adds them (and their data) and records
             // the tape; it verified everything already.
-            match payload::import_payload(spool, &payload_dir) {
+            match payload::import_payload(spool, staged.dir()) {
                 Ok(s) => {
                     report
                         .tapes_imported
@@ -773,16 +725,5 @@ mod tests {
         // A file named after another pack's hash is refused too.
         let other = PackId([9u8; 32]);
         assert!(scan_pack(other, &done.path).is_err());
-    }
-
-    #[test]
-    fn split_images_group_into_one() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["a.tape", "b.001", "b.002", "c.img"] {
-            fs::write(dir.path().join(f), b"x").unwrap();
-        }
-        let imgs = tape_images(dir.path()).unwrap();
-        assert_eq!(imgs.len(), 3);
-        assert!(imgs.iter().any(|v| v.len() == 2));
     }
 }

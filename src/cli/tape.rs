@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use reel::spool::{Access, Spool};
-use reel::tape::bsd::{Target, remove_partial, volume_path};
+use reel::tape::bsd::{Target, remove_partial};
+use reel::tape::locate::{self, Staged, image_volumes};
 use reel::tape::{image, media, payload};
 use reel::timefmt::{format_bytes, format_rfc3339};
 use reel::{Error, Result};
@@ -77,10 +78,8 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
         },
         None => Target::File(a.to.clone()),
     };
-    let staging = spool
-        .tmp_dir()
-        .join(format!("export-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(staging.clone());
+    let scratch = Staged::scratch(&spool, "export", 0)?;
+    let staging = scratch.dir().to_path_buf();
     let sequence = match a.media_set.as_deref() {
         Some(set) => media::next_sequence(&spool, set)?,
         None => 1,
@@ -159,50 +158,6 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The volumes of an image argument: the path itself, or PATH.001, PATH.002, … when it is the
-/// prefix of a split image.
-fn image_volumes(p: &Path) -> Result<Vec<PathBuf>> {
-    if p.exists() {
-        return Ok(vec![p.to_path_buf()]);
-    }
-    let mut v = Vec::new();
-    for i in 1.. {
-        let q = volume_path(p, i);
-        if !q.exists() {
-            break;
-        }
-        v.push(q);
-    }
-    if v.is_empty() {
-        return Err(Error::usage(format!(
-            "tape image {} not found (nor {}.001 …)",
-            p.display(),
-            p.display()
-        )));
-    }
-    Ok(v)
-}
-
-/// Extract an image (or take a directory `restore -x` extracted) into a payload directory.
-fn payload_dir(spool: &Spool, arg: &Path, n: usize) -> Result<(PathBuf, Option<RemoveOnDrop>)> {
-    if arg.is_dir() {
-        if arg.join("reel/LABEL").exists() {
-            return Ok((arg.to_path_buf(), None));
-        }
-        return Err(Error::usage(format!(
-            "{} is a directory without reel/LABEL: give a tape image, or the directory `restore -x` extracted it into",
-            arg.display()
-        )));
-    }
-    let dir = spool
-        .tmp_dir()
-        .join(format!("import-{}-{n}", std::process::id()));
-    let guard = RemoveOnDrop(dir.clone());
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    image::extract_image(&image_volumes(arg)?, &dir)?;
-    Ok((dir, Some(guard)))
-}
-
 /// Name the image a verification error came from: the payload's own paths are under the
 /// spool's tmp/ and are gone when the command ends, and an import may be given several images.
 fn in_image(img: &Path, e: Error) -> Error {
@@ -231,8 +186,10 @@ pub struct ImportArgs {
 pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Write)?;
     for (n, img) in a.images.iter().enumerate() {
-        let (dir, _guard) = payload_dir(&spool, img, n).map_err(|e| in_image(img, e))?;
-        let s = payload::import_payload(&spool, &dir).map_err(|e| in_image(img, e))?;
+        let staged = image_volumes(img)
+            .and_then(|v| locate::stage(&spool, &v, "import", n))
+            .map_err(|e| in_image(img, e))?;
+        let s = payload::import_payload(&spool, staged.dir()).map_err(|e| in_image(img, e))?;
         println!(
             "{}: tape {}: {} dumps added, {} already here; {} packs adopted ({}), {} new chunks",
             img.display(),
@@ -274,8 +231,11 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
     let reader = reel::store::ChunkReader::new(&spool)?;
     let mut out = Vec::new();
     for (n, img) in a.images.iter().enumerate() {
-        let (dir, _guard) = payload_dir(&spool, img, n).map_err(|e| in_image(img, e))?;
-        let v = payload::verify_payload_with(&dir, Some(&reader)).map_err(|e| in_image(img, e))?;
+        let staged = image_volumes(img)
+            .and_then(|v| locate::stage(&spool, &v, "verify", n))
+            .map_err(|e| in_image(img, e))?;
+        let v = payload::verify_payload_with(staged.dir(), Some(&reader))
+            .map_err(|e| in_image(img, e))?;
         let cat = &v.catalog;
         for &i in &v.manifests_elsewhere {
             let d = &cat.dumps[i];
@@ -459,36 +419,19 @@ pub fn purge(ctx: &Ctx, a: PurgeArgs) -> Result<ExitCode> {
 
 /// Find the images of `labels`: `--tape LABEL=PATH` first, then the images in `--tapes DIR`
 /// whose dump label matches. Each found image is extracted (read once, front to back) under
-/// the spool's tmp/; returns the pack files to read from, and the guards that remove them.
+/// the spool's tmp/; returns the pack files to read from, and the staged folders that hold them.
 pub fn fetch_tapes(
     spool: &Spool,
     labels: &[String],
     given: &[(String, PathBuf)],
     dir: Option<&Path>,
-) -> Result<(Vec<PathBuf>, Vec<RemoveOnDrop>)> {
+) -> Result<(Vec<PathBuf>, Vec<Staged>)> {
     let mut packs = Vec::new();
-    let mut guards = Vec::new();
-    let mut candidates: Vec<Vec<PathBuf>> = Vec::new();
-    if let Some(d) = dir {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(d)
-            .map_err(|e| Error::io(d, e))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect();
-        names.sort();
-        let mut split: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
-        for p in names {
-            let s = p.display().to_string();
-            match s.rsplit_once('.') {
-                Some((prefix, n)) if n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()) => {
-                    split.entry(prefix.to_string()).or_default().push(p)
-                }
-                _ => candidates.push(vec![p]),
-            }
-        }
-        candidates.extend(split.into_values());
-    }
+    let mut staged = Vec::new();
+    let candidates = match dir {
+        Some(d) => locate::images_in(d)?,
+        None => Vec::new(),
+    };
     for (n, label) in labels.iter().enumerate() {
         let volumes = match given.iter().find(|(l, _)| l == label) {
             Some((_, p)) => image_volumes(p)?,
@@ -507,13 +450,8 @@ pub fn fetch_tapes(
                     ))
                 })?,
         };
-        let out = spool
-            .tmp_dir()
-            .join(format!("restore-{}-{n}", std::process::id()));
-        guards.push(RemoveOnDrop(out.clone()));
-        std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-        image::extract_image(&volumes, &out)?;
-        let cat = payload::verify_payload(&out)?;
+        let tape = locate::stage(spool, &volumes, "restore", n)?;
+        let cat = payload::verify_payload(tape.dir())?;
         if &cat.label != label {
             return Err(Error::usage(format!(
                 "{} holds tape {}, not {label}",
@@ -521,7 +459,7 @@ pub fn fetch_tapes(
                 cat.label
             )));
         }
-        let pdir = out.join("reel/packs");
+        let pdir = tape.dir().join("reel/packs");
         let mut list: Vec<PathBuf> = std::fs::read_dir(&pdir)
             .map_err(|e| Error::io(&pdir, e))?
             .flatten()
@@ -529,8 +467,9 @@ pub fn fetch_tapes(
             .collect();
         list.sort();
         packs.extend(list);
+        staged.push(tape);
     }
-    Ok((packs, guards))
+    Ok((packs, staged))
 }
 
 /// When `labels` (the tapes a read needs) is not empty, find and extract those tapes (from
@@ -542,7 +481,7 @@ pub fn supply_tapes(
     labels: &[String],
     tape_args: &[String],
     dir: Option<&Path>,
-) -> Result<Vec<RemoveOnDrop>> {
+) -> Result<Vec<Staged>> {
     if labels.is_empty() {
         return Ok(Vec::new());
     }
@@ -563,13 +502,4 @@ pub fn supply_tapes(
     let (packs, guards) = fetch_tapes(spool, labels, &given, dir)?;
     reader.add_packs(&packs)?;
     Ok(guards)
-}
-
-/// A temporary directory under the spool's tmp/, removed when dropped.
-pub struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

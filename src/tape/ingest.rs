@@ -78,35 +78,13 @@ pub struct IngestReport {
     pub outcome: DumpOutcome,
 }
 
-/// Turn an IMAGE argument into volume files: `a,b,c` (the volumes in order), an existing file,
-/// or a prefix whose `PREFIX001`, `PREFIX002`, … (or `PREFIX.001`, … as `reel export` and
-/// `dump -M` name them) exist, as `restore -M -f PREFIX` reads them.
+/// Turn an IMAGE argument into volume files (`tape::locate::image_volumes`): `a,b,c`, an
+/// existing file, or a prefix whose `PREFIX.001`, … or `PREFIX001`, … exist, as `restore -M -f
+/// PREFIX` reads them.
 pub fn image_volumes(arg: &str) -> Result<Image> {
-    if arg.contains(',') {
-        let volumes: Vec<PathBuf> = arg
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
-        if volumes.is_empty() {
-            return Err(Error::usage(format!("image {arg:?} names no file")));
-        }
-        return Ok(Image { volumes });
-    }
-    let p = PathBuf::from(arg);
-    if p.exists() {
-        return Ok(Image { volumes: vec![p] });
-    }
-    for sep in ["", "."] {
-        let nth = |n: u32| PathBuf::from(format!("{arg}{sep}{n:03}"));
-        let volumes: Vec<PathBuf> = (1..).map(nth).take_while(|v| v.exists()).collect();
-        if !volumes.is_empty() {
-            return Ok(Image { volumes });
-        }
-    }
-    Err(Error::usage(format!(
-        "dump image {arg} not found (nor {arg}001 or {arg}.001 as the first volume of a multi-volume set); give a file, a prefix, or the volumes joined with commas"
-    )))
+    Ok(Image {
+        volumes: crate::tape::locate::image_volumes(std::path::Path::new(arg))?,
+    })
 }
 
 /// A non-directory inode of the volume as of the images applied so far.
@@ -538,28 +516,6 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/bsd-dump")
             .join(name)
-    }
-
-    #[test]
-    fn image_arguments_expand_to_volumes() {
-        let d = tempfile::tempdir().unwrap();
-        let base = d.path().join("set.dump");
-        for n in 1..=3 {
-            fs::write(format!("{}{n:03}", base.display()), b"x").unwrap();
-        }
-        let img = image_volumes(base.to_str().unwrap()).unwrap();
-        assert_eq!(img.volumes.len(), 3);
-        assert!(img.volumes[2].ends_with("set.dump003"));
-        let dotted = d.path().join("tape");
-        fs::write(d.path().join("tape.001"), b"x").unwrap();
-        assert_eq!(
-            image_volumes(dotted.to_str().unwrap()).unwrap().volumes,
-            vec![d.path().join("tape.001")]
-        );
-        let img = image_volumes("a,b").unwrap();
-        assert_eq!(img.volumes, vec![PathBuf::from("a"), PathBuf::from("b")]);
-        let e = image_volumes(d.path().join("nothing").to_str().unwrap()).unwrap_err();
-        assert!(e.to_string().contains("not found"), "{e}");
     }
 
     #[test]

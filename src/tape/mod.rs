@@ -8,6 +8,7 @@
 pub mod bsd;
 pub mod image;
 pub mod ingest;
+pub mod locate;
 pub mod media;
 pub mod payload;
 pub mod plain;

@@ -1,0 +1,177 @@
+//! Finding tape images, and staging them for reading. An image is one file; the volumes of a
+//! split set (`PATH.001`, `PATH.002`, … as `reel export --capacity` and `dump -M` name them,
+//! or `PATH001`, …); volumes named one by one with commas (`a,b,c`); or, for a reel tape, the
+//! directory `restore -x` extracted it into. `import`, `verify-tape`, a restore from tapes,
+//! `rebuild-catalog --from-tapes` and `ingest-dump` all find images here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::spool::Spool;
+use crate::tape::{image, payload};
+
+/// The volume files of one image argument, in order: `a,b,c`; an existing file or directory;
+/// or a prefix whose `PREFIX.001`, `PREFIX.002`, … (or `PREFIX001`, …) exist.
+pub fn image_volumes(arg: &Path) -> Result<Vec<PathBuf>> {
+    let text = arg.to_string_lossy();
+    if text.contains(',') && !arg.exists() {
+        let volumes: Vec<PathBuf> = text
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if volumes.is_empty() {
+            return Err(Error::usage(format!("image {text:?} names no file")));
+        }
+        return Ok(volumes);
+    }
+    if arg.exists() {
+        return Ok(vec![arg.to_path_buf()]);
+    }
+    for sep in [".", ""] {
+        let nth = |n: u32| PathBuf::from(format!("{text}{sep}{n:03}"));
+        let volumes: Vec<PathBuf> = (1..).map(nth).take_while(|v| v.exists()).collect();
+        if !volumes.is_empty() {
+            return Ok(volumes);
+        }
+    }
+    Err(Error::usage(format!(
+        "image {text} not found (nor {text}.001 or {text}001, the first volume of a split set); \
+         give a file, a prefix, or the volumes joined with commas"
+    )))
+}
+
+/// The images in folder `dir`, each as its volume files: single files, split sets (`X.001`,
+/// `X.002`, … grouped into one), and directories `restore -x` extracted a reel tape into
+/// (holding `reel/LABEL`). Other directories are passed over.
+pub fn images_in(dir: &Path) -> Result<Vec<Vec<PathBuf>>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    let mut split: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for p in names {
+        if p.is_dir() {
+            if p.join(payload::LABEL_FILE).exists() {
+                out.push(vec![p]);
+            }
+            continue;
+        }
+        let s = p.display().to_string();
+        match s.rsplit_once('.') {
+            Some((prefix, n)) if n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                split.entry(prefix.to_string()).or_default().push(p)
+            }
+            _ => out.push(vec![p]),
+        }
+    }
+    out.extend(split.into_values());
+    Ok(out)
+}
+
+/// A reel tape's payload directory, ready to read: the folder `restore -x` extracted, or the
+/// image extracted under the spool's `tmp/`, removed again when this is dropped (a killed
+/// command's leftovers go at the spool's next write open).
+pub struct Staged {
+    dir: PathBuf,
+    remove: bool,
+}
+
+impl Staged {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A staging folder `tmp/WHAT-PID-N` of `spool`, created now and removed on drop.
+    pub fn scratch(spool: &Spool, what: &str, n: usize) -> Result<Staged> {
+        let dir = spool
+            .tmp_dir()
+            .join(format!("{what}-{}-{n}", std::process::id()));
+        let staged = Staged { dir, remove: true };
+        std::fs::create_dir_all(&staged.dir).map_err(|e| Error::io(&staged.dir, e))?;
+        Ok(staged)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Make the reel tape `volumes` (from `image_volumes` or `images_in`) readable as a payload
+/// directory: an extracted folder as it is, an image extracted into a scratch folder of
+/// `spool` named `what` and `n` (the image's place among the command's).
+pub fn stage(spool: &Spool, volumes: &[PathBuf], what: &str, n: usize) -> Result<Staged> {
+    if let [one] = volumes
+        && one.is_dir()
+    {
+        if one.join(payload::LABEL_FILE).exists() {
+            return Ok(Staged {
+                dir: one.clone(),
+                remove: false,
+            });
+        }
+        return Err(Error::usage(format!(
+            "{} is a directory without {}: give a tape image, or the directory `restore -x` \
+             extracted it into",
+            one.display(),
+            payload::LABEL_FILE
+        )));
+    }
+    let staged = Staged::scratch(spool, what, n)?;
+    image::extract_image(volumes, staged.dir())?;
+    Ok(staged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn arguments_expand_to_volumes() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("set.dump");
+        for n in 1..=3 {
+            fs::write(format!("{}{n:03}", base.display()), b"x").unwrap();
+        }
+        let v = image_volumes(&base).unwrap();
+        assert_eq!(v.len(), 3);
+        assert!(v[2].ends_with("set.dump003"));
+        let dotted = d.path().join("tape");
+        fs::write(d.path().join("tape.001"), b"x").unwrap();
+        fs::write(d.path().join("tape.002"), b"x").unwrap();
+        assert_eq!(
+            image_volumes(&dotted).unwrap(),
+            vec![d.path().join("tape.001"), d.path().join("tape.002")]
+        );
+        assert_eq!(
+            image_volumes(Path::new("a,b")).unwrap(),
+            vec![PathBuf::from("a"), PathBuf::from("b")]
+        );
+        let e = image_volumes(&d.path().join("nothing")).unwrap_err();
+        assert!(e.to_string().contains("not found"), "{e}");
+    }
+
+    #[test]
+    fn a_folder_groups_split_sets_and_keeps_extracted_tapes() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["a.tape", "b.001", "b.002", "c.img"] {
+            fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        fs::create_dir_all(dir.path().join("extracted/reel")).unwrap();
+        fs::write(dir.path().join("extracted").join(payload::LABEL_FILE), b"x").unwrap();
+        fs::create_dir_all(dir.path().join("other")).unwrap();
+        let imgs = images_in(dir.path()).unwrap();
+        assert_eq!(imgs.len(), 4, "{imgs:?}");
+        assert!(imgs.iter().any(|v| v.len() == 2));
+        assert!(imgs.iter().any(|v| v[0].ends_with("extracted")));
+    }
+}
