@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 use reel::spool::{Access, Spool};
-use reel::tape::bsd::{Target, remove_partial};
+use reel::tape::export::{self, ExportOptions, Exported};
 use reel::tape::locate::{self, Staged, image_volumes};
-use reel::tape::{image, media, payload};
+use reel::tape::{media, payload};
 use reel::timefmt::{format_bytes, format_rfc3339};
 use reel::{Error, Result};
 
@@ -53,69 +53,27 @@ pub struct ExportArgs {
 
 pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Write)?;
-    for v in &a.volumes {
-        spool.known_volume(v)?;
-    }
-    let label = a.label.clone().unwrap_or_else(|| {
-        chrono::Local::now()
-            .format("reel-%Y%m%d-%H%M%S")
-            .to_string()
-    });
-    if media::tapes(&spool)?.iter().any(|t| t.label == label) {
-        return Err(Error::usage(format!(
-            "a tape labelled {label} is already in the media catalog; give another --label"
-        )));
-    }
-    let plan = payload::plan_export(&spool, &a.volumes, a.media_set.as_deref())?;
-    if plan.dumps.is_empty() {
-        println!("nothing to export: every dump is on tape already");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let target = match &a.capacity {
-        Some(c) => Target::Split {
-            path: a.to.clone(),
-            capacity: parse_size(c)?,
-        },
-        None => Target::File(a.to.clone()),
-    };
-    let scratch = Staged::scratch(&spool, "export", 0)?;
-    let staging = scratch.dir().to_path_buf();
-    let sequence = match a.media_set.as_deref() {
-        Some(set) => media::next_sequence(&spool, set)?,
-        None => 1,
+    let opts = ExportOptions {
+        to: a.to,
+        label: a.label,
+        capacity: a.capacity.as_deref().map(parse_size).transpose()?,
+        block_size: a.block_size,
+        media_set: a.media_set,
+        volumes: a.volumes,
     };
     let bar = ctx.progress();
-    let summary = payload::write_payload(
-        &spool,
-        &plan,
-        &label,
-        a.media_set.as_deref(),
-        sequence,
-        &staging,
-        &bar,
-    )?;
-    let written = match image::write_image(
-        &staging,
-        &summary.files,
-        &label,
-        target.clone(),
-        a.block_size,
-    ) {
-        Ok(w) => w,
-        Err(e) => {
-            remove_partial(&target);
-            return Err(e);
-        }
-    };
+    let exported = export::export(&spool, &opts, &bar)?;
     drop(bar);
-    // Only a complete image is recorded as a tape.
-    let (mut rec, chunks) = payload::tape_record(&summary, &staging)?;
-    rec.bytes = written.bytes;
-    rec.volumes = written.volumes.len() as u32;
-    reel::failpoint::hit("export-image-written"); // complete image, not yet a known tape
-    let txn = spool.catalog.write()?;
-    media::record_tape(&txn, &rec, chunks.into_iter())?;
-    txn.commit()?;
+    let Some(Exported {
+        label,
+        plan,
+        payload: summary,
+        image: written,
+    }) = exported
+    else {
+        println!("nothing to export: every dump is on tape already");
+        return Ok(ExitCode::SUCCESS);
+    };
     println!(
         "tape {label}: {} in {} volume(s) ({}), {} dumps",
         format_bytes(written.bytes),

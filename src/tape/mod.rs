@@ -6,6 +6,7 @@
 //! tree itself as a BSD dump at a level; `ingest` reads old BSD dumps in as dumps.
 
 pub mod bsd;
+pub mod export;
 pub mod image;
 pub mod ingest;
 pub mod locate;
