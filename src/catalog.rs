@@ -214,21 +214,23 @@ pub struct DumpRecord {
     pub warnings: Vec<String>,
 }
 
+impl crate::record::Versioned for DumpRecord {
+    const KIND: &'static str = "dump record";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        self.id.to_string()
+    }
+}
+
 impl DumpRecord {
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("dump record serialises")
+        crate::record::encode(self)
     }
 
     pub fn decode(b: &[u8]) -> Result<DumpRecord> {
-        let r: DumpRecord = postcard::from_bytes(b)
-            .map_err(|e| Error::corrupt(format!("catalog: dump record does not decode ({e})")))?;
-        if r.version != 1 {
-            return Err(Error::corrupt(format!(
-                "dump record {} has version {}, this reel reads version 1: upgrade reel",
-                r.id, r.version
-            )));
-        }
-        Ok(r)
+        crate::record::decode(b)
     }
 
     pub fn manifest_chunks(&self) -> Vec<(ChunkId, u32)> {
@@ -324,21 +326,23 @@ pub struct CloneRecord {
     pub warnings: Vec<String>,
 }
 
+impl crate::record::Versioned for CloneRecord {
+    const KIND: &'static str = "clone record";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        format!("of volume {}", self.volume)
+    }
+}
+
 impl CloneRecord {
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("clone record serialises")
+        crate::record::encode(self)
     }
 
     pub fn decode(b: &[u8]) -> Result<CloneRecord> {
-        let r: CloneRecord = postcard::from_bytes(b)
-            .map_err(|e| Error::corrupt(format!("catalog: clone record does not decode ({e})")))?;
-        if r.version != 1 {
-            return Err(Error::corrupt(format!(
-                "clone record of volume {} has version {}, this reel reads version 1: upgrade reel",
-                r.volume, r.version
-            )));
-        }
-        Ok(r)
+        crate::record::decode(b)
     }
 }
 
@@ -905,21 +909,23 @@ pub struct ForgetRecord {
     pub dumps: Vec<(u64, String, i64)>,
 }
 
+impl crate::record::Versioned for ForgetRecord {
+    const KIND: &'static str = "forget record";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        String::new()
+    }
+}
+
 impl ForgetRecord {
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("forget record serialises")
+        crate::record::encode(self)
     }
 
     pub fn decode(b: &[u8]) -> Result<ForgetRecord> {
-        let r: ForgetRecord = postcard::from_bytes(b)
-            .map_err(|e| Error::corrupt(format!("forget record does not decode ({e})")))?;
-        if r.version != 1 {
-            return Err(Error::corrupt(format!(
-                "forget record has version {}, this reel reads version 1: upgrade reel",
-                r.version
-            )));
-        }
-        Ok(r)
+        crate::record::decode(b)
     }
 }
 

@@ -31,6 +31,7 @@ pub mod pack;
 pub mod progress;
 pub mod prune;
 pub mod rebuild;
+pub mod record;
 pub mod repair;
 pub mod restore;
 pub mod scan;

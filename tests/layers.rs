@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "progress",
             "fsutil",
             "ahead",
+            "record",
         ],
     ),
     (

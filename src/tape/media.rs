@@ -43,21 +43,23 @@ pub struct TapeRecord {
     pub whole_file_bytes: u64,
 }
 
+impl crate::record::Versioned for TapeRecord {
+    const KIND: &'static str = "tape record";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        self.label.clone()
+    }
+}
+
 impl TapeRecord {
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("tape record serialises")
+        crate::record::encode(self)
     }
 
     pub fn decode(b: &[u8]) -> Result<TapeRecord> {
-        let r: TapeRecord = postcard::from_bytes(b)
-            .map_err(|e| Error::corrupt(format!("catalog: tape record does not decode ({e})")))?;
-        if r.version != 1 {
-            return Err(Error::corrupt(format!(
-                "tape record {} has version {}, this reel reads version 1: upgrade reel",
-                r.label, r.version
-            )));
-        }
-        Ok(r)
+        crate::record::decode(b)
     }
 }
 

@@ -83,24 +83,23 @@ pub struct PlainRecord {
     pub inodes: Vec<u8>,
 }
 
+impl crate::record::Versioned for PlainRecord {
+    const KIND: &'static str = "plain export record";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        format!("{} of {}", self.seq, self.volume)
+    }
+}
+
 impl PlainRecord {
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("plain export record serialises")
+        crate::record::encode(self)
     }
 
     pub fn decode(b: &[u8]) -> Result<PlainRecord> {
-        let r: PlainRecord = postcard::from_bytes(b).map_err(|e| {
-            Error::corrupt(format!(
-                "catalog: a plain export record does not decode ({e}); run `reel check`"
-            ))
-        })?;
-        if r.version != 1 {
-            return Err(Error::corrupt(format!(
-                "catalog: plain export {} of {} has record version {}, this reel reads version 1; use a newer reel",
-                r.seq, r.volume, r.version
-            )));
-        }
-        Ok(r)
+        crate::record::decode(b)
     }
 
     /// The decoded path → inode map.
