@@ -5,7 +5,7 @@
 //! the level decides only what a dump *owns* (what its tape must carry), never what it can
 //! restore on its own.
 
-use crate::catalog::DumpRecord;
+use crate::record::DumpRecord;
 
 /// Highest level accepted.
 pub const MAX_LEVEL: u8 = 9;

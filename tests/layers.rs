@@ -57,8 +57,6 @@ const LAYERS: &[(&str, &[&str])] = &[
 
 /// Uses that go up today, as (user, used): the restructure of the middle layers removes them.
 const KNOWN_UP: &[(&str, &str)] = &[
-    // The bases and chains of levels read dump records from the catalog.
-    ("level", "catalog"),
     // A schedule reads the volumes' settings from the spool.
     ("schedule", "spool"),
     // The store asks the media catalog whether a chunk is on tape, and verifies packs with
