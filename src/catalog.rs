@@ -829,6 +829,20 @@ pub fn table_missing(e: &redb::TableError) -> bool {
     matches!(e, redb::TableError::TableDoesNotExist(_))
 }
 
+/// Labels of the tapes holding chunk `id` (empty when on none, or no media catalog yet).
+pub fn tapes_of_chunk(txn: &ReadTransaction, id: &ChunkId) -> Result<Vec<String>> {
+    let t = match txn.open_multimap_table(TAPE_CHUNKS) {
+        Ok(t) => t,
+        Err(e) if table_missing(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for v in t.get(id.0)? {
+        out.push(v?.value().to_string());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
+use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 
 use rayon::prelude::*;
@@ -19,8 +20,8 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, FrameSlot, OWNED};
 use crate::frame;
 use crate::pack::{
-    self, BackgroundPack, BlobKind, EncodedBlob, FinishedPack, PACK_TARGET_SIZE, PackReader,
-    SealedPack,
+    self, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, FinishedPack, PACK_TARGET_SIZE,
+    PackReader, SealedPack,
 };
 use crate::spool::Spool;
 use crate::{ChunkId, ChunkMap, ChunkSet, Error, Result};
@@ -530,11 +531,7 @@ impl<'a> StoreWriter<'a> {
     ) -> Result<u32> {
         match chunks.get(id.0)? {
             Some(loc) => Ok(stored_share(&ChunkLoc::decode(&loc.value())?)),
-            None if !crate::tape::media::tapes_of_chunk(&self.spool.catalog.read()?, id)?
-                .is_empty() =>
-            {
-                Ok(0)
-            }
+            None if !catalog::tapes_of_chunk(&self.spool.catalog.read()?, id)?.is_empty() => Ok(0),
             None => Err(Error::corrupt(format!(
                 "chunk {} is referenced but not in the chunk index",
                 id.short()
@@ -631,7 +628,7 @@ impl<'a> ChunkReader<'a> {
     pub fn add_packs(&mut self, packs: &[std::path::PathBuf]) -> Result<()> {
         for path in packs {
             let no = u64::MAX - self.extra_packs.len() as u64;
-            for (id, mut loc) in crate::tape::payload::pack_chunks(path)?.1 {
+            for (id, mut loc) in pack_chunks(path)?.1 {
                 loc.pack_no = no;
                 self.extra.entry(id).or_insert(loc);
             }
@@ -761,6 +758,56 @@ impl Read for ChunkStream<'_> {
         Ok(n)
     }
 }
+
+/// Every chunk in a pack, verified (blake3 of each chunk's raw bytes equals its id; frames:
+/// every chunk inside), with its location (pack number 0: the caller sets it).
+pub fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
+    let r = PackReader::open(path)?;
+    let entries = r.read_index()?;
+    let mut out = Vec::new();
+    for e in &entries {
+        let raw = r.read_blob(e)?;
+        let base = ChunkLoc {
+            pack_no: 0,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            compressed: e.compressed,
+            kind: e.kind,
+            frame: None,
+        };
+        if e.kind != BlobKind::Frame {
+            out.push((e.id, base));
+            continue;
+        }
+        for (id, range) in frame::parse(&raw)
+            .map_err(|err| Error::corrupt(format!("pack {}: {err}", path.display())))?
+        {
+            let data = frame::verified(&raw, &id, range.clone()).map_err(|err| {
+                Error::corrupt(format!(
+                    "pack {}: {err}; the pack is damaged",
+                    path.display()
+                ))
+            })?;
+            out.push((
+                id,
+                ChunkLoc {
+                    raw_len: data.len() as u32,
+                    kind: BlobKind::Data,
+                    frame: Some(FrameSlot {
+                        raw_len: e.raw_len,
+                        inner: range.start as u32,
+                    }),
+                    ..base
+                },
+            ));
+        }
+    }
+    Ok((entries, out))
+}
+
+/// The chunks of a pack with their locations (pack number 0).
+pub type PackChunks = Vec<(ChunkId, ChunkLoc)>;
 
 #[cfg(test)]
 mod tests {

@@ -59,10 +59,6 @@ const LAYERS: &[(&str, &[&str])] = &[
 const KNOWN_UP: &[(&str, &str)] = &[
     // A schedule reads the volumes' settings from the spool.
     ("schedule", "spool"),
-    // The store asks the media catalog whether a chunk is on tape, and verifies packs with
-    // the tape payload's pack check.
-    ("store", "tape::media"),
-    ("store", "tape::payload"),
 ];
 
 /// The layer index of module `m` (`a::b::c`), by its longest listed prefix.

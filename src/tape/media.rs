@@ -114,19 +114,7 @@ fn tapes_txn(txn: &ReadTransaction) -> Result<Vec<TapeRecord>> {
     Ok(out)
 }
 
-/// Labels of the tapes holding chunk `id` (empty when on none, or no media catalog yet).
-pub fn tapes_of_chunk(txn: &ReadTransaction, id: &ChunkId) -> Result<Vec<String>> {
-    let t = match txn.open_multimap_table(TAPE_CHUNKS) {
-        Ok(t) => t,
-        Err(e) if catalog::table_missing(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for v in t.get(id.0)? {
-        out.push(v?.value().to_string());
-    }
-    Ok(out)
-}
+pub use crate::catalog::tapes_of_chunk;
 
 /// Is dump `id` on some recorded tape?
 pub fn dump_on_tape(spool: &Spool, id: u64) -> Result<bool> {

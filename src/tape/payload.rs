@@ -35,14 +35,14 @@ use std::path::{Path, PathBuf};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{self, CHUNKS, ChunkLoc, DumpRecord, FrameSlot, OWNED, PACK_IDS};
+use crate::catalog::{self, CHUNKS, ChunkLoc, DumpRecord, OWNED, PACK_IDS};
 use crate::error::IoContext;
 use crate::frame;
 use crate::fsutil::fsync_dir;
 use crate::manifest::ManifestReader;
 use crate::pack::{
-    self, BLOB_HEADER_LEN, BlobEntry, BlobKind, EncodedBlob, FOOTER_LEN, INDEX_ENTRY_LEN,
-    PACK_TARGET_SIZE, PackId, PackReader, PackWriter,
+    self, BLOB_HEADER_LEN, BlobKind, EncodedBlob, FOOTER_LEN, INDEX_ENTRY_LEN, PACK_TARGET_SIZE,
+    PackId, PackReader, PackWriter,
 };
 use crate::progress::Progress;
 use crate::spool::{Spool, validate_volume_name};
@@ -945,56 +945,6 @@ fn read_label(dir: &Path) -> Result<(HashMap<String, String>, Vec<String>)> {
     Ok((keys, dumps))
 }
 
-/// Every chunk in a pack, verified (blake3 of each chunk's raw bytes equals its id; frames:
-/// every chunk inside), with its location (pack number 0: the caller sets it).
-pub(crate) fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
-    let r = PackReader::open(path)?;
-    let entries = r.read_index()?;
-    let mut out = Vec::new();
-    for e in &entries {
-        let raw = r.read_blob(e)?;
-        let base = ChunkLoc {
-            pack_no: 0,
-            offset: e.offset,
-            stored_len: e.stored_len,
-            raw_len: e.raw_len,
-            compressed: e.compressed,
-            kind: e.kind,
-            frame: None,
-        };
-        if e.kind != BlobKind::Frame {
-            out.push((e.id, base));
-            continue;
-        }
-        for (id, range) in frame::parse(&raw)
-            .map_err(|err| Error::corrupt(format!("pack {}: {err}", path.display())))?
-        {
-            let data = frame::verified(&raw, &id, range.clone()).map_err(|err| {
-                Error::corrupt(format!(
-                    "pack {}: {err}; the tape is damaged",
-                    path.display()
-                ))
-            })?;
-            out.push((
-                id,
-                ChunkLoc {
-                    raw_len: data.len() as u32,
-                    kind: BlobKind::Data,
-                    frame: Some(FrameSlot {
-                        raw_len: e.raw_len,
-                        inner: range.start as u32,
-                    }),
-                    ..base
-                },
-            ));
-        }
-    }
-    Ok((entries, out))
-}
-
-/// The chunks of a pack with their locations (pack number 0).
-pub(crate) type PackChunks = Vec<(ChunkId, ChunkLoc)>;
-
 fn pack_file(dir: &Path, name: &HexId) -> PathBuf {
     dir.join(PACKS_DIR)
         .join(format!("{}.pack", ChunkId(name.0).to_hex()))
@@ -1109,7 +1059,7 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
                 path.display()
             )));
         }
-        let (entries, chunks) = pack_chunks(&path)?;
+        let (entries, chunks) = crate::store::pack_chunks(&path)?;
         if r.size() != p.size || entries.len() as u64 != p.blobs || chunks.len() as u64 != p.chunks
         {
             return Err(Error::corrupt(format!(
@@ -1482,7 +1432,7 @@ fn adopt_and_commit(
             continue;
         }
         let src = pack_file(dir, &p.name);
-        let (entries, chunks) = pack_chunks(&src)?;
+        let (entries, chunks) = crate::store::pack_chunks(&src)?;
         let lacking: Vec<&(ChunkId, ChunkLoc)> = {
             let t = store.txn().open_table(CHUNKS)?;
             let mut v = Vec::new();
