@@ -37,6 +37,7 @@ pub mod restore;
 pub mod scan;
 pub mod schedule;
 pub mod select;
+pub mod settings;
 pub mod spool;
 pub mod store;
 pub mod tape;

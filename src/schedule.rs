@@ -25,7 +25,7 @@ use std::fmt;
 
 use chrono::{Local, NaiveDate};
 
-use crate::spool::{Settings, VolumeSettings, validate_volume_name};
+use crate::settings::{Settings, VolumeSettings, validate_volume_name};
 use crate::timefmt::{DayEdge, parse_time};
 use crate::{Error, Result};
 

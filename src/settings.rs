@@ -1,0 +1,178 @@
+//! The spool's settings file, `reel.toml`: its format and the rules its values follow. The
+//! spool (`crate::spool`) reads and writes it; schedules and the nightly job read the volumes'
+//! entries. FORMAT.md lists the keys.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::ChunkerParams;
+use crate::{Error, Result};
+
+/// `reel.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    /// Layout version of the spool directory (1).
+    pub format: u32,
+    #[serde(default)]
+    pub chunker: ChunkerSettings,
+    /// zstd level for new chunks (1-19). 2 by default: with 4 MiB frames it stores as little as
+    /// level 3 did with 1 MiB frames, and faster; see docs/PERFORMANCE.md.
+    #[serde(default = "default_compression")]
+    pub compression_level: i32,
+    /// MiB of new packs a dump (or any writing session) seals between two catalog commits,
+    /// its checkpoints: a killed dump keeps what its last checkpoint committed. A commit
+    /// rewrites every page of the chunk index that changed, so fewer commits make a dump
+    /// faster (measured in docs/PERFORMANCE.md). 0 commits after every pack.
+    #[serde(default = "default_checkpoint_mb")]
+    pub checkpoint_mb: u64,
+    #[serde(default)]
+    pub volumes: BTreeMap<String, VolumeSettings>,
+}
+
+pub(crate) fn default_compression() -> i32 {
+    2
+}
+
+pub(crate) fn default_checkpoint_mb() -> u64 {
+    256
+}
+
+/// Chunk sizes, fixed when the spool is made: changing them would stop new dumps from
+/// deduplicating against old ones.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerSettings {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerSettings {
+    fn default() -> Self {
+        let p = ChunkerParams::DEFAULT;
+        ChunkerSettings {
+            min: p.min,
+            avg: p.avg,
+            max: p.max,
+        }
+    }
+}
+
+/// One volume's section of `reel.toml`. Only `path` is required; the rest is the nightly
+/// cycle's configuration (docs/NIGHTLY.md).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeSettings {
+    pub path: PathBuf,
+    /// Day letters: `F` = level 0, `I` = level 1, `0`-`9` = that level (crate::schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How `reel clone` takes the clone.
+    #[serde(default, skip_serializing_if = "CloneMethod::is_default")]
+    pub clone: CloneMethod,
+    /// Run through `sh -c` before the clone; the volume is frozen once it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_cmd: Option<String>,
+    /// Run through `sh -c` after the clone, whatever happened, once the freeze hook started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thaw_cmd: Option<String>,
+    /// `hook` method: prints the path of a read-only view of the volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_cmd: Option<String>,
+    /// `hook` method: removes the view (gets its path in `REEL_SNAPSHOT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_cmd: Option<String>,
+    /// Seconds a hook may run before it is killed and the clone fails (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_timeout: Option<u64>,
+}
+
+/// Default seconds a hook may run.
+pub const DEFAULT_HOOK_TIMEOUT: u64 = 300;
+
+impl VolumeSettings {
+    pub fn new(path: PathBuf) -> VolumeSettings {
+        VolumeSettings {
+            path,
+            ..Default::default()
+        }
+    }
+
+    pub fn hook_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT))
+    }
+}
+
+/// How a clone is taken (docs/DESIGN.md, "The three phases").
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CloneMethod {
+    /// Straight into the content store: only files whose stat data changed are read.
+    #[default]
+    Store,
+    /// A copy-on-write copy of the tree under clones/ (btrfs, xfs).
+    Reflink,
+    /// A plain copy of the tree under clones/.
+    Copy,
+    /// The admin's snapshot command prints the path of a read-only view.
+    Hook,
+}
+
+impl CloneMethod {
+    pub const ALL: [CloneMethod; 4] = [
+        CloneMethod::Store,
+        CloneMethod::Reflink,
+        CloneMethod::Copy,
+        CloneMethod::Hook,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CloneMethod::Store => "store",
+            CloneMethod::Reflink => "reflink",
+            CloneMethod::Copy => "copy",
+            CloneMethod::Hook => "hook",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == CloneMethod::Store
+    }
+}
+
+impl std::fmt::Display for CloneMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CloneMethod {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<CloneMethod> {
+        CloneMethod::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "unknown clone method {s:?}: use store, reflink, copy or hook"
+                ))
+            })
+    }
+}
+
+/// Volume names become file names and keys: keep them plain.
+pub fn validate_volume_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "bad volume name {name:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        )))
+    }
+}
