@@ -31,9 +31,17 @@ pub enum Error {
     /// SIGINT, SIGTERM or SIGHUP arrived; the work stopped cleanly (the volume was thawed).
     #[error("interrupted by signal {0}; stopped cleanly")]
     Interrupted(i32),
-    /// The catalog database reported an error.
+    /// Something about the catalog, in reel's words (a missing table, a record that does not
+    /// decode, a catalog that needs repair).
     #[error("catalog: {0}")]
     Catalog(String),
+    /// The catalog database (redb) reported an error; it stays the source, so a caller can
+    /// look through it (to an I/O error, say).
+    #[error("catalog: {source}")]
+    Database {
+        #[source]
+        source: redb::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,9 +62,22 @@ impl Error {
         Error::Corrupt(msg.into())
     }
 
-    /// Is this the kernel telling us the disk is full?
+    /// Is this the kernel telling us the disk is full, for a file reel wrote or for the
+    /// catalog database (an I/O error anywhere in the chain of causes)?
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            let io = match e.downcast_ref::<redb::Error>() {
+                // redb does not give its I/O error as a source.
+                Some(redb::Error::Io(io)) => Some(io),
+                _ => e.downcast_ref::<std::io::Error>(),
+            };
+            if io.is_some_and(|io| io.raw_os_error() == Some(libc::ENOSPC)) {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
     }
 }
 
@@ -75,17 +96,41 @@ macro_rules! catalog_error {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Error {
-                Error::Catalog(e.to_string())
+                Error::Database { source: e.into() }
             }
         }
     )*};
 }
 
+impl From<redb::Error> for Error {
+    fn from(source: redb::Error) -> Error {
+        Error::Database { source }
+    }
+}
+
 catalog_error!(
-    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
     redb::CommitError
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_database_error_keeps_its_cause_and_its_message() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e: Error = redb::StorageError::Io(full).into();
+        assert!(e.to_string().starts_with("catalog: "), "{e}");
+        assert!(e.source().is_some(), "the redb error is the source");
+        assert!(e.is_disk_full(), "ENOSPC under redb is a full disk");
+        let other: Error = redb::StorageError::Io(std::io::Error::other("x")).into();
+        assert!(!other.is_disk_full());
+        let file = Error::io("/x", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(file.is_disk_full());
+    }
+}
