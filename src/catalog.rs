@@ -64,6 +64,33 @@ pub struct FrameSlot {
 }
 
 impl ChunkLoc {
+    /// The location of blob `e` of pack `pack_no`, as a chunk of its own.
+    pub fn of_blob(pack_no: u64, e: &BlobEntry) -> ChunkLoc {
+        ChunkLoc {
+            pack_no,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            compressed: e.compressed,
+            kind: e.kind,
+            frame: None,
+        }
+    }
+
+    /// The location of the data chunk at `inner` (`raw_len` bytes) inside the frame blob this
+    /// locates.
+    pub fn in_frame(&self, inner: u32, raw_len: u32) -> ChunkLoc {
+        ChunkLoc {
+            raw_len,
+            kind: BlobKind::Data,
+            frame: Some(FrameSlot {
+                raw_len: self.raw_len,
+                inner,
+            }),
+            ..*self
+        }
+    }
+
     /// pack no u64 | offset u64 | stored len u32 | raw len u32 | flags u8 (bit 0 compressed,
     /// bit 1 in a frame, bits 4-7 kind) | frame raw len u32 | offset in frame u32 (both 0 when
     /// not in a frame). Little-endian.

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use redb::ReadableTable;
 use serde::Serialize;
 
-use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, DumpRecord, ForgetRecord, FrameSlot, OWNED};
+use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, DumpRecord, ForgetRecord, OWNED};
 use crate::error::IoContext;
 use crate::manifest::ManifestReader;
 use crate::pack::{self, BlobEntry, BlobKind, PackId, PackReader};
@@ -138,15 +138,7 @@ pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
         forgets: Vec::new(),
     };
     for e in &entries {
-        let base = ChunkLoc {
-            pack_no: 0,
-            offset: e.offset,
-            stored_len: e.stored_len,
-            raw_len: e.raw_len,
-            compressed: e.compressed,
-            kind: e.kind,
-            frame: None,
-        };
+        let base = ChunkLoc::of_blob(0, e);
         let in_pack = |err: Error| Error::corrupt(format!("pack {}: {err}", path.display()));
         match e.kind {
             BlobKind::Frame => {
@@ -154,18 +146,8 @@ pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
                 for (cid, range) in crate::frame::parse(&raw).map_err(in_pack)? {
                     // No damaged chunk enters the index.
                     crate::frame::verified(&raw, &cid, range.clone()).map_err(in_pack)?;
-                    out.chunks.push((
-                        cid,
-                        ChunkLoc {
-                            raw_len: range.len() as u32,
-                            kind: BlobKind::Data,
-                            frame: Some(FrameSlot {
-                                raw_len: e.raw_len,
-                                inner: range.start as u32,
-                            }),
-                            ..base
-                        },
-                    ));
+                    let loc = base.in_frame(range.start as u32, range.len() as u32);
+                    out.chunks.push((cid, loc));
                 }
             }
             BlobKind::DumpRecord => {

@@ -767,15 +767,7 @@ pub fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
     let mut out = Vec::new();
     for e in &entries {
         let raw = r.read_blob(e)?;
-        let base = ChunkLoc {
-            pack_no: 0,
-            offset: e.offset,
-            stored_len: e.stored_len,
-            raw_len: e.raw_len,
-            compressed: e.compressed,
-            kind: e.kind,
-            frame: None,
-        };
+        let base = ChunkLoc::of_blob(0, e);
         if e.kind != BlobKind::Frame {
             out.push((e.id, base));
             continue;
@@ -789,18 +781,7 @@ pub fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
                     path.display()
                 ))
             })?;
-            out.push((
-                id,
-                ChunkLoc {
-                    raw_len: data.len() as u32,
-                    kind: BlobKind::Data,
-                    frame: Some(FrameSlot {
-                        raw_len: e.raw_len,
-                        inner: range.start as u32,
-                    }),
-                    ..base
-                },
-            ));
+            out.push((id, base.in_frame(range.start as u32, data.len() as u32)));
         }
     }
     Ok((entries, out))
