@@ -331,9 +331,9 @@ impl Catalog {
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            meta.insert("format", CATALOG_VERSION.to_le_bytes().as_slice())?;
-            meta.insert("next_dump_id", 1u64.to_le_bytes().as_slice())?;
-            meta.insert("next_pack_no", 1u64.to_le_bytes().as_slice())?;
+            meta.insert(META_FORMAT, CATALOG_VERSION.to_le_bytes().as_slice())?;
+            meta.insert(META_NEXT_DUMP_ID, 1u64.to_le_bytes().as_slice())?;
+            meta.insert(META_NEXT_PACK_NO, 1u64.to_le_bytes().as_slice())?;
             txn.open_table(DUMPS)?;
             txn.open_table(VOLUME_DUMPS)?;
             txn.open_table(PACKS)?;
@@ -435,7 +435,7 @@ impl Catalog {
         let txn = self.read().map_err(|e| self.damaged(e))?;
         let meta = txn.open_table(META).map_err(|e| self.damaged(e))?;
         let v = meta
-            .get("format")
+            .get(META_FORMAT)
             .map_err(|e| self.damaged(e))?
             .map(|g| g.value().to_vec())
             .ok_or_else(|| self.damaged("no format entry"))?;
@@ -573,7 +573,7 @@ impl Catalog {
     }
 
     pub fn next_dump_id(&self) -> Result<u64> {
-        Self::meta_u64(&self.read()?, "next_dump_id")
+        Self::meta_u64(&self.read()?, META_NEXT_DUMP_ID)
     }
 
     // ----- packs and chunks -----
@@ -653,6 +653,40 @@ pub fn insert_pack(
     Ok(())
 }
 
+/// Keys of the `meta` table (FORMAT.md, "Tables").
+pub const META_FORMAT: &str = "format";
+pub const META_NEXT_DUMP_ID: &str = "next_dump_id";
+pub const META_NEXT_PACK_NO: &str = "next_pack_no";
+pub const META_PURGES: &str = "purges";
+
+/// Take the next pack number (and advance it): every pack the catalog names has its own.
+pub fn take_pack_number(txn: &WriteTransaction) -> Result<u64> {
+    let no = get_meta_u64(txn, META_NEXT_PACK_NO)?;
+    set_meta_u64(txn, META_NEXT_PACK_NO, no + 1)?;
+    Ok(no)
+}
+
+/// The id the next dump will get.
+pub fn next_dump_id(txn: &WriteTransaction) -> Result<u64> {
+    get_meta_u64(txn, META_NEXT_DUMP_ID)
+}
+
+/// How many times packs were purged from the spool after export (0 if never): while it is 0,
+/// every indexed chunk is on the spool.
+pub fn purges(txn: &WriteTransaction) -> u64 {
+    get_meta_u64(txn, META_PURGES).unwrap_or(0)
+}
+
+/// Count one more purge (or, with `at_least_one`, make sure one is counted).
+pub fn count_purge(txn: &WriteTransaction, at_least_one: bool) -> Result<()> {
+    let n = purges(txn);
+    set_meta_u64(
+        txn,
+        META_PURGES,
+        if at_least_one { n.max(1) } else { n + 1 },
+    )
+}
+
 pub fn set_meta_u64(txn: &WriteTransaction, key: &str, v: u64) -> Result<()> {
     txn.open_table(META)?
         .insert(key, v.to_le_bytes().as_slice())?;
@@ -697,7 +731,7 @@ pub fn remove_clone(txn: &WriteTransaction, volume: &str) -> Result<()> {
 /// Drop owned-chunk rows left by dumps that never committed (ids >= next_dump_id): a killed
 /// dump may have committed some of its packs, with their rows, but never its record.
 pub fn clean_uncommitted(txn: &WriteTransaction) -> Result<u64> {
-    let next = get_meta_u64(txn, "next_dump_id")?;
+    let next = next_dump_id(txn)?;
     let mut t = txn.open_table(OWNED)?;
     let mut n = 0u64;
     t.retain_in((next, [0u8; 32])..=(u64::MAX, [0xffu8; 32]), |_, _| {

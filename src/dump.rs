@@ -332,7 +332,7 @@ fn dump_tree_as(
     if stale > 0 {
         tracing::info!("dropped {stale} owned-chunk rows of an interrupted dump");
     }
-    let id = catalog::get_meta_u64(store.txn(), "next_dump_id")?;
+    let id = catalog::next_dump_id(store.txn())?;
     let statmap = match clone.as_ref().map(|c| &c.view) {
         Some(CloneView::Dir {
             statmap: Some(p), ..
@@ -423,7 +423,7 @@ fn commit_record(
             c.dumped = Some(id);
             catalog::put_clone(txn, &c)?;
         }
-        catalog::set_meta_u64(txn, "next_dump_id", id + 1)
+        catalog::set_meta_u64(txn, catalog::META_NEXT_DUMP_ID, id + 1)
     })?;
     Ok(rec)
 }
@@ -462,7 +462,7 @@ fn scan<'a>(
     // After a purge, an unchanged file's chunks may be on tape only. A dump that may own them
     // (and a clone, whose owner is not known yet) must have them on the spool, or its export
     // could not write them: such a file is read again.
-    let purged = catalog::get_meta_u64(s.store.txn(), "purges").unwrap_or(0) > 0;
+    let purged = catalog::purges(s.store.txn()) > 0;
 
     // The previous manifest, for change detection.
     let reader = ChunkReader::new(spool)?;
@@ -717,7 +717,7 @@ fn commit_store_clone(
 
     let mut store = StoreWriter::new(spool)?;
     catalog::clean_uncommitted(store.txn())?;
-    let id = catalog::get_meta_u64(store.txn(), "next_dump_id")?;
+    let id = catalog::next_dump_id(store.txn())?;
     let reader = ChunkReader::new(spool)?;
     let mut base_entries = match &base {
         Some(b) => Some(

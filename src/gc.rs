@@ -717,7 +717,7 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
     let txn = spool.catalog.write()?;
     {
         let now = crate::timefmt::now_ns();
-        let mut next = catalog::get_meta_u64(&txn, "next_pack_no")?;
+        let mut next = catalog::get_meta_u64(&txn, catalog::META_NEXT_PACK_NO)?;
         let mut chunks = txn.open_table(CHUNKS)?;
         for (done, locs) in &written {
             catalog::insert_pack(&txn, next, &done.id, done.size, &done.entries, now)?;
@@ -730,7 +730,7 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
             }
             next += 1;
         }
-        catalog::set_meta_u64(&txn, "next_pack_no", next)?;
+        catalog::set_meta_u64(&txn, catalog::META_NEXT_PACK_NO, next)?;
         for id in &dead {
             chunks.remove(id.0)?;
         }

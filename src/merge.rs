@@ -18,7 +18,7 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
     let started = std::time::Instant::now();
     let mut store = StoreWriter::new(spool)?;
     catalog::clean_uncommitted(store.txn())?;
-    let id = catalog::get_meta_u64(store.txn(), "next_dump_id")?;
+    let id = catalog::next_dump_id(store.txn())?;
     let reader = ChunkReader::new(spool)?;
     let (mut owned_chunks, mut owned_bytes) = store.record_owned(
         id,
@@ -66,7 +66,7 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
     let stats = store.finish(|txn, stats| {
         rec.stored_bytes = stats.stored_bytes;
         catalog::insert_dump(txn, &rec)?;
-        catalog::set_meta_u64(txn, "next_dump_id", id + 1)
+        catalog::set_meta_u64(txn, catalog::META_NEXT_DUMP_ID, id + 1)
     })?;
     rec.stored_bytes = stats.stored_bytes;
     Ok(rec)

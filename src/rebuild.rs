@@ -421,8 +421,8 @@ pub fn rebuild_catalog(
             }
             catalog::insert_dump(&txn, d)?;
         }
-        catalog::set_meta_u64(&txn, "next_pack_no", no)?;
-        catalog::set_meta_u64(&txn, "next_dump_id", max_id + 1)?;
+        catalog::set_meta_u64(&txn, catalog::META_NEXT_PACK_NO, no)?;
+        catalog::set_meta_u64(&txn, catalog::META_NEXT_DUMP_ID, max_id + 1)?;
         txn.commit()?;
     }
     report.dumps_restored = dumps.iter().map(DumpBrief::from).collect();
@@ -496,8 +496,7 @@ pub fn rebuild_catalog(
         // Missing chunks: later dumps must check reused files against the spool, as after a
         // purge (dump.rs reads `purges`).
         if any_missing {
-            let n = catalog::get_meta_u64(&txn, "purges").unwrap_or(0);
-            catalog::set_meta_u64(&txn, "purges", n.max(1))?;
+            catalog::count_purge(&txn, true)?;
         }
         txn.commit()?;
     }

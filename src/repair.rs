@@ -143,12 +143,10 @@ pub fn repair(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result
                 });
             }
             // Later dumps check reused files against the spool, as after a purge (dump.rs).
-            let n = catalog::get_meta_u64(&txn, "purges").unwrap_or(0);
-            catalog::set_meta_u64(&txn, "purges", n + 1)?;
+            catalog::count_purge(&txn, false)?;
         }
         for p in &good {
-            let no = catalog::get_meta_u64(&txn, "next_pack_no")?;
-            catalog::set_meta_u64(&txn, "next_pack_no", no + 1)?;
+            let no = catalog::take_pack_number(&txn)?;
             let mut indexed = 0u64;
             record_scanned_pack(&txn, no, p, |id, _| {
                 lost.remove(id);

@@ -331,8 +331,7 @@ impl<'a> StoreWriter<'a> {
     ) -> Result<()> {
         if self.pack.is_none() {
             let txn = self.txn();
-            let no = catalog::get_meta_u64(txn, "next_pack_no")?;
-            catalog::set_meta_u64(txn, "next_pack_no", no + 1)?;
+            let no = catalog::take_pack_number(txn)?;
             self.pack = Some((no, BackgroundPack::start(&self.spool.tmp_dir())?));
         }
         let (no, writer) = self.pack.as_mut().expect("pack open");

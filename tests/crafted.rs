@@ -264,7 +264,7 @@ impl Fixture {
         let sp = reel::spool::Spool::open(self.spool.path(), Access::Write).unwrap();
         let first = sp.catalog.latest_dump("v").unwrap().expect("the real dump");
         let mut store = StoreWriter::new(&sp).unwrap();
-        let id = get_meta_u64(store.txn(), "next_dump_id").unwrap();
+        let id = get_meta_u64(store.txn(), reel::catalog::META_NEXT_DUMP_ID).unwrap();
 
         let data: Vec<(ChunkId, &[u8])> = entries
             .iter()
@@ -321,7 +321,7 @@ impl Fixture {
                 rec.new_chunks = stats.new_chunks;
                 rec.stored_bytes = stats.stored_bytes;
                 insert_dump(txn, &rec)?;
-                set_meta_u64(txn, "next_dump_id", id + 1)
+                set_meta_u64(txn, reel::catalog::META_NEXT_DUMP_ID, id + 1)
             })
             .unwrap();
         id

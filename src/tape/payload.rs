@@ -1305,7 +1305,7 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
 
     // Resolve every dump before anything changes.
     let mut ids = known.clone();
-    let mut next_id = catalog::get_meta_u64(store.txn(), "next_dump_id")?;
+    let mut next_id = catalog::next_dump_id(store.txn())?;
     let mut order: Vec<&TapeDump> = cat.dumps.iter().collect();
     order.sort_by_key(|d| (d.time_ns, d.id));
     let mut new_dumps: Vec<(DumpRecord, &TapeDump)> = Vec::new();
@@ -1460,8 +1460,7 @@ fn adopt_and_commit(
         fs::rename(&tmp, &dest).at(&dest)?;
         fsync_dir(&sub)?;
         let txn = store.txn();
-        let no = catalog::get_meta_u64(txn, "next_pack_no")?;
-        catalog::set_meta_u64(txn, "next_pack_no", no + 1)?;
+        let no = catalog::take_pack_number(txn)?;
         catalog::insert_pack(txn, no, &id, p.size, &entries, crate::timefmt::now_ns())?;
         let mut t = txn.open_table(CHUNKS)?;
         for (cid, loc) in lacking {
@@ -1513,7 +1512,7 @@ fn adopt_and_commit(
         for (rec, _) in new_dumps {
             catalog::insert_dump(txn, rec)?;
         }
-        catalog::set_meta_u64(txn, "next_dump_id", next_id)?;
+        catalog::set_meta_u64(txn, catalog::META_NEXT_DUMP_ID, next_id)?;
         if let Some(rec) = &tape {
             media::record_tape(txn, rec, catalog_chunks(cat).into_iter())?;
         }

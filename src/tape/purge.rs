@@ -122,10 +122,7 @@ pub fn purge_exported(
         store.put_one(*id, raw, *kind)?;
     }
     // Dumps check reused files against the spool once a purge has happened (dump.rs).
-    store.finish(|txn, _| {
-        let n = crate::catalog::get_meta_u64(txn, "purges").unwrap_or(0);
-        crate::catalog::set_meta_u64(txn, "purges", n + 1)
-    })?;
+    store.finish(|txn, _| crate::catalog::count_purge(txn, false))?;
     let dir = spool.packs_dir();
     let mut parents = HashSet::new();
     for (_, r) in &gone {
