@@ -551,7 +551,7 @@ fn scan<'a>(
                 || window.len() >= WINDOW_ENTRIES
                 || window_dirs >= dir_budget
             {
-                crate::clone::freeze::check_interrupted()?;
+                crate::signal::check_interrupted()?;
                 let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
                 let next = ReadingWindow::start(
                     std::mem::take(&mut window),
@@ -749,7 +749,7 @@ fn commit_store_clone(
             let (n, b) = store.record_owned(id, &chain, &refs)?;
             owned = (owned.0 + n, owned.1 + b);
             refs.clear();
-            crate::clone::freeze::check_interrupted()?;
+            crate::signal::check_interrupted()?;
         }
     }
     let (n, b) = store.record_owned(id, &chain, &refs)?;

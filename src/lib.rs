@@ -38,6 +38,7 @@ pub mod scan;
 pub mod schedule;
 pub mod select;
 pub mod settings;
+pub mod signal;
 pub mod spool;
 pub mod store;
 pub mod tape;

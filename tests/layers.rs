@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "fsutil",
             "ahead",
             "record",
+            "signal",
         ],
     ),
     (

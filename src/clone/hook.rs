@@ -11,7 +11,7 @@
 //!   everything it started (SIGTERM to the group, SIGKILL after 2 s), and a Ctrl-C on the
 //!   terminal reaches reel only, which then decides (the thaw hook must still run).
 //! - **We poll** (`try_wait` every 20 ms) rather than block, so that a timeout and a caught
-//!   signal ([`super::freeze::interrupted`]) are noticed while the hook runs.
+//!   signal ([`crate::signal::interrupted`]) are noticed while the hook runs.
 //!
 //! The error of a failed hook names the volume, the hook, the command, how it ended and the
 //! tail of its output, because that output is usually the only clue the admin gets.
@@ -70,7 +70,7 @@ pub struct HookOutput {
 /// Run `cmd` through `sh -c` with `REEL_VOLUME=volume`, `REEL_PATH=path` and `extra_env` in
 /// its environment, stdin from /dev/null. Fails (`Error::Hook`) when it exits non-zero, is
 /// killed, cannot start, or runs past `timeout` (then its whole process group is killed:
-/// SIGTERM, then SIGKILL after 2 s). When `interruptible` and `freeze::interrupted()` becomes
+/// SIGTERM, then SIGKILL after 2 s). When `interruptible` and `signal::interrupted()` becomes
 /// `Some(sig)` while it runs, it is killed the same way and `Error::Interrupted(sig)` is
 /// returned. The thaw hook is run with `interruptible = false`.
 pub fn run_hook(
@@ -121,7 +121,7 @@ pub fn run_hook(
                 break Ended::WaitFailed(e);
             }
         }
-        if interruptible && let Some(sig) = super::freeze::interrupted() {
+        if interruptible && let Some(sig) = crate::signal::interrupted() {
             kill_group(&mut child);
             tracing::info!("volume {volume}: {kind} hook killed: reel caught signal {sig}");
             return Err(Error::Interrupted(sig));
@@ -292,7 +292,6 @@ fn quote_output(out: &HookOutput) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clone::freeze;
 
     const LONG: Duration = Duration::from_secs(20);
 
@@ -439,13 +438,13 @@ mod tests {
 
     #[test]
     fn a_signal_interrupts_an_interruptible_hook_only() {
-        let _t = freeze::TEST_SIGNALS
+        let _t = crate::signal::TEST_SIGNALS
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let tmp = tempfile::tempdir().unwrap();
         let pidfile = tmp.path().join("pid");
         let cmd = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
-        let guard = freeze::catch_signals();
+        let guard = crate::signal::catch_signals();
         let raiser = std::thread::spawn(|| {
             std::thread::sleep(Duration::from_millis(300));
             unsafe { libc::raise(libc::SIGTERM) };
@@ -475,7 +474,7 @@ mod tests {
         assert!(wait_dead(pid));
 
         // The thaw hook runs to its end even though a signal was caught.
-        assert!(freeze::interrupted().is_some());
+        assert!(crate::signal::interrupted().is_some());
         let out = run_hook(
             HookKind::Thaw,
             "sleep 0.1; echo thawed",

@@ -90,7 +90,7 @@ pub fn clone_volume(
     let old = spool.catalog.clone_of(name)?;
     let timeout = vol.hook_timeout();
 
-    let _signals = freeze::catch_signals();
+    let _signals = crate::signal::catch_signals();
     let lock = freeze::acquire(&spool.freeze_lock_path(name), timeout)?;
     let frozen_at = Instant::now();
     let mut made = Ok(None);
@@ -101,7 +101,7 @@ pub fn clone_volume(
             .map(|_| None);
     }
     if made.is_ok() {
-        made = freeze::check_interrupted()
+        made = crate::signal::check_interrupted()
             .and_then(|()| take(spool, name, &vol, time_ns, opts.reread, progress).map(Some));
     }
     let thawed = match (&vol.thaw_cmd, froze) {
@@ -138,7 +138,7 @@ pub fn clone_volume(
             "{t}. The clone was taken, but volume {name} may still be frozen: run its thaw command by hand"
         ))
     })?;
-    freeze::check_interrupted()?;
+    crate::signal::check_interrupted()?;
     Ok(CloneOutcome {
         record,
         frozen,
@@ -191,16 +191,21 @@ fn take(
                 copy::CopyMode::Copy
             };
             progress.message(&format!("cloning {name} ({})", vol.clone));
-            let stats =
-                copy::copy_tree(&vol.path, &dst, mode, &statmap, &freeze::check_interrupted)
-                    .map_err(|e| match e {
-                        // The copy does not know the volume's name; its advice should.
-                        Error::Volume(m) => Error::Volume(format!(
-                            "volume {name}: {}",
-                            m.replace("reel volume set NAME", &format!("reel volume set {name}"))
-                        )),
-                        e => e,
-                    })?;
+            let stats = copy::copy_tree(
+                &vol.path,
+                &dst,
+                mode,
+                &statmap,
+                &crate::signal::check_interrupted,
+            )
+            .map_err(|e| match e {
+                // The copy does not know the volume's name; its advice should.
+                Error::Volume(m) => Error::Volume(format!(
+                    "volume {name}: {}",
+                    m.replace("reel volume set NAME", &format!("reel volume set {name}"))
+                )),
+                e => e,
+            })?;
             Ok(record(
                 CloneView::Dir {
                     path: dst.display().to_string(),
