@@ -116,13 +116,16 @@ struct LookAhead {
     ready: std::sync::Condvar,
 }
 
-fn look_ahead() -> &'static LookAhead {
-    static POOL: std::sync::OnceLock<&'static LookAhead> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
+/// The look-ahead's threads, started on first use; None when not one could be started (the
+/// names are then looked up on the walk's own thread).
+fn look_ahead() -> Option<&'static LookAhead> {
+    static POOL: std::sync::OnceLock<Option<&'static LookAhead>> = std::sync::OnceLock::new();
+    *POOL.get_or_init(|| {
         let pool: &'static LookAhead = Box::leak(Box::new(LookAhead {
             queue: std::sync::Mutex::new(std::collections::VecDeque::new()),
             ready: std::sync::Condvar::new(),
         }));
+        let mut started = 0;
         for i in 0..LOOK_AHEAD_THREADS {
             let spawned = std::thread::Builder::new()
                 .name(format!("reel-stat-{i}"))
@@ -137,14 +140,17 @@ fn look_ahead() -> &'static LookAhead {
                                 }
                             }
                         };
-                        job();
+                        // A job that panics loses its part (the walk looks those names up
+                        // itself), not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
                 });
             if spawned.is_err() {
                 break;
             }
+            started += 1;
         }
-        pool
+        (started > 0).then_some(pool)
     })
 }
 
@@ -156,7 +162,14 @@ fn note_lookups(avg: &mut f64, ns: f64, n: usize) {
 /// Look up every name of `names` in `dir`, in parallel on the look-ahead threads, in order, with
 /// the time the lookups took (the sum over the threads, so the hand-over is not counted).
 fn look_all(dir: &Arc<Dir>, names: &Arc<Vec<Vec<u8>>>, dev: u64) -> (Vec<Looked>, u128) {
-    let pool = look_ahead();
+    let here = || {
+        let started = std::time::Instant::now();
+        let looked = names.iter().map(|name| look(dir, name, None)).collect();
+        (looked, started.elapsed().as_nanos())
+    };
+    let Some(pool) = look_ahead() else {
+        return here();
+    };
     let n = names.len();
     let parts = LOOK_AHEAD_THREADS.min(n);
     let open_ahead = Arc::new(std::sync::atomic::AtomicUsize::new(OPEN_AHEAD_MAX));
@@ -184,10 +197,8 @@ fn look_all(dir: &Arc<Dir>, names: &Arc<Vec<Vec<u8>>>, dev: u64) -> (Vec<Looked>
         spent += ns;
     }
     if done.iter().any(Option::is_none) {
-        // No thread took a part (none could be started): look the names up here.
-        let started = std::time::Instant::now();
-        let looked = names.iter().map(|name| look(dir, name, None)).collect();
-        return (looked, started.elapsed().as_nanos());
+        // A part was lost (its thread panicked): look the names up here.
+        return here();
     }
     (done.into_iter().flatten().flatten().collect(), spent)
 }
