@@ -5,6 +5,10 @@
 //! Walking and decoding each on a thread of their own, handing over their items in batches
 //! through a bounded channel, lets them run on the other core while the dump's thread merges:
 //! memory stays bounded by the channel (`DEPTH` batches), and the items arrive in order.
+//!
+//! Work spread over more threads than cores pays only while it waits on the disk: the walk's
+//! look-ahead and the dump's reading threads decide by a moving average of how long their
+//! operations take ([`note_times`]).
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
@@ -50,6 +54,12 @@ where
         },
         handle,
     ))
+}
+
+/// Fold `n` operations that took `each_ns` nanoseconds each into the moving average `avg`,
+/// which follows about the last `over` operations.
+pub fn note_times(avg: &mut f64, each_ns: f64, n: usize, over: usize) {
+    *avg += (each_ns - *avg) * (n as f64 / over as f64).min(1.0);
 }
 
 impl<T> Iterator for Ahead<T> {

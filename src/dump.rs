@@ -1221,7 +1221,7 @@ impl Session<'_> {
         let (buf, contents, (spent, files)) = reading.wait()?;
         if files > 0 {
             let each = spent as f64 / files as f64;
-            self.read_ns += (each - self.read_ns) * (files as f64 / 64.0).min(1.0);
+            ahead::note_times(&mut self.read_ns, each, files, 64);
         }
         let ReadingWindow {
             mut window,

@@ -156,7 +156,7 @@ fn look_ahead() -> Option<&'static LookAhead> {
 
 /// Fold `n` lookups that took `ns` each into the moving average (over about the last 32).
 fn note_lookups(avg: &mut f64, ns: f64, n: usize) {
-    *avg += (ns - *avg) * (n as f64 / 32.0).min(1.0);
+    crate::ahead::note_times(avg, ns, n, 32);
 }
 
 /// Look up every name of `names` in `dir`, in parallel on the look-ahead threads, in order, with
