@@ -677,14 +677,9 @@ pub fn purges(txn: &WriteTransaction) -> u64 {
     get_meta_u64(txn, META_PURGES).unwrap_or(0)
 }
 
-/// Count one more purge (or, with `at_least_one`, make sure one is counted).
-pub fn count_purge(txn: &WriteTransaction, at_least_one: bool) -> Result<()> {
-    let n = purges(txn);
-    set_meta_u64(
-        txn,
-        META_PURGES,
-        if at_least_one { n.max(1) } else { n + 1 },
-    )
+/// Count one more purge.
+pub fn count_purge(txn: &WriteTransaction) -> Result<()> {
+    set_meta_u64(txn, META_PURGES, purges(txn) + 1)
 }
 
 pub fn set_meta_u64(txn: &WriteTransaction, key: &str, v: u64) -> Result<()> {

@@ -717,9 +717,9 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
     let txn = spool.catalog.write()?;
     {
         let now = crate::timefmt::now_ns();
-        let mut next = catalog::get_meta_u64(&txn, catalog::META_NEXT_PACK_NO)?;
         let mut chunks = txn.open_table(CHUNKS)?;
         for (done, locs) in &written {
+            let next = catalog::take_pack_number(&txn)?;
             catalog::insert_pack(&txn, next, &done.id, done.size, &done.entries, now)?;
             for (id, loc) in locs {
                 let loc = ChunkLoc {
@@ -728,9 +728,7 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
                 };
                 chunks.insert(id.0, loc.encode())?;
             }
-            next += 1;
         }
-        catalog::set_meta_u64(&txn, catalog::META_NEXT_PACK_NO, next)?;
         for id in &dead {
             chunks.remove(id.0)?;
         }

@@ -495,8 +495,8 @@ pub fn rebuild_catalog(
         }
         // Missing chunks: later dumps must check reused files against the spool, as after a
         // purge (dump.rs reads `purges`).
-        if any_missing {
-            catalog::count_purge(&txn, true)?;
+        if any_missing && catalog::purges(&txn) == 0 {
+            catalog::count_purge(&txn)?;
         }
         txn.commit()?;
     }

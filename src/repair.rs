@@ -143,7 +143,7 @@ pub fn repair(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result
                 });
             }
             // Later dumps check reused files against the spool, as after a purge (dump.rs).
-            catalog::count_purge(&txn, false)?;
+            catalog::count_purge(&txn)?;
         }
         for p in &good {
             let no = catalog::take_pack_number(&txn)?;

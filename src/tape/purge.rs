@@ -122,7 +122,7 @@ pub fn purge_exported(
         store.put_one(*id, raw, *kind)?;
     }
     // Dumps check reused files against the spool once a purge has happened (dump.rs).
-    store.finish(|txn, _| crate::catalog::count_purge(txn, false))?;
+    store.finish(|txn, _| crate::catalog::count_purge(txn))?;
     let dir = spool.packs_dir();
     let mut parents = HashSet::new();
     for (_, r) in &gone {
