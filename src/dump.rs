@@ -24,6 +24,7 @@ use crate::ahead;
 use crate::catalog::{self, CloneRecord, CloneView, DumpRecord};
 use crate::chunk::{self, ChunkerParams, Segment, StreamChunker};
 use crate::dirfd::{Dir, Stat, Xattrs};
+use crate::fsutil;
 use crate::level;
 use crate::manifest::{ManifestReader, ManifestWriter};
 use crate::pack::BlobKind;
@@ -226,20 +227,6 @@ pub fn dump_volume(
     dump_tree(spool, name, &vol.path.clone(), opts, progress)
 }
 
-pub(crate) fn check_root(name: &str, root: &Path) -> Result<()> {
-    match std::fs::metadata(root) {
-        Ok(md) if md.is_dir() => Ok(()),
-        Ok(_) => Err(Error::usage(format!(
-            "volume {name}: path {} is not a directory",
-            root.display()
-        ))),
-        Err(e) => Err(Error::Volume(format!(
-            "volume {name}: path {} cannot be read ({e}); mount the volume, or correct its path in reel.toml ([volumes.{name}] path)",
-            root.display()
-        ))),
-    }
-}
-
 fn check_level(level: u8) -> Result<()> {
     if level > level::MAX_LEVEL {
         return Err(Error::usage(format!(
@@ -249,30 +236,7 @@ fn check_level(level: u8) -> Result<()> {
     Ok(())
 }
 
-/// Refuse a dump time not later than the volume's latest dump.
-pub(crate) fn check_time(name: &str, dumps: &[DumpRecord], time_ns: i64) -> Result<()> {
-    if let Some(last) = dumps.last().filter(|l| time_ns <= l.time_ns) {
-        // A latest dump dated ahead of the clock blocks every dump until then: say how out.
-        let what_to_do = if last.time_ns > timefmt::now_ns().saturating_add(MAX_AHEAD_NS) {
-            format!(
-                "dump {} is dated ahead of the clock: `reel forget {}` removes it, and dumps of the present can follow again",
-                last.id, last.id
-            )
-        } else {
-            "give a later --date".to_string()
-        };
-        return Err(Error::usage(format!(
-            "dump time {} is not later than the latest dump of volume {name} (dump {} at {}); {what_to_do}",
-            format_rfc3339(time_ns),
-            last.id,
-            format_rfc3339(last.time_ns)
-        )));
-    }
-    Ok(())
-}
-
-/// How far ahead of the clock a dump or clone time may be without `--force-date`.
-pub const MAX_AHEAD_NS: i64 = 24 * 3600 * 1_000_000_000;
+pub use crate::timefmt::MAX_AHEAD_NS;
 
 /// Refuse a `--date` more than [`MAX_AHEAD_NS`] ahead of `now_ns`: a volume's next dump must be
 /// later than its latest, so a dump dated years ahead would block every dump and nightly of
@@ -310,11 +274,11 @@ fn dump_tree_as(
     progress: &dyn Progress,
 ) -> Result<DumpOutcome> {
     check_level(opts.level)?;
-    check_root(name, root)?;
+    fsutil::check_root(name, root)?;
     let started = std::time::Instant::now();
     let time_ns = opts.time_ns.unwrap_or_else(timefmt::now_ns);
     let dumps = spool.catalog.dumps(Some(name))?;
-    check_time(name, &dumps, time_ns)?;
+    timefmt::check_time(name, &dumps, time_ns)?;
     let base = level::choose_base(&dumps, opts.level).cloned();
     let level = if base.is_none() { 0 } else { opts.level };
     let chain = base.as_ref().map(|b| b.full_chain()).unwrap_or_default();
@@ -601,9 +565,9 @@ pub fn capture_clone(
 ) -> Result<CloneRecord> {
     let vol = spool.volume(name)?;
     let root = vol.path.clone();
-    check_root(name, &root)?;
+    fsutil::check_root(name, &root)?;
     let dumps = spool.catalog.dumps(Some(name))?;
-    check_time(name, &dumps, time_ns)?;
+    timefmt::check_time(name, &dumps, time_ns)?;
     let old = spool.catalog.clone_of(name)?;
     let prev = if reread {
         None
@@ -705,7 +669,7 @@ fn commit_store_clone(
 ) -> Result<DumpOutcome> {
     let started = std::time::Instant::now();
     let dumps = spool.catalog.dumps(Some(name))?;
-    check_time(name, &dumps, clone.time_ns)?;
+    timefmt::check_time(name, &dumps, clone.time_ns)?;
     let base = level::choose_base(&dumps, level_asked).cloned();
     let level = if base.is_none() { 0 } else { level_asked };
     let chain = base.as_ref().map(|b| b.full_chain()).unwrap_or_default();

@@ -79,14 +79,14 @@ pub fn clone_volume(
 ) -> Result<CloneOutcome> {
     let vol = spool.volume(name)?.clone();
     let time_ns = opts.time_ns.unwrap_or_else(timefmt::now_ns);
-    crate::dump::check_time(name, &spool.catalog.dumps(Some(name))?, time_ns)?;
+    timefmt::check_time(name, &spool.catalog.dumps(Some(name))?, time_ns)?;
     if vol.clone == CloneMethod::Hook && vol.snapshot_cmd.is_none() {
         return Err(Error::usage(format!(
             "volume {name} clones with the hook method but has no snapshot command: set one with `reel volume set {name} --snapshot-cmd CMD`"
         )));
     }
     // Before freezing: a missing volume fails alone, with nothing to thaw.
-    crate::dump::check_root(name, &vol.path)?;
+    crate::fsutil::check_root(name, &vol.path)?;
     let old = spool.catalog.clone_of(name)?;
     let timeout = vol.hook_timeout();
 
