@@ -1,8 +1,10 @@
 //! Times as the admin types and reads them: RFC 3339 or `YYYY-MM-DD`, in the local time zone
-//! (`TZ`). Internally every time is nanoseconds since the Unix epoch (`i64`).
+//! (`TZ`). Internally every time is nanoseconds since the Unix epoch (`i64`). Also the check that
+//! a new dump's or clone's time follows the volume's latest dump.
 
 use chrono::{DateTime, Local, NaiveDate, NaiveTime, TimeZone};
 
+use crate::record::DumpRecord;
 use crate::{Error, Result};
 
 /// What a bare date means: `--date` takes the start of the day, `--at` its end.
@@ -137,6 +139,31 @@ pub fn on_date(date: NaiveDate, now: i64) -> Result<i64> {
         &naive.to_string(),
     )
 }
+
+/// Refuse a dump time not later than the volume's latest dump.
+pub(crate) fn check_time(name: &str, dumps: &[DumpRecord], time_ns: i64) -> Result<()> {
+    if let Some(last) = dumps.last().filter(|l| time_ns <= l.time_ns) {
+        // A latest dump dated ahead of the clock blocks every dump until then: say how out.
+        let what_to_do = if last.time_ns > now_ns().saturating_add(MAX_AHEAD_NS) {
+            format!(
+                "dump {} is dated ahead of the clock: `reel forget {}` removes it, and dumps of the present can follow again",
+                last.id, last.id
+            )
+        } else {
+            "give a later --date".to_string()
+        };
+        return Err(Error::usage(format!(
+            "dump time {} is not later than the latest dump of volume {name} (dump {} at {}); {what_to_do}",
+            format_rfc3339(time_ns),
+            last.id,
+            format_rfc3339(last.time_ns)
+        )));
+    }
+    Ok(())
+}
+
+/// How far ahead of the clock a dump or clone time may be without `--force-date`.
+pub const MAX_AHEAD_NS: i64 = 24 * 3600 * 1_000_000_000;
 
 #[cfg(test)]
 mod tests {

@@ -37,6 +37,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "tape::image",
             "dirfd",
             "scan",
+            "dump::read_engine",
+            "dump::reuse",
             "tree_writer",
             "level",
             "schedule",

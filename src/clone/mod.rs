@@ -1,10 +1,12 @@
 //! The clone phase: freeze a volume, take a read-only clone, thaw it, and say how long it was
 //! frozen (docs/DESIGN.md, "The three phases").
 //!
-//! `hook` runs the admin's commands, `freeze` holds the freeze lock and catches signals so
-//! that a volume is never left frozen, `copy` makes directory clones (reflink and copy
-//! methods). A volume has one clone at a time: the latest, its users' "yesterday" view.
+//! `hook` runs the admin's commands, `freeze` holds the freeze lock (with the signal guard,
+//! `crate::signal`, it makes sure a volume is never left frozen), `copy` makes directory clones
+//! (reflink and copy methods), `capture` takes a volume straight into the store (store
+//! method). A volume has one clone at a time: the latest, its users' "yesterday" view.
 
+pub mod capture;
 pub mod copy;
 pub mod freeze;
 pub mod hook;
@@ -79,14 +81,14 @@ pub fn clone_volume(
 ) -> Result<CloneOutcome> {
     let vol = spool.volume(name)?.clone();
     let time_ns = opts.time_ns.unwrap_or_else(timefmt::now_ns);
-    crate::dump::check_time(name, &spool.catalog.dumps(Some(name))?, time_ns)?;
+    timefmt::check_time(name, &spool.catalog.dumps(Some(name))?, time_ns)?;
     if vol.clone == CloneMethod::Hook && vol.snapshot_cmd.is_none() {
         return Err(Error::usage(format!(
             "volume {name} clones with the hook method but has no snapshot command: set one with `reel volume set {name} --snapshot-cmd CMD`"
         )));
     }
     // Before freezing: a missing volume fails alone, with nothing to thaw.
-    crate::dump::check_root(name, &vol.path)?;
+    crate::fsutil::check_root(name, &vol.path)?;
     let old = spool.catalog.clone_of(name)?;
     let timeout = vol.hook_timeout();
 
@@ -176,7 +178,7 @@ fn take(
         warnings: Vec::new(),
     };
     match vol.clone {
-        CloneMethod::Store => crate::dump::capture_clone(spool, name, time_ns, reread, progress),
+        CloneMethod::Store => capture::capture_clone(spool, name, time_ns, reread, progress),
         CloneMethod::Reflink | CloneMethod::Copy => {
             let dir = spool.clones_dir(name);
             std::fs::create_dir_all(&dir).at(&dir)?;
