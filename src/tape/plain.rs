@@ -521,6 +521,48 @@ fn plan<R: Read, B: Read>(
             !incremental || base_e.as_ref().is_none_or(|b| changed(&e, b)) || old_ino != Some(ino);
         *file_inos.entry(ino).or_default() |= is_changed;
     }
+    let numbered = Numbered {
+        next,
+        map,
+        dirs,
+        nlink,
+        file_inos,
+    };
+    finish_plan(
+        volume,
+        numbered,
+        incremental.then_some(&base_nlink),
+        high_water,
+    )
+}
+
+/// Pass 1's numbering, before link counts and the inode maps.
+struct Numbered {
+    /// One above the highest number given.
+    next: u32,
+    map: Vec<(Vec<u8>, u32)>,
+    dirs: BTreeMap<u32, DirInfo>,
+    /// Names per non-directory inode.
+    nlink: HashMap<u32, u32>,
+    /// Non-directory inodes and whether something about them changed.
+    file_inos: BTreeMap<u32, bool>,
+}
+
+/// Link counts, the in-use and dumped maps, and what is dumped; `base_nlink` (names per inode
+/// in the base) for an incremental.
+fn finish_plan(
+    volume: &str,
+    numbered: Numbered,
+    base_nlink: Option<&HashMap<u32, u32>>,
+    high_water: u32,
+) -> Result<Plan> {
+    let Numbered {
+        next,
+        map,
+        mut dirs,
+        nlink,
+        file_inos,
+    } = numbered;
     let mut used = BitMap::new(next.max(ROOTINO + 1));
     let mut dumped = BitMap::new(next.max(ROOTINO + 1));
     for &ino in dirs.keys() {
@@ -531,7 +573,7 @@ fn plan<R: Read, B: Read>(
     for (&ino, &ch) in &file_inos {
         used.set(ino);
         let links = nlink.get(&ino).copied().unwrap_or(1);
-        let links_changed = incremental && base_nlink.get(&ino).copied().unwrap_or(0) != links;
+        let links_changed = base_nlink.is_some_and(|b| b.get(&ino).copied().unwrap_or(0) != links);
         if ch || links_changed {
             dumped.set(ino);
             files.push(ino);

@@ -1,0 +1,358 @@
+//! The on-tape layout of a payload: the file names, the CATALOG's JSON types (field names are
+//! part of the tape format, docs/FORMAT.md) and how reel's dump records map to them, the
+//! LABEL text, and reading both back.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::IoContext;
+use crate::record::DumpRecord;
+use crate::timefmt::format_rfc3339;
+use crate::{ChunkId, Error, Result};
+
+/// Version of the payload layout (LABEL and CATALOG `format`).
+pub const PAYLOAD_FORMAT: u32 = 1;
+/// Top directory of a payload.
+pub const PAYLOAD_DIR: &str = "reel";
+pub const LABEL_FILE: &str = "reel/LABEL";
+pub const CATALOG_FILE: &str = "reel/CATALOG";
+pub const PACKS_DIR: &str = "reel/packs";
+
+/// 32 bytes written as 64 lower-case hex digits (chunk and pack ids).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct HexId(pub [u8; 32]);
+
+impl Serialize for HexId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&ChunkId(self.0).to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for HexId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ChunkId::from_hex(&s)
+            .map(|c| HexId(c.0))
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not 64 hex digits")))
+    }
+}
+
+/// A dump named the way any spool can resolve it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct DumpRef {
+    pub volume: String,
+    pub time_ns: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestChunk {
+    pub id: HexId,
+    pub len: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TapePack {
+    /// The pack's file name without `.pack`: the blake3 of its bytes.
+    pub name: HexId,
+    pub size: u64,
+    pub blobs: u64,
+    pub chunks: u64,
+}
+
+/// One dump on the tape: its full `DumpRecord` (ids are the exporting spool's), its chain by
+/// (volume, time), and what the tape holds of it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TapeDump {
+    pub id: u64,
+    pub volume: String,
+    pub time_ns: i64,
+    /// `time_ns` in RFC 3339, for people.
+    pub time: String,
+    pub level: u8,
+    pub requested_level: u8,
+    pub base: Option<u64>,
+    pub base_ref: Option<DumpRef>,
+    pub chain: Vec<u64>,
+    pub chain_refs: Vec<DumpRef>,
+    pub merged_from: Option<u64>,
+    pub merged_from_ref: Option<DumpRef>,
+    pub source: String,
+    pub scan_started_ns: i64,
+    pub duration_ns: u64,
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub logical_bytes: u64,
+    pub read_bytes: u64,
+    pub new_chunks: u64,
+    pub stored_bytes: u64,
+    pub owned_chunks: u64,
+    pub owned_bytes: u64,
+    pub manifest: Vec<ManifestChunk>,
+    pub manifest_bytes: u64,
+    pub warnings: Vec<String>,
+    /// Pack bytes (blob headers and stored bytes) written for this dump.
+    pub tape_bytes: u64,
+    /// What a whole-file dump at this level would have written: the sizes of the files whose
+    /// content changed since the base (all files at level 0) plus `DIR_BLOCK` per directory.
+    pub whole_file_bytes: u64,
+    /// Labels of the tapes a restore of this dump needs, oldest first (this tape included).
+    pub tapes_needed: Vec<String>,
+    /// The tape's packs holding chunks of `chunks`.
+    pub packs: Vec<HexId>,
+    /// The chunks this dump owns that are on this tape (some may have been written for an
+    /// earlier dump of the image that owns them too).
+    pub chunks: Vec<HexId>,
+}
+
+/// The parsed CATALOG file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TapeCatalog {
+    pub format: u32,
+    pub label: String,
+    pub created_ns: i64,
+    pub created: String,
+    pub media_set: Option<String>,
+    pub sequence: u32,
+    pub reel_version: String,
+    /// In the order they are on the tape.
+    pub packs: Vec<TapePack>,
+    /// In time order.
+    pub dumps: Vec<TapeDump>,
+}
+
+/// A dump's chain by (volume, time), which another spool can resolve to its own ids.
+pub(super) struct ChainRefs {
+    pub base: Option<DumpRef>,
+    pub chain: Vec<DumpRef>,
+    pub merged_from: Option<DumpRef>,
+}
+
+/// What a tape holds of one dump.
+pub(super) struct OnTape {
+    pub tape_bytes: u64,
+    pub whole_file_bytes: u64,
+    pub tapes_needed: Vec<String>,
+    pub packs: Vec<HexId>,
+    pub chunks: Vec<HexId>,
+}
+
+impl TapeDump {
+    /// The CATALOG form of `d`; `record` maps it back.
+    pub(super) fn from_record(d: &DumpRecord, refs: ChainRefs, on_tape: OnTape) -> TapeDump {
+        TapeDump {
+            id: d.id,
+            volume: d.volume.clone(),
+            time_ns: d.time_ns,
+            time: format_rfc3339(d.time_ns),
+            level: d.level,
+            requested_level: d.requested_level,
+            base: d.base,
+            base_ref: refs.base,
+            chain: d.chain.clone(),
+            chain_refs: refs.chain,
+            merged_from: d.merged_from,
+            merged_from_ref: refs.merged_from,
+            source: d.source.clone(),
+            scan_started_ns: d.scan_started_ns,
+            duration_ns: d.duration_ns,
+            entries: d.entries,
+            files: d.files,
+            dirs: d.dirs,
+            logical_bytes: d.logical_bytes,
+            read_bytes: d.read_bytes,
+            new_chunks: d.new_chunks,
+            stored_bytes: d.stored_bytes,
+            owned_chunks: d.owned_chunks,
+            owned_bytes: d.owned_bytes,
+            manifest: d
+                .manifest
+                .iter()
+                .map(|(id, len)| ManifestChunk {
+                    id: HexId(*id),
+                    len: *len,
+                })
+                .collect(),
+            manifest_bytes: d.manifest_bytes,
+            warnings: d.warnings.clone(),
+            tape_bytes: on_tape.tape_bytes,
+            whole_file_bytes: on_tape.whole_file_bytes,
+            tapes_needed: on_tape.tapes_needed,
+            packs: on_tape.packs,
+            chunks: on_tape.chunks,
+        }
+    }
+
+    /// Where to find what this dump needs besides tape `label`, for an error telling the admin
+    /// what to import first: "tape A, B", or "the tape holding it" when no other is named.
+    pub(super) fn other_tapes(&self, label: &str) -> String {
+        let elsewhere: Vec<&str> = self
+            .tapes_needed
+            .iter()
+            .filter(|l| l.as_str() != label)
+            .map(String::as_str)
+            .collect();
+        if elsewhere.is_empty() {
+            "the tape holding it".to_string()
+        } else {
+            format!("tape {}", elsewhere.join(", "))
+        }
+    }
+
+    pub(super) fn dump_ref(&self) -> DumpRef {
+        DumpRef {
+            volume: self.volume.clone(),
+            time_ns: self.time_ns,
+        }
+    }
+
+    /// The `DumpRecord` under new ids (`id`, `base`, `chain`, `merged_from` given).
+    pub(super) fn record(
+        &self,
+        id: u64,
+        base: Option<u64>,
+        chain: Vec<u64>,
+        merged_from: Option<u64>,
+    ) -> DumpRecord {
+        DumpRecord {
+            version: 1,
+            id,
+            volume: self.volume.clone(),
+            time_ns: self.time_ns,
+            level: self.level,
+            requested_level: self.requested_level,
+            base,
+            chain,
+            merged_from,
+            source: self.source.clone(),
+            scan_started_ns: self.scan_started_ns,
+            duration_ns: self.duration_ns,
+            entries: self.entries,
+            files: self.files,
+            dirs: self.dirs,
+            logical_bytes: self.logical_bytes,
+            read_bytes: self.read_bytes,
+            new_chunks: self.new_chunks,
+            stored_bytes: self.stored_bytes,
+            owned_chunks: self.owned_chunks,
+            owned_bytes: self.owned_bytes,
+            manifest: self.manifest.iter().map(|m| (m.id.0, m.len)).collect(),
+            manifest_bytes: self.manifest_bytes,
+            warnings: self.warnings.clone(),
+        }
+    }
+}
+
+pub(super) fn dump_name(volume: &str, time_ns: i64) -> String {
+    format!("{volume}@{}", format_rfc3339(time_ns))
+}
+
+/// Tape labels are written on cartridges and into file names: keep them plain.
+pub fn validate_label(label: &str) -> Result<()> {
+    let ok = !label.is_empty()
+        && label.len() <= 64
+        && !label.starts_with(['.', '-'])
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "bad tape label {label:?}: use 1-64 letters, digits, '.', '_', '-' or ':', not starting with '.' or '-'"
+        )))
+    }
+}
+
+/// The LABEL text.
+pub(super) fn label_text(cat: &TapeCatalog) -> String {
+    let mut s = format!(
+        "format: {}\nlabel: {}\ncreated: {}\nmedia_set: {}\nsequence: {}\nreel: {}\n",
+        cat.format,
+        cat.label,
+        cat.created,
+        cat.media_set.as_deref().unwrap_or(""),
+        cat.sequence,
+        cat.reel_version
+    );
+    for d in &cat.dumps {
+        s.push_str(&format!(
+            "dump: {} {} level {}\n",
+            d.volume,
+            format_rfc3339(d.time_ns),
+            d.level
+        ));
+    }
+    s
+}
+
+/// Every chunk the catalog lists, once, sorted.
+pub(super) fn catalog_chunks(cat: &TapeCatalog) -> Vec<ChunkId> {
+    let mut v: Vec<ChunkId> = cat
+        .dumps
+        .iter()
+        .flat_map(|d| d.chunks.iter().map(|h| ChunkId(h.0)))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+pub(super) fn read_catalog(dir: &Path) -> Result<TapeCatalog> {
+    let path = dir.join(CATALOG_FILE);
+    let f = File::open(&path).at(&path)?;
+    let cat: TapeCatalog = serde_json::from_reader(BufReader::new(f)).map_err(|e| {
+        Error::corrupt(format!(
+            "{}: not a reel tape catalog ({e}); the tape is damaged or not a reel tape",
+            path.display()
+        ))
+    })?;
+    if cat.format != PAYLOAD_FORMAT {
+        return Err(Error::corrupt(format!(
+            "{}: tape format {} (this reel reads format {PAYLOAD_FORMAT}); use a newer reel",
+            path.display(),
+            cat.format
+        )));
+    }
+    Ok(cat)
+}
+
+/// LABEL as key/value pairs (`dump` lines collected in order).
+pub(super) fn read_label(dir: &Path) -> Result<(HashMap<String, String>, Vec<String>)> {
+    let path = dir.join(LABEL_FILE);
+    let mut text = String::new();
+    File::open(&path)
+        .at(&path)?
+        .take(16 << 20)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::corrupt(format!("{}: unreadable label ({e})", path.display())))?;
+    let mut keys = HashMap::new();
+    let mut dumps = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let (k, v) = line
+            .split_once(": ")
+            .or_else(|| line.split_once(':'))
+            .ok_or_else(|| {
+                Error::corrupt(format!(
+                    "{} line {}: not \"key: value\"; the tape is damaged or not a reel tape",
+                    path.display(),
+                    n + 1
+                ))
+            })?;
+        if k == "dump" {
+            dumps.push(v.to_string());
+        } else {
+            keys.insert(k.to_string(), v.trim().to_string());
+        }
+    }
+    Ok((keys, dumps))
+}
+
+pub(super) fn pack_file(dir: &Path, name: &HexId) -> PathBuf {
+    dir.join(PACKS_DIR)
+        .join(format!("{}.pack", ChunkId(name.0).to_hex()))
+}

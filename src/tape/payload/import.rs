@@ -1,0 +1,374 @@
+//! Importing a verified payload: adopt the packs holding chunks the spool lacks, add the dumps
+//! it does not have (bases and chains mapped to new ids), record the tape.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use redb::ReadableTable;
+
+use crate::catalog::{self, CHUNKS, ChunkLoc, DumpRecord, OWNED, PACK_IDS};
+use crate::error::IoContext;
+use crate::fsutil::fsync_dir;
+use crate::pack::{self, BlobKind, PackId};
+use crate::spool::Spool;
+use crate::store::{ChunkReader, StoreWriter, stored_share};
+use crate::tape::media::{self, TapeRecord};
+use crate::tape::payload::format::{
+    CATALOG_FILE, DumpRef, LABEL_FILE, TapeCatalog, TapeDump, catalog_chunks, dump_name, pack_file,
+};
+use crate::tape::payload::verify::verify_payload_with;
+use crate::{ChunkId, Error, Result};
+
+/// What an import added.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub label: String,
+    /// New dumps: (new id, volume, time ns, level).
+    pub dumps_added: Vec<(u64, String, i64, u8)>,
+    /// Dumps of the tape the spool already had (matched by volume and time).
+    pub dumps_present: u64,
+    pub packs_adopted: u64,
+    pub pack_bytes: u64,
+    pub chunks_added: u64,
+    /// Whether the tape was newly recorded in the media catalog.
+    pub tape_recorded: bool,
+    /// Tapes this tape's dumps also need that the media catalog does not know.
+    pub tapes_also_needed: Vec<String>,
+}
+
+/// Copy `src` to `tmp/`, fsynced, checking its blake3 equals `id`.
+fn copy_verified(src: &Path, tmp_dir: &Path, id: &PackId) -> Result<PathBuf> {
+    let tmp = tmp_dir.join(format!("import-{}-{}.tmp", std::process::id(), id.to_hex()));
+    let mut input = File::open(src).at(src)?;
+    let mut out = File::create(&tmp).at(&tmp)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let res = (|| -> Result<()> {
+        loop {
+            let n = input.read(&mut buf).at(src)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).at(&tmp)?;
+        }
+        out.sync_all().at(&tmp)?;
+        if hasher.finalize().as_bytes() != &id.0 {
+            return Err(Error::corrupt(format!(
+                "pack {}: changed while it was imported (its bytes no longer match its name)",
+                src.display()
+            )));
+        }
+        Ok(())
+    })();
+    match res {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Import a payload directory: verify it first (nothing changes on any error), then adopt
+/// the packs holding chunks the spool lacks, add the dumps the spool does not have (matched
+/// by volume and time; new ids; bases and chains mapped), with the chunks each owns, and
+/// record the tape in the media catalog. Importing twice adds nothing.
+pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
+    let verified = verify_payload_with(dir, Some(&ChunkReader::new(spool)?))?;
+    let cat = verified.catalog;
+    let mut summary = ImportSummary {
+        label: cat.label.clone(),
+        ..ImportSummary::default()
+    };
+    let known: HashMap<DumpRef, u64> = spool
+        .catalog
+        .dumps(None)?
+        .into_iter()
+        .map(|d| {
+            (
+                DumpRef {
+                    volume: d.volume,
+                    time_ns: d.time_ns,
+                },
+                d.id,
+            )
+        })
+        .collect();
+    let recorded = media::tapes(spool)?;
+    let store = StoreWriter::new(spool)?;
+    catalog::clean_uncommitted(store.txn())?;
+    let existing_tape = media::tape_in(store.txn(), &cat.label)?;
+    let tape_packs: Vec<[u8; 32]> = cat.packs.iter().map(|p| p.name.0).collect();
+    if let Some(t) = &existing_tape
+        && t.packs != tape_packs
+    {
+        return Err(Error::usage(format!(
+            "a different tape labelled {} is already in the media catalog; this one cannot be told apart from it",
+            cat.label
+        )));
+    }
+
+    // Resolve every dump before anything changes.
+    let mut ids = known.clone();
+    let mut next_id = catalog::next_dump_id(store.txn())?;
+    let mut order: Vec<&TapeDump> = cat.dumps.iter().collect();
+    order.sort_by_key(|d| (d.time_ns, d.id));
+    let mut new_dumps: Vec<(DumpRecord, &TapeDump)> = Vec::new();
+    let mut tape_dumps: Vec<(u64, u64)> = Vec::new();
+    for td in order {
+        if let Some(&id) = ids.get(&td.dump_ref()) {
+            if known.contains_key(&td.dump_ref()) {
+                summary.dumps_present += 1;
+            }
+            tape_dumps.push((id, td.tape_bytes));
+            continue;
+        }
+        let resolve = |r: &DumpRef| {
+            ids.get(r).copied().ok_or_else(|| {
+                Error::usage(format!(
+                    "tape {}: dump {} is based on {}, which this spool does not hold; import {} first",
+                    cat.label,
+                    dump_name(&td.volume, td.time_ns),
+                    dump_name(&r.volume, r.time_ns),
+                    td.other_tapes(&cat.label)
+                ))
+            })
+        };
+        let chain = td
+            .chain_refs
+            .iter()
+            .map(resolve)
+            .collect::<Result<Vec<_>>>()?;
+        let base = td.base_ref.as_ref().map(resolve).transpose()?;
+        let merged_from = td
+            .merged_from_ref
+            .as_ref()
+            .and_then(|r| ids.get(r).copied());
+        let rec = td.record(next_id, base, chain, merged_from);
+        ids.insert(td.dump_ref(), next_id);
+        tape_dumps.push((next_id, td.tape_bytes));
+        next_id += 1;
+        new_dumps.push((rec, td));
+    }
+    // A new dump's manifest must have been checked: its chunks on earlier tapes must be here.
+    for &i in &verified.manifests_elsewhere {
+        let td = &cat.dumps[i];
+        if new_dumps.iter().any(|(_, t)| std::ptr::eq(*t, td)) {
+            return Err(Error::usage(format!(
+                "tape {}: the manifest of dump {} is partly on another tape, which this spool does not hold, so it cannot be checked; import {} first",
+                cat.label,
+                dump_name(&td.volume, td.time_ns),
+                td.other_tapes(&cat.label)
+            )));
+        }
+    }
+    let known_labels: HashSet<&str> = recorded.iter().map(|t| t.label.as_str()).collect();
+    let mut also: BTreeSet<String> = BTreeSet::new();
+    for td in &cat.dumps {
+        for l in &td.tapes_needed {
+            if *l != cat.label && !known_labels.contains(l.as_str()) {
+                also.insert(l.clone());
+            }
+        }
+    }
+    summary.tapes_also_needed = also.into_iter().collect();
+
+    // Adopt packs, then commit rows and records in one transaction. On error, remove the
+    // packs this import placed (no catalog row names them).
+    let mut placed: Vec<PathBuf> = Vec::new();
+    let tape_bytes = [LABEL_FILE, CATALOG_FILE]
+        .iter()
+        .map(|f| fs::metadata(dir.join(f)).at(dir.join(f)).map(|m| m.len()))
+        .sum::<Result<u64>>()?
+        + cat.packs.iter().map(|p| p.size).sum::<u64>();
+    let tape = existing_tape.is_none().then(|| TapeRecord {
+        version: 1,
+        label: cat.label.clone(),
+        created_ns: cat.created_ns,
+        media_set: cat.media_set.clone(),
+        sequence: cat.sequence,
+        bytes: tape_bytes,
+        volumes: 1,
+        dumps: tape_dumps,
+        packs: tape_packs,
+        whole_file_bytes: cat.dumps.iter().map(|d| d.whole_file_bytes).sum(),
+    });
+    let res = adopt_and_commit(
+        spool,
+        store,
+        dir,
+        &cat,
+        &new_dumps,
+        next_id,
+        tape,
+        &mut placed,
+        &mut summary,
+    );
+    if let Err(e) = res {
+        for p in &placed {
+            let _ = fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    summary.dumps_added = new_dumps
+        .iter()
+        .map(|(r, _)| (r.id, r.volume.clone(), r.time_ns, r.level))
+        .collect();
+    Ok(summary)
+}
+
+/// The changing half of an import (everything before it only reads).
+#[allow(clippy::too_many_arguments)]
+fn adopt_and_commit(
+    spool: &Spool,
+    mut store: StoreWriter<'_>,
+    dir: &Path,
+    cat: &TapeCatalog,
+    new_dumps: &[(DumpRecord, &TapeDump)],
+    next_id: u64,
+    tape: Option<TapeRecord>,
+    placed: &mut Vec<PathBuf>,
+    summary: &mut ImportSummary,
+) -> Result<()> {
+    let packs_dir = spool.packs_dir();
+    for p in &cat.packs {
+        let id = PackId(p.name.0);
+        if store.txn().open_table(PACK_IDS)?.get(id.0)?.is_some() {
+            continue;
+        }
+        let src = pack_file(dir, &p.name);
+        let (entries, chunks) = crate::store::pack_chunks(&src)?;
+        let lacking: Vec<&(ChunkId, ChunkLoc)> = {
+            let t = store.txn().open_table(CHUNKS)?;
+            let mut v = Vec::new();
+            for c in &chunks {
+                if t.get(c.0.0)?.is_none() {
+                    v.push(c);
+                }
+            }
+            v
+        };
+        if lacking.is_empty() {
+            continue;
+        }
+        // The spool's write order: tmp, fsync, rename, fsync the directory, then rows.
+        let tmp = copy_verified(&src, &spool.tmp_dir(), &id)?;
+        let dest = pack::pack_path(&packs_dir, &id);
+        let sub = dest.parent().unwrap_or(&packs_dir).to_path_buf();
+        if !sub.is_dir() {
+            fs::create_dir_all(&sub).at(&sub)?;
+            fsync_dir(&packs_dir)?;
+        }
+        if !dest.exists() {
+            placed.push(dest.clone());
+        }
+        fs::rename(&tmp, &dest).at(&dest)?;
+        fsync_dir(&sub)?;
+        let txn = store.txn();
+        let no = catalog::take_pack_number(txn)?;
+        catalog::insert_pack(txn, no, &id, p.size, &entries, crate::timefmt::now_ns())?;
+        let mut t = txn.open_table(CHUNKS)?;
+        for (cid, loc) in lacking {
+            if t.get(cid.0)?.is_none() {
+                t.insert(
+                    cid.0,
+                    ChunkLoc {
+                        pack_no: no,
+                        ..*loc
+                    }
+                    .encode(),
+                )?;
+                summary.chunks_added += 1;
+            }
+        }
+        summary.packs_adopted += 1;
+        summary.pack_bytes += p.size;
+    }
+    // A copy of each new dump record in a pack, so the catalog stays rebuildable from packs.
+    for (rec, _) in new_dumps {
+        let blob = rec.encode();
+        store.put_one(ChunkId::of(&blob), &blob, BlobKind::DumpRecord)?;
+    }
+    let record_tape = tape.is_some();
+    store.finish(|txn, _| {
+        let mut owned_rows = Vec::new();
+        {
+            let chunks_t = txn.open_table(CHUNKS)?;
+            for (rec, td) in new_dumps {
+                for c in &td.chunks {
+                    let loc = chunks_t.get(c.0)?.ok_or_else(|| {
+                        Error::corrupt(format!(
+                            "chunk {} of dump {} is on the tape but did not reach the chunk index",
+                            ChunkId(c.0).short(),
+                            rec.id
+                        ))
+                    })?;
+                    let share = stored_share(&ChunkLoc::decode(&loc.value())?);
+                    owned_rows.push(((rec.id, c.0), share));
+                }
+            }
+        }
+        {
+            let mut owned = txn.open_table(OWNED)?;
+            for (k, v) in owned_rows {
+                owned.insert(k, v)?;
+            }
+        }
+        for (rec, _) in new_dumps {
+            catalog::insert_dump(txn, rec)?;
+        }
+        catalog::set_meta_u64(txn, catalog::META_NEXT_DUMP_ID, next_id)?;
+        if let Some(rec) = &tape {
+            media::record_tape(txn, rec, catalog_chunks(cat).into_iter())?;
+        }
+        Ok(())
+    })?;
+    summary.tape_recorded = record_tape;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::restore::{RestoreOptions, restore_dump};
+    use crate::tape::payload::plan_export;
+    use crate::tape::payload::tests::{export, fixture, record, snapshot, spool_is_empty};
+    use crate::tape::payload::write_payload;
+
+    #[test]
+    fn a_level_1_without_its_base_is_refused_naming_the_tape() {
+        let f = fixture();
+        let tmp = f.tmp.path();
+        // Tape 1: the level 0 only (a plan cut to its first dump).
+        let mut plan = plan_export(&f.spool, &[], None).unwrap();
+        plan.dumps.truncate(1);
+        plan.per_dump.truncate(1);
+        let s1 = write_payload(&f.spool, &plan, "A", None, 1, &tmp.join("a"), &NoProgress).unwrap();
+        record(&f, &s1, &tmp.join("a"));
+        let (dir2, _) = export(&f, None, "B", 1);
+        let target_dir = tempfile::tempdir().unwrap();
+        let target = Spool::init(&target_dir.path().join("spool")).unwrap();
+        let err = import_payload(&target, &dir2).unwrap_err().to_string();
+        assert!(err.contains("import tape A first"), "{err}");
+        spool_is_empty(&target);
+        import_payload(&target, &tmp.join("a")).unwrap();
+        let sum = import_payload(&target, &dir2).unwrap();
+        assert_eq!(sum.dumps_added.len(), 1);
+        let d = target.catalog.dumps(None).unwrap();
+        assert_eq!(media::tapes_needed(&target, &d[1]).unwrap(), ["A", "B"]);
+        let out = target_dir.path().join("r");
+        restore_dump(
+            &target,
+            &d[1],
+            &out,
+            &RestoreOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(snapshot(&out), f.day1);
+    }
+}
