@@ -6,6 +6,7 @@
 //! redb's `SingleWriter` mode, so `list`, `ls` and `restore` work while a dump runs and see only
 //! committed dumps.
 
+use crate::error::Damaged;
 use std::path::{Path, PathBuf};
 
 use redb::{
@@ -297,10 +298,13 @@ fn builder() -> redb::Builder {
 
 fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
     let damaged = |what: String| {
-        Error::Corrupt(format!(
-            "catalog {} is damaged ({what}); rebuild it from the packs with `reel rebuild-catalog`",
-            path.display()
-        ))
+        Error::damaged(
+            Damaged::Catalog,
+            format!(
+                "catalog {} is damaged ({what}); rebuild it from the packs with `reel rebuild-catalog`",
+                path.display()
+            ),
+        )
     };
     match e {
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => damaged(msg),
@@ -488,10 +492,13 @@ impl Catalog {
     }
 
     fn damaged(&self, what: impl std::fmt::Display) -> Error {
-        Error::Corrupt(format!(
-            "catalog {} is damaged ({what}); rebuild it from the packs with `reel rebuild-catalog`",
-            self.path.display()
-        ))
+        Error::damaged(
+            Damaged::Catalog,
+            format!(
+                "catalog {} is damaged ({what}); rebuild it from the packs with `reel rebuild-catalog`",
+                self.path.display()
+            ),
+        )
     }
 
     pub fn read(&self) -> Result<ReadTransaction> {
@@ -746,10 +753,13 @@ fn guard_open<T>(path: &Path, f: impl FnOnce() -> Result<T, redb::DatabaseError>
             path.display()
         ))),
         Ok(Err(e)) => Err(open_error(path, e)),
-        Err(msg) => Err(Error::Corrupt(format!(
-            "catalog {} is damaged (it could not be opened: {msg}); rebuild it from the packs with `reel rebuild-catalog`",
-            path.display()
-        ))),
+        Err(msg) => Err(Error::damaged(
+            Damaged::Catalog,
+            format!(
+                "catalog {} is damaged (it could not be opened: {msg}); rebuild it from the packs with `reel rebuild-catalog`",
+                path.display()
+            ),
+        )),
     }
 }
 

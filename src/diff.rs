@@ -335,7 +335,7 @@ mod tests {
         let new = vec![Ok(dir("")), Ok(file("x", b"x"))];
         let got: Vec<_> = diff(old, new).collect();
         assert_eq!(got.len(), 1);
-        assert!(matches!(&got[0], Err(Error::Corrupt(m)) if m == "bad old"));
+        assert!(matches!(&got[0], Err(Error::Corrupt { msg: m, .. }) if m == "bad old"));
         let old = vec![Ok(dir(""))];
         let new = vec![Err(Error::corrupt("bad new")), Ok(dir(""))];
         let got: Vec<_> = diff(old, new).collect();

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::types::ChunkId;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -20,8 +22,10 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     /// Stored data failed verification: a hash, a checksum or a structure did not match.
-    #[error("{0}")]
-    Corrupt(String),
+    /// `object` says what is damaged, for callers that act on it (check, repair, scripts);
+    /// `msg` is the whole message for people.
+    #[error("{msg}")]
+    Corrupt { object: Damaged, msg: String },
     /// A volume's tree cannot be dumped (its path is missing or unreadable).
     #[error("{0}")]
     Volume(String),
@@ -44,6 +48,37 @@ pub enum Error {
     },
 }
 
+/// What a corruption error is about. The lower layers name what they read (a frame, a
+/// manifest stream); the layers above re-name it with what they know (the pack and offset,
+/// the dump) through `Error::within`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Damaged {
+    /// A pack file (in the spool or on a tape), and where in it when known.
+    Pack { path: PathBuf, offset: Option<u64> },
+    /// A compressed frame whose pack is named by the caller.
+    Frame,
+    /// A chunk the catalog or a dump names that cannot be read back.
+    Chunk(ChunkId),
+    /// A manifest stream (of `dump` when known), and the byte offset of the damage.
+    Manifest {
+        dump: Option<u64>,
+        offset: Option<u64>,
+    },
+    /// A dump's record or the tree its manifest describes.
+    Dump(u64),
+    /// An entry of a volume's tree, by its path in the volume.
+    Entry(Vec<u8>),
+    /// A BSD dump image, and the record (1 KiB block) of the damage when known.
+    Image { path: PathBuf, record: Option<u64> },
+    /// A file reel reads back whole: a tape's CATALOG or LABEL, a payload member.
+    File(PathBuf),
+    /// Rows of the spool's catalog.
+    Catalog,
+    /// Not named by the code that found it.
+    Unnamed,
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -58,8 +93,38 @@ impl Error {
         Error::Usage(msg.into())
     }
 
+    /// A corruption error naming what is damaged.
+    pub fn damaged(object: Damaged, msg: impl Into<String>) -> Error {
+        Error::Corrupt {
+            object,
+            msg: msg.into(),
+        }
+    }
+
+    /// A corruption error whose object is not named.
     pub fn corrupt(msg: impl Into<String>) -> Error {
-        Error::Corrupt(msg.into())
+        Error::damaged(Damaged::Unnamed, msg)
+    }
+
+    /// The damaged object of a corruption error.
+    pub fn object(&self) -> Option<&Damaged> {
+        match self {
+            Error::Corrupt { object, .. } => Some(object),
+            _ => None,
+        }
+    }
+
+    /// A corruption error re-named by a caller that knows more: `object` replaces the one
+    /// the lower layer named and `context` is put in front of the message. Other errors pass
+    /// through unchanged.
+    pub fn within(self, object: Damaged, context: impl FnOnce(String) -> String) -> Error {
+        match self {
+            Error::Corrupt { msg, .. } => Error::Corrupt {
+                object,
+                msg: context(msg),
+            },
+            e => e,
+        }
     }
 
     /// Is this the kernel telling us the disk is full, for a file reel wrote or for the
@@ -132,5 +197,28 @@ mod tests {
         assert!(!other.is_disk_full());
         let file = Error::io("/x", std::io::Error::from_raw_os_error(libc::ENOSPC));
         assert!(file.is_disk_full());
+    }
+
+    #[test]
+    fn a_caller_names_the_damaged_object_and_the_message_keeps_the_cause() {
+        let low = Error::damaged(Damaged::Frame, "frame is damaged: short table");
+        assert_eq!(low.object(), Some(&Damaged::Frame));
+        let pack = Damaged::Pack {
+            path: "/spool/packs/ab.pack".into(),
+            offset: Some(4096),
+        };
+        let named = low.within(pack.clone(), |m| format!("pack ab at byte 4096: {m}"));
+        assert_eq!(named.object(), Some(&pack));
+        assert_eq!(
+            named.to_string(),
+            "pack ab at byte 4096: frame is damaged: short table"
+        );
+        let usage = Error::usage("no such volume").within(pack, |m| format!("x {m}"));
+        assert_eq!(
+            usage.to_string(),
+            "no such volume",
+            "only corruption is re-named"
+        );
+        assert_eq!(usage.object(), None);
     }
 }

@@ -16,6 +16,7 @@
 //! | 8 | 36 × n | per chunk: id (32 bytes, blake3 of its bytes), raw length (u32) |
 //! | 8 + 36n | Σ lengths | the chunks' bytes, in table order |
 
+use crate::error::Damaged;
 use std::ops::Range;
 
 use crate::{ChunkId, Error, Result};
@@ -175,7 +176,7 @@ fn table_bounds(raw: &[u8]) -> std::result::Result<(usize, usize), &'static str>
 /// The chunks of a raw frame: (id, byte range in the frame). Validates the table and bounds;
 /// the chunks' hashes are the caller's to check (`slice`).
 pub fn parse(raw: &[u8]) -> Result<Vec<(ChunkId, Range<usize>)>> {
-    let bad = |what: &str| Error::corrupt(format!("frame is damaged: {what}"));
+    let bad = |what: &str| Error::damaged(Damaged::Frame, format!("frame is damaged: {what}"));
     let (n, table_end) = table_bounds(raw).map_err(bad)?;
     let mut pos = table_end;
     let mut out = Vec::with_capacity(n);
@@ -201,10 +202,10 @@ pub fn parse(raw: &[u8]) -> Result<Vec<(ChunkId, Range<usize>)>> {
 pub fn verified<'a>(raw: &'a [u8], id: &ChunkId, range: Range<usize>) -> Result<&'a [u8]> {
     let data = &raw[range];
     if ChunkId::of(data) != *id {
-        return Err(Error::corrupt(format!(
-            "chunk {} in a frame does not match its hash",
-            id.short()
-        )));
+        return Err(Error::damaged(
+            Damaged::Frame,
+            format!("chunk {} in a frame does not match its hash", id.short()),
+        ));
     }
     Ok(data)
 }
@@ -218,16 +219,22 @@ pub fn slice(raw: &[u8], id: &ChunkId, inner: u32, len: u32) -> Result<Vec<u8>> 
 pub fn slice_ref<'a>(raw: &'a [u8], id: &ChunkId, inner: u32, len: u32) -> Result<&'a [u8]> {
     let r = inner as usize..inner as usize + len as usize;
     let data = raw.get(r).ok_or_else(|| {
-        Error::corrupt(format!(
-            "chunk {}: lies outside its frame; the pack holding it is damaged",
-            id.short()
-        ))
+        Error::damaged(
+            Damaged::Frame,
+            format!(
+                "chunk {}: lies outside its frame; the pack holding it is damaged",
+                id.short()
+            ),
+        )
     })?;
     if ChunkId::of(data) != *id {
-        return Err(Error::corrupt(format!(
-            "chunk {}: content does not match its hash; the pack holding it is damaged",
-            id.short()
-        )));
+        return Err(Error::damaged(
+            Damaged::Frame,
+            format!(
+                "chunk {}: content does not match its hash; the pack holding it is damaged",
+                id.short()
+            ),
+        ));
     }
     Ok(data)
 }

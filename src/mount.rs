@@ -25,6 +25,7 @@
 //! directory (reflink, copy and hook clones not dumped yet) is left out of the mount; it can
 //! be read where it is. The set of dumps is read when the mount starts.
 
+use crate::error::Damaged;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -274,10 +275,13 @@ impl State {
         let root = match first {
             Some(e) if e.path.is_empty() && e.kind == EntryKind::Dir => e,
             _ => {
-                return Err(Error::corrupt(format!(
-                    "{} does not start with its root directory; run `reel check`",
-                    self.folders[folder].what
-                )));
+                return Err(Error::damaged(
+                    Damaged::Entry(Vec::new()),
+                    format!(
+                        "{} does not start with its root directory; run `reel check`",
+                        self.folders[folder].what
+                    ),
+                ));
             }
         };
         let ino = self.push(folder, root, 1);
@@ -330,12 +334,15 @@ impl State {
         self.nodes[(ino - 1) as usize].children = Some(kids);
         for (name, e) in links {
             let target = self.lookup_path(folder, &e.target)?.ok_or_else(|| {
-                Error::corrupt(format!(
-                    "hard link {} in {} names {}, which is not there; run `reel check`",
-                    e.display_path(),
-                    self.folders[folder].what,
-                    String::from_utf8_lossy(&e.target)
-                ))
+                Error::damaged(
+                    Damaged::Entry(e.path.clone()),
+                    format!(
+                        "hard link {} in {} names {}, which is not there; run `reel check`",
+                        e.display_path(),
+                        self.folders[folder].what,
+                        String::from_utf8_lossy(&e.target)
+                    ),
+                )
             })?;
             self.by_path.insert((folder, e.path), target);
             let kids = self.nodes[(ino - 1) as usize]
@@ -392,11 +399,14 @@ impl State {
             break;
         }
         let Some(e) = found else {
-            return Err(Error::corrupt(format!(
-                "{} vanished from {} while mounted",
-                String::from_utf8_lossy(&path),
-                self.folders[folder].what
-            )));
+            return Err(Error::damaged(
+                Damaged::Entry(path.clone()),
+                format!(
+                    "{} vanished from {} while mounted",
+                    String::from_utf8_lossy(&path),
+                    self.folders[folder].what
+                ),
+            ));
         };
         let mut starts = Vec::with_capacity(e.extents.len());
         let mut at = 0u64;
@@ -442,11 +452,14 @@ impl State {
                 Extent::Chunk { id, .. } => {
                     let data = self.chunk(*id, &f.path)?;
                     let piece = data.get(from..to).ok_or_else(|| {
-                        Error::corrupt(format!(
-                            "chunk {} of {} is shorter than its manifest says",
-                            id.short(),
-                            f.path
-                        ))
+                        Error::damaged(
+                            Damaged::Chunk(*id),
+                            format!(
+                                "chunk {} of {} is shorter than its manifest says",
+                                id.short(),
+                                f.path
+                            ),
+                        )
                     })?;
                     out.extend_from_slice(piece);
                 }

@@ -16,6 +16,7 @@
 //!   restore threads.
 //! - Every integer is little-endian, encoded explicitly; every field offset is a named constant.
 
+use crate::error::Damaged;
 use std::cell::RefCell;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -1005,7 +1006,11 @@ impl PackReader {
     }
 
     fn corrupt(&self, what: String) -> Error {
-        Error::corrupt(format!("pack {}: {what}", self.path.display()))
+        let object = Damaged::Pack {
+            path: self.path.clone(),
+            offset: None,
+        };
+        Error::damaged(object, format!("pack {}: {what}", self.path.display()))
     }
 
     fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -1132,7 +1137,7 @@ impl PackReader {
     pub fn read_blob(&self, entry: &BlobEntry) -> Result<Vec<u8>> {
         let stored = self.read_stored(entry)?;
         decode_blob(entry, &stored).map_err(|e| match e {
-            Error::Corrupt(m) => self.corrupt(m),
+            Error::Corrupt { msg, .. } => self.corrupt(msg),
             e => e,
         })
     }

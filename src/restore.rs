@@ -21,6 +21,7 @@
 //! targets takes one more read of the manifest before the restore, and only when paths are
 //! given.
 
+use crate::error::Damaged;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -499,11 +500,17 @@ fn write_unit(
     let first = &unit[0];
     let pack = reader.pack(first.loc.pack_no)?;
     let damaged = |e: Error| {
-        Error::corrupt(format!(
-            "restore of {} stopped: {e} (pack {}); nothing wrong was written, run `reel check --read-data`",
-            files[first.file as usize].shown().display(),
-            pack.path().display()
-        ))
+        Error::damaged(
+            Damaged::Pack {
+                path: pack.path().to_path_buf(),
+                offset: None,
+            },
+            format!(
+                "restore of {} stopped: {e} (pack {}); nothing wrong was written, run `reel check --read-data`",
+                files[first.file as usize].shown().display(),
+                pack.path().display()
+            ),
+        )
     };
     // This thread's buffers: the stored bytes and the decoded frame, reused unit after unit
     // (a fresh 4 MiB pair per frame made the allocator keep many of them around).

@@ -25,6 +25,7 @@
 //! a directory whose mode would deny its owner access waits until the end, so later hard links
 //! can still reach through it.
 
+use crate::error::Damaged;
 use std::fs::File;
 use std::io;
 use std::path::Path;
@@ -48,9 +49,10 @@ pub fn is_root() -> bool {
 /// not `.` or `..`, with no NUL and no leading `/`.
 pub fn check_rel(rel: &[u8]) -> Result<()> {
     crate::manifest::validate_path(rel).map_err(|e| {
-        Error::corrupt(format!(
-            "{e}; refusing to restore it (the manifest is damaged or hostile)"
-        ))
+        Error::damaged(
+            Damaged::Entry(rel.to_vec()),
+            format!("{e}; refusing to restore it (the manifest is damaged or hostile)"),
+        )
     })
 }
 
@@ -112,7 +114,8 @@ impl TreeWriter {
     pub fn parent_of<'r>(&mut self, rel: &'r [u8]) -> Result<(Arc<Dir>, &'r [u8])> {
         check_rel(rel)?;
         if rel.is_empty() {
-            return Err(Error::corrupt(
+            return Err(Error::damaged(
+                Damaged::Entry(rel.to_vec()),
                 "the volume root has no parent; refusing to restore it as a node",
             ));
         }
@@ -123,12 +126,15 @@ impl TreeWriter {
         }
         let top = self.stack.last().expect("the target stays on the stack");
         if top.rel != parent {
-            return Err(Error::corrupt(format!(
-                "{}: its directory {} was not restored before it; refusing it (the manifest is \
+            return Err(Error::damaged(
+                Damaged::Entry(rel.to_vec()),
+                format!(
+                    "{}: its directory {} was not restored before it; refusing it (the manifest is \
                  damaged or out of order)",
-                String::from_utf8_lossy(rel),
-                String::from_utf8_lossy(parent)
-            )));
+                    String::from_utf8_lossy(rel),
+                    String::from_utf8_lossy(parent)
+                ),
+            ));
         }
         Ok((Arc::clone(&top.dir), name))
     }
@@ -273,14 +279,17 @@ impl TreeWriter {
         match from.stat(tname) {
             Ok(st) if st.is_file() => {}
             Ok(st) => {
-                return Err(Error::corrupt(format!(
-                    "{}: hard link to '{}', which is a {}, not a regular file: another \
+                return Err(Error::damaged(
+                    Damaged::Entry(target.to_vec()),
+                    format!(
+                        "{}: hard link to '{}', which is a {}, not a regular file: another \
                      process replaced it in the restore target while the restore ran, or the \
                      manifest is damaged; nothing was linked",
-                    shown().display(),
-                    String::from_utf8_lossy(target),
-                    kind_word(&st)
-                )));
+                        shown().display(),
+                        String::from_utf8_lossy(target),
+                        kind_word(&st)
+                    ),
+                ));
             }
             Err(e) => {
                 let what = format!(
@@ -432,7 +441,16 @@ mod tests {
             b"a\0b",
         ] {
             let err = check_rel(bad).unwrap_err();
-            assert!(matches!(err, Error::Corrupt(_)), "{bad:?}: {err}");
+            assert!(
+                matches!(
+                    err,
+                    Error::Corrupt {
+                        object: Damaged::Entry(_),
+                        ..
+                    }
+                ),
+                "{bad:?}: {err}"
+            );
         }
         check_rel(b"").unwrap();
         check_rel(b"a/b").unwrap();
@@ -499,8 +517,23 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut tw = TreeWriter::open(tmp.path(), is_root()).unwrap();
         let err = tw.parent_of(b"missing/x").unwrap_err();
-        assert!(matches!(err, Error::Corrupt(_)), "{err}");
-        assert!(matches!(tw.parent_of(b"../x"), Err(Error::Corrupt(_))));
+        assert!(
+            matches!(
+                err,
+                Error::Corrupt {
+                    object: Damaged::Entry(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            tw.parent_of(b"../x"),
+            Err(Error::Corrupt {
+                object: Damaged::Entry(_),
+                ..
+            })
+        ));
 
         let mut link = entry("s", EntryKind::Symlink);
         link.target = b"/etc/passwd".to_vec();

@@ -1,5 +1,6 @@
 //! `reel ls` and `reel cat`: read a dump without restoring it.
 
+use reel::error::Damaged;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
@@ -173,10 +174,10 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     })?;
     if e.kind == EntryKind::HardLink {
         e = find_entry(&reader, &d, &e.target.clone())?.ok_or_else(|| {
-            Error::corrupt(format!(
-                "hard link {} points to a missing entry",
-                a.path.display()
-            ))
+            Error::damaged(
+                Damaged::Entry(e.path.clone()),
+                format!("hard link {} points to a missing entry", a.path.display()),
+            )
         })?;
     }
     if e.kind != EntryKind::File {

@@ -128,7 +128,7 @@ fn in_image(img: &Path, e: Error) -> Error {
         }
     };
     match e {
-        Error::Corrupt(m) => Error::Corrupt(prefix(m)),
+        Error::Corrupt { object, msg } => Error::damaged(object, prefix(msg)),
         Error::Usage(m) => Error::Usage(prefix(m)),
         other => other,
     }

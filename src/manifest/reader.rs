@@ -1,6 +1,7 @@
 //! Reading a manifest stream back: every record decoded and run through the writer's rules, the
 //! trailer's count and hash checked, nothing allowed after it.
 
+use crate::error::Damaged;
 use std::io::{BufReader, Read};
 
 use crate::error::{Error, Result};
@@ -39,7 +40,11 @@ impl<R: Read> ManifestReader<R> {
         // Check the magic on whatever arrived, so a short foreign file is called foreign.
         let have = (src.pos as usize).min(8);
         if h[..have] != MANIFEST_MAGIC[..have] {
-            return Err(Error::corrupt(
+            return Err(Error::damaged(
+                Damaged::Manifest {
+                    dump: None,
+                    offset: Some(0),
+                },
                 "not a reel manifest: bad magic at byte 0 (expected \"REELMAN\\0\")",
             ));
         }
@@ -47,19 +52,31 @@ impl<R: Read> ManifestReader<R> {
             Ok(()) => {}
             Err(Fault::Io(e)) => return Err(stream_err(e)),
             Err(_) => {
-                return Err(Error::corrupt(format!(
-                    "manifest truncated at byte {}: the stream ends inside the {HEADER_LEN}-byte \
+                return Err(Error::damaged(
+                    Damaged::Manifest {
+                        dump: None,
+                        offset: Some(src.pos),
+                    },
+                    format!(
+                        "manifest truncated at byte {}: the stream ends inside the {HEADER_LEN}-byte \
                      header; this copy of the manifest is incomplete",
-                    src.pos
-                )));
+                        src.pos
+                    ),
+                ));
             }
         }
         let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
         if version != MANIFEST_VERSION {
-            return Err(Error::corrupt(format!(
-                "manifest format version {version} is not supported: this reel reads version \
+            return Err(Error::damaged(
+                Damaged::Manifest {
+                    dump: None,
+                    offset: Some(8),
+                },
+                format!(
+                    "manifest format version {version} is not supported: this reel reads version \
                  {MANIFEST_VERSION}; use the reel release that wrote it, or a newer one"
-            )));
+                ),
+            ));
         }
         Ok(ManifestReader {
             src,
@@ -79,11 +96,17 @@ impl<R: Read> ManifestReader<R> {
         let pos = self.src.pos;
         let why = match f {
             Fault::Truncated => {
-                return Error::corrupt(format!(
-                    "manifest truncated at byte {pos}: the stream ends inside {who} (record at \
+                return Error::damaged(
+                    Damaged::Manifest {
+                        dump: None,
+                        offset: Some(pos),
+                    },
+                    format!(
+                        "manifest truncated at byte {pos}: the stream ends inside {who} (record at \
                      byte {rec_off}); this copy of the manifest is incomplete, read it from \
                      another copy (spool or tape)"
-                ));
+                    ),
+                );
             }
             Fault::Io(e) => return stream_err(e),
             Fault::Overrun => "a field runs past the end of its record".to_string(),
@@ -291,20 +314,32 @@ impl<R: Read> ManifestReader<R> {
             Err(Fault::Truncated) => Ok(()),
             Err(Fault::Io(e)) => Err(stream_err(e)),
             Err(f) => Err(self.fail(end, "the end of the stream", f)),
-            Ok(_) => Err(Error::corrupt(format!(
-                "manifest damaged: unexpected bytes after the trailer at byte {end}; the \
+            Ok(_) => Err(Error::damaged(
+                Damaged::Manifest {
+                    dump: None,
+                    offset: Some(end),
+                },
+                format!(
+                    "manifest damaged: unexpected bytes after the trailer at byte {end}; the \
                  stream was concatenated or overwritten, read it from another copy"
-            ))),
+                ),
+            )),
         }
     }
 }
 
 fn damaged(pos: u64, rec_off: u64, who: &str, why: &str) -> Error {
-    Error::corrupt(format!(
-        "manifest damaged at byte {pos} ({who}, record at byte {rec_off}): {why}; do not \
+    Error::damaged(
+        Damaged::Manifest {
+            dump: None,
+            offset: Some(pos),
+        },
+        format!(
+            "manifest damaged at byte {pos} ({who}, record at byte {rec_off}): {why}; do not \
          trust this copy, read the manifest from another copy (spool or tape) or run \
          `reel check`"
-    ))
+        ),
+    )
 }
 
 impl<R: Read> Iterator for ManifestReader<R> {

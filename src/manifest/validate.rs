@@ -2,6 +2,7 @@
 //! after decoding: safe relative paths, strict path order, parents listed earlier as
 //! directories, kind-specific rules.
 
+use crate::error::Damaged;
 use crate::error::{Error, Result};
 use crate::types::{Entry, EntryKind, path_cmp};
 
@@ -13,10 +14,10 @@ use super::{MAX_PATH_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN, ManifestStats
 pub fn validate_path(path: &[u8]) -> Result<()> {
     match path_problem(path) {
         None => Ok(()),
-        Some(why) => Err(Error::corrupt(format!(
-            "unsafe path '{}': {why}",
-            String::from_utf8_lossy(path)
-        ))),
+        Some(why) => Err(Error::damaged(
+            Damaged::Entry(path.to_vec()),
+            format!("unsafe path '{}': {why}", String::from_utf8_lossy(path)),
+        )),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Writing a manifest stream: each entry validated, then encoded and framed; a trailer with the
 //! count and hash at the end.
 
+use crate::error::Damaged;
 use std::io::{BufWriter, Write};
 
 use crate::error::{Error, Result};
@@ -50,19 +51,26 @@ impl<W: Write> ManifestWriter<W> {
     /// written, the writer stays usable); an I/O error leaves the writer unusable.
     pub fn push(&mut self, e: &Entry) -> Result<()> {
         if self.broken {
-            return Err(Error::corrupt(
+            return Err(Error::damaged(
+                Damaged::Manifest {
+                    dump: None,
+                    offset: Some(self.pos),
+                },
                 "manifest writer: an earlier write failed; this manifest is incomplete \
                  and must be discarded",
             ));
         }
         self.val.admit(e).map_err(|why| {
-            Error::corrupt(format!(
-                "refusing to write manifest entry #{} '{}' at byte {}: {why} \
+            Error::damaged(
+                Damaged::Entry(e.path.clone()),
+                format!(
+                    "refusing to write manifest entry #{} '{}' at byte {}: {why} \
                  (a bug in the producer of the entries; the manifest would be unreadable)",
-                self.val.stats.entries,
-                lossy(&e.path),
-                self.pos
-            ))
+                    self.val.stats.entries,
+                    lossy(&e.path),
+                    self.pos
+                ),
+            )
         })?;
         encode_entry(&mut self.prev, e, &mut self.body);
         frame(&self.body, &mut self.rec);
@@ -82,13 +90,21 @@ impl<W: Write> ManifestWriter<W> {
     /// Write the trailer, flush, and hand back the output.
     pub fn finish(mut self) -> Result<(W, ManifestStats)> {
         if self.broken {
-            return Err(Error::corrupt(
+            return Err(Error::damaged(
+                Damaged::Manifest {
+                    dump: None,
+                    offset: Some(self.pos),
+                },
                 "manifest writer: an earlier write failed; this manifest is incomplete \
                  and must be discarded",
             ));
         }
         if self.val.stats.entries == 0 {
-            return Err(Error::corrupt(
+            return Err(Error::damaged(
+                Damaged::Manifest {
+                    dump: None,
+                    offset: None,
+                },
                 "refusing to finish a manifest with no entries: it needs at least the root \
                  directory",
             ));

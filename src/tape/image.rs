@@ -7,6 +7,7 @@
 //! the order the payload lists them (label, catalog, then packs in the order a restore reads
 //! them), so one pass front to back reads everything in the right order.
 
+use crate::error::Damaged;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -127,9 +128,15 @@ pub fn extract_image(volumes: &[PathBuf], dir: &Path) -> Result<()> {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let not_reel = |why: &str| {
-        Error::corrupt(format!(
-            "{what} is a BSD dump but not a reel tape ({why}); to read a plain dump into the spool use `reel ingest-dump`"
-        ))
+        Error::damaged(
+            Damaged::Image {
+                path: volumes.first().cloned().unwrap_or_default(),
+                record: None,
+            },
+            format!(
+                "{what} is a BSD dump but not a reel tape ({why}); to read a plain dump into the spool use `reel ingest-dump`"
+            ),
+        )
     };
     let mut r = DumpReader::open(volumes)?;
     // inode -> relative path of the file to write, from the directories.
@@ -192,11 +199,17 @@ pub fn extract_image(volumes: &[PathBuf], dir: &Path) -> Result<()> {
                     }
                 }
                 if written != inode.meta.size {
-                    return Err(Error::corrupt(format!(
-                        "{what}: {} holds {written} bytes, its header says {}",
-                        rel.display(),
-                        inode.meta.size
-                    )));
+                    return Err(Error::damaged(
+                        Damaged::Image {
+                            path: volumes.first().cloned().unwrap_or_default(),
+                            record: None,
+                        },
+                        format!(
+                            "{what}: {} holds {written} bytes, its header says {}",
+                            rel.display(),
+                            inode.meta.size
+                        ),
+                    ));
                 }
                 out.into_inner()
                     .map_err(|e| Error::io(&path, e.into_error()))?

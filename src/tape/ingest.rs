@@ -27,6 +27,7 @@
 //! commits nothing. A truncated or corrupt image is found while it is read, before its dump is
 //! written: the images before it stay ingested (each is a complete dump), nothing of it is.
 
+use crate::error::Damaged;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -231,7 +232,7 @@ impl Staging {
                     if inode.meta_only {
                         // dump -m: new attributes for content we already hold.
                         let node = self.nodes.get_mut(&ino).ok_or_else(|| {
-                            Error::corrupt(format!(
+                            Error::damaged(Damaged::Image { path: image.into(), record: None }, format!(
                                 "{image}: inode {ino} carries metadata only (dump -m) but no earlier image of the chain holds its content; give the chain from its level 0"
                             ))
                         })?;
@@ -298,10 +299,16 @@ impl Staging {
                 }
             }
             if off != meta.size {
-                return Err(Error::corrupt(format!(
-                    "{image}: inode {ino} holds {off} bytes of data but its header says {}",
-                    meta.size
-                )));
+                return Err(Error::damaged(
+                    Damaged::Image {
+                        path: image.into(),
+                        record: None,
+                    },
+                    format!(
+                        "{image}: inode {ino} holds {off} bytes of data but its header says {}",
+                        meta.size
+                    ),
+                ));
             }
             // No fsync: the staging area is scratch, read back by the dump and removed; a
             // crash leaves nothing that a later run relies on.
@@ -322,11 +329,25 @@ impl Staging {
         remove_tree(&self.tree)?;
         fs::create_dir(&self.tree).at(&self.tree)?;
         if !self.dirs.contains_key(&ROOTINO) {
-            return Err(Error::corrupt(format!(
-                "{image}: the root directory (inode 2) is on neither this image nor an earlier one of the chain; give the chain from its level 0"
-            )));
+            return Err(Error::damaged(
+                Damaged::Image {
+                    path: image.into(),
+                    record: None,
+                },
+                format!(
+                    "{image}: the root directory (inode 2) is on neither this image nor an earlier one of the chain; give the chain from its level 0"
+                ),
+            ));
         }
-        let all = paths(&self.dirs, in_use)?;
+        let all = paths(&self.dirs, in_use).map_err(|e| {
+            e.within(
+                Damaged::Image {
+                    path: image.into(),
+                    record: None,
+                },
+                |m| format!("{image}: {m}"),
+            )
+        })?;
         let mut tree = TreeWriter::open(&self.tree, self.as_root)?;
         let mut left_out = 0u64;
         for (ino, rel) in &all {
@@ -346,10 +367,16 @@ impl Staging {
                 dir.hard_link(&self.pool_dir, &Self::pool_name(*ino), name)
                     .map_err(|e| Error::io(dir.shown_child(name), e))?;
             } else {
-                return Err(Error::corrupt(format!(
-                    "{image}: {} (inode {ino}) is in use but on neither this image nor an earlier one of the chain; give the chain from its level 0, in order",
-                    String::from_utf8_lossy(rel)
-                )));
+                return Err(Error::damaged(
+                    Damaged::Image {
+                        path: image.into(),
+                        record: None,
+                    },
+                    format!(
+                        "{image}: {} (inode {ino}) is in use but on neither this image nor an earlier one of the chain; give the chain from its level 0, in order",
+                        String::from_utf8_lossy(rel)
+                    ),
+                ));
             }
         }
         // Every directory after all its descendants (the writer's order), so creating entries

@@ -11,6 +11,7 @@
 //! Catalogs made before these tables existed keep working: reading a missing table is an
 //! empty media catalog, and the first write creates it.
 
+use crate::error::Damaged;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
@@ -247,11 +248,14 @@ pub fn tapes_for_restore(
             }
             missing += u64::from(len);
             if !picker.pick(tapes_of_chunk(&txn, &id)?) {
-                return Err(Error::corrupt(format!(
-                    "chunk {} of {} is neither on the spool nor on any tape; `reel check` lists the damage",
-                    id.short(),
-                    e.display_path()
-                )));
+                return Err(Error::damaged(
+                    Damaged::Chunk(id),
+                    format!(
+                        "chunk {} of {} is neither on the spool nor on any tape; `reel check` lists the damage",
+                        id.short(),
+                        e.display_path()
+                    ),
+                ));
             }
         }
     }

@@ -28,6 +28,7 @@
 //! * **Only a complete image counts**: the record (and so the map) is committed after the
 //!   writer finished; a failed export removes its partial image files.
 
+use crate::error::Damaged;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
@@ -105,7 +106,7 @@ impl PlainRecord {
     /// The decoded path → inode map.
     pub fn inode_map(&self) -> Result<Vec<(Vec<u8>, u32)>> {
         decode_inode_map(&self.inodes).map_err(|why| {
-            Error::corrupt(format!(
+            Error::damaged(Damaged::Catalog, format!(
                 "catalog: the inode map of plain export {} of volume {} is damaged ({why}); export a new level 0",
                 self.seq, self.volume
             ))
@@ -421,10 +422,13 @@ fn plan<R: Read, B: Read>(
     // Non-directory inodes and whether something about them changed.
     let mut file_inos: BTreeMap<u32, bool> = BTreeMap::new();
     let bad = |e: &Entry, why: &str| {
-        Error::corrupt(format!(
-            "manifest of volume {volume}: {} {why}; run `reel check`",
-            e.display_path()
-        ))
+        Error::damaged(
+            Damaged::Entry(e.path.clone()),
+            format!(
+                "manifest of volume {volume}: {} {why}; run `reel check`",
+                e.display_path()
+            ),
+        )
     };
     for e in now.by_ref() {
         let e = e?;
@@ -594,9 +598,13 @@ fn finish_plan(
         }
     }
     if !dirs.contains_key(&ROOTINO) {
-        return Err(Error::corrupt(format!(
-            "manifest of volume {volume} has no root directory; run `reel check`"
-        )));
+        return Err(Error::damaged(
+            Damaged::Manifest {
+                dump: None,
+                offset: None,
+            },
+            format!("manifest of volume {volume} has no root directory; run `reel check`"),
+        ));
     }
     let max_ino = next - 1;
     Ok(Plan {
@@ -644,11 +652,17 @@ fn write<R: Read>(
             continue;
         }
         let Some(&ino) = by_path.get(e.path.as_slice()) else {
-            return Err(Error::corrupt(format!(
-                "manifest of dump {} changed while it was read ({} is new); run `reel check`",
-                dump.id,
-                e.display_path()
-            )));
+            return Err(Error::damaged(
+                Damaged::Manifest {
+                    dump: Some(dump.id),
+                    offset: None,
+                },
+                format!(
+                    "manifest of dump {} changed while it was read ({} is new); run `reel check`",
+                    dump.id,
+                    e.display_path()
+                ),
+            ));
         };
         if !plan.dumped.get(ino) {
             continue;
@@ -661,10 +675,16 @@ fn write<R: Read>(
         }
     }
     if let Some(ino) = order.next() {
-        return Err(Error::corrupt(format!(
-            "manifest of dump {}: inode {ino} was planned but its entry was not found on the second read; run `reel check`",
-            dump.id
-        )));
+        return Err(Error::damaged(
+            Damaged::Manifest {
+                dump: Some(dump.id),
+                offset: None,
+            },
+            format!(
+                "manifest of dump {}: inode {ino} was planned but its entry was not found on the second read; run `reel check`",
+                dump.id
+            ),
+        ));
     }
     Ok((w.finish()?, bytes))
 }
@@ -699,12 +719,15 @@ fn write_one(
                 off += x.len();
             }
             if off != e.size {
-                return Err(Error::corrupt(format!(
-                    "dump {}: {} has extents of {off} bytes but a size of {}; run `reel check`",
-                    dump.id,
-                    e.display_path(),
-                    e.size
-                )));
+                return Err(Error::damaged(
+                    Damaged::Dump(dump.id),
+                    format!(
+                        "dump {}: {} has extents of {off} bytes but a size of {}; run `reel check`",
+                        dump.id,
+                        e.display_path(),
+                        e.size
+                    ),
+                ));
             }
             let mut data = reader.stream(
                 e.chunks().collect(),

@@ -11,6 +11,7 @@
 //! a multi-volume set are read in the order given; each must carry the next volume number and
 //! the dump's date.
 
+use crate::error::Damaged;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};
@@ -89,11 +90,17 @@ impl Source {
     }
 
     fn truncated(&self) -> Error {
-        Error::corrupt(format!(
-            "{} ends at record {} before the end of the dump: the image is truncated, or the next volume of a multi-volume set is missing; give all volumes in order",
-            self.path().display(),
-            self.rec_in_vol
-        ))
+        Error::damaged(
+            Damaged::Image {
+                path: self.path().to_path_buf(),
+                record: Some(self.rec_in_vol),
+            },
+            format!(
+                "{} ends at record {} before the end of the dump: the image is truncated, or the next volume of a multi-volume set is missing; give all volumes in order",
+                self.path().display(),
+                self.rec_in_vol
+            ),
+        )
     }
 
     /// Read one record into `buf`, moving to the next volume at the end of a file.
@@ -119,10 +126,16 @@ impl Source {
         let mut buf = [0u8; TP_BSIZE];
         let n = read_full(&mut file, &mut buf).at(&path)?;
         let not_volume = || {
-            Error::corrupt(format!(
-                "{} is not a volume of a BSD dump (no dump header in its first record)",
-                path.display()
-            ))
+            Error::damaged(
+                Damaged::Image {
+                    path: path.clone(),
+                    record: Some(0),
+                },
+                format!(
+                    "{} is not a volume of a BSD dump (no dump header in its first record)",
+                    path.display()
+                ),
+            )
         };
         if n != TP_BSIZE {
             return Err(not_volume());
@@ -193,10 +206,16 @@ impl DumpReader {
         let mut rec = [0u8; TP_BSIZE];
         let n = read_full(&mut file, &mut rec).at(first)?;
         let not_dump = |why: &str| {
-            Error::corrupt(format!(
-                "{} is not a BSD dump image (no dump header in its first record{why})",
-                first.display()
-            ))
+            Error::damaged(
+                Damaged::Image {
+                    path: first.clone(),
+                    record: Some(0),
+                },
+                format!(
+                    "{} is not a BSD dump image (no dump header in its first record{why})",
+                    first.display()
+                ),
+            )
         };
         if n != TP_BSIZE {
             return Err(not_dump(": the file is shorter than one record"));
@@ -383,10 +402,16 @@ impl DumpReader {
     }
 
     fn corrupt_at(&self, (path, rec): (PathBuf, u64), what: &str) -> Error {
-        Error::corrupt(format!(
-            "{}: record {rec}: {what}; the image is corrupt",
-            path.display()
-        ))
+        Error::damaged(
+            Damaged::Image {
+                path: path.clone(),
+                record: Some(rec),
+            },
+            format!(
+                "{}: record {rec}: {what}; the image is corrupt",
+                path.display()
+            ),
+        )
     }
 
     /// The next header, read ahead or from the stream; checksum verified.
@@ -408,11 +433,17 @@ impl DumpReader {
                     Some(c) => format!(" (after inode {})", c.ino),
                     None => String::new(),
                 };
-                Err(Error::corrupt(format!(
-                    "{}: record {}{after}: {why}: the image is corrupt; reel does not skip damaged records",
-                    at.0.display(),
-                    at.1
-                )))
+                Err(Error::damaged(
+                    Damaged::Image {
+                        path: at.0.clone(),
+                        record: Some(at.1),
+                    },
+                    format!(
+                        "{}: record {}{after}: {why}: the image is corrupt; reel does not skip damaged records",
+                        at.0.display(),
+                        at.1
+                    ),
+                ))
             }
         }
     }

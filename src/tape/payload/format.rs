@@ -2,6 +2,7 @@
 //! part of the tape format, docs/FORMAT.md) and how reel's dump records map to them, the
 //! LABEL text, and reading both back.
 
+use crate::error::Damaged;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -306,17 +307,23 @@ pub(super) fn read_catalog(dir: &Path) -> Result<TapeCatalog> {
     let path = dir.join(CATALOG_FILE);
     let f = File::open(&path).at(&path)?;
     let cat: TapeCatalog = serde_json::from_reader(BufReader::new(f)).map_err(|e| {
-        Error::corrupt(format!(
-            "{}: not a reel tape catalog ({e}); the tape is damaged or not a reel tape",
-            path.display()
-        ))
+        Error::damaged(
+            Damaged::File(path.clone()),
+            format!(
+                "{}: not a reel tape catalog ({e}); the tape is damaged or not a reel tape",
+                path.display()
+            ),
+        )
     })?;
     if cat.format != PAYLOAD_FORMAT {
-        return Err(Error::corrupt(format!(
-            "{}: tape format {} (this reel reads format {PAYLOAD_FORMAT}); use a newer reel",
-            path.display(),
-            cat.format
-        )));
+        return Err(Error::damaged(
+            Damaged::File(path.clone()),
+            format!(
+                "{}: tape format {} (this reel reads format {PAYLOAD_FORMAT}); use a newer reel",
+                path.display(),
+                cat.format
+            ),
+        ));
     }
     Ok(cat)
 }
@@ -329,7 +336,12 @@ pub(super) fn read_label(dir: &Path) -> Result<(HashMap<String, String>, Vec<Str
         .at(&path)?
         .take(16 << 20)
         .read_to_string(&mut text)
-        .map_err(|e| Error::corrupt(format!("{}: unreadable label ({e})", path.display())))?;
+        .map_err(|e| {
+            Error::damaged(
+                Damaged::File(path.clone()),
+                format!("{}: unreadable label ({e})", path.display()),
+            )
+        })?;
     let mut keys = HashMap::new();
     let mut dumps = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -337,11 +349,14 @@ pub(super) fn read_label(dir: &Path) -> Result<(HashMap<String, String>, Vec<Str
             .split_once(": ")
             .or_else(|| line.split_once(':'))
             .ok_or_else(|| {
-                Error::corrupt(format!(
-                    "{} line {}: not \"key: value\"; the tape is damaged or not a reel tape",
-                    path.display(),
-                    n + 1
-                ))
+                Error::damaged(
+                    Damaged::File(path.clone()),
+                    format!(
+                        "{} line {}: not \"key: value\"; the tape is damaged or not a reel tape",
+                        path.display(),
+                        n + 1
+                    ),
+                )
             })?;
         if k == "dump" {
             dumps.push(v.to_string());

@@ -1,6 +1,7 @@
 //! Importing a verified payload: adopt the packs holding chunks the spool lacks, add the dumps
 //! it does not have (bases and chains mapped to new ids), record the tape.
 
+use crate::error::Damaged;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -56,10 +57,16 @@ fn copy_verified(src: &Path, tmp_dir: &Path, id: &PackId) -> Result<PathBuf> {
         }
         out.sync_all().at(&tmp)?;
         if hasher.finalize().as_bytes() != &id.0 {
-            return Err(Error::corrupt(format!(
-                "pack {}: changed while it was imported (its bytes no longer match its name)",
-                src.display()
-            )));
+            return Err(Error::damaged(
+                Damaged::Pack {
+                    path: src.to_path_buf(),
+                    offset: None,
+                },
+                format!(
+                    "pack {}: changed while it was imported (its bytes no longer match its name)",
+                    src.display()
+                ),
+            ));
         }
         Ok(())
     })();
@@ -300,7 +307,7 @@ fn adopt_and_commit(
             for (rec, td) in new_dumps {
                 for c in &td.chunks {
                     let loc = chunks_t.get(c.0)?.ok_or_else(|| {
-                        Error::corrupt(format!(
+                        Error::damaged(Damaged::Chunk(ChunkId(c.0)), format!(
                             "chunk {} of dump {} is on the tape but did not reach the chunk index",
                             ChunkId(c.0).short(),
                             rec.id

@@ -1,6 +1,7 @@
 //! Verifying a payload directory: LABEL against CATALOG, every pack against its name, every
 //! chunk list against the packs, every manifest on the tape as a restore reads it.
 
+use crate::error::Damaged;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
@@ -47,10 +48,13 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
     let lpath = dir.join(LABEL_FILE);
     let (label, label_dumps) = read_label(dir)?;
     let mismatch = |what: &str| {
-        Error::corrupt(format!(
-            "{}: {what} differs from the CATALOG's; the tape is damaged",
-            lpath.display()
-        ))
+        Error::damaged(
+            Damaged::File(lpath.clone()),
+            format!(
+                "{}: {what} differs from the CATALOG's; the tape is damaged",
+                lpath.display()
+            ),
+        )
     };
     if label.get("format").map(String::as_str) != Some(&PAYLOAD_FORMAT.to_string()) {
         return Err(mismatch("format"));
@@ -67,17 +71,24 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
     if label_dumps.len() != cat.dumps.len() {
         return Err(mismatch("the list of dumps"));
     }
-    validate_label(&cat.label)
-        .map_err(|e| Error::corrupt(format!("{}: {e}", dir.join(CATALOG_FILE).display())))?;
+    validate_label(&cat.label).map_err(|e| {
+        Error::damaged(
+            Damaged::File(dir.join(CATALOG_FILE)),
+            format!("{}: {e}", dir.join(CATALOG_FILE).display()),
+        )
+    })?;
     // Dump records: plain names, consistent chains.
     let cpath = dir.join(CATALOG_FILE);
     for d in &cat.dumps {
         let bad = |what: &str| {
-            Error::corrupt(format!(
-                "{}: dump {}: {what}; the tape is damaged",
-                cpath.display(),
-                dump_name(&d.volume, d.time_ns)
-            ))
+            Error::damaged(
+                Damaged::File(cpath.clone()),
+                format!(
+                    "{}: dump {}: {what}; the tape is damaged",
+                    cpath.display(),
+                    dump_name(&d.volume, d.time_ns)
+                ),
+            )
         };
         validate_volume_name(&d.volume).map_err(|_| bad("bad volume name"))?;
         if d.level > crate::level::MAX_LEVEL
@@ -101,20 +112,26 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
                 .and_then(ChunkId::from_hex)
                 .is_some_and(|id| listed.contains(&HexId(id.0)));
             if !ok || !e.file_type().at(e.path())?.is_file() {
-                return Err(Error::corrupt(format!(
-                    "{}: not a pack the CATALOG lists; the tape is damaged or not a reel tape",
-                    e.path().display()
-                )));
+                return Err(Error::damaged(
+                    Damaged::File(e.path()),
+                    format!(
+                        "{}: not a pack the CATALOG lists; the tape is damaged or not a reel tape",
+                        e.path().display()
+                    ),
+                ));
             }
             on_disk += 1;
         }
     }
     if on_disk != cat.packs.len() {
-        return Err(Error::corrupt(format!(
-            "{}: the CATALOG lists {} packs but {on_disk} are present; the tape is incomplete",
-            pdir.display(),
-            cat.packs.len()
-        )));
+        return Err(Error::damaged(
+            Damaged::File(pdir.clone()),
+            format!(
+                "{}: the CATALOG lists {} packs but {on_disk} are present; the tape is incomplete",
+                pdir.display(),
+                cat.packs.len()
+            ),
+        ));
     }
     // Where each chunk on the tape is (pack number: the index into `paths`).
     let mut present: HashMap<[u8; 32], ChunkLoc> = HashMap::new();
@@ -123,18 +140,30 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
         let path = pack_file(dir, &p.name);
         let r = PackReader::open(&path)?;
         if r.hash_file()?.0 != p.name.0 {
-            return Err(Error::corrupt(format!(
-                "pack {}: its bytes do not match its name; the tape is damaged",
-                path.display()
-            )));
+            return Err(Error::damaged(
+                Damaged::Pack {
+                    path: path.clone(),
+                    offset: None,
+                },
+                format!(
+                    "pack {}: its bytes do not match its name; the tape is damaged",
+                    path.display()
+                ),
+            ));
         }
         let (entries, chunks) = crate::store::pack_chunks(&path)?;
         if r.size() != p.size || entries.len() as u64 != p.blobs || chunks.len() as u64 != p.chunks
         {
-            return Err(Error::corrupt(format!(
-                "pack {}: size, blob or chunk count differs from the CATALOG's; the tape is damaged",
-                path.display()
-            )));
+            return Err(Error::damaged(
+                Damaged::Pack {
+                    path: path.clone(),
+                    offset: None,
+                },
+                format!(
+                    "pack {}: size, blob or chunk count differs from the CATALOG's; the tape is damaged",
+                    path.display()
+                ),
+            ));
         }
         let no = paths.len() as u64;
         for (id, loc) in chunks {
@@ -146,20 +175,26 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
     }
     for d in &cat.dumps {
         if let Some(c) = d.chunks.iter().find(|c| !present.contains_key(&c.0)) {
-            return Err(Error::corrupt(format!(
-                "{}: dump {} lists chunk {} but no pack on the tape holds it; the tape is damaged",
-                cpath.display(),
-                dump_name(&d.volume, d.time_ns),
-                ChunkId(c.0).short()
-            )));
+            return Err(Error::damaged(
+                Damaged::File(cpath.clone()),
+                format!(
+                    "{}: dump {} lists chunk {} but no pack on the tape holds it; the tape is damaged",
+                    cpath.display(),
+                    dump_name(&d.volume, d.time_ns),
+                    ChunkId(c.0).short()
+                ),
+            ));
         }
         if let Some(p) = d.packs.iter().find(|p| !listed.contains(p)) {
-            return Err(Error::corrupt(format!(
-                "{}: dump {} names pack {} which the tape does not list",
-                cpath.display(),
-                dump_name(&d.volume, d.time_ns),
-                ChunkId(p.0).short()
-            )));
+            return Err(Error::damaged(
+                Damaged::File(cpath.clone()),
+                format!(
+                    "{}: dump {} names pack {} which the tape does not list",
+                    cpath.display(),
+                    dump_name(&d.volume, d.time_ns),
+                    ChunkId(p.0).short()
+                ),
+            ));
         }
     }
     let tape = TapeChunks {
@@ -185,10 +220,12 @@ struct TapeChunks {
 impl TapeChunks {
     /// Read and verify chunk `id`, which must be on the tape.
     fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let loc = *self
-            .at
-            .get(&id.0)
-            .ok_or_else(|| Error::corrupt(format!("chunk {} is not on the tape", id.short())))?;
+        let loc = *self.at.get(&id.0).ok_or_else(|| {
+            Error::damaged(
+                Damaged::Chunk(*id),
+                format!("chunk {} is not on the tape", id.short()),
+            )
+        })?;
         let mut open = self.open.borrow_mut();
         if open.as_ref().is_none_or(|(no, _)| *no != loc.pack_no) {
             let path = &self.paths[loc.pack_no as usize];
@@ -258,11 +295,17 @@ fn check_manifests(
         }
         let name = dump_name(&d.volume, d.time_ns);
         let refused = |e: Error| {
-            Error::corrupt(format!(
-                "tape {}: dump {name}: its manifest is refused, as a restore would refuse it: \
+            Error::damaged(
+                Damaged::Manifest {
+                    dump: None,
+                    offset: None,
+                },
+                format!(
+                    "tape {}: dump {name}: its manifest is refused, as a restore would refuse it: \
                  {e}; the tape is damaged or was crafted",
-                cat.label
-            ))
+                    cat.label
+                ),
+            )
         };
         let bytes = ManifestBytes {
             chunks: chunks.into_iter(),
@@ -296,7 +339,7 @@ mod tests {
         let mid = b.len() / 2;
         b[mid] ^= 0x40;
         fs::write(&pack, b).unwrap();
-        assert!(matches!(verify_payload(&dir), Err(Error::Corrupt(_))));
+        assert!(matches!(verify_payload(&dir), Err(Error::Corrupt { .. })));
         let tmp2 = tempfile::tempdir().unwrap();
         let target = Spool::init(&tmp2.path().join("spool")).unwrap();
         assert!(import_payload(&target, &dir).is_err());

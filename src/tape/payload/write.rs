@@ -1,6 +1,7 @@
 //! Writing a payload directory: each dump's section (manifest chunks, then file chunks in
 //! manifest order) through the packer, the whole-file baseline, then LABEL and CATALOG.
 
+use crate::error::Damaged;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -167,10 +168,13 @@ fn same_as_base<I: Iterator<Item = Result<Entry>>>(
 pub fn whole_file_bytes(spool: &Spool, reader: &ChunkReader, d: &DumpRecord) -> Result<u64> {
     let base = match d.base {
         Some(b) => Some(spool.catalog.dump(b)?.ok_or_else(|| {
-            Error::corrupt(format!(
-                "dump {} names base {b}, which is not in the catalog; run `reel check`",
-                d.id
-            ))
+            Error::damaged(
+                Damaged::Catalog,
+                format!(
+                    "dump {} names base {b}, which is not in the catalog; run `reel check`",
+                    d.id
+                ),
+            )
         })?),
         None => None,
     };
@@ -356,7 +360,7 @@ fn chain_refs(spool: &Spool, d: &DumpRecord) -> Result<ChainRefs> {
     };
     let required = |id: u64| {
         dump_ref(id)?.ok_or_else(|| {
-            Error::corrupt(format!(
+            Error::damaged(Damaged::Catalog, format!(
                 "dump {} names dump {id} in its chain, which is not in the catalog; run `reel check`",
                 d.id
             ))
