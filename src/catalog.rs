@@ -6,7 +6,6 @@
 //! redb's `SingleWriter` mode, so `list`, `ls` and `restore` work while a dump runs and see only
 //! committed dumps.
 
-use crate::error::Damaged;
 use std::path::{Path, PathBuf};
 
 use redb::{
@@ -15,6 +14,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::error::Damaged;
 use crate::pack::{BlobEntry, BlobKind, PackId};
 use crate::{ChunkId, Error, Result};
 

@@ -16,9 +16,9 @@
 //! | 8 | 36 × n | per chunk: id (32 bytes, blake3 of its bytes), raw length (u32) |
 //! | 8 + 36n | Σ lengths | the chunks' bytes, in table order |
 
-use crate::error::Damaged;
 use std::ops::Range;
 
+use crate::error::Damaged;
 use crate::{ChunkId, Error, Result};
 
 pub const FRAME_MAGIC: [u8; 4] = *b"RFRM";

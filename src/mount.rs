@@ -25,7 +25,6 @@
 //! directory (reflink, copy and hook clones not dumped yet) is left out of the mount; it can
 //! be read where it is. The set of dumps is read when the mount starts.
 
-use crate::error::Damaged;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -41,6 +40,7 @@ use fuser::{
 };
 
 use crate::clone::{Tree, backup_tree};
+use crate::error::Damaged;
 use crate::manifest::ManifestReader;
 use crate::spool::Spool;
 use crate::store::ChunkReader;

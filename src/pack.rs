@@ -16,7 +16,6 @@
 //!   restore threads.
 //! - Every integer is little-endian, encoded explicitly; every field offset is a named constant.
 
-use crate::error::Damaged;
 use std::cell::RefCell;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -26,6 +25,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::error::Damaged;
 use crate::error::{Error, IoContext, Result};
 use crate::types::ChunkId;
 

@@ -21,7 +21,6 @@
 //! targets takes one more read of the manifest before the restore, and only when paths are
 //! given.
 
-use crate::error::Damaged;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -33,12 +32,14 @@ use rayon::prelude::*;
 
 use crate::catalog::DumpRecord;
 use crate::dirfd::{self, Dir};
+use crate::error::Damaged;
 use crate::manifest::ManifestReader;
 use crate::progress::Progress;
 use crate::spool::Spool;
 use crate::store::ChunkReader;
 use crate::tree_writer::{self, TreeWriter};
-use crate::types::path_cmp;
+pub use crate::types::selected;
+use crate::types::{is_under, path_cmp};
 use crate::{ChunkId, Entry, EntryKind, Error, Extent, Result};
 
 /// A batch closes at this many entries...
@@ -74,26 +75,6 @@ pub fn normalise_path(p: &[u8]) -> Vec<u8> {
         .filter(|c| !c.is_empty() && *c != b".")
         .collect();
     parts.join(&b'/')
-}
-
-fn is_under(path: &[u8], top: &[u8]) -> bool {
-    top.is_empty() || path == top || (path.starts_with(top) && path.get(top.len()) == Some(&b'/'))
-}
-
-/// Is `entry_path` selected by `filters`: inside one of them, or an ancestor directory of one?
-pub fn selected(entry_path: &[u8], filters: &[Vec<u8>]) -> (bool, bool) {
-    if filters.is_empty() {
-        return (true, false);
-    }
-    for f in filters {
-        if is_under(entry_path, f) {
-            return (true, false);
-        }
-        if is_under(f, entry_path) {
-            return (true, true);
-        }
-    }
-    (false, false)
 }
 
 /// Is `path` itself restored (inside a selected subtree, not only an ancestor of one)?

@@ -25,13 +25,13 @@
 //! a directory whose mode would deny its owner access waits until the end, so later hard links
 //! can still reach through it.
 
-use crate::error::Damaged;
 use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::dirfd::{Dir, Stat, with_what};
+use crate::error::Damaged;
 use crate::error::{Error, Result};
 use crate::types::{Entry, EntryKind};
 

@@ -228,6 +228,27 @@ impl Entry {
     }
 }
 
+/// Is `path` `top` or inside it (the empty `top` is the volume root)?
+pub fn is_under(path: &[u8], top: &[u8]) -> bool {
+    top.is_empty() || path == top || (path.starts_with(top) && path.get(top.len()) == Some(&b'/'))
+}
+
+/// Is `entry_path` selected by `filters`: inside one of them, or an ancestor directory of one?
+pub fn selected(entry_path: &[u8], filters: &[Vec<u8>]) -> (bool, bool) {
+    if filters.is_empty() {
+        return (true, false);
+    }
+    for f in filters {
+        if is_under(entry_path, f) {
+            return (true, false);
+        }
+        if is_under(f, entry_path) {
+            return (true, true);
+        }
+    }
+    (false, false)
+}
+
 /// Order of manifest paths: depth-first, siblings by name bytes. Comparing component by
 /// component (not the joined bytes) keeps `a/b` before `a.b`, as a directory walk yields them.
 pub fn path_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {

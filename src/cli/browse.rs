@@ -1,11 +1,11 @@
 //! `reel ls` and `reel cat`: read a dump without restoring it.
 
-use reel::error::Damaged;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use clap::Args;
+use reel::error::Damaged;
 use reel::manifest::ManifestReader;
 use reel::restore::{cat_entry, find_entry, normalise_path, selected};
 use reel::spool::Access;

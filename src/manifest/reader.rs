@@ -1,9 +1,9 @@
 //! Reading a manifest stream back: every record decoded and run through the writer's rules, the
 //! trailer's count and hash checked, nothing allowed after it.
 
-use crate::error::Damaged;
 use std::io::{BufReader, Read};
 
+use crate::error::Damaged;
 use crate::error::{Error, Result};
 use crate::types::{ChunkId, Entry, EntryKind, Extent};
 

@@ -1,9 +1,9 @@
 //! Writing a manifest stream: each entry validated, then encoded and framed; a trailer with the
 //! count and hash at the end.
 
-use crate::error::Damaged;
 use std::io::{BufWriter, Write};
 
+use crate::error::Damaged;
 use crate::error::{Error, Result};
 use crate::types::Entry;
 

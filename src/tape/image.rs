@@ -7,11 +7,11 @@
 //! the order the payload lists them (label, catalog, then packs in the order a restore reads
 //! them), so one pass front to back reads everything in the right order.
 
-use crate::error::Damaged;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::tape::bsd::{
     BitMap, DirEntry, DumpInfo, DumpReader, DumpWriter, InodeKind, InodeMeta, Piece, Target,

@@ -27,7 +27,6 @@
 //! commits nothing. A truncated or corrupt image is found while it is read, before its dump is
 //! written: the images before it stay ingested (each is a complete dump), nothing of it is.
 
-use crate::error::Damaged;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -37,6 +36,7 @@ use super::bsd::format::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_
 use super::bsd::{DirEntry, DumpInfo, DumpReader, InodeKind, InodeMeta, Piece, paths};
 use crate::dirfd::{self, Dir};
 use crate::dump::{DumpOptions, DumpOutcome, dump_tree};
+use crate::error::Damaged;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use crate::spool::{Spool, validate_volume_name};

@@ -11,13 +11,13 @@
 //! Catalogs made before these tables existed keep working: reading a missing table is an
 //! empty media catalog, and the first write creates it.
 
-use crate::error::Damaged;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{self, DumpRecord, OWNED, TAPE_CHUNKS, TAPES};
+use crate::error::Damaged;
 use crate::spool::Spool;
 use crate::{ChunkId, Error, Result};
 
@@ -239,7 +239,7 @@ pub fn tapes_for_restore(
     let mut missing = 0u64;
     for e in manifest {
         let e = e?;
-        if !crate::restore::selected(&e.path, paths).0 {
+        if !crate::types::selected(&e.path, paths).0 {
             continue;
         }
         for (id, len) in e.chunks() {

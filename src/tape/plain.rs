@@ -28,13 +28,13 @@
 //! * **Only a complete image counts**: the record (and so the map) is committed after the
 //!   writer finished; a failed export removes its partial image files.
 
-use crate::error::Damaged;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{DumpRecord, PLAIN_EXPORTS, table_missing};
+use crate::error::Damaged;
 use crate::manifest::ManifestReader;
 use crate::spool::Spool;
 use crate::store::ChunkReader;

@@ -11,7 +11,6 @@
 //! a multi-volume set are read in the order given; each must carry the next volume number and
 //! the dump's date.
 
-use crate::error::Damaged;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};
@@ -23,6 +22,7 @@ use super::format::{
     S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, TP_BSIZE, TP_NINDIR, TS_ADDR, TS_BITS, TS_CLRI, TS_END,
     TS_INODE, TS_TAPE, decode_dir,
 };
+use crate::error::Damaged;
 use crate::error::{Error, IoContext, Result};
 
 /// Largest map accepted (records): 64 MiB, half a billion inodes.

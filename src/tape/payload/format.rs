@@ -2,7 +2,6 @@
 //! part of the tape format, docs/FORMAT.md) and how reel's dump records map to them, the
 //! LABEL text, and reading both back.
 
-use crate::error::Damaged;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -10,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::record::DumpRecord;
 use crate::timefmt::format_rfc3339;

@@ -1,7 +1,6 @@
 //! Importing a verified payload: adopt the packs holding chunks the spool lacks, add the dumps
 //! it does not have (bases and chains mapped to new ids), record the tape.
 
-use crate::error::Damaged;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -10,6 +9,7 @@ use std::path::{Path, PathBuf};
 use redb::ReadableTable;
 
 use crate::catalog::{self, CHUNKS, ChunkLoc, DumpRecord, OWNED, PACK_IDS};
+use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::fsutil::fsync_dir;
 use crate::pack::{self, BlobKind, PackId};

@@ -1,13 +1,13 @@
 //! Verifying a payload directory: LABEL against CATALOG, every pack against its name, every
 //! chunk list against the packs, every manifest on the tape as a restore reads it.
 
-use crate::error::Damaged;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::ChunkLoc;
+use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::frame;
 use crate::manifest::ManifestReader;

@@ -1,13 +1,13 @@
 //! Writing a payload directory: each dump's section (manifest chunks, then file chunks in
 //! manifest order) through the packer, the whole-file baseline, then LABEL and CATALOG.
 
-use crate::error::Damaged;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::catalog::{DumpRecord, OWNED};
+use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::frame;
 use crate::fsutil::fsync_dir;
