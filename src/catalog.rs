@@ -12,9 +12,9 @@ use redb::{
     ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::pack::{BlobEntry, BlobKind, PackId};
+use crate::record::CloneRecord;
 use crate::{ChunkId, Error, Result};
 
 /// Version of the catalog's table layout; bumped when a table or record changes shape.
@@ -192,81 +192,7 @@ impl ChunkLoc {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PackRecord {
-    pub id: [u8; 32],
-    pub size: u64,
-    pub blobs: u64,
-    pub created_ns: i64,
-}
-
-pub use crate::record::DumpRecord;
-
-/// Where a clone's tree can be read.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub enum CloneView {
-    /// `store` method: the clone is a manifest in the spool (chunks in packs).
-    Manifest {
-        chunks: Vec<([u8; 32], u32)>,
-        bytes: u64,
-    },
-    /// `reflink`, `copy`, `hook`: a read-only directory tree. `statmap` (reflink and copy)
-    /// is a manifest file of the volume's own stat data (inode, ctime) for the same paths,
-    /// so change detection and the dump see the volume, not the copy.
-    Dir {
-        path: String,
-        statmap: Option<String>,
-    },
-}
-
-/// A volume's latest clone: the users' "yesterday" view and the input of its next dump.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CloneRecord {
-    /// Record layout version (1).
-    pub version: u32,
-    pub volume: String,
-    /// When the volume was frozen; the dump made from this clone records this time.
-    pub time_ns: i64,
-    pub method: crate::spool::CloneMethod,
-    /// How long the volume was frozen (freeze hook start to thaw hook end).
-    pub frozen_ns: u64,
-    /// When the clone's scan started (the same-second rule compares with it).
-    pub scan_started_ns: i64,
-    /// The volume path that was cloned.
-    pub source: String,
-    pub view: CloneView,
-    /// The dump made from this clone, once there is one.
-    pub dumped: Option<u64>,
-    pub entries: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub logical_bytes: u64,
-    pub read_bytes: u64,
-    /// Chunks and pack bytes the clone added to the spool (`store` method).
-    pub new_chunks: u64,
-    pub stored_bytes: u64,
-    pub warnings: Vec<String>,
-}
-
-impl crate::record::Versioned for CloneRecord {
-    const KIND: &'static str = "clone record";
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn named(&self) -> String {
-        format!("of volume {}", self.volume)
-    }
-}
-
-impl CloneRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        crate::record::encode(self)
-    }
-
-    pub fn decode(b: &[u8]) -> Result<CloneRecord> {
-        crate::record::decode(b)
-    }
-}
+pub use crate::record::{DumpRecord, PackRecord};
 
 /// Read access, shared by the writer's and the readers' handles.
 pub enum Handle {
@@ -589,7 +515,7 @@ impl Catalog {
     pub fn pack(&self, txn: &ReadTransaction, no: u64) -> Result<Option<PackRecord>> {
         let t = txn.open_table(PACKS)?;
         match t.get(no)? {
-            Some(v) => Ok(Some(postcard::from_bytes(v.value()).map_err(|e| {
+            Some(v) => Ok(Some(crate::record::decode_or(v.value(), |e| {
                 self.damaged(format!("pack record {no} does not decode: {e}"))
             })?)),
             None => Ok(None),
@@ -603,7 +529,7 @@ impl Catalog {
         let mut out = Vec::new();
         for item in t.iter()? {
             let (k, v) = item?;
-            let rec: PackRecord = postcard::from_bytes(v.value()).map_err(|e| {
+            let rec: PackRecord = crate::record::decode_or(v.value(), |e| {
                 self.damaged(format!("pack record {} does not decode: {e}", k.value()))
             })?;
             out.push((k.value(), rec));
@@ -645,10 +571,7 @@ pub fn insert_pack(
         blobs: entries.len() as u64,
         created_ns: now,
     };
-    txn.open_table(PACKS)?.insert(
-        no,
-        postcard::to_allocvec(&rec).expect("pack record").as_slice(),
-    )?;
+    txn.open_table(PACKS)?.insert(no, rec.encode().as_slice())?;
     txn.open_table(PACK_IDS)?.insert(id.0, no)?;
     Ok(())
 }
@@ -846,39 +769,6 @@ pub const PLAIN_EXPORTS: TableDefinition<(&str, u64), &[u8]> =
 /// when no reader holds the readers lock (`Spool::try_lock_readers_out`). Added without a
 /// format change: a missing table means nothing is waiting.
 pub const DOOMED: TableDefinition<[u8; 32], ()> = TableDefinition::new("doomed");
-
-/// What `prune` writes into a pack (blob kind `Forget`) besides removing the dumps from the
-/// catalog: the dumps it removed, so `rebuild-catalog`, which finds dump records in the packs
-/// until gc collects them, does not bring them back.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ForgetRecord {
-    /// Record layout version (1).
-    pub version: u32,
-    /// When the prune ran, epoch nanoseconds.
-    pub time_ns: i64,
-    /// The removed dumps: (id, volume, dump time ns).
-    pub dumps: Vec<(u64, String, i64)>,
-}
-
-impl crate::record::Versioned for ForgetRecord {
-    const KIND: &'static str = "forget record";
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn named(&self) -> String {
-        String::new()
-    }
-}
-
-impl ForgetRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        crate::record::encode(self)
-    }
-
-    pub fn decode(b: &[u8]) -> Result<ForgetRecord> {
-        crate::record::decode(b)
-    }
-}
 
 /// Is `e` redb saying the table was never created (a catalog older than the table)?
 pub fn table_missing(e: &redb::TableError) -> bool {

@@ -21,13 +21,14 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::ahead;
-use crate::catalog::{self, CloneRecord, CloneView, DumpRecord};
+use crate::catalog::{self, DumpRecord};
 use crate::chunk::{self, ChunkerParams, Segment, StreamChunker};
 use crate::dirfd::{Dir, Stat, Xattrs};
 use crate::level;
 use crate::manifest::{ManifestReader, ManifestWriter};
 use crate::pack::BlobKind;
 use crate::progress::Progress;
+use crate::record::{CloneRecord, CloneView};
 use crate::scan::{self, Walker};
 use crate::spool::{CloneMethod, Spool};
 use crate::store::{ChunkReader, StoreWriter};

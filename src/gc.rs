@@ -35,8 +35,7 @@ use std::path::PathBuf;
 use redb::ReadableTable;
 
 use crate::catalog::{
-    self, CHUNKS, CLONES, ChunkLoc, CloneRecord, CloneView, DOOMED, DUMPS, DumpRecord, FrameSlot,
-    PACK_IDS, PACKS,
+    self, CHUNKS, CLONES, ChunkLoc, DOOMED, DUMPS, DumpRecord, FrameSlot, PACK_IDS, PACKS,
 };
 use crate::manifest::ManifestReader;
 use crate::pack::{
@@ -44,6 +43,7 @@ use crate::pack::{
     FinishedPack, INDEX_ENTRY_LEN, PACK_TARGET_SIZE, PackId, PackReader, PackWriter,
 };
 use crate::progress::Progress;
+use crate::record::{CloneRecord, CloneView};
 use crate::spool::Spool;
 use crate::store::{ChunkReader, stored_share};
 use crate::{ChunkId, Error, Result};

@@ -30,8 +30,9 @@ use std::hash::Hash;
 
 use chrono::{Datelike, NaiveDate};
 
-use crate::catalog::{DUMPS, DumpRecord, ForgetRecord, OWNED, VOLUME_DUMPS};
+use crate::catalog::{DUMPS, DumpRecord, OWNED, VOLUME_DUMPS};
 use crate::pack::BlobKind;
+use crate::record::ForgetRecord;
 use crate::spool::Spool;
 use crate::store::StoreWriter;
 use crate::tape::media;

@@ -23,11 +23,12 @@ use rayon::prelude::*;
 use redb::ReadableTable;
 use serde::Serialize;
 
-use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, DumpRecord, ForgetRecord, OWNED};
+use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, DumpRecord, OWNED};
 use crate::error::IoContext;
 use crate::manifest::ManifestReader;
 use crate::pack::{self, BlobEntry, BlobKind, PackId, PackReader};
 use crate::progress::Progress;
+use crate::record::ForgetRecord;
 use crate::spool::{CATALOG_FILE, Spool};
 use crate::store::{ChunkReader, stored_share};
 use crate::tape::{locate, media, payload};

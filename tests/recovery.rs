@@ -160,8 +160,9 @@ fn a_damaged_catalog_gives_a_clear_error_and_is_rebuilt() {
 
 /// What prune does besides removing the rows: a forget record in a pack.
 fn forget_dump(spool_dir: &Path, id: u64) {
-    use reel::catalog::{self, DUMPS, ForgetRecord, VOLUME_DUMPS};
+    use reel::catalog::{self, DUMPS, VOLUME_DUMPS};
     use reel::pack::BlobKind;
+    use reel::record::ForgetRecord;
     use reel::spool::{Access, Spool};
     use reel::store::StoreWriter;
     let spool = Spool::open(spool_dir, Access::Write).unwrap();

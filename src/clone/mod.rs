@@ -12,9 +12,10 @@ pub mod hook;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::catalog::{self, CloneRecord, CloneView};
+use crate::catalog;
 use crate::error::IoContext;
 use crate::progress::Progress;
+use crate::record::{CloneRecord, CloneView};
 use crate::spool::{CloneMethod, Spool, VolumeSettings};
 use crate::timefmt;
 use crate::{ChunkId, Error, Result};
