@@ -21,7 +21,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::ahead;
-use crate::catalog::{self, DumpRecord};
+use crate::catalog::DumpRecord;
 use crate::chunk::{self, ChunkerParams, Segment, StreamChunker};
 use crate::dirfd::{Dir, Stat, Xattrs};
 use crate::level;
@@ -329,11 +329,11 @@ fn dump_tree_as(
         _ => None,
     };
     let store = StoreWriter::new(spool)?;
-    let stale = catalog::clean_uncommitted(store.txn())?;
+    let stale = store.catalog().clean_uncommitted()?;
     if stale > 0 {
         tracing::info!("dropped {stale} owned-chunk rows of an interrupted dump");
     }
-    let id = catalog::next_dump_id(store.txn())?;
+    let id = store.catalog().next_dump_id()?;
     let statmap = match clone.as_ref().map(|c| &c.view) {
         Some(CloneView::Dir {
             statmap: Some(p), ..
@@ -419,12 +419,12 @@ fn commit_record(
         rec.new_chunks += stats.new_chunks;
         rec.stored_bytes += stats.stored_bytes;
         rec.duration_ns = started.elapsed().as_nanos() as u64;
-        catalog::insert_dump(txn, &rec)?;
+        txn.record_dump(&rec)?;
         if let Some(mut c) = clone {
             c.dumped = Some(id);
-            catalog::put_clone(txn, &c)?;
+            txn.put_clone(&c)?;
         }
-        catalog::set_meta_u64(txn, catalog::META_NEXT_DUMP_ID, id + 1)
+        txn.set_next_dump_id(id + 1)
     })?;
     Ok(rec)
 }
@@ -463,7 +463,7 @@ fn scan<'a>(
     // After a purge, an unchanged file's chunks may be on tape only. A dump that may own them
     // (and a clone, whose owner is not known yet) must have them on the spool, or its export
     // could not write them: such a file is read again.
-    let purged = catalog::purges(s.store.txn()) > 0;
+    let purged = s.store.catalog().purges() > 0;
 
     // The previous manifest, for change detection.
     let reader = ChunkReader::new(spool)?;
@@ -663,7 +663,7 @@ pub fn capture_clone(
     s.store.finish(|txn, stats| {
         rec.new_chunks = stats.new_chunks;
         rec.stored_bytes = stats.stored_bytes;
-        catalog::put_clone(txn, &rec)
+        txn.put_clone(&rec)
     })?;
     Ok(rec)
 }
@@ -717,8 +717,8 @@ fn commit_store_clone(
     progress.message(&format!("dumping the clone of {name} at level {level}"));
 
     let mut store = StoreWriter::new(spool)?;
-    catalog::clean_uncommitted(store.txn())?;
-    let id = catalog::next_dump_id(store.txn())?;
+    store.catalog().clean_uncommitted()?;
+    let id = store.catalog().next_dump_id()?;
     let reader = ChunkReader::new(spool)?;
     let mut base_entries = match &base {
         Some(b) => Some(

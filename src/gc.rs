@@ -866,10 +866,10 @@ mod tests {
         assert_eq!(r.doomed_waiting, 0);
 
         // The dead dump's record blob went with it; the live one stayed.
-        let txn = spool.catalog.read().unwrap();
         let first_blob = ChunkId::of(&first.encode());
-        assert!(spool.catalog.chunk(&txn, &first_blob).unwrap().is_none());
-        drop(txn);
+        let r = spool.catalog.reader().unwrap();
+        assert!(r.chunk_location(&first_blob).unwrap().is_none());
+        drop(r);
 
         let target = work.path().join("r");
         restore_dump(

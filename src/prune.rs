@@ -1007,9 +1007,9 @@ mod tests {
             assert!(spool.catalog.owned_summary(1).unwrap().0 > 0);
             // The forget record is in the store, of kind Forget, and names the dumps.
             let id = done.forget.unwrap();
-            let txn = spool.catalog.read().unwrap();
+            let r = spool.catalog.reader().unwrap();
             assert_eq!(
-                spool.catalog.chunk(&txn, &id).unwrap().unwrap().kind,
+                r.chunk_location(&id).unwrap().unwrap().kind,
                 BlobKind::Forget
             );
             let reader = ChunkReader::new(&spool).unwrap();

@@ -445,7 +445,7 @@ pub fn rebuild_catalog(
     {
         let reader = ChunkReader::new(&spool)?;
         let rtxn = spool.catalog.read()?;
-        let txn = spool.catalog.write()?;
+        let txn = spool.catalog.writer()?;
         for d in order {
             let own = from_packs.contains(&d.id);
             let mut missing: HashSet<ChunkId> = HashSet::new();
@@ -496,8 +496,8 @@ pub fn rebuild_catalog(
         }
         // Missing chunks: later dumps must check reused files against the spool, as after a
         // purge (dump.rs reads `purges`).
-        if any_missing && catalog::purges(&txn) == 0 {
-            catalog::count_purge(&txn)?;
+        if any_missing && txn.purges() == 0 {
+            txn.count_purge()?;
         }
         txn.commit()?;
     }

@@ -207,9 +207,9 @@ fn put_clone(spool: &Spool, view: reel::record::CloneView, dumped: Option<u64>) 
         stored_bytes: 0,
         warnings: Vec::new(),
     };
-    let txn = s.catalog.write().expect("write");
-    reel::catalog::put_clone(&txn, &rec).expect("put");
-    txn.commit().expect("commit");
+    let w = s.catalog.writer().expect("write");
+    w.put_clone(&rec).expect("put");
+    w.commit().expect("commit");
 }
 
 #[test]

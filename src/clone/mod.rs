@@ -12,7 +12,6 @@ pub mod hook;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::catalog;
 use crate::error::IoContext;
 use crate::progress::Progress;
 use crate::record::{CloneRecord, CloneView};
@@ -118,8 +117,8 @@ pub fn clone_volume(
     let record = match made {
         Ok(Some(mut rec)) => {
             rec.frozen_ns = frozen.as_nanos() as u64;
-            let txn = spool.catalog.write()?;
-            catalog::put_clone(&txn, &rec)?;
+            let txn = spool.catalog.writer()?;
+            txn.put_clone(&rec)?;
             txn.commit()?;
             drop_old_clone(spool, name, &vol, old.as_ref(), &rec, &mut notes);
             rec
