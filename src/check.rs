@@ -321,7 +321,7 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
 
     // Packs on disk that no catalog entry names: harmless leftovers of an interrupted dump.
     let known: HashSet<[u8; 32]> = packs.iter().map(|(_, r)| r.id).collect();
-    let doomed = crate::gc::doomed_ids(spool)?;
+    let doomed = spool.catalog.reader()?.doomed_ids()?;
     for (id, path) in pack::list_packs(&packs_dir)? {
         if doomed.contains(&id.0) {
             report.doomed_packs += 1;

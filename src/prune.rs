@@ -30,7 +30,7 @@ use std::hash::Hash;
 
 use chrono::{Datelike, NaiveDate};
 
-use crate::catalog::{DUMPS, DumpRecord, OWNED, VOLUME_DUMPS};
+use crate::catalog::DumpRecord;
 use crate::pack::BlobKind;
 use crate::record::ForgetRecord;
 use crate::spool::Spool;
@@ -622,22 +622,9 @@ fn forget(spool: &Spool, removed: &[&DumpRecord]) -> Result<ChunkId> {
         store.put_one(id, &blob, BlobKind::Forget)?;
     }
     // `finish` seals the pack (written, fsynced, renamed, directory fsynced) before `last`.
-    store.finish(|txn, _| {
+    store.finish(|w, _| {
         crate::failpoint::hit("prune-forget-written");
-        let mut dumps = txn.open_table(DUMPS)?;
-        let mut index = txn.open_table(VOLUME_DUMPS)?;
-        let mut owned = txn.open_table(OWNED)?;
-        for d in removed {
-            if dumps.remove(d.id)?.is_none() {
-                return Err(Error::Catalog(format!(
-                    "dump {} of volume {} vanished while it was being forgotten; nothing was removed",
-                    d.id, d.volume
-                )));
-            }
-            index.remove((d.volume.as_str(), d.time_ns, d.id))?;
-            owned.retain_in((d.id, [0u8; 32])..=(d.id, [0xffu8; 32]), |_, _| false)?;
-        }
-        Ok(())
+        w.forget_dumps(removed.iter().copied())
     })?;
     crate::failpoint::hit("prune-committed");
     Ok(id)
