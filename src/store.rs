@@ -128,7 +128,7 @@ impl<'a> StoreWriter<'a> {
         self.txn.as_ref().expect("transaction open until finish")
     }
 
-    // used by src/tape until it calls the named operations
+    // src/tape opens tables on it
     pub(crate) fn txn(&self) -> &WriteTransaction {
         self.catalog()
     }

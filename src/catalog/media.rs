@@ -115,7 +115,7 @@ impl Writer {
 }
 
 /// Labels of the tapes holding chunk `id` (empty when on none, or no media catalog yet).
-// used by src/tape until it calls the named operations
+// src/tape calls it on its own transaction (and re-exports it from tape::media)
 pub fn tapes_of_chunk(txn: &ReadTransaction, id: &ChunkId) -> Result<Vec<String>> {
     let t = match txn.open_multimap_table(TAPE_CHUNKS) {
         Ok(t) => t,

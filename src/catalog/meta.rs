@@ -50,32 +50,32 @@ impl Writer {
     }
 }
 
-// used by src/tape until it calls the named operations
-pub fn take_pack_number(txn: &WriteTransaction) -> Result<u64> {
+// src/tape calls it on its own transaction
+pub(crate) fn take_pack_number(txn: &WriteTransaction) -> Result<u64> {
     let no = get_meta_u64(txn, META_NEXT_PACK_NO)?;
     set_meta_u64(txn, META_NEXT_PACK_NO, no + 1)?;
     Ok(no)
 }
 
-// used by src/tape until it calls the named operations
-pub fn next_dump_id(txn: &WriteTransaction) -> Result<u64> {
+// src/tape calls it on its own transaction
+pub(crate) fn next_dump_id(txn: &WriteTransaction) -> Result<u64> {
     get_meta_u64(txn, META_NEXT_DUMP_ID)
 }
 
-// used by src/tape until it calls the named operations
-pub fn count_purge(txn: &WriteTransaction) -> Result<()> {
+// src/tape calls it on its own transaction
+pub(crate) fn count_purge(txn: &WriteTransaction) -> Result<()> {
     let purges = get_meta_u64(txn, META_PURGES).unwrap_or(0);
     set_meta_u64(txn, META_PURGES, purges + 1)
 }
 
-// used by src/tape until it calls the named operations
-pub fn set_meta_u64(txn: &WriteTransaction, key: &str, v: u64) -> Result<()> {
+// src/tape calls it on its own transaction
+pub(crate) fn set_meta_u64(txn: &WriteTransaction, key: &str, v: u64) -> Result<()> {
     txn.open_table(META)?
         .insert(key, v.to_le_bytes().as_slice())?;
     Ok(())
 }
 
-pub fn get_meta_u64(txn: &WriteTransaction, key: &str) -> Result<u64> {
+fn get_meta_u64(txn: &WriteTransaction, key: &str) -> Result<u64> {
     let meta = txn.open_table(META)?;
     parse_meta_u64(key, meta.get(key)?.as_ref().map(|v| v.value()))
 }

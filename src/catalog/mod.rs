@@ -37,17 +37,20 @@ pub use media::TapeIndex;
 pub use open::{COMPACT_AFTER_GROWTH, install_damage_report_hook};
 pub use tables::CATALOG_VERSION;
 
-// used by src/tape until it calls the named operations
+/// The catalog's records (`crate::record`), by the names its operations use.
 pub use crate::record::{DumpRecord, PackRecord};
-// used by src/tape until it calls the named operations
-pub use media::tapes_of_chunk;
-// used by src/tape until it calls the named operations
-pub use {
-    dumps::{clean_uncommitted, insert_dump},
-    meta::{count_purge, get_meta_u64, next_dump_id, set_meta_u64, take_pack_number},
-    packs::insert_pack,
-    tables::*,
+
+// src/tape opens these tables and calls these helpers on its own transactions; nothing else
+// outside the catalog does.
+pub(crate) use dumps::{clean_uncommitted, insert_dump};
+pub(crate) use meta::{count_purge, next_dump_id, set_meta_u64, take_pack_number};
+pub(crate) use packs::insert_pack;
+pub(crate) use tables::{
+    CHUNKS, META_NEXT_DUMP_ID, OWNED, PACK_IDS, PACKS, PLAIN_EXPORTS, TAPE_CHUNKS, TAPES,
+    table_missing,
 };
+// `pub`, not `pub(crate)`: src/tape/media re-exports it publicly.
+pub use media::tapes_of_chunk;
 
 use crate::record::CloneRecord;
 use crate::{Error, Result};
@@ -83,7 +86,8 @@ impl Writer {
     }
 }
 
-// used by src/tape until it calls the named operations
+// src/tape opens tables on the write transaction and passes it to the helpers above. A trait
+// impl cannot be `pub(crate)`: library users see it too.
 impl std::ops::Deref for Writer {
     type Target = WriteTransaction;
     fn deref(&self) -> &WriteTransaction {
@@ -116,7 +120,7 @@ impl Catalog {
         Ok(Writer { txn: self.write()? })
     }
 
-    // used by src/tape until it calls the named operations
+    // src/tape opens tables on it
     pub(crate) fn read(&self) -> Result<ReadTransaction> {
         Ok(match &self.handle {
             Handle::Write(db) => db.begin_read()?,
@@ -124,7 +128,7 @@ impl Catalog {
         })
     }
 
-    // used by src/tape until it calls the named operations
+    // src/tape opens tables on it
     pub(crate) fn write(&self) -> Result<WriteTransaction> {
         match &self.handle {
             Handle::Write(db) => Ok(db.begin_write()?),

@@ -91,8 +91,8 @@ impl Writer {
 }
 
 /// Record a finished pack in `txn`.
-// used by src/tape until it calls the named operations
-pub fn insert_pack(
+// src/tape calls it on its own transaction
+pub(crate) fn insert_pack(
     txn: &WriteTransaction,
     no: u64,
     id: &PackId,

@@ -7,60 +7,51 @@ use redb::{MultimapTableDefinition, TableDefinition};
 pub const CATALOG_VERSION: u32 = 1;
 
 /// Small settings: `format` (u32), `next_dump_id` (u64), `next_pack_no` (u64), `purges` (u64).
-pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Dump id -> postcard `DumpRecord`.
-pub const DUMPS: TableDefinition<u64, &[u8]> = TableDefinition::new("dumps");
+pub(super) const DUMPS: TableDefinition<u64, &[u8]> = TableDefinition::new("dumps");
 /// (volume, time ns, dump id) -> (): the dumps of a volume in time order.
-pub const VOLUME_DUMPS: TableDefinition<(&str, i64, u64), ()> =
+pub(super) const VOLUME_DUMPS: TableDefinition<(&str, i64, u64), ()> =
     TableDefinition::new("volume_dumps");
 /// Pack number -> postcard `PackRecord`.
-// used by src/tape until it calls the named operations
-pub const PACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("packs");
+pub(crate) const PACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("packs");
 /// Pack id (blake3 of the file) -> pack number.
-// used by src/tape until it calls the named operations
-pub const PACK_IDS: TableDefinition<[u8; 32], u64> = TableDefinition::new("pack_ids");
+pub(crate) const PACK_IDS: TableDefinition<[u8; 32], u64> = TableDefinition::new("pack_ids");
 /// Chunk id -> location, 33 bytes (see `ChunkLoc::encode`).
-// used by src/tape until it calls the named operations
-pub const CHUNKS: TableDefinition<[u8; 32], [u8; 33]> = TableDefinition::new("chunks");
+pub(crate) const CHUNKS: TableDefinition<[u8; 32], [u8; 33]> = TableDefinition::new("chunks");
 /// (dump id, chunk id) -> stored len: the chunks a dump owns (referenced by it and by no
 /// earlier dump of its chain). What an export of that dump writes to tape.
-// used by src/tape until it calls the named operations
-pub const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition::new("owned");
+pub(crate) const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition::new("owned");
 /// Volume -> its latest clone (a `CloneRecord`). One per volume: a new clone replaces it.
-pub const CLONES: TableDefinition<&str, &[u8]> = TableDefinition::new("clones");
+pub(super) const CLONES: TableDefinition<&str, &[u8]> = TableDefinition::new("clones");
 
 /// Tape label -> postcard `TapeRecord` (`crate::tape::media`): the tapes exports wrote or
 /// imports read. Added without a format change: a catalog made before it has no tapes, and
 /// reel creates the table on first write.
-// used by src/tape until it calls the named operations
-pub const TAPES: TableDefinition<&str, &[u8]> = TableDefinition::new("tapes");
+pub(crate) const TAPES: TableDefinition<&str, &[u8]> = TableDefinition::new("tapes");
 /// Chunk id -> labels of the tapes holding it: what `purge --exported` and a restore from
 /// tapes look up. Added without a format change, like `tapes`.
-// used by src/tape until it calls the named operations
-pub const TAPE_CHUNKS: MultimapTableDefinition<[u8; 32], &str> =
+pub(crate) const TAPE_CHUNKS: MultimapTableDefinition<[u8; 32], &str> =
     MultimapTableDefinition::new("tape_chunks");
 /// (volume, seq) -> postcard `PlainRecord` (`crate::tape::plain`): each `export-plain` image,
 /// with its level, `c_date` and path → inode map (the base of the next incrementals). Added
 /// without a format change, like `tapes`: a missing table means no plain exports yet.
-// used by src/tape until it calls the named operations
-pub const PLAIN_EXPORTS: TableDefinition<(&str, u64), &[u8]> =
+pub(crate) const PLAIN_EXPORTS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("plain_exports");
 
 /// Pack id -> (): packs that gc (or repair) took out of the catalog but whose files are not
 /// deleted yet, because a reader (restore, cat, mount) may still be reading them. The files go
 /// when no reader holds the readers lock (`Spool::try_lock_readers_out`). Added without a
 /// format change: a missing table means nothing is waiting.
-pub const DOOMED: TableDefinition<[u8; 32], ()> = TableDefinition::new("doomed");
+pub(super) const DOOMED: TableDefinition<[u8; 32], ()> = TableDefinition::new("doomed");
 
 /// Keys of the `meta` table (FORMAT.md, "Tables").
-pub const META_FORMAT: &str = "format";
-// used by src/tape until it calls the named operations
-pub const META_NEXT_DUMP_ID: &str = "next_dump_id";
-pub const META_NEXT_PACK_NO: &str = "next_pack_no";
-pub const META_PURGES: &str = "purges";
+pub(super) const META_FORMAT: &str = "format";
+pub(crate) const META_NEXT_DUMP_ID: &str = "next_dump_id";
+pub(super) const META_NEXT_PACK_NO: &str = "next_pack_no";
+pub(super) const META_PURGES: &str = "purges";
 
 /// Is `e` redb saying the table was never created (a catalog older than the table)?
-// used by src/tape until it calls the named operations
-pub fn table_missing(e: &redb::TableError) -> bool {
+pub(crate) fn table_missing(e: &redb::TableError) -> bool {
     matches!(e, redb::TableError::TableDoesNotExist(_))
 }
