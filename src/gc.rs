@@ -32,18 +32,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-use redb::ReadableTable;
-
-use crate::catalog::{
-    self, CHUNKS, CLONES, ChunkLoc, CloneRecord, CloneView, DOOMED, DUMPS, DumpRecord, FrameSlot,
-    PACK_IDS, PACKS,
-};
+use crate::catalog::{ChunkLoc, DumpRecord, FrameSlot};
 use crate::manifest::ManifestReader;
 use crate::pack::{
     self, BLOB_HEADER_LEN, BlobEntry, BlobKind, EncodedBlob, FILE_HEADER_LEN, FOOTER_LEN,
     FinishedPack, INDEX_ENTRY_LEN, PACK_TARGET_SIZE, PackId, PackReader, PackWriter,
 };
 use crate::progress::Progress;
+use crate::record::CloneView;
 use crate::spool::Spool;
 use crate::store::{ChunkReader, stored_share};
 use crate::{ChunkId, Error, Result};
@@ -175,31 +171,21 @@ fn mark(spool: &Spool, progress: &dyn Progress) -> Result<Marks> {
     let mut dumps = HashSet::new();
     let mut manifests: Vec<(Vec<(ChunkId, u32)>, String)> = Vec::new();
     {
-        let txn = spool.catalog.read()?;
-        for item in txn.open_table(DUMPS)?.iter()? {
-            let (_, v) = item?;
-            let rec = DumpRecord::decode(v.value())?;
+        let r = spool.catalog.reader()?;
+        for rec in r.dumps_by_id()? {
             dumps.insert(rec.id);
             manifests.push((
                 rec.manifest_chunks(),
                 format!("manifest of dump {}", rec.id),
             ));
         }
-        match txn.open_table(CLONES) {
-            Ok(t) => {
-                for item in t.iter()? {
-                    let (_, v) = item?;
-                    let rec = CloneRecord::decode(v.value())?;
-                    if let CloneView::Manifest { chunks, .. } = rec.view {
-                        manifests.push((
-                            chunks.iter().map(|(id, n)| (ChunkId(*id), *n)).collect(),
-                            format!("manifest of the clone of volume {}", rec.volume),
-                        ));
-                    }
-                }
+        for rec in r.clones()? {
+            if let CloneView::Manifest { chunks, .. } = rec.view {
+                manifests.push((
+                    chunks.iter().map(|(id, n)| (ChunkId(*id), *n)).collect(),
+                    format!("manifest of the clone of volume {}", rec.volume),
+                ));
             }
-            Err(e) if catalog::table_missing(&e) => {}
-            Err(e) => return Err(e.into()),
         }
     }
     // Merged dumps share their source's manifest: read each manifest once.
@@ -252,13 +238,12 @@ impl Liveness {
 }
 
 fn liveness(spool: &Spool, marks: Marks) -> Result<Liveness> {
-    let txn = spool.catalog.read()?;
+    let r = spool.catalog.reader()?;
     let mut records = Vec::new();
-    for item in txn.open_table(CHUNKS)?.iter()? {
-        let (k, v) = item?;
-        let loc = ChunkLoc::decode(&v.value())?;
+    for row in r.chunk_rows()? {
+        let (id, loc) = row?;
         if loc.kind == BlobKind::DumpRecord {
-            records.push(ChunkId(k.value()));
+            records.push(id);
         }
     }
     let reader = ChunkReader::new(spool)?;
@@ -305,11 +290,9 @@ struct PackPlan {
 fn plan(spool: &Spool, live: &Liveness, max_unused: u8) -> Result<Vec<PackPlan>> {
     let mut blobs: HashMap<u64, HashMap<u64, BlobAcc>> = HashMap::new();
     {
-        let txn = spool.catalog.read()?;
-        for item in txn.open_table(CHUNKS)?.iter()? {
-            let (k, v) = item?;
-            let id = ChunkId(k.value());
-            let loc = ChunkLoc::decode(&v.value())?;
+        let r = spool.catalog.reader()?;
+        for row in r.chunk_rows()? {
+            let (id, loc) = row?;
             let b = blobs
                 .entry(loc.pack_no)
                 .or_default()
@@ -365,13 +348,11 @@ type Row = (ChunkId, ChunkLoc, bool);
 
 /// The chunk index rows locating chunks in `packs`, by pack.
 fn rows_in(spool: &Spool, live: &Liveness, packs: &HashSet<u64>) -> Result<HashMap<u64, Vec<Row>>> {
-    let txn = spool.catalog.read()?;
+    let r = spool.catalog.reader()?;
     let mut out: HashMap<u64, Vec<Row>> = HashMap::new();
-    for item in txn.open_table(CHUNKS)?.iter()? {
-        let (k, v) = item?;
-        let loc = ChunkLoc::decode(&v.value())?;
+    for row in r.chunk_rows()? {
+        let (id, loc) = row?;
         if packs.contains(&loc.pack_no) {
-            let id = ChunkId(k.value());
             let l = live.is_live(&id, &loc);
             out.entry(loc.pack_no).or_default().push((id, loc, l));
         }
@@ -518,21 +499,6 @@ impl Rewriter<'_> {
 // ---------------------------------------------------------------------------------------------
 // Doomed packs
 
-/// Pack ids in `doomed` (none when the table was never created).
-pub fn doomed_ids(spool: &Spool) -> Result<HashSet<[u8; 32]>> {
-    let txn = spool.catalog.read()?;
-    let t = match txn.open_table(DOOMED) {
-        Ok(t) => t,
-        Err(e) if catalog::table_missing(&e) => return Ok(HashSet::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = HashSet::new();
-    for item in t.iter()? {
-        out.insert(item?.0.value());
-    }
-    Ok(out)
-}
-
 fn file_size(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -540,7 +506,7 @@ fn file_size(path: &std::path::Path) -> u64 {
 /// Delete the files of doomed packs if no reader holds the readers lock, then forget them.
 /// Returns (packs deleted, bytes deleted); sets the waiting counts when a reader is in.
 fn delete_doomed(spool: &Spool, report: &mut GcReport) -> Result<(u64, u64)> {
-    let doomed = doomed_ids(spool)?;
+    let doomed = spool.catalog.reader()?.doomed_ids()?;
     report.doomed_waiting = 0;
     report.doomed_waiting_bytes = 0;
     if doomed.is_empty() {
@@ -556,15 +522,7 @@ fn delete_doomed(spool: &Spool, report: &mut GcReport) -> Result<(u64, u64)> {
         return Ok((0, 0));
     };
     // A pack the catalog names again (the same bytes written anew) must stay.
-    let named: HashSet<[u8; 32]> = {
-        let txn = spool.catalog.read()?;
-        let t = txn.open_table(PACK_IDS)?;
-        doomed
-            .iter()
-            .filter(|id| t.get(**id).ok().flatten().is_some())
-            .copied()
-            .collect()
-    };
+    let named = spool.catalog.reader()?.packs_named(&doomed)?;
     let (mut n, mut bytes) = (0u64, 0u64);
     let mut parents: HashSet<PathBuf> = HashSet::new();
     let mut ids: Vec<&[u8; 32]> = doomed.iter().collect();
@@ -597,14 +555,9 @@ fn delete_doomed(spool: &Spool, report: &mut GcReport) -> Result<(u64, u64)> {
         }
     }
     drop(lock);
-    let txn = spool.catalog.write()?;
-    {
-        let mut t = txn.open_table(DOOMED)?;
-        for id in &doomed {
-            t.remove(*id)?;
-        }
-    }
-    txn.commit()?;
+    let w = spool.catalog.writer()?;
+    w.forget_doomed(&doomed)?;
+    w.commit()?;
     Ok((n, bytes))
 }
 
@@ -626,7 +579,7 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
     let mut freed: i64 = 0;
     // Packs an earlier run left waiting go first.
     if opts.dry_run {
-        let doomed = doomed_ids(spool)?;
+        let doomed = spool.catalog.reader()?.doomed_ids()?;
         report.doomed_waiting = doomed.len() as u64;
         report.doomed_waiting_bytes = doomed
             .iter()
@@ -664,9 +617,10 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
         .collect();
     report.chunks_removed = dead.len() as u64;
     {
-        let txn = spool.catalog.read()?;
+        let r = spool.catalog.reader()?;
+        let tapes = r.tape_index()?;
         for id in &dead {
-            if !crate::tape::media::tapes_of_chunk(&txn, id)?.is_empty() {
+            if !tapes.tapes_of(id)?.is_empty() {
                 report.chunks_on_tape += 1;
             }
         }
@@ -714,38 +668,36 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
 
     // One transaction: index the new packs, repoint moved chunks, drop dead ones, forget the
     // old packs and doom their files.
-    let txn = spool.catalog.write()?;
+    let w = spool.catalog.writer()?;
     {
         let now = crate::timefmt::now_ns();
-        let mut chunks = txn.open_table(CHUNKS)?;
+        let mut chunks = w.chunk_index()?;
         for (done, locs) in &written {
-            let next = catalog::take_pack_number(&txn)?;
-            catalog::insert_pack(&txn, next, &done.id, done.size, &done.entries, now)?;
+            let next = w.take_pack_number()?;
+            w.record_pack(next, &done.id, done.size, &done.entries, now)?;
             for (id, loc) in locs {
                 let loc = ChunkLoc {
                     pack_no: next,
                     ..*loc
                 };
-                chunks.insert(id.0, loc.encode())?;
+                chunks.insert(id, &loc)?;
             }
         }
         for id in &dead {
-            chunks.remove(id.0)?;
-        }
-        let mut packs = txn.open_table(PACKS)?;
-        let mut pack_ids = txn.open_table(PACK_IDS)?;
-        let mut doomed = txn.open_table(DOOMED)?;
-        for p in &gone {
-            packs.remove(p.no)?;
-            // The same bytes may have been written anew (a rewrite of a rewrite cannot, but be
-            // sure): then the id stays named and its file must not be deleted.
-            if !written.iter().any(|(f, _)| f.id == p.id) {
-                pack_ids.remove(p.id.0)?;
-                doomed.insert(p.id.0, ())?;
-            }
+            chunks.remove(id)?;
         }
     }
-    txn.commit()?;
+    let numbers: Vec<u64> = gone.iter().map(|p| p.no).collect();
+    // The same bytes may have been written anew (a rewrite of a rewrite cannot, but be sure):
+    // then the id stays named and its file must not be deleted.
+    let doomed: Vec<PackId> = gone
+        .iter()
+        .map(|p| p.id)
+        .filter(|id| !written.iter().any(|(f, _)| f.id == *id))
+        .collect();
+    w.forget_packs(&numbers, &doomed)?;
+    w.doom_packs(&doomed)?;
+    w.commit()?;
     crate::failpoint::hit("gc-committed");
 
     let (_, b) = delete_doomed(spool, &mut report)?;
@@ -757,7 +709,6 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{OWNED, VOLUME_DUMPS};
     use crate::dump::{DumpOptions, dump_volume};
     use crate::progress::NoProgress;
     use crate::restore::{RestoreOptions, restore_dump};
@@ -799,17 +750,9 @@ mod tests {
     /// Take a dump out of the catalog as `prune` would.
     fn forget(spool: &Spool, id: u64) {
         let rec = spool.catalog.dump(id).unwrap().unwrap();
-        let txn = spool.catalog.write().unwrap();
-        txn.open_table(DUMPS).unwrap().remove(id).unwrap();
-        txn.open_table(VOLUME_DUMPS)
-            .unwrap()
-            .remove((rec.volume.as_str(), rec.time_ns, id))
-            .unwrap();
-        txn.open_table(OWNED)
-            .unwrap()
-            .retain_in((id, [0u8; 32])..=(id, [0xffu8; 32]), |_, _| false)
-            .unwrap();
-        txn.commit().unwrap();
+        let w = spool.catalog.writer().unwrap();
+        w.forget_dumps([&rec]).unwrap();
+        w.commit().unwrap();
     }
 
     fn dump(spool: &Spool, time_ns: i64) -> DumpRecord {
@@ -866,10 +809,10 @@ mod tests {
         assert_eq!(r.doomed_waiting, 0);
 
         // The dead dump's record blob went with it; the live one stayed.
-        let txn = spool.catalog.read().unwrap();
         let first_blob = ChunkId::of(&first.encode());
-        assert!(spool.catalog.chunk(&txn, &first_blob).unwrap().is_none());
-        drop(txn);
+        let r = spool.catalog.reader().unwrap();
+        assert!(r.chunk_location(&first_blob).unwrap().is_none());
+        drop(r);
 
         let target = work.path().join("r");
         restore_dump(
@@ -912,10 +855,9 @@ mod tests {
         dump(&spool, 2_000_000_000);
         forget(&spool, first.id);
         // A doomed row whose file never existed.
-        let ghost = [7u8; 32];
-        let txn = spool.catalog.write().unwrap();
-        txn.open_table(DOOMED).unwrap().insert(ghost, ()).unwrap();
-        txn.commit().unwrap();
+        let w = spool.catalog.writer().unwrap();
+        w.doom_packs(&[PackId([7u8; 32])]).unwrap();
+        w.commit().unwrap();
 
         std::fs::create_dir_all(root.join("locks")).unwrap();
         let reader = std::fs::File::create(root.join("locks/readers")).unwrap();
@@ -928,11 +870,22 @@ mod tests {
             "{r:?}"
         );
         assert!(r.bytes_freed <= 0, "nothing can be freed yet: {r:?}");
-        assert_eq!(doomed_ids(&spool).unwrap().len() as u64, r.doomed_waiting);
+        assert_eq!(
+            spool.catalog.reader().unwrap().doomed_ids().unwrap().len() as u64,
+            r.doomed_waiting
+        );
         drop(reader);
         let r2 = gc(&spool, GcOptions::default(), &NoProgress).unwrap();
         assert_eq!(r2.doomed_deleted, r.doomed_waiting - 1, "{r2:?}");
         assert!(r2.bytes_freed > 0, "{r2:?}");
-        assert!(doomed_ids(&spool).unwrap().is_empty());
+        assert!(
+            spool
+                .catalog
+                .reader()
+                .unwrap()
+                .doomed_ids()
+                .unwrap()
+                .is_empty()
+        );
     }
 }

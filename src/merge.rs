@@ -3,7 +3,7 @@
 //! it owns every chunk it references (its chain is itself), so a later export of it carries
 //! the whole tree.
 
-use crate::catalog::{self, DumpRecord};
+use crate::catalog::DumpRecord;
 use crate::manifest::ManifestReader;
 use crate::pack::BlobKind;
 use crate::spool::Spool;
@@ -17,8 +17,8 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
     })?;
     let started = std::time::Instant::now();
     let mut store = StoreWriter::new(spool)?;
-    catalog::clean_uncommitted(store.txn())?;
-    let id = catalog::next_dump_id(store.txn())?;
+    store.catalog().clean_uncommitted()?;
+    let id = store.catalog().next_dump_id()?;
     let reader = ChunkReader::new(spool)?;
     let (mut owned_chunks, mut owned_bytes) = store.record_owned(
         id,
@@ -65,8 +65,8 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
     store.put_one(ChunkId::of(&blob), &blob, BlobKind::DumpRecord)?;
     let stats = store.finish(|txn, stats| {
         rec.stored_bytes = stats.stored_bytes;
-        catalog::insert_dump(txn, &rec)?;
-        catalog::set_meta_u64(txn, catalog::META_NEXT_DUMP_ID, id + 1)
+        txn.record_dump(&rec)?;
+        txn.set_next_dump_id(id + 1)
     })?;
     rec.stored_bytes = stats.stored_bytes;
     Ok(rec)

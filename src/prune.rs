@@ -30,8 +30,9 @@ use std::hash::Hash;
 
 use chrono::{Datelike, NaiveDate};
 
-use crate::catalog::{DUMPS, DumpRecord, ForgetRecord, OWNED, VOLUME_DUMPS};
+use crate::catalog::DumpRecord;
 use crate::pack::BlobKind;
+use crate::record::ForgetRecord;
 use crate::spool::Spool;
 use crate::store::StoreWriter;
 use crate::tape::media;
@@ -621,22 +622,9 @@ fn forget(spool: &Spool, removed: &[&DumpRecord]) -> Result<ChunkId> {
         store.put_one(id, &blob, BlobKind::Forget)?;
     }
     // `finish` seals the pack (written, fsynced, renamed, directory fsynced) before `last`.
-    store.finish(|txn, _| {
+    store.finish(|w, _| {
         crate::failpoint::hit("prune-forget-written");
-        let mut dumps = txn.open_table(DUMPS)?;
-        let mut index = txn.open_table(VOLUME_DUMPS)?;
-        let mut owned = txn.open_table(OWNED)?;
-        for d in removed {
-            if dumps.remove(d.id)?.is_none() {
-                return Err(Error::Catalog(format!(
-                    "dump {} of volume {} vanished while it was being forgotten; nothing was removed",
-                    d.id, d.volume
-                )));
-            }
-            index.remove((d.volume.as_str(), d.time_ns, d.id))?;
-            owned.retain_in((d.id, [0u8; 32])..=(d.id, [0xffu8; 32]), |_, _| false)?;
-        }
-        Ok(())
+        w.forget_dumps(removed.iter().copied())
     })?;
     crate::failpoint::hit("prune-committed");
     Ok(id)
@@ -1006,9 +994,9 @@ mod tests {
             assert!(spool.catalog.owned_summary(1).unwrap().0 > 0);
             // The forget record is in the store, of kind Forget, and names the dumps.
             let id = done.forget.unwrap();
-            let txn = spool.catalog.read().unwrap();
+            let r = spool.catalog.reader().unwrap();
             assert_eq!(
-                spool.catalog.chunk(&txn, &id).unwrap().unwrap().kind,
+                r.chunk_location(&id).unwrap().unwrap().kind,
                 BlobKind::Forget
             );
             let reader = ChunkReader::new(&spool).unwrap();

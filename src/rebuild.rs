@@ -20,14 +20,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use redb::ReadableTable;
 use serde::Serialize;
 
-use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, DumpRecord, ForgetRecord, OWNED};
+use crate::catalog::{self, Catalog, ChunkLoc, DumpRecord, TapeIndex};
 use crate::error::IoContext;
 use crate::manifest::ManifestReader;
 use crate::pack::{self, BlobEntry, BlobKind, PackId, PackReader};
 use crate::progress::Progress;
+use crate::record::ForgetRecord;
 use crate::spool::{CATALOG_FILE, Spool};
 use crate::store::{ChunkReader, stored_share};
 use crate::tape::{locate, media, payload};
@@ -55,23 +55,19 @@ pub(crate) struct ScannedPack {
 /// already indexed keeps its place); `on_new` sees each chunk indexed. Shared by the rebuild
 /// and by `check --repair`, which adopts packs the same way.
 pub(crate) fn record_scanned_pack(
-    txn: &redb::WriteTransaction,
+    w: &catalog::Writer,
     no: u64,
     p: &ScannedPack,
     mut on_new: impl FnMut(&ChunkId, &ChunkLoc),
 ) -> Result<()> {
-    catalog::insert_pack(txn, no, &p.id, p.size, &p.entries, p.mtime_ns)?;
-    let mut chunks = txn.open_table(CHUNKS)?;
+    w.record_pack(no, &p.id, p.size, &p.entries, p.mtime_ns)?;
+    let mut chunks = w.chunk_index()?;
     for (id, loc) in &p.chunks {
-        if chunks.get(id.0)?.is_none() {
-            chunks.insert(
-                id.0,
-                ChunkLoc {
-                    pack_no: no,
-                    ..*loc
-                }
-                .encode(),
-            )?;
+        let at = ChunkLoc {
+            pack_no: no,
+            ..*loc
+        };
+        if chunks.insert_new(id, &at)? {
             on_new(id, loc);
         }
     }
@@ -211,6 +207,43 @@ pub(crate) fn walk_refs(
     Ok(None)
 }
 
+/// The chunks a dump references that the spool lacks, and the recorded tapes holding them.
+#[derive(Default)]
+pub(crate) struct Missing {
+    pub chunks: HashSet<ChunkId>,
+    pub tapes: BTreeSet<String>,
+    /// Of `chunks`, those on no recorded tape.
+    pub on_no_tape: u64,
+}
+
+impl Missing {
+    /// Count chunk `id` as missing (once), with the tapes holding it.
+    pub fn add(&mut self, id: &ChunkId, tapes: &TapeIndex) -> Result<()> {
+        if self.chunks.insert(*id) {
+            let t = tapes.tapes_of(id)?;
+            if t.is_empty() {
+                self.on_no_tape += 1;
+            }
+            self.tapes.extend(t);
+        }
+        Ok(())
+    }
+
+    /// The report line of dump `d`; `note` says why its manifest could not be read.
+    pub fn incomplete(self, d: &DumpRecord, note: Option<String>) -> IncompleteDump {
+        IncompleteDump {
+            id: d.id,
+            volume: d.volume.clone(),
+            time_ns: d.time_ns,
+            manifest_lost: note.is_some(),
+            manifest_note: note,
+            missing_chunks: self.chunks.len() as u64,
+            on_no_tape: self.on_no_tape,
+            tapes: self.tapes.into_iter().collect(),
+        }
+    }
+}
+
 /// A pack or tape image that was not used, and why. Nothing refused is deleted.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Refused {
@@ -321,8 +354,46 @@ pub fn rebuild_catalog(
     let (packs, refused) = scan_packs(&listed, &|s| progress.advance(s.size));
     report.packs_refused = refused;
 
-    // 2. Dumps: one record per id (a later record of the same id wins: the earlier one is of
-    // a dump whose commit was interrupted), minus the forgotten ones.
+    // 2. Dumps: one record per id, minus the forgotten ones.
+    let chosen = choose_dumps(&spool, &packs, &mut report);
+
+    // 3. One transaction: packs, chunk index, dumps, counters.
+    progress.message("writing the chunk index");
+    let dumps = write_index(&spool, &packs, chosen, &mut report)?;
+    report.dumps_restored = dumps.iter().map(DumpBrief::from).collect();
+    drop(packs);
+
+    // 4. Tapes: recorded, and their dumps imported when the packs did not have them.
+    if let Some(dir) = from_tapes {
+        progress.message("reading tapes");
+        read_tapes(&spool, dir, &mut report)?;
+    }
+
+    // 5. Owned chunks per dump, and what is missing.
+    progress.message("settling owned chunks");
+    settle_owned(&spool, &dumps, &mut report)?;
+    crate::failpoint::hit("rebuild-built");
+
+    // 6. Swap: keep the old file under a second name, then rename the new one over it.
+    report.old_catalog = swap_in(root, &new_path)?;
+    drop(spool);
+    Ok(report)
+}
+
+/// The dumps the packs' records give.
+struct ChosenDumps {
+    /// The record chosen for each id, forgotten dumps included.
+    by_id: HashMap<u64, DumpRecord>,
+    /// The dumps to restore (not forgotten), by id.
+    dumps: Vec<DumpRecord>,
+    /// The highest dump id a record or a forget record names.
+    max_id: u64,
+}
+
+/// One record per dump id (a later record of the same id wins: the earlier one is of a dump
+/// whose commit was interrupted), minus the dumps a forget record names. What was ignored or
+/// forgotten, broken chains and unknown volumes go to `report`.
+fn choose_dumps(spool: &Spool, packs: &[ScannedPack], report: &mut RebuildReport) -> ChosenDumps {
     let forgotten: BTreeSet<u64> = packs
         .iter()
         .flat_map(|p| p.forgets.iter())
@@ -330,7 +401,7 @@ pub fn rebuild_catalog(
         .collect();
     let mut by_id: BTreeMap<u64, (i64, DumpRecord)> = BTreeMap::new();
     let mut max_id = forgotten.iter().copied().max().unwrap_or(0);
-    for p in &packs {
+    for p in packs {
         for d in &p.dump_records {
             max_id = max_id.max(d.id);
             match by_id.get(&d.id) {
@@ -378,132 +449,120 @@ pub fn rebuild_catalog(
         .map(|d| d.volume.clone())
         .collect();
     report.unknown_volumes = unknown.into_iter().collect();
+    ChosenDumps {
+        by_id: chosen,
+        dumps,
+        max_id,
+    }
+}
 
-    // 3. One transaction: packs, chunk index, dumps, counters.
-    progress.message("writing the chunk index");
-    let mut dumps = dumps;
-    {
-        let txn = spool.catalog.write()?;
-        let mut no = 1u64;
-        // A dump record blob is written before the store's totals are known (its new_chunks
-        // and stored_bytes are 0): they are the packs written since the previous dump's record
-        // up to the pack holding this one, as the store writes them in order.
-        let mut added: HashMap<u64, (u64, u64)> = HashMap::new();
-        let (mut pending_bytes, mut pending_new) = (0u64, 0u64);
+/// Write the packs, the chunk index, the chosen dumps and the counters in one transaction.
+/// Returns the dumps as recorded (with the totals their records lacked).
+fn write_index(
+    spool: &Spool,
+    packs: &[ScannedPack],
+    chosen: ChosenDumps,
+    report: &mut RebuildReport,
+) -> Result<Vec<DumpRecord>> {
+    let ChosenDumps {
+        by_id,
+        mut dumps,
+        max_id,
+    } = chosen;
+    let w = spool.catalog.writer()?;
+    let mut no = 1u64;
+    // A dump record blob is written before the store's totals are known (its new_chunks
+    // and stored_bytes are 0): they are the packs written since the previous dump's record
+    // up to the pack holding this one, as the store writes them in order.
+    let mut added: HashMap<u64, (u64, u64)> = HashMap::new();
+    let (mut pending_bytes, mut pending_new) = (0u64, 0u64);
+    for p in packs {
+        // A chunk in several packs: the first (oldest) pack keeps it.
+        record_scanned_pack(&w, no, p, |_, loc| {
+            report.chunks += 1;
+            if matches!(loc.kind, BlobKind::Data | BlobKind::Manifest) {
+                pending_new += 1;
+            }
+        })?;
+        pending_bytes += p.size;
+        for d in &p.dump_records {
+            let is_chosen = by_id.get(&d.id).is_some_and(|c| same_dump(c, d));
+            if is_chosen && !added.contains_key(&d.id) {
+                added.insert(d.id, (pending_new, pending_bytes));
+                (pending_bytes, pending_new) = (0, 0);
+            }
+        }
+        report.packs_read += 1;
+        report.pack_bytes += p.size;
+        no += 1;
+    }
+    for d in &mut dumps {
+        if let Some((new, bytes)) = added.get(&d.id)
+            && d.stored_bytes == 0
         {
-            for p in &packs {
-                // A chunk in several packs: the first (oldest) pack keeps it.
-                record_scanned_pack(&txn, no, p, |_, loc| {
-                    report.chunks += 1;
-                    if matches!(loc.kind, BlobKind::Data | BlobKind::Manifest) {
-                        pending_new += 1;
-                    }
-                })?;
-                pending_bytes += p.size;
-                for d in &p.dump_records {
-                    let is_chosen = chosen.get(&d.id).is_some_and(|c| same_dump(c, d));
-                    if is_chosen && !added.contains_key(&d.id) {
-                        added.insert(d.id, (pending_new, pending_bytes));
-                        (pending_bytes, pending_new) = (0, 0);
-                    }
-                }
-                report.packs_read += 1;
-                report.pack_bytes += p.size;
-                no += 1;
-            }
+            d.new_chunks = *new;
+            d.stored_bytes = *bytes;
         }
-        for d in &mut dumps {
-            if let Some((new, bytes)) = added.get(&d.id)
-                && d.stored_bytes == 0
-            {
-                d.new_chunks = *new;
-                d.stored_bytes = *bytes;
-            }
-            catalog::insert_dump(&txn, d)?;
-        }
-        catalog::set_meta_u64(&txn, catalog::META_NEXT_PACK_NO, no)?;
-        catalog::set_meta_u64(&txn, catalog::META_NEXT_DUMP_ID, max_id + 1)?;
-        txn.commit()?;
+        w.record_dump(d)?;
     }
-    report.dumps_restored = dumps.iter().map(DumpBrief::from).collect();
-    drop(packs);
+    w.set_next_pack_number(no)?;
+    w.set_next_dump_id(max_id + 1)?;
+    w.commit()?;
+    Ok(dumps)
+}
 
-    // 4. Tapes: recorded, and their dumps imported when the packs did not have them.
-    if let Some(dir) = from_tapes {
-        progress.message("reading tapes");
-        read_tapes(&spool, dir, &mut report)?;
-    }
-
-    // 5. Owned chunks per dump, in chain order (ids grow along a chain), and what is missing.
-    progress.message("settling owned chunks");
-    let from_packs: HashSet<u64> = dumps.iter().map(|d| d.id).collect();
+/// Record the chunks each dump owns, in chain order (ids grow along a chain), and report the
+/// dumps whose chunks are missing. `from_packs` are the dumps the packs gave: the dumps a tape
+/// import added own their chunks already.
+fn settle_owned(
+    spool: &Spool,
+    from_packs: &[DumpRecord],
+    report: &mut RebuildReport,
+) -> Result<()> {
+    let from_packs: HashSet<u64> = from_packs.iter().map(|d| d.id).collect();
     let all = spool.catalog.dumps(None)?;
     let mut order: Vec<&DumpRecord> = all.iter().collect();
     order.sort_by_key(|d| d.id);
     let mut any_missing = false;
-    {
-        let reader = ChunkReader::new(&spool)?;
-        let rtxn = spool.catalog.read()?;
-        let txn = spool.catalog.write()?;
-        for d in order {
-            let own = from_packs.contains(&d.id);
-            let mut missing: HashSet<ChunkId> = HashSet::new();
-            let mut tapes: BTreeSet<String> = BTreeSet::new();
-            let mut on_no_tape = 0u64;
-            let note = walk_refs(&reader, d, &mut |ids| {
-                let mut owned = txn.open_table(OWNED)?;
-                let chunks = txn.open_table(CHUNKS)?;
-                'ids: for id in ids {
-                    let loc = match chunks.get(id.0)? {
-                        Some(v) => Some(ChunkLoc::decode(&v.value())?),
-                        None => None,
-                    };
-                    if loc.is_none() && missing.insert(*id) {
-                        let t = media::tapes_of_chunk(&rtxn, id)?;
-                        if t.is_empty() {
-                            on_no_tape += 1;
-                        }
-                        tapes.extend(t);
-                    }
-                    if !own || owned.get((d.id, id.0))?.is_some() {
-                        continue;
-                    }
-                    for a in &d.chain {
-                        if owned.get((*a, id.0))?.is_some() {
-                            continue 'ids;
-                        }
-                    }
-                    // On tape only (or lost): owned, with no bytes on the spool.
-                    owned.insert((d.id, id.0), loc.as_ref().map_or(0, stored_share))?;
+    let reader = ChunkReader::new(spool)?;
+    let tapes = spool.catalog.reader()?.tape_index()?;
+    let w = spool.catalog.writer()?;
+    for d in order {
+        let own = from_packs.contains(&d.id);
+        let mut missing = Missing::default();
+        let note = walk_refs(&reader, d, &mut |ids| {
+            let mut owned = w.ownership()?;
+            for id in ids {
+                let loc = owned.location(id)?;
+                if loc.is_none() {
+                    missing.add(id, &tapes)?;
                 }
-                Ok(())
-            })?;
-            any_missing |= !missing.is_empty();
-            let manifest_lost = note.is_some();
-            if manifest_lost || on_no_tape > 0 {
-                report.incomplete.push(IncompleteDump {
-                    id: d.id,
-                    volume: d.volume.clone(),
-                    time_ns: d.time_ns,
-                    manifest_lost,
-                    manifest_note: note,
-                    missing_chunks: missing.len() as u64,
-                    on_no_tape,
-                    tapes: tapes.into_iter().collect(),
-                });
+                if !own || owned.owns(d.id, id)? || owned.owned_by_any(&d.chain, id)? {
+                    continue;
+                }
+                // On tape only (or lost): owned, with no bytes on the spool.
+                owned.own(d.id, id, loc.as_ref().map_or(0, stored_share))?;
             }
+            Ok(())
+        })?;
+        any_missing |= !missing.chunks.is_empty();
+        if note.is_some() || missing.on_no_tape > 0 {
+            report.incomplete.push(missing.incomplete(d, note));
         }
-        // Missing chunks: later dumps must check reused files against the spool, as after a
-        // purge (dump.rs reads `purges`).
-        if any_missing && catalog::purges(&txn) == 0 {
-            catalog::count_purge(&txn)?;
-        }
-        txn.commit()?;
     }
-    crate::failpoint::hit("rebuild-built");
+    // Missing chunks: later dumps must check reused files against the spool, as after a
+    // purge (dump.rs reads `purges`).
+    if any_missing && w.purges() == 0 {
+        w.count_purge()?;
+    }
+    w.commit()
+}
 
-    // 6. Swap: keep the old file under a second name, then rename the new one over it.
+/// Keep the old catalog (if any) under a second name, then rename the new one over it.
+/// Returns where the old one was kept.
+fn swap_in(root: &Path, new_path: &Path) -> Result<Option<PathBuf>> {
     let cat_path = root.join(CATALOG_FILE);
+    let mut old = None;
     if fs::symlink_metadata(&cat_path).is_ok() {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -515,14 +574,13 @@ pub fn rebuild_catalog(
             n += 1;
         }
         fs::hard_link(&cat_path, &aside).at(&aside)?;
-        report.old_catalog = Some(aside);
+        old = Some(aside);
     }
     crate::fsutil::fsync_dir(root)?;
     crate::failpoint::hit("rebuild-old-kept");
-    fs::rename(&new_path, &cat_path).at(&cat_path)?;
+    fs::rename(new_path, &cat_path).at(&cat_path)?;
     crate::fsutil::fsync_dir(root)?;
-    drop(spool);
-    Ok(report)
+    Ok(old)
 }
 
 /// Two records of one dump (a carried copy, or the same record written twice)?
@@ -627,9 +685,9 @@ fn read_tapes(spool: &Spool, dir: &Path, report: &mut RebuildReport) -> Result<(
             packs: cat.packs.iter().map(|p| p.name.0).collect(),
             whole_file_bytes: cat.dumps.iter().map(|d| d.whole_file_bytes).sum(),
         };
-        let txn = spool.catalog.write()?;
-        media::record_tape(&txn, &rec, chunks.into_iter())?;
-        txn.commit()?;
+        let w = spool.catalog.writer()?;
+        w.record_tape(&rec.label, &rec, chunks.into_iter())?;
+        w.commit()?;
         report.tapes_recorded.push(cat.label.clone());
     }
     Ok(())

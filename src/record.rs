@@ -1,7 +1,7 @@
-//! Versioned records: the persisted structs of the catalog and the media catalog (the dump
-//! record here; clone, forget, tape and plain-export records beside their tables), encoded with
-//! postcard, each carrying its version so
-//! a newer format is refused with a message instead of misread. FORMAT.md has their fields.
+//! Versioned records: the persisted structs of the catalog (dump, clone, forget and pack
+//! records, and the clone method they and `reel.toml` name; tape and plain-export records are
+//! still beside their tables in `crate::tape`), encoded with postcard, each carrying its version
+//! so a newer format is refused with a message instead of misread. FORMAT.md has their fields.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,12 +32,21 @@ pub fn encode<T: Versioned>(r: &T) -> Vec<u8> {
 /// A record from its bytes; damage and a version this reel does not read are errors that say
 /// so.
 pub fn decode<T: Versioned>(b: &[u8]) -> Result<T> {
-    let r: T = postcard::from_bytes(b).map_err(|e| {
+    decode_or(b, |e| {
         Error::corrupt(format!(
             "catalog: a {} does not decode ({e}); run `reel check`",
             T::KIND
         ))
-    })?;
+    })
+}
+
+/// [`decode`], with the caller's words for bytes that do not decode (`damaged` gets postcard's
+/// error).
+pub fn decode_or<T: Versioned>(
+    b: &[u8],
+    damaged: impl FnOnce(postcard::Error) -> Error,
+) -> Result<T> {
+    let r: T = postcard::from_bytes(b).map_err(damaged)?;
     if r.version() != RECORD_VERSION {
         let named = r.named();
         return Err(Error::corrupt(format!(
@@ -157,6 +166,191 @@ impl DumpRecord {
     }
 }
 
+/// How a clone is taken (docs/DESIGN.md, "The three phases"). Named in `reel.toml` and in every
+/// clone record.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CloneMethod {
+    /// Straight into the content store: only files whose stat data changed are read.
+    #[default]
+    Store,
+    /// A copy-on-write copy of the tree under clones/ (btrfs, xfs).
+    Reflink,
+    /// A plain copy of the tree under clones/.
+    Copy,
+    /// The admin's snapshot command prints the path of a read-only view.
+    Hook,
+}
+
+impl CloneMethod {
+    pub const ALL: [CloneMethod; 4] = [
+        CloneMethod::Store,
+        CloneMethod::Reflink,
+        CloneMethod::Copy,
+        CloneMethod::Hook,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CloneMethod::Store => "store",
+            CloneMethod::Reflink => "reflink",
+            CloneMethod::Copy => "copy",
+            CloneMethod::Hook => "hook",
+        }
+    }
+
+    pub(crate) fn is_default(&self) -> bool {
+        *self == CloneMethod::Store
+    }
+}
+
+impl std::fmt::Display for CloneMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CloneMethod {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<CloneMethod> {
+        CloneMethod::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "unknown clone method {s:?}: use store, reflink, copy or hook"
+                ))
+            })
+    }
+}
+
+/// Where a clone's tree can be read.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CloneView {
+    /// `store` method: the clone is a manifest in the spool (chunks in packs).
+    Manifest {
+        chunks: Vec<([u8; 32], u32)>,
+        bytes: u64,
+    },
+    /// `reflink`, `copy`, `hook`: a read-only directory tree. `statmap` (reflink and copy)
+    /// is a manifest file of the volume's own stat data (inode, ctime) for the same paths,
+    /// so change detection and the dump see the volume, not the copy.
+    Dir {
+        path: String,
+        statmap: Option<String>,
+    },
+}
+
+/// A volume's latest clone: the users' "yesterday" view and the input of its next dump.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CloneRecord {
+    /// Record layout version (1).
+    pub version: u32,
+    pub volume: String,
+    /// When the volume was frozen; the dump made from this clone records this time.
+    pub time_ns: i64,
+    pub method: CloneMethod,
+    /// How long the volume was frozen (freeze hook start to thaw hook end).
+    pub frozen_ns: u64,
+    /// When the clone's scan started (the same-second rule compares with it).
+    pub scan_started_ns: i64,
+    /// The volume path that was cloned.
+    pub source: String,
+    pub view: CloneView,
+    /// The dump made from this clone, once there is one.
+    pub dumped: Option<u64>,
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub logical_bytes: u64,
+    pub read_bytes: u64,
+    /// Chunks and pack bytes the clone added to the spool (`store` method).
+    pub new_chunks: u64,
+    pub stored_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+impl Versioned for CloneRecord {
+    const KIND: &'static str = "clone record";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        format!("of volume {}", self.volume)
+    }
+}
+
+impl CloneRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<CloneRecord> {
+        decode(b)
+    }
+}
+
+/// What `prune` writes into a pack (blob kind `Forget`) besides removing the dumps from the
+/// catalog: the dumps it removed, so `rebuild-catalog`, which finds dump records in the packs
+/// until gc collects them, does not bring them back.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForgetRecord {
+    /// Record layout version (1).
+    pub version: u32,
+    /// When the prune ran, epoch nanoseconds.
+    pub time_ns: i64,
+    /// The removed dumps: (id, volume, dump time ns).
+    pub dumps: Vec<(u64, String, i64)>,
+}
+
+impl Versioned for ForgetRecord {
+    const KIND: &'static str = "forget record";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        String::new()
+    }
+}
+
+impl ForgetRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<ForgetRecord> {
+        decode(b)
+    }
+}
+
+/// A pack the catalog names (its `packs` row).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackRecord {
+    /// blake3 of the pack file: its name.
+    pub id: [u8; 32],
+    pub size: u64,
+    pub blobs: u64,
+    pub created_ns: i64,
+}
+
+/// The pack record's layout carries no version field (the catalog's `format` versions it): it
+/// is always read as the current version.
+impl Versioned for PackRecord {
+    const KIND: &'static str = "pack record";
+    fn version(&self) -> u32 {
+        RECORD_VERSION
+    }
+    fn named(&self) -> String {
+        String::new()
+    }
+}
+
+impl PackRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +389,60 @@ mod tests {
         );
         let e = decode::<Thing>(&[0xff]).unwrap_err().to_string();
         assert!(e.contains("thing record does not decode"), "{e}");
+    }
+
+    /// The records moved here keep their bytes: postcard of the fields in order.
+    #[test]
+    fn pack_forget_and_clone_records_keep_their_layouts() {
+        let p = PackRecord {
+            id: [3u8; 32],
+            size: 300,
+            blobs: 2,
+            created_ns: -1,
+        };
+        let mut want = vec![3u8; 32];
+        want.extend([0xac, 0x02, 2, 1]);
+        assert_eq!(p.encode(), want);
+        let back: PackRecord = decode(&p.encode()).unwrap();
+        assert_eq!(back, p);
+
+        let f = ForgetRecord {
+            version: 1,
+            time_ns: 5,
+            dumps: vec![(3, "v".into(), 9)],
+        };
+        assert_eq!(f.encode(), [1, 10, 1, 3, 1, b'v', 18]);
+        assert_eq!(ForgetRecord::decode(&f.encode()).unwrap(), f);
+
+        let c = CloneRecord {
+            version: 1,
+            volume: "v".into(),
+            time_ns: 1,
+            method: CloneMethod::Hook,
+            frozen_ns: 0,
+            scan_started_ns: 0,
+            source: "/v".into(),
+            view: CloneView::Dir {
+                path: "/c".into(),
+                statmap: None,
+            },
+            dumped: Some(4),
+            entries: 0,
+            files: 0,
+            dirs: 0,
+            logical_bytes: 0,
+            read_bytes: 0,
+            new_chunks: 0,
+            stored_bytes: 0,
+            warnings: vec![],
+        };
+        let b = c.encode();
+        assert_eq!(
+            &b[..6],
+            [1, 1, b'v', 2, 3, 0],
+            "version, volume, time, method (hook = 3)"
+        );
+        assert_eq!(CloneRecord::decode(&b).unwrap(), c);
+        assert_eq!("copy".parse::<CloneMethod>().unwrap(), CloneMethod::Copy);
     }
 }

@@ -13,20 +13,20 @@
 //! Repair never deletes a file: a pack that fails verification, or that `--read-data` finds
 //! damaged, is reported and left in place. Data that cannot be proven unused stays.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
-use redb::ReadableTable;
 use serde::Serialize;
 
-use crate::catalog::{self, CHUNKS, ChunkLoc, DOOMED, PACK_IDS, PACKS};
+use crate::catalog::PackRecord;
 use crate::check::{CheckReport, check};
 use crate::pack::{self, BlobKind, PackId};
 use crate::progress::Progress;
-use crate::rebuild::{IncompleteDump, Refused, record_scanned_pack, scan_packs, walk_refs};
+use crate::rebuild::{
+    IncompleteDump, Missing, Refused, ScannedPack, record_scanned_pack, scan_packs, walk_refs,
+};
 use crate::spool::Spool;
 use crate::store::ChunkReader;
-use crate::tape::media;
 use crate::{ChunkId, Result};
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -72,20 +72,7 @@ pub fn repair(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result
     let packs_dir = spool.packs_dir();
     let named = spool.catalog.packs()?;
     let named_ids: HashSet<[u8; 32]> = named.iter().map(|(_, r)| r.id).collect();
-    let doomed: HashSet<[u8; 32]> = {
-        let txn = spool.catalog.read()?;
-        match txn.open_table(DOOMED) {
-            Ok(t) => {
-                let mut s = HashSet::new();
-                for item in t.iter()? {
-                    s.insert(item?.0.value());
-                }
-                s
-            }
-            Err(e) if catalog::table_missing(&e) => HashSet::new(),
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let doomed = spool.catalog.reader()?.doomed_ids()?;
 
     // Packs no row names (and not waiting for deletion): verify them in parallel.
     progress.message("verifying unnamed packs");
@@ -108,101 +95,102 @@ pub fn repair(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result
         })
         .collect();
 
-    let mut lost: HashSet<ChunkId> = HashSet::new();
-    if !gone.is_empty() || !good.is_empty() {
-        let txn = spool.catalog.write()?;
-        if !gone.is_empty() {
-            let mut per_pack: HashMap<u64, u64> = HashMap::new();
-            let mut chunks = txn.open_table(CHUNKS)?;
-            let mut doomed_rows = Vec::new();
-            for item in chunks.iter()? {
-                let (k, v) = item?;
-                let loc = ChunkLoc::decode(&v.value())?;
-                if gone.contains_key(&loc.pack_no) {
-                    doomed_rows.push(k.value());
-                    *per_pack.entry(loc.pack_no).or_default() += 1;
-                }
-            }
-            for k in doomed_rows {
-                chunks.remove(k)?;
-                lost.insert(ChunkId(k));
-            }
-            let mut packs_t = txn.open_table(PACKS)?;
-            let mut ids_t = txn.open_table(PACK_IDS)?;
-            let mut nos: Vec<&u64> = gone.keys().collect();
-            nos.sort();
-            for no in nos {
-                if let Some((_, r)) = named.iter().find(|(n, _)| n == no) {
-                    ids_t.remove(r.id)?;
-                }
-                packs_t.remove(*no)?;
-                report.dropped.push(DroppedPack {
-                    pack_no: *no,
-                    path: gone[no].clone(),
-                    chunks: per_pack.get(no).copied().unwrap_or(0),
-                });
-            }
-            // Later dumps check reused files against the spool, as after a purge (dump.rs).
-            catalog::count_purge(&txn)?;
-        }
-        for p in &good {
-            let no = catalog::take_pack_number(&txn)?;
-            let mut indexed = 0u64;
-            record_scanned_pack(&txn, no, p, |id, _| {
-                lost.remove(id);
-                indexed += 1;
-            })?;
-            report.adopted.push(AdoptedPack {
-                path: p.path.clone(),
-                pack_no: no,
-                chunks_indexed: indexed,
-                dump_records: p
-                    .entries
-                    .iter()
-                    .filter(|e| e.kind == BlobKind::DumpRecord)
-                    .count() as u64,
-            });
-        }
-        txn.commit()?;
-        crate::failpoint::hit("repair-committed");
-    }
+    let lost = adopt_and_drop(spool, &named, &gone, &good, &mut report)?;
 
     // Which dumps lost chunks, and which tapes hold them.
     if !lost.is_empty() {
         progress.message("finding the dumps that lost chunks");
         let reader = ChunkReader::new(spool)?;
-        let rtxn = spool.catalog.read()?;
+        let tapes = spool.catalog.reader()?.tape_index()?;
         for d in spool.catalog.dumps(None)? {
-            let mut missing: HashSet<ChunkId> = HashSet::new();
-            let mut tapes: BTreeSet<String> = BTreeSet::new();
-            let mut on_no_tape = 0u64;
+            let mut missing = Missing::default();
             let note = walk_refs(&reader, &d, &mut |ids| {
                 for id in ids {
-                    if lost.contains(id) && missing.insert(*id) {
-                        let t = media::tapes_of_chunk(&rtxn, id)?;
-                        if t.is_empty() {
-                            on_no_tape += 1;
-                        }
-                        tapes.extend(t);
+                    if lost.contains(id) {
+                        missing.add(id, &tapes)?;
                     }
                 }
                 Ok(())
             })?;
-            if !missing.is_empty() {
-                report.incomplete.push(IncompleteDump {
-                    id: d.id,
-                    volume: d.volume.clone(),
-                    time_ns: d.time_ns,
-                    manifest_lost: note.is_some(),
-                    manifest_note: note,
-                    missing_chunks: missing.len() as u64,
-                    on_no_tape,
-                    tapes: tapes.into_iter().collect(),
-                });
+            if !missing.chunks.is_empty() {
+                report.incomplete.push(missing.incomplete(&d, note));
             }
         }
     }
 
     report.check = check(spool, read_data, progress)?;
     Ok(report)
+}
+
+/// In one transaction, drop the `gone` packs (their rows and the chunk rows pointing into
+/// them) and adopt the `good` unnamed ones. Returns the chunks dropped and not found again in
+/// an adopted pack.
+fn adopt_and_drop(
+    spool: &Spool,
+    named: &[(u64, PackRecord)],
+    gone: &HashMap<u64, PathBuf>,
+    good: &[ScannedPack],
+    report: &mut RepairReport,
+) -> Result<HashSet<ChunkId>> {
+    let mut lost: HashSet<ChunkId> = HashSet::new();
+    if gone.is_empty() && good.is_empty() {
+        return Ok(lost);
+    }
+    let w = spool.catalog.writer()?;
+    if !gone.is_empty() {
+        let mut per_pack: HashMap<u64, u64> = HashMap::new();
+        {
+            let mut chunks = w.chunk_index()?;
+            let mut doomed_rows = Vec::new();
+            for row in chunks.rows()? {
+                let (id, loc) = row?;
+                if gone.contains_key(&loc.pack_no) {
+                    doomed_rows.push(id);
+                    *per_pack.entry(loc.pack_no).or_default() += 1;
+                }
+            }
+            for id in doomed_rows {
+                chunks.remove(&id)?;
+                lost.insert(id);
+            }
+        }
+        let mut nos: Vec<u64> = gone.keys().copied().collect();
+        nos.sort();
+        let ids: Vec<PackId> = nos
+            .iter()
+            .filter_map(|no| named.iter().find(|(n, _)| n == no))
+            .map(|(_, r)| PackId(r.id))
+            .collect();
+        w.forget_packs(&nos, &ids)?;
+        for no in &nos {
+            report.dropped.push(DroppedPack {
+                pack_no: *no,
+                path: gone[no].clone(),
+                chunks: per_pack.get(no).copied().unwrap_or(0),
+            });
+        }
+        // Later dumps check reused files against the spool, as after a purge (dump.rs).
+        w.count_purge()?;
+    }
+    for p in good {
+        let no = w.take_pack_number()?;
+        let mut indexed = 0u64;
+        record_scanned_pack(&w, no, p, |id, _| {
+            lost.remove(id);
+            indexed += 1;
+        })?;
+        report.adopted.push(AdoptedPack {
+            path: p.path.clone(),
+            pack_no: no,
+            chunks_indexed: indexed,
+            dump_records: p
+                .entries
+                .iter()
+                .filter(|e| e.kind == BlobKind::DumpRecord)
+                .count() as u64,
+        });
+    }
+    w.commit()?;
+    crate::failpoint::hit("repair-committed");
+    Ok(lost)
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkerParams;
+pub use crate::record::CloneMethod;
 use crate::{Error, Result};
 
 /// `reel.toml`.
@@ -100,63 +101,6 @@ impl VolumeSettings {
 
     pub fn hook_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT))
-    }
-}
-
-/// How a clone is taken (docs/DESIGN.md, "The three phases").
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum CloneMethod {
-    /// Straight into the content store: only files whose stat data changed are read.
-    #[default]
-    Store,
-    /// A copy-on-write copy of the tree under clones/ (btrfs, xfs).
-    Reflink,
-    /// A plain copy of the tree under clones/.
-    Copy,
-    /// The admin's snapshot command prints the path of a read-only view.
-    Hook,
-}
-
-impl CloneMethod {
-    pub const ALL: [CloneMethod; 4] = [
-        CloneMethod::Store,
-        CloneMethod::Reflink,
-        CloneMethod::Copy,
-        CloneMethod::Hook,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            CloneMethod::Store => "store",
-            CloneMethod::Reflink => "reflink",
-            CloneMethod::Copy => "copy",
-            CloneMethod::Hook => "hook",
-        }
-    }
-
-    fn is_default(&self) -> bool {
-        *self == CloneMethod::Store
-    }
-}
-
-impl std::fmt::Display for CloneMethod {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for CloneMethod {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<CloneMethod> {
-        CloneMethod::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "unknown clone method {s:?}: use store, reflink, copy or hook"
-                ))
-            })
     }
 }
 

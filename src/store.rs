@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 
 use rayon::prelude::*;
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::WriteTransaction;
 
-use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, FrameSlot, OWNED};
+use crate::catalog::{self, ChunkIndex, ChunkLoc, FrameSlot, Ownership};
 use crate::frame;
 use crate::pack::{
     self, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, FinishedPack, PACK_TARGET_SIZE,
@@ -38,7 +38,7 @@ pub struct StoreStats {
 
 pub struct StoreWriter<'a> {
     spool: &'a Spool,
-    txn: Option<WriteTransaction>,
+    txn: Option<catalog::Writer>,
     pack: Option<(u64, BackgroundPack)>,
     level: i32,
     pub stats: StoreStats,
@@ -104,7 +104,7 @@ impl<'a> StoreWriter<'a> {
     pub fn new(spool: &'a Spool) -> Result<StoreWriter<'a>> {
         Ok(StoreWriter {
             spool,
-            txn: Some(spool.catalog.write()?),
+            txn: Some(spool.catalog.writer()?),
             pack: None,
             level: spool.settings.compression_level,
             stats: StoreStats::default(),
@@ -124,15 +124,20 @@ impl<'a> StoreWriter<'a> {
 
     /// The open write transaction (it also carries this session's other catalog rows). Data
     /// chunks still being compressed are not in its index yet: call `settle` first to see them.
-    pub fn txn(&self) -> &WriteTransaction {
+    pub fn catalog(&self) -> &catalog::Writer {
         self.txn.as_ref().expect("transaction open until finish")
+    }
+
+    // src/tape opens tables on it
+    pub(crate) fn txn(&self) -> &WriteTransaction {
+        self.catalog()
     }
 
     /// For each id: is it not in the store yet (nor on its way in)?
     pub fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
-        let t = self.txn().open_table(CHUNKS)?;
+        let index = self.catalog().chunk_index()?;
         ids.iter()
-            .map(|id| Ok(!self.unindexed.contains(id) && t.get(id.0)?.is_none()))
+            .map(|id| Ok(!self.unindexed.contains(id) && !index.contains(id)?))
             .collect()
     }
 
@@ -330,8 +335,7 @@ impl<'a> StoreWriter<'a> {
         slots: Option<&[(ChunkId, u32, FrameSlot)]>,
     ) -> Result<()> {
         if self.pack.is_none() {
-            let txn = self.txn();
-            let no = catalog::take_pack_number(txn)?;
+            let no = self.catalog().take_pack_number()?;
             self.pack = Some((no, BackgroundPack::start(&self.spool.tmp_dir())?));
         }
         let (no, writer) = self.pack.as_mut().expect("pack open");
@@ -349,9 +353,9 @@ impl<'a> StoreWriter<'a> {
         let full = writer.size() >= PACK_TARGET_SIZE;
         {
             let txn = self.txn.as_ref().expect("transaction open until finish");
-            let mut table = txn.open_table(CHUNKS)?;
+            let mut table = txn.chunk_index()?;
             let mut index = |id: &ChunkId, loc: &ChunkLoc| -> Result<()> {
-                table.insert(id.0, loc.encode())?;
+                table.insert(id, loc)?;
                 if self.fresh_shares.len() < FRESH_SHARES_MAX {
                     self.fresh_shares.insert(*id, stored_share(loc));
                 }
@@ -402,9 +406,9 @@ impl<'a> StoreWriter<'a> {
 
     /// Wait until every sealed pack is durable under its name, then name them in `txn`
     /// (`packs`, `pack_ids`): every commit does this first, so it names only durable packs.
-    fn name_persisted(&mut self, txn: &WriteTransaction) -> Result<()> {
+    fn name_persisted(&mut self, txn: &catalog::Writer) -> Result<()> {
         for (no, pack, sealed_ns) in self.persisted()? {
-            catalog::insert_pack(txn, no, &pack.id, pack.size, &pack.entries, sealed_ns)?;
+            txn.record_pack(no, &pack.id, pack.size, &pack.entries, sealed_ns)?;
         }
         Ok(())
     }
@@ -438,9 +442,7 @@ impl<'a> StoreWriter<'a> {
             return;
         }
         let named = |id: &pack::PackId| -> Option<bool> {
-            let txn = self.spool.catalog.read().ok()?;
-            let t = txn.open_table(catalog::PACK_IDS).ok()?;
-            Some(t.get(id.0).ok()?.is_some())
+            self.spool.catalog.reader().ok()?.pack_named(id).ok()
         };
         let mut dirs: Vec<std::path::PathBuf> = Vec::new();
         for (id, path) in std::mem::take(&mut self.uncommitted) {
@@ -473,7 +475,7 @@ impl<'a> StoreWriter<'a> {
         self.uncommitted.clear();
         self.since_commit = (0, 0);
         crate::failpoint::hit("pack-committed");
-        self.txn = Some(self.spool.catalog.write()?);
+        self.txn = Some(self.spool.catalog.writer()?);
         Ok(())
     }
 
@@ -496,24 +498,21 @@ impl<'a> StoreWriter<'a> {
         mut refs: Vec<ChunkId>,
     ) -> Result<(u64, u64)> {
         let txn = self.txn.as_ref().expect("transaction open until finish");
-        let mut owned = txn.open_table(OWNED)?;
-        let chunks = txn.open_table(CHUNKS)?;
+        let mut owned = txn.ownership()?;
         let (mut n, mut bytes) = (0u64, 0u64);
         // In key order: neighbouring rows share the pages of the B-tree.
         refs.sort_unstable();
-        'refs: for id in &refs {
-            for a in chain {
-                if owned.get((*a, id.0))?.is_some() {
-                    continue 'refs;
-                }
+        for id in &refs {
+            if owned.owned_by_any(chain, id)? {
+                continue;
             }
             let stored = match self.fresh_shares.remove(id) {
                 Some(share) => share,
-                None => self.indexed_share(&chunks, id)?,
+                None => self.indexed_share(&owned, id)?,
             };
             // A chunk this dump already owns (a second copy in the volume) is rewritten with the
-            // same value and not counted again: one B-tree walk instead of a lookup and an insert.
-            if owned.insert((dump, id.0), stored)?.is_none() {
+            // same value and not counted again.
+            if owned.own(dump, id, stored)? {
                 n += 1;
                 bytes += u64::from(stored);
             }
@@ -523,14 +522,10 @@ impl<'a> StoreWriter<'a> {
 
     /// `stored_share` of an indexed chunk; 0 for one purged from the spool after export (owned,
     /// but its bytes are on tape only).
-    fn indexed_share(
-        &self,
-        chunks: &redb::Table<'_, [u8; 32], [u8; 33]>,
-        id: &ChunkId,
-    ) -> Result<u32> {
-        match chunks.get(id.0)? {
-            Some(loc) => Ok(stored_share(&ChunkLoc::decode(&loc.value())?)),
-            None if !catalog::tapes_of_chunk(&self.spool.catalog.read()?, id)?.is_empty() => Ok(0),
+    fn indexed_share(&self, owned: &Ownership, id: &ChunkId) -> Result<u32> {
+        match owned.location(id)? {
+            Some(loc) => Ok(stored_share(&loc)),
+            None if !self.spool.catalog.reader()?.tapes_of_chunk(id)?.is_empty() => Ok(0),
             None => Err(Error::corrupt(format!(
                 "chunk {} is referenced but not in the chunk index",
                 id.short()
@@ -542,7 +537,7 @@ impl<'a> StoreWriter<'a> {
     /// transaction, and commit: the record becomes visible only with all its data durable.
     pub fn finish(
         mut self,
-        last: impl FnOnce(&WriteTransaction, &StoreStats) -> Result<()>,
+        last: impl FnOnce(&catalog::Writer, &StoreStats) -> Result<()>,
     ) -> Result<StoreStats> {
         self.settle()?;
         self.seal_pack()?;
@@ -598,8 +593,9 @@ type CachedFrame = ((u64, u64), Arc<Vec<u8>>);
 
 /// Reads chunks back: locations from the catalog, bytes from packs (kept open, shared).
 pub struct ChunkReader<'a> {
-    catalog: &'a Catalog,
-    txn: ReadTransaction,
+    catalog: catalog::Reader<'a>,
+    /// The chunk index, opened once: every chunk read looks its location up here.
+    chunks: ChunkIndex,
     packs_dir: std::path::PathBuf,
     open: Mutex<HashMap<u64, Arc<PackReader>>>,
     last_frame: Mutex<Option<CachedFrame>>,
@@ -611,9 +607,10 @@ pub struct ChunkReader<'a> {
 
 impl<'a> ChunkReader<'a> {
     pub fn new(spool: &'a Spool) -> Result<ChunkReader<'a>> {
+        let catalog = spool.catalog.reader()?;
         Ok(ChunkReader {
-            catalog: &spool.catalog,
-            txn: spool.catalog.read()?,
+            chunks: catalog.chunk_index()?,
+            catalog,
             packs_dir: spool.packs_dir(),
             open: Mutex::new(HashMap::new()),
             last_frame: Mutex::new(None),
@@ -637,7 +634,7 @@ impl<'a> ChunkReader<'a> {
     }
 
     pub fn locate(&self, id: &ChunkId) -> Result<Option<ChunkLoc>> {
-        match self.catalog.chunk(&self.txn, id)? {
+        match self.chunks.get(id)? {
             Some(loc) => Ok(Some(loc)),
             None => Ok(self.extra.get(id).copied()),
         }
@@ -675,7 +672,7 @@ impl<'a> ChunkReader<'a> {
         if let Some(p) = self.extra_packs.get(&no) {
             return Ok(p.clone());
         }
-        let rec = self.catalog.pack(&self.txn, no)?.ok_or_else(|| {
+        let rec = self.catalog.pack(no)?.ok_or_else(|| {
             Error::corrupt(format!(
                 "pack number {no} is named by the chunk index but not recorded; run `reel check`"
             ))
@@ -904,10 +901,13 @@ mod tests {
         let left = on_disk(&spool);
         assert_eq!(left.len(), 1, "{left:?}");
         assert_eq!(tmp_files(&spool), 0);
-        let txn = spool.catalog.read().unwrap();
-        let named = txn.open_table(catalog::PACK_IDS).unwrap();
         assert!(
-            named.get(left[0].0.0).unwrap().is_some(),
+            spool
+                .catalog
+                .reader()
+                .unwrap()
+                .pack_named(&left[0].0)
+                .unwrap(),
             "the pack left is named"
         );
     }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use common::{Spool, run_fail};
 use reel::ChunkId;
-use reel::catalog::{DumpRecord, get_meta_u64, insert_dump, set_meta_u64};
+use reel::catalog::DumpRecord;
 use reel::pack::BlobKind;
 use reel::spool::Access;
 use reel::store::StoreWriter;
@@ -264,7 +264,7 @@ impl Fixture {
         let sp = reel::spool::Spool::open(self.spool.path(), Access::Write).unwrap();
         let first = sp.catalog.latest_dump("v").unwrap().expect("the real dump");
         let mut store = StoreWriter::new(&sp).unwrap();
-        let id = get_meta_u64(store.txn(), reel::catalog::META_NEXT_DUMP_ID).unwrap();
+        let id = store.catalog().next_dump_id().unwrap();
 
         let data: Vec<(ChunkId, &[u8])> = entries
             .iter()
@@ -317,11 +317,11 @@ impl Fixture {
             .unwrap();
         let mut rec = rec;
         store
-            .finish(|txn, stats| {
+            .finish(|w, stats| {
                 rec.new_chunks = stats.new_chunks;
                 rec.stored_bytes = stats.stored_bytes;
-                insert_dump(txn, &rec)?;
-                set_meta_u64(txn, reel::catalog::META_NEXT_DUMP_ID, id + 1)
+                w.record_dump(&rec)?;
+                w.set_next_dump_id(id + 1)
             })
             .unwrap();
         id

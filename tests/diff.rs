@@ -186,9 +186,9 @@ fn bad_times_and_missing_dumps_are_usage_errors() {
 }
 
 /// Put a clone record for volume `v` into the catalog, as the clone phase would.
-fn put_clone(spool: &Spool, view: reel::catalog::CloneView, dumped: Option<u64>) {
+fn put_clone(spool: &Spool, view: reel::record::CloneView, dumped: Option<u64>) {
     let s = reel::spool::Spool::open(spool.path(), reel::spool::Access::Write).expect("open");
-    let rec = reel::catalog::CloneRecord {
+    let rec = reel::record::CloneRecord {
         version: 1,
         volume: "v".into(),
         time_ns: 1_793_000_000_000_000_000,
@@ -207,9 +207,9 @@ fn put_clone(spool: &Spool, view: reel::catalog::CloneView, dumped: Option<u64>)
         stored_bytes: 0,
         warnings: Vec::new(),
     };
-    let txn = s.catalog.write().expect("write");
-    reel::catalog::put_clone(&txn, &rec).expect("put");
-    txn.commit().expect("commit");
+    let w = s.catalog.writer().expect("write");
+    w.put_clone(&rec).expect("put");
+    w.commit().expect("commit");
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn backup_reads_the_latest_clone() {
     // A `store` clone is a manifest: here, the second day's.
     put_clone(
         &spool,
-        reel::catalog::CloneView::Manifest {
+        reel::record::CloneView::Manifest {
             chunks: latest.manifest.clone(),
             bytes: latest.manifest_bytes,
         },
@@ -239,7 +239,7 @@ fn backup_reads_the_latest_clone() {
     // A directory clone not dumped yet: refused, saying what to do.
     put_clone(
         &spool,
-        reel::catalog::CloneView::Dir {
+        reel::record::CloneView::Dir {
             path: "/srv/clones/v".into(),
             statmap: None,
         },

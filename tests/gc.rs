@@ -11,33 +11,20 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use common::*;
-use redb::ReadableTable;
-use reel::catalog::{DUMPS, OWNED, VOLUME_DUMPS};
 use reel::spool::Access;
 
 /// Take dumps out of the catalog as `prune` would (without its Forget record).
 fn forget_dumps(spool: &Spool, ids: &[u64]) {
     let s = reel::spool::Spool::open(spool.path(), Access::Write).expect("open spool");
-    let txn = s.catalog.write().expect("write txn");
-    {
-        let mut dumps = txn.open_table(DUMPS).unwrap();
-        let mut by_vol = txn.open_table(VOLUME_DUMPS).unwrap();
-        let mut owned = txn.open_table(OWNED).unwrap();
-        for &id in ids {
-            let rec = {
-                let v = dumps.get(id).unwrap().expect("dump exists");
-                reel::catalog::DumpRecord::decode(v.value()).unwrap()
-            };
-            dumps.remove(id).unwrap();
-            by_vol
-                .remove((rec.volume.as_str(), rec.time_ns, id))
-                .unwrap();
-            owned
-                .retain_in((id, [0u8; 32])..=(id, [0xffu8; 32]), |_, _| false)
-                .unwrap();
-        }
-    }
-    txn.commit().unwrap();
+    let w = s.catalog.writer().expect("write txn");
+    let recs: Vec<_> = {
+        let r = s.catalog.reader().expect("read txn");
+        ids.iter()
+            .map(|&id| r.dump(id).unwrap().expect("dump exists"))
+            .collect()
+    };
+    w.forget_dumps(&recs).unwrap();
+    w.commit().unwrap();
 }
 
 fn gc_json(spool: &Spool, args: &[&str]) -> serde_json::Value {

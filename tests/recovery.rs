@@ -160,8 +160,8 @@ fn a_damaged_catalog_gives_a_clear_error_and_is_rebuilt() {
 
 /// What prune does besides removing the rows: a forget record in a pack.
 fn forget_dump(spool_dir: &Path, id: u64) {
-    use reel::catalog::{self, DUMPS, ForgetRecord, VOLUME_DUMPS};
     use reel::pack::BlobKind;
+    use reel::record::ForgetRecord;
     use reel::spool::{Access, Spool};
     use reel::store::StoreWriter;
     let spool = Spool::open(spool_dir, Access::Write).unwrap();
@@ -176,15 +176,7 @@ fn forget_dump(spool_dir: &Path, id: u64) {
     store
         .put_one(reel::ChunkId::of(&blob), &blob, BlobKind::Forget)
         .unwrap();
-    store
-        .finish(|txn, _| {
-            txn.open_table(DUMPS)?.remove(d.id)?;
-            txn.open_table(VOLUME_DUMPS)?
-                .remove((d.volume.as_str(), d.time_ns, d.id))?;
-            let _ = catalog::CLONES;
-            Ok(())
-        })
-        .unwrap();
+    store.finish(|w, _| w.forget_dumps([&d])).unwrap();
 }
 
 #[test]

@@ -52,14 +52,14 @@ fn print_clone(out: &CloneOutcome) {
         format_duration(out.frozen.as_nanos() as u64)
     );
     match &c.view {
-        reel::catalog::CloneView::Manifest { .. } => println!(
+        reel::record::CloneView::Manifest { .. } => println!(
             "  {} files, {} logical, {} read, {} added to the spool",
             c.files,
             format_bytes(c.logical_bytes),
             format_bytes(c.read_bytes),
             format_bytes(c.stored_bytes)
         ),
-        reel::catalog::CloneView::Dir { path, .. } => println!("  read-only tree at {path}"),
+        reel::record::CloneView::Dir { path, .. } => println!("  read-only tree at {path}"),
     }
     for n in &out.notes {
         println!("  note: {n}");

@@ -356,20 +356,10 @@ mod tests {
         assert_eq!(compact_catalog(&mut spool, before), None, "nothing grew");
 
         // Grow the file past the threshold, then free it all: a compaction gives it back.
-        let scratch: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("scratch");
-        let value = vec![7u8; 1 << 20];
-        let grow = reel::catalog::COMPACT_AFTER_GROWTH >> 20;
-        let txn = spool.catalog.write().unwrap();
-        {
-            let mut t = txn.open_table(scratch).unwrap();
-            for i in 0..grow + 8 {
-                t.insert(i, value.as_slice()).unwrap();
-            }
-        }
-        txn.commit().unwrap();
-        let txn = spool.catalog.write().unwrap();
-        txn.delete_table(scratch).unwrap();
-        txn.commit().unwrap();
+        spool
+            .catalog
+            .fill_and_free(reel::catalog::COMPACT_AFTER_GROWTH + (8 << 20))
+            .unwrap();
         let grown = spool.catalog.file_len();
         assert!(grown >= before + reel::catalog::COMPACT_AFTER_GROWTH);
 

@@ -1,10 +1,10 @@
 //! The `store` clone method: a volume captured straight into the store by the dump's own pass
 //! over a tree (`scan`), with no owner yet: its dump settles what it owns.
 
-use crate::catalog::{self, CloneRecord, CloneView};
 use crate::dump::{PrevManifest, scan};
 use crate::fsutil;
 use crate::progress::Progress;
+use crate::record::{CloneRecord, CloneView};
 use crate::spool::{CloneMethod, Spool};
 use crate::store::StoreWriter;
 use crate::timefmt;
@@ -79,7 +79,7 @@ pub fn capture_clone(
     s.store.finish(|txn, stats| {
         rec.new_chunks = stats.new_chunks;
         rec.stored_bytes = stats.stored_bytes;
-        catalog::put_clone(txn, &rec)
+        txn.put_clone(&rec)
     })?;
     Ok(rec)
 }

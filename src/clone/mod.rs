@@ -14,9 +14,9 @@ pub mod hook;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::catalog::{self, CloneRecord, CloneView};
 use crate::error::IoContext;
 use crate::progress::Progress;
+use crate::record::{CloneRecord, CloneView};
 use crate::spool::{CloneMethod, Spool, VolumeSettings};
 use crate::timefmt;
 use crate::{ChunkId, Error, Result};
@@ -119,8 +119,8 @@ pub fn clone_volume(
     let record = match made {
         Ok(Some(mut rec)) => {
             rec.frozen_ns = frozen.as_nanos() as u64;
-            let txn = spool.catalog.write()?;
-            catalog::put_clone(&txn, &rec)?;
+            let txn = spool.catalog.writer()?;
+            txn.put_clone(&rec)?;
             txn.commit()?;
             drop_old_clone(spool, name, &vol, old.as_ref(), &rec, &mut notes);
             rec

@@ -13,12 +13,13 @@ mod reuse;
 
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{self, CloneRecord, CloneView, DumpRecord};
+use crate::catalog::DumpRecord;
 use crate::fsutil;
 use crate::level;
 use crate::manifest::ManifestReader;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
+use crate::record::{CloneRecord, CloneView};
 use crate::spool::{CloneMethod, Spool};
 use crate::store::{ChunkReader, StoreWriter};
 use crate::timefmt::{self, format_rfc3339};
@@ -136,11 +137,11 @@ fn dump_tree_as(
         _ => None,
     };
     let store = StoreWriter::new(spool)?;
-    let stale = catalog::clean_uncommitted(store.txn())?;
+    let stale = store.catalog().clean_uncommitted()?;
     if stale > 0 {
         tracing::info!("dropped {stale} owned-chunk rows of an interrupted dump");
     }
-    let id = catalog::next_dump_id(store.txn())?;
+    let id = store.catalog().next_dump_id()?;
     let statmap = match clone.as_ref().map(|c| &c.view) {
         Some(CloneView::Dir {
             statmap: Some(p), ..
@@ -222,12 +223,12 @@ fn commit_record(
         rec.new_chunks += stats.new_chunks;
         rec.stored_bytes += stats.stored_bytes;
         rec.duration_ns = started.elapsed().as_nanos() as u64;
-        catalog::insert_dump(txn, &rec)?;
+        txn.record_dump(&rec)?;
         if let Some(mut c) = clone {
             c.dumped = Some(id);
-            catalog::put_clone(txn, &c)?;
+            txn.put_clone(&c)?;
         }
-        catalog::set_meta_u64(txn, catalog::META_NEXT_DUMP_ID, id + 1)
+        txn.set_next_dump_id(id + 1)
     })?;
     Ok(rec)
 }
@@ -281,8 +282,8 @@ fn commit_store_clone(
     progress.message(&format!("dumping the clone of {name} at level {level}"));
 
     let mut store = StoreWriter::new(spool)?;
-    catalog::clean_uncommitted(store.txn())?;
-    let id = catalog::next_dump_id(store.txn())?;
+    store.catalog().clean_uncommitted()?;
+    let id = store.catalog().next_dump_id()?;
     let reader = ChunkReader::new(spool)?;
     let mut base_entries = match &base {
         Some(b) => Some(

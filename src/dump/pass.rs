@@ -19,7 +19,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::ahead;
-use crate::catalog;
 use crate::chunk::{self, ChunkerParams};
 use crate::dirfd::{Stat, Xattrs};
 use crate::manifest::{ManifestReader, ManifestWriter};
@@ -183,7 +182,7 @@ pub(crate) fn scan<'a>(
     // After a purge, an unchanged file's chunks may be on tape only. A dump that may own them
     // (and a clone, whose owner is not known yet) must have them on the spool, or its export
     // could not write them: such a file is read again.
-    let purged = catalog::purges(s.store.txn()) > 0;
+    let purged = s.store.catalog().purges() > 0;
 
     // The previous manifest, for change detection.
     let reader = ChunkReader::new(spool)?;

@@ -1,0 +1,48 @@
+//! Pack files out of the catalog that wait for readers to finish before they are deleted
+//! (`doomed`; see `crate::gc`).
+
+use std::collections::HashSet;
+
+use redb::ReadableTable;
+
+use super::tables::{DOOMED, table_missing};
+use super::{Reader, Writer};
+use crate::Result;
+use crate::pack::PackId;
+
+impl Reader<'_> {
+    /// Pack ids waiting for deletion (none when the table was never created).
+    pub fn doomed_ids(&self) -> Result<HashSet<[u8; 32]>> {
+        let t = match self.txn.open_table(DOOMED) {
+            Ok(t) => t,
+            Err(e) if table_missing(&e) => return Ok(HashSet::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = HashSet::new();
+        for item in t.iter()? {
+            out.insert(item?.0.value());
+        }
+        Ok(out)
+    }
+}
+
+impl Writer {
+    /// Record the files of packs `ids` (taken out of the catalog in this transaction) as
+    /// waiting for deletion.
+    pub fn doom_packs(&self, ids: &[PackId]) -> Result<()> {
+        let mut t = self.txn.open_table(DOOMED)?;
+        for id in ids {
+            t.insert(id.0, ())?;
+        }
+        Ok(())
+    }
+
+    /// Forget doomed packs whose files are deleted (or were gone already).
+    pub fn forget_doomed<'i>(&self, ids: impl IntoIterator<Item = &'i [u8; 32]>) -> Result<()> {
+        let mut t = self.txn.open_table(DOOMED)?;
+        for id in ids {
+            t.remove(*id)?;
+        }
+        Ok(())
+    }
+}

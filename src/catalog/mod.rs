@@ -1,0 +1,188 @@
+//! The catalog: a redb database of volumes' dumps, packs, the chunk index and the chunks each
+//! dump owns. It is an index over the packs, not the only copy of the truth: every dump record
+//! and manifest is also stored in packs (see docs/FORMAT.md, "Catalog").
+//!
+//! One writer at a time (the spool lock guarantees it); readers open the file read-only in
+//! redb's `SingleWriter` mode, so `list`, `ls` and `restore` work while a dump runs and see only
+//! committed dumps.
+//!
+//! The catalog is an API: its tables are private to this module, and the rest of reel calls
+//! named operations on a [`Reader`] (a read transaction) or a [`Writer`] (the write
+//! transaction), so a caller does several operations in one transaction and commits where
+//! crash safety needs it. Loops over many rows take a handle that opens a table once
+//! ([`ChunkIndex`], [`ChunkIndexMut`], [`Ownership`], [`OwnedIndex`], [`TapeIndex`]).
+//!
+//! Its files, by job: `tables` (definitions and `meta` keys), `open` (opening, damage,
+//! compaction), `chunks` (the chunk index), `dumps` (dumps, volumes' dump index, owned chunks),
+//! `packs`, `meta` (counters), `clones`, `media` (tapes, tape chunks, plain exports) and
+//! `doomed` (pack files waiting for readers).
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+mod chunks;
+mod clones;
+mod doomed;
+mod dumps;
+mod media;
+mod meta;
+mod open;
+mod packs;
+mod tables;
+
+pub use chunks::{ChunkIndex, ChunkIndexMut, ChunkLoc, ChunkRows, FrameSlot};
+pub use dumps::{OwnedIndex, OwnedRows, Ownership};
+pub use media::TapeIndex;
+pub use open::{COMPACT_AFTER_GROWTH, install_damage_report_hook};
+pub use tables::CATALOG_VERSION;
+
+/// The catalog's records (`crate::record`), by the names its operations use.
+pub use crate::record::{DumpRecord, PackRecord};
+
+// src/tape opens these tables and calls these helpers on its own transactions; nothing else
+// outside the catalog does.
+pub(crate) use dumps::{clean_uncommitted, insert_dump};
+pub(crate) use meta::{count_purge, next_dump_id, set_meta_u64, take_pack_number};
+pub(crate) use packs::insert_pack;
+pub(crate) use tables::{
+    CHUNKS, META_NEXT_DUMP_ID, OWNED, PACK_IDS, PACKS, PLAIN_EXPORTS, TAPE_CHUNKS, TAPES,
+    table_missing,
+};
+// `pub`, not `pub(crate)`: src/tape/media re-exports it publicly.
+pub use media::tapes_of_chunk;
+
+use crate::error::Damaged;
+use crate::record::CloneRecord;
+use crate::{Error, Result};
+
+/// Read access, shared by the writer's and the readers' handles.
+enum Handle {
+    Write(Database),
+    Read(ReadOnlyDatabase),
+}
+
+pub struct Catalog {
+    handle: Handle,
+    path: PathBuf,
+}
+
+/// A read transaction: the catalog as it was committed when it began, however long it is held.
+pub struct Reader<'c> {
+    txn: ReadTransaction,
+    catalog: &'c Catalog,
+}
+
+/// The write transaction. Nothing it does is seen until [`Writer::commit`]; dropped before
+/// that, it leaves the catalog as it was (the crash-safe write order rests on this). There is
+/// one at a time (redb waits for the previous one to end).
+pub struct Writer {
+    txn: WriteTransaction,
+}
+
+impl Writer {
+    pub fn commit(self) -> Result<()> {
+        self.txn.commit()?;
+        Ok(())
+    }
+}
+
+// src/tape opens tables on the write transaction and passes it to the helpers above. A trait
+// impl cannot be `pub(crate)`: library users see it too.
+impl std::ops::Deref for Writer {
+    type Target = WriteTransaction;
+    fn deref(&self) -> &WriteTransaction {
+        &self.txn
+    }
+}
+
+impl Catalog {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn damaged(&self, what: impl std::fmt::Display) -> Error {
+        Error::damaged(
+            Damaged::Catalog,
+            format!(
+                "catalog {} is damaged ({what}); rebuild it from the packs with `reel rebuild-catalog`",
+                self.path.display()
+            ),
+        )
+    }
+
+    /// A read transaction.
+    pub fn reader(&self) -> Result<Reader<'_>> {
+        Ok(Reader {
+            txn: self.read()?,
+            catalog: self,
+        })
+    }
+
+    /// The write transaction (the writer's handle only).
+    pub fn writer(&self) -> Result<Writer> {
+        Ok(Writer { txn: self.write()? })
+    }
+
+    // src/tape opens tables on it
+    pub(crate) fn read(&self) -> Result<ReadTransaction> {
+        Ok(match &self.handle {
+            Handle::Write(db) => db.begin_read()?,
+            Handle::Read(db) => db.begin_read()?,
+        })
+    }
+
+    // src/tape opens tables on it
+    pub(crate) fn write(&self) -> Result<WriteTransaction> {
+        match &self.handle {
+            Handle::Write(db) => Ok(db.begin_write()?),
+            Handle::Read(_) => Err(Error::Spool("catalog opened read-only".into())),
+        }
+    }
+
+    // ----- single reads, each in a read transaction of its own -----
+
+    pub fn dump(&self, id: u64) -> Result<Option<DumpRecord>> {
+        self.reader()?.dump(id)
+    }
+
+    /// Every dump of `volume` (or of all volumes), in time order per volume.
+    pub fn dumps(&self, volume: Option<&str>) -> Result<Vec<DumpRecord>> {
+        self.reader()?.dumps(volume)
+    }
+
+    pub fn latest_dump(&self, volume: &str) -> Result<Option<DumpRecord>> {
+        Ok(self.dumps(Some(volume))?.pop())
+    }
+
+    /// The dump current at `at`: the latest dump of the volume at or before that time.
+    pub fn dump_at(&self, volume: &str, at: i64) -> Result<Option<DumpRecord>> {
+        Ok(self
+            .dumps(Some(volume))?
+            .into_iter()
+            .rfind(|d| d.time_ns <= at))
+    }
+
+    /// The latest clone of `volume`, if any.
+    pub fn clone_of(&self, volume: &str) -> Result<Option<CloneRecord>> {
+        self.reader()?.clone_of(volume)
+    }
+
+    pub fn next_dump_id(&self) -> Result<u64> {
+        self.reader()?.next_dump_id()
+    }
+
+    /// All packs: (number, record).
+    pub fn packs(&self) -> Result<Vec<(u64, PackRecord)>> {
+        self.reader()?.packs()
+    }
+
+    pub fn chunk_count(&self) -> Result<u64> {
+        self.reader()?.chunk_index()?.row_count()
+    }
+
+    /// How many chunks a dump owns, and their stored bytes.
+    pub fn owned_summary(&self, dump: u64) -> Result<(u64, u64)> {
+        self.reader()?.owned_summary(dump)
+    }
+}

@@ -1,0 +1,57 @@
+//! The catalog's tables and `meta` keys (docs/FORMAT.md, "Tables"). Only the catalog opens them;
+//! the rest of reel calls its named operations.
+
+use redb::{MultimapTableDefinition, TableDefinition};
+
+/// Version of the catalog's table layout; bumped when a table or record changes shape.
+pub const CATALOG_VERSION: u32 = 1;
+
+/// Small settings: `format` (u32), `next_dump_id` (u64), `next_pack_no` (u64), `purges` (u64).
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Dump id -> postcard `DumpRecord`.
+pub(super) const DUMPS: TableDefinition<u64, &[u8]> = TableDefinition::new("dumps");
+/// (volume, time ns, dump id) -> (): the dumps of a volume in time order.
+pub(super) const VOLUME_DUMPS: TableDefinition<(&str, i64, u64), ()> =
+    TableDefinition::new("volume_dumps");
+/// Pack number -> postcard `PackRecord`.
+pub(crate) const PACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("packs");
+/// Pack id (blake3 of the file) -> pack number.
+pub(crate) const PACK_IDS: TableDefinition<[u8; 32], u64> = TableDefinition::new("pack_ids");
+/// Chunk id -> location, 33 bytes (see `ChunkLoc::encode`).
+pub(crate) const CHUNKS: TableDefinition<[u8; 32], [u8; 33]> = TableDefinition::new("chunks");
+/// (dump id, chunk id) -> stored len: the chunks a dump owns (referenced by it and by no
+/// earlier dump of its chain). What an export of that dump writes to tape.
+pub(crate) const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition::new("owned");
+/// Volume -> its latest clone (a `CloneRecord`). One per volume: a new clone replaces it.
+pub(super) const CLONES: TableDefinition<&str, &[u8]> = TableDefinition::new("clones");
+
+/// Tape label -> postcard `TapeRecord` (`crate::tape::media`): the tapes exports wrote or
+/// imports read. Added without a format change: a catalog made before it has no tapes, and
+/// reel creates the table on first write.
+pub(crate) const TAPES: TableDefinition<&str, &[u8]> = TableDefinition::new("tapes");
+/// Chunk id -> labels of the tapes holding it: what `purge --exported` and a restore from
+/// tapes look up. Added without a format change, like `tapes`.
+pub(crate) const TAPE_CHUNKS: MultimapTableDefinition<[u8; 32], &str> =
+    MultimapTableDefinition::new("tape_chunks");
+/// (volume, seq) -> postcard `PlainRecord` (`crate::tape::plain`): each `export-plain` image,
+/// with its level, `c_date` and path → inode map (the base of the next incrementals). Added
+/// without a format change, like `tapes`: a missing table means no plain exports yet.
+pub(crate) const PLAIN_EXPORTS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("plain_exports");
+
+/// Pack id -> (): packs that gc (or repair) took out of the catalog but whose files are not
+/// deleted yet, because a reader (restore, cat, mount) may still be reading them. The files go
+/// when no reader holds the readers lock (`Spool::try_lock_readers_out`). Added without a
+/// format change: a missing table means nothing is waiting.
+pub(super) const DOOMED: TableDefinition<[u8; 32], ()> = TableDefinition::new("doomed");
+
+/// Keys of the `meta` table (FORMAT.md, "Tables").
+pub(super) const META_FORMAT: &str = "format";
+pub(crate) const META_NEXT_DUMP_ID: &str = "next_dump_id";
+pub(super) const META_NEXT_PACK_NO: &str = "next_pack_no";
+pub(super) const META_PURGES: &str = "purges";
+
+/// Is `e` redb saying the table was never created (a catalog older than the table)?
+pub(crate) fn table_missing(e: &redb::TableError) -> bool {
+    matches!(e, redb::TableError::TableDoesNotExist(_))
+}
