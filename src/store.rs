@@ -20,8 +20,8 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use crate::catalog::{self, CHUNKS, Catalog, ChunkLoc, FrameSlot, OWNED};
 use crate::frame;
 use crate::pack::{
-    self, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, FinishedPack, PACK_TARGET_SIZE,
-    PackReader, SealedPack,
+    self, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, PACK_TARGET_SIZE, PackReader,
+    SealedPack, StoredPack,
 };
 use crate::spool::Spool;
 use crate::{ChunkId, ChunkMap, ChunkSet, Error, Result};
@@ -391,7 +391,10 @@ impl<'a> StoreWriter<'a> {
     /// this one goes on (`persisted` waits for it).
     fn seal_pack(&mut self) -> Result<()> {
         if let Some((no, pack)) = self.pack.take() {
-            let sealed = pack.seal(&self.spool.packs_dir())?;
+            let packs_dir = self.spool.packs_dir();
+            let sealed = pack.seal(Box::new(move |staged| {
+                pack::place(staged, &packs_dir).map(drop)
+            }))?;
             self.stats.stored_bytes += sealed.size();
             self.stats.packs += 1;
             self.since_commit.0 += sealed.size();
@@ -411,13 +414,14 @@ impl<'a> StoreWriter<'a> {
 
     /// Wait until every sealed pack is durable under its name. Each one that is counts as
     /// uncommitted until the next commit, also when another one failed.
-    fn persisted(&mut self) -> Result<Vec<(u64, FinishedPack, i64)>> {
+    fn persisted(&mut self) -> Result<Vec<(u64, StoredPack, i64)>> {
         let mut first_error = None;
         let mut done = Vec::new();
         for (no, sealed, sealed_ns) in std::mem::take(&mut self.persisting) {
             match sealed.wait() {
                 Ok(pack) => {
-                    self.uncommitted.push((pack.id, pack.path.clone()));
+                    let path = pack::pack_path(&self.spool.packs_dir(), &pack.id);
+                    self.uncommitted.push((pack.id, path));
                     done.push((no, pack, sealed_ns));
                 }
                 Err(e) => {

@@ -4,12 +4,52 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::format::PackId;
+use super::writer::StagedPack;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::fsync_dir;
 
 /// Where a finished pack lives: `packs_dir/ab/<hex>.pack`, `ab` the first two hex digits.
 pub fn pack_path(packs_dir: &Path, id: &PackId) -> PathBuf {
     let hex = id.to_hex();
     packs_dir.join(&hex[..2]).join(format!("{hex}.pack"))
+}
+
+/// Make `staged` durable as a pack of `packs_dir`: fsync it, rename it to [`pack_path`] and
+/// fsync that directory (creating it, and fsyncing `packs_dir`, first if it is new). Returns the
+/// pack's path.
+///
+/// On error before the rename the tmp file is removed; on an error after it (fsync of the
+/// directory) the renamed file is removed again, since nothing names it yet, unless a file of
+/// that name (the same bytes) was there before.
+pub fn place(staged: StagedPack, packs_dir: &Path) -> Result<PathBuf> {
+    staged.sync()?;
+    let path = pack_path(packs_dir, staged.id());
+    let dir = path.parent().unwrap_or(packs_dir).to_path_buf();
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir).at(&dir)?;
+        // Make the new `ab` entry itself durable.
+        fsync_dir(packs_dir)?;
+    }
+    // If the target exists it has the same name, hence the same bytes: replacing it is
+    // harmless and atomic.
+    let existed = path.exists();
+    fs::rename(staged.path(), &path).map_err(|e| {
+        Error::io(
+            &path,
+            std::io::Error::new(
+                e.kind(),
+                format!("rename from {}: {e}", staged.path().display()),
+            ),
+        )
+    })?;
+    staged.moved();
+    if let Err(e) = fsync_dir(&dir) {
+        if !existed {
+            let _ = fs::remove_file(&path);
+        }
+        return Err(e);
+    }
+    Ok(path)
 }
 
 /// Every `*.pack` under `packs_dir/??/`, with the id parsed from its file name, sorted by id.

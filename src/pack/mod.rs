@@ -12,8 +12,8 @@
 //!   footer, fsyncs the file, renames it into `packs/ab/`, and fsyncs that directory. Only after
 //!   that may a catalog transaction name the pack. A crash leaves either a stray tmp file or a
 //!   complete pack that nothing names; both are for `check` to find.
-//! - Reading uses `pread` (`read_exact_at`), so one open [`PackReader`] can be shared by many
-//!   restore threads.
+//! - Reading uses positioned reads (`pread` on a file, or a pack store's [`PackBytes`]), so one
+//!   open [`PackReader`] can be shared by many restore threads.
 //! - Every integer is little-endian, encoded explicitly; every field offset is a named constant.
 
 mod blob;
@@ -24,14 +24,15 @@ mod writer;
 
 pub(crate) use blob::zstd_decompress_into;
 pub use blob::{EncodedBlob, decode_blob, encode_blob};
-pub use dir::{list_packs, pack_path};
+pub use dir::{list_packs, pack_path, place};
 pub use format::{
     BLOB_HEADER_LEN, BLOB_MAGIC, BlobEntry, BlobKind, FILE_HEADER_LEN, FILE_MAGIC, FOOTER_LEN,
     FOOTER_MAGIC, INDEX_ENTRY_LEN, OLDEST_VERSION, PackId, VERSION,
 };
-pub use reader::{BlobScan, PackReader};
+pub use reader::{BlobScan, PackBytes, PackReader};
 pub use writer::{
-    BackgroundPack, ClosedPack, FinishedPack, PACK_TARGET_SIZE, PackWriter, SealedPack,
+    BackgroundPack, ClosedPack, FinishedPack, PACK_TARGET_SIZE, PackWriter, PutPack, SealedPack,
+    StagedPack, StoredPack,
 };
 
 /// Helpers shared by the pack modules' tests.

@@ -27,24 +27,80 @@ pub struct BlobScan {
     pub damaged: Vec<Range<u64>>,
 }
 
+/// Where an open pack's bytes are read from: positioned reads, shared by many threads. A pack
+/// in a local file reads with `pread`; a pack store gives its own ([`PackReader::with_bytes`]).
+pub trait PackBytes: Send + Sync {
+    /// Read up to `buf.len()` bytes at `offset`, as `pread` does: fewer only at the end of the
+    /// pack or when interrupted.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+
+    /// Fill `buf` from `offset`; `UnexpectedEof` if the pack ends first.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if buf.is_empty() {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "failed to fill whole buffer",
+            ))
+        }
+    }
+}
+
+impl PackBytes for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
 /// An open pack. All methods take `&self` and use positioned reads, so one reader can be shared
 /// across threads.
-#[derive(Debug)]
 pub struct PackReader {
-    file: File,
+    bytes: Box<dyn PackBytes>,
     path: PathBuf,
     size: u64,
     version: u32,
 }
 
+impl std::fmt::Debug for PackReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackReader")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
 impl PackReader {
-    /// Open a pack and check its file magic and version.
+    /// Open a pack file and check its file magic and version.
     pub fn open(path: &Path) -> Result<PackReader> {
         let file = File::open(path).at(path)?;
         let size = file.metadata().at(path)?.len();
+        PackReader::with_bytes(Box::new(file), size, path.to_path_buf())
+    }
+
+    /// Open a pack of `size` bytes that `bytes` reads (a pack store's), and check its file
+    /// magic and version. Messages name it by `path`.
+    pub fn with_bytes(bytes: Box<dyn PackBytes>, size: u64, path: PathBuf) -> Result<PackReader> {
         let mut r = PackReader {
-            file,
-            path: path.to_path_buf(),
+            bytes,
+            path,
             size,
             version: VERSION,
         };
@@ -90,7 +146,7 @@ impl PackReader {
 
     fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
-        match self.file.read_exact_at(&mut buf, offset) {
+        match self.bytes.read_exact_at(&mut buf, offset) {
             Ok(()) => Ok(buf),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(self.corrupt(format!(
                 "truncated: cannot read {len} bytes at offset {offset}"
@@ -181,7 +237,7 @@ impl PackReader {
         let len = entry.stored_len as usize;
         buf.clear();
         buf.resize(len, 0);
-        match self.file.read_exact_at(buf, entry.offset) {
+        match self.bytes.read_exact_at(buf, entry.offset) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(self.corrupt(format!(
                 "truncated: cannot read {len} bytes at offset {}",
@@ -224,7 +280,7 @@ impl PackReader {
         let mut off = 0u64;
         while off < self.size {
             let want = (self.size - off).min(buf.len() as u64) as usize;
-            let n = self.file.read_at(&mut buf[..want], off).at(&self.path)?;
+            let n = self.bytes.read_at(&mut buf[..want], off).at(&self.path)?;
             if n == 0 {
                 return Err(self.corrupt(format!("file shrank to {off} bytes while hashing")));
             }

@@ -1,6 +1,6 @@
 //! Writing packs: [`PackWriter`] appends blobs to a tmp file, [`ClosedPack`] is a complete
-//! pack under its tmp name, and [`BackgroundPack`] does the writing, closing and persisting on a
-//! thread of its own.
+//! pack under its tmp name ([`StagedPack`], what a pack store's `put` takes, and its index
+//! entries), and [`BackgroundPack`] does the writing, closing and putting on a thread of its own.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::blob::EncodedBlob;
-use super::dir::pack_path;
+use super::dir::place;
 use super::format::{
     BLOB_HEADER_LEN, BlobEntry, BlobKind, FH_FLAGS, FH_MAGIC, FH_VERSION, FILE_HEADER_LEN,
     FILE_MAGIC, FOOTER_LEN, INDEX_ENTRY_LEN, PackId, VERSION, encode_blob_header, encode_footer,
@@ -19,10 +19,6 @@ use crate::types::ChunkId;
 
 /// A writer starts a new pack once the current one reaches this size.
 pub const PACK_TARGET_SIZE: u64 = 32 << 20;
-
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
-}
 
 /// Appends blobs to a new pack under the spool's tmp directory.
 ///
@@ -136,7 +132,8 @@ impl PackWriter {
         self.entries.len()
     }
 
-    /// Write index and footer, fsync, rename to [`pack_path`] and fsync the directory.
+    /// Write index and footer, fsync, rename to [`pack_path`](super::pack_path) and fsync the
+    /// directory.
     ///
     /// On error the pack is not left behind (see [`ClosedPack::persist`]).
     pub fn finish(self, packs_dir: &Path) -> Result<FinishedPack> {
@@ -169,12 +166,14 @@ impl PackWriter {
         // The tmp file is the closed pack's to keep or remove now.
         self.released = true;
         Ok(ClosedPack {
-            file: Some(file),
-            tmp_path: std::mem::take(&mut self.tmp_path),
-            id: PackId(*self.hasher.finalize().as_bytes()),
-            size: self.size,
+            staged: StagedPack {
+                file: Some(file),
+                path: std::mem::take(&mut self.tmp_path),
+                id: PackId(*self.hasher.finalize().as_bytes()),
+                size: self.size,
+                moved: false,
+            },
             entries: std::mem::take(&mut self.entries),
-            renamed: false,
         })
     }
 
@@ -227,19 +226,24 @@ fn next_entry(size: u64, id: ChunkId, kind: BlobKind, blob: &EncodedBlob) -> Res
 /// were about a third of its work there.
 ///
 /// `add` checks a blob, hands it over and returns its entry at once (offsets follow from sizes
-/// alone). `seal` asks for the index, footer, fsync and rename; [`SealedPack::wait`] gives the
-/// finished pack. An error of the thread (a full disk) comes back from the next `add` or from
-/// `wait`. Dropped unsealed, the pack's tmp file is removed.
+/// alone). `seal` asks for the index and footer and for the `put` that makes the pack durable
+/// where packs live (a pack store's); [`SealedPack::wait`] gives the stored pack. An error of
+/// the thread (a full disk) comes back from the next `add` or from `wait`. Dropped unsealed,
+/// the pack's tmp file is removed.
 pub struct BackgroundPack {
     jobs: Option<std::sync::mpsc::SyncSender<PackJob>>,
-    thread: Option<std::thread::JoinHandle<Result<FinishedPack>>>,
+    thread: Option<std::thread::JoinHandle<Result<StoredPack>>>,
     size: u64,
     blobs: usize,
 }
 
+/// What makes a staged pack durable where packs live (a pack store's `put`), run on the pack's
+/// own thread. The staged file is its to move or copy; dropped, it removes itself.
+pub type PutPack = Box<dyn FnOnce(StagedPack) -> Result<()> + Send>;
+
 enum PackJob {
     Blob(ChunkId, BlobKind, EncodedBlob),
-    Seal(PathBuf),
+    Seal(PutPack),
 }
 
 /// Blobs handed over and not yet written, at most: a frame's blob is 1-4 MiB.
@@ -252,16 +256,18 @@ impl BackgroundPack {
         let mut writer = PackWriter::create(tmp_dir)?;
         let size = writer.size();
         let (jobs, queue) = std::sync::mpsc::sync_channel(BACKGROUND_QUEUE);
-        let run = move || -> Result<FinishedPack> {
+        let run = move || -> Result<StoredPack> {
             for job in queue {
                 match job {
                     PackJob::Blob(id, kind, blob) => {
                         writer.add(id, kind, &blob)?;
                     }
-                    PackJob::Seal(packs_dir) => {
-                        let done = writer.close()?.persist(&packs_dir)?;
+                    PackJob::Seal(put) => {
+                        let (staged, entries) = writer.close()?.into_parts();
+                        let (id, size) = (*staged.id(), staged.size());
+                        put(staged)?;
                         crate::failpoint::hit("pack-renamed");
-                        return Ok(done);
+                        return Ok(StoredPack { id, size, entries });
                     }
                 }
             }
@@ -306,11 +312,11 @@ impl BackgroundPack {
         self.size
     }
 
-    /// Let the thread write the index and footer, fsync the pack and rename it into
-    /// `packs_dir`. Returns at once.
-    pub fn seal(mut self, packs_dir: &Path) -> Result<SealedPack> {
+    /// Let the thread write the index and footer and `put` the staged pack (a pack store's
+    /// `put`: for a directory, fsync and rename into `packs/ab/`). Returns at once.
+    pub fn seal(mut self, put: PutPack) -> Result<SealedPack> {
         let jobs = self.jobs.take();
-        let sealed = jobs.is_some_and(|j| j.send(PackJob::Seal(packs_dir.to_path_buf())).is_ok());
+        let sealed = jobs.is_some_and(|j| j.send(PackJob::Seal(put)).is_ok());
         if !sealed {
             return Err(self.stopped());
         }
@@ -353,7 +359,7 @@ impl Drop for BackgroundPack {
 
 /// A pack being finished on its own thread ([`BackgroundPack::seal`]).
 pub struct SealedPack {
-    thread: std::thread::JoinHandle<Result<FinishedPack>>,
+    thread: std::thread::JoinHandle<Result<StoredPack>>,
     size: u64,
 }
 
@@ -363,15 +369,23 @@ impl SealedPack {
         self.size
     }
 
-    /// Wait until the pack is durable under its name.
-    pub fn wait(self) -> Result<FinishedPack> {
+    /// Wait until the pack is durable where packs live (its `put` returned).
+    pub fn wait(self) -> Result<StoredPack> {
         self.thread
             .join()
             .unwrap_or_else(|_| Err(pack_thread_panicked()))
     }
 }
 
-/// A pack that is durable under its final name.
+/// A pack its store holds durably: its name, size and index entries.
+#[derive(Clone, Debug)]
+pub struct StoredPack {
+    pub id: PackId,
+    pub size: u64,
+    pub entries: Vec<BlobEntry>,
+}
+
+/// A pack that is durable under its final name in a packs directory ([`PackWriter::finish`]).
 #[derive(Clone, Debug)]
 pub struct FinishedPack {
     pub id: PackId,
@@ -380,21 +394,68 @@ pub struct FinishedPack {
     pub entries: Vec<BlobEntry>,
 }
 
-/// A pack with all its bytes written, under its tmp name: `persist` makes it durable under its
-/// final name. Dropping it unpersisted removes the tmp file.
+/// A pack with all its bytes written, under its tmp name: its staged file and its index
+/// entries. `persist` makes it durable in a packs directory; a pack store's `put` takes the
+/// staged file ([`ClosedPack::into_parts`]). Dropping it unpersisted removes the tmp file.
 #[derive(Debug)]
 pub struct ClosedPack {
-    /// `None` only while `persist` runs.
-    file: Option<File>,
-    tmp_path: PathBuf,
-    id: PackId,
-    size: u64,
+    staged: StagedPack,
     entries: Vec<BlobEntry>,
-    /// Set once the file has been renamed into place; the tmp path is gone then.
-    renamed: bool,
 }
 
 impl ClosedPack {
+    pub fn id(&self) -> &PackId {
+        self.staged.id()
+    }
+
+    /// The whole file's size (header, blobs, index and footer).
+    pub fn size(&self) -> u64 {
+        self.staged.size()
+    }
+
+    pub fn entries(&self) -> &[BlobEntry] {
+        &self.entries
+    }
+
+    /// The staged file (for a pack store's `put`) and the index entries (for the catalog).
+    pub fn into_parts(self) -> (StagedPack, Vec<BlobEntry>) {
+        (self.staged, self.entries)
+    }
+
+    /// Fsync, rename to [`pack_path`](super::pack_path) and fsync the directory ([`place`]).
+    ///
+    /// On error before the rename the tmp file is removed; on an error after it (fsync of the
+    /// directory) the renamed file is removed again, since nothing names it yet, unless a file
+    /// of that name (the same bytes) was there before.
+    pub fn persist(self, packs_dir: &Path) -> Result<FinishedPack> {
+        let (staged, entries) = self.into_parts();
+        let (id, size) = (*staged.id(), staged.size());
+        let path = place(staged, packs_dir)?;
+        Ok(FinishedPack {
+            id,
+            path,
+            size,
+            entries,
+        })
+    }
+}
+
+/// A complete pack in a local file under its tmp name: named and sized, durable nowhere yet.
+/// This is what a pack store's `put` takes; dropped before a store moved the file away
+/// ([`StagedPack::moved`]), it removes the file.
+#[derive(Debug)]
+pub struct StagedPack {
+    /// `None` only while dropping.
+    file: Option<File>,
+    path: PathBuf,
+    id: PackId,
+    size: u64,
+    /// Set once the file has been moved away (renamed into place): nothing left to remove.
+    moved: bool,
+}
+
+impl StagedPack {
+    /// The pack's name: the blake3 of its bytes.
     pub fn id(&self) -> &PackId {
         &self.id
     }
@@ -404,62 +465,47 @@ impl ClosedPack {
         self.size
     }
 
-    pub fn entries(&self) -> &[BlobEntry] {
-        &self.entries
+    /// The tmp file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
-    /// Fsync, rename to [`pack_path`] and fsync the directory.
-    ///
-    /// On error before the rename the tmp file is removed; on an error after it (fsync of the
-    /// directory) the renamed file is removed again, since nothing names it yet, unless a file
-    /// of that name (the same bytes) was there before.
-    pub fn persist(mut self, packs_dir: &Path) -> Result<FinishedPack> {
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| Error::usage("pack persisted twice"))?;
-        file.sync_all().at(&self.tmp_path)?;
-        drop(file);
-        let path = pack_path(packs_dir, &self.id);
-        let dir = path.parent().unwrap_or(packs_dir).to_path_buf();
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).at(&dir)?;
-            // Make the new `ab` entry itself durable.
-            fsync_dir(packs_dir)?;
+    /// Fsync the tmp file: its bytes are on the local disk.
+    pub fn sync(&self) -> Result<()> {
+        match &self.file {
+            Some(f) => f.sync_all().at(&self.path),
+            None => Ok(()),
         }
-        // If the target exists it has the same name, hence the same bytes: replacing it is
-        // harmless and atomic.
-        let existed = path.exists();
-        fs::rename(&self.tmp_path, &path).map_err(|e| {
-            Error::io(
-                &path,
-                std::io::Error::new(
-                    e.kind(),
-                    format!("rename from {}: {e}", self.tmp_path.display()),
-                ),
-            )
-        })?;
-        self.renamed = true;
-        if let Err(e) = fsync_dir(&dir) {
-            if !existed {
-                let _ = fs::remove_file(&path);
-            }
-            return Err(e);
+    }
+
+    /// The pack's bytes, for a store that keeps them elsewhere than in a local file.
+    pub fn read_all(&self) -> Result<Vec<u8>> {
+        // The writer's handle is write-only: read through a handle of its own.
+        let bytes = fs::read(&self.path).at(&self.path)?;
+        if bytes.len() as u64 != self.size {
+            return Err(Error::io(
+                &self.path,
+                std::io::Error::other(format!(
+                    "staged pack is {} bytes, {} were written",
+                    bytes.len(),
+                    self.size
+                )),
+            ));
         }
-        Ok(FinishedPack {
-            id: self.id,
-            path,
-            size: self.size,
-            entries: std::mem::take(&mut self.entries),
-        })
+        Ok(bytes)
+    }
+
+    /// The store moved the file away (renamed it into place): it is not this one's to remove.
+    pub fn moved(mut self) {
+        self.moved = true;
     }
 }
 
-impl Drop for ClosedPack {
+impl Drop for StagedPack {
     fn drop(&mut self) {
-        if !self.renamed {
-            drop(self.file.take());
-            let _ = fs::remove_file(&self.tmp_path);
+        drop(self.file.take());
+        if !self.moved {
+            let _ = fs::remove_file(&self.path);
         }
     }
 }
@@ -469,6 +515,12 @@ mod tests {
     use super::*;
     use crate::pack::tests::{spool, text, tmp_is_empty};
     use crate::pack::{encode_blob, list_packs};
+
+    /// A `put` into a packs directory.
+    fn into_dir(dir: &Path) -> PutPack {
+        let dir = dir.to_path_buf();
+        Box::new(move |staged| place(staged, &dir).map(drop))
+    }
 
     #[test]
     fn abandon_and_drop_remove_the_tmp_file() {
@@ -544,7 +596,7 @@ mod tests {
             raw_len: 4,
         };
         assert!(bg.add(ChunkId::of(b"x"), BlobKind::Data, bad).is_err());
-        let sealed = bg.seal(&s.packs).unwrap();
+        let sealed = bg.seal(into_dir(&s.packs)).unwrap();
         let size = sealed.size();
         let done = sealed.wait().unwrap();
         let plain = w.finish(&s.packs).unwrap();
@@ -553,7 +605,7 @@ mod tests {
             (plain.id, size, &plain.entries)
         );
         assert_eq!(
-            fs::read(&done.path).unwrap(),
+            fs::read(crate::pack::pack_path(&s.packs, &done.id)).unwrap(),
             fs::read(&plain.path).unwrap()
         );
         assert!(tmp_is_empty(&s));
@@ -574,7 +626,12 @@ mod tests {
         let mut bg = BackgroundPack::start(&s.tmp).unwrap();
         bg.add(ChunkId::of(b"z"), BlobKind::Data, encode_blob(b"z", 3))
             .unwrap();
-        let err = bg.seal(&not_a_dir).unwrap().wait().unwrap_err().to_string();
+        let err = bg
+            .seal(into_dir(&not_a_dir))
+            .unwrap()
+            .wait()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not-a-dir"), "{err}");
         assert!(tmp_is_empty(&s));
     }
