@@ -44,7 +44,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "settings",
         ],
     ),
-    ("spool, catalog, store", &["spool", "catalog", "store"]),
+    (
+        "spool, catalog, store",
+        &["spool", "catalog", "store", "pack_store"],
+    ),
     (
         "operations",
         &[
