@@ -28,6 +28,7 @@ pub mod merge;
 pub mod mount;
 pub mod nightly;
 pub mod pack;
+pub mod pack_store;
 pub mod progress;
 pub mod prune;
 pub mod rebuild;

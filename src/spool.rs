@@ -5,7 +5,8 @@
 //! SPOOL/
 //!   reel.toml      settings and volumes (human-edited)
 //!   catalog.redb   the catalog
-//!   packs/ab/      immutable packs, named by the blake3 of their bytes
+//!   packs/ab/      immutable packs, named by the blake3 of their bytes (the spool's pack
+//!                  store, `crate::pack_store::LocalDir`)
 //!   tmp/           packs being written (removed when a writer opens the spool)
 //!   clones/ logs/  later phases
 //!   lock           flock()ed by the writer; holds its pid and command for messages
@@ -15,10 +16,12 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::chunk::ChunkerParams;
 use crate::error::IoContext;
+use crate::pack_store::{LocalDir, PackStore};
 pub use crate::settings::{
     ChunkerSettings, CloneMethod, DEFAULT_HOOK_TIMEOUT, Settings, VolumeSettings,
     validate_volume_name,
@@ -45,6 +48,8 @@ pub struct Spool {
     root: PathBuf,
     pub settings: Settings,
     pub catalog: Catalog,
+    /// Where the packs live: `packs/` ([`LocalDir`]), or the store a test gave.
+    packs: Arc<dyn PackStore>,
     _lock: Option<File>,
     /// Readers hold `locks/readers` shared, so gc deletes pack files only when none is reading.
     _readers: Option<File>,
@@ -62,6 +67,17 @@ impl Spool {
     /// Make a new spool in `root` (created if missing). Refuses an existing spool and a
     /// non-empty folder that is not one.
     pub fn init(root: &Path) -> Result<Spool> {
+        Self::init_with_store(root, Self::local_packs(root))
+    }
+
+    /// The spool's own pack store: its `packs/` directory.
+    fn local_packs(root: &Path) -> Arc<dyn PackStore> {
+        Arc::new(LocalDir::new(root.join("packs")))
+    }
+
+    /// `init`, with the packs kept in `packs` rather than in the spool's `packs/` directory
+    /// (tests: an in-memory or a fault-injecting store).
+    pub fn init_with_store(root: &Path, packs: Arc<dyn PackStore>) -> Result<Spool> {
         if root.join(SETTINGS_FILE).exists() || root.join(CATALOG_FILE).exists() {
             return Err(Error::Spool(format!(
                 "{} is already a reel spool; use it as it is",
@@ -99,6 +115,7 @@ impl Spool {
             root: root.to_path_buf(),
             settings,
             catalog,
+            packs,
             _lock: lock,
             _readers: None,
         };
@@ -109,6 +126,16 @@ impl Spool {
 
     /// Open an existing spool. `Write` takes the spool lock or fails at once, naming the holder.
     pub fn open(root: &Path, access: Access) -> Result<Spool> {
+        Self::open_with_store(root, access, Self::local_packs(root))
+    }
+
+    /// `open`, with the packs kept in `packs` (the store the spool was made with by
+    /// `init_with_store`).
+    pub fn open_with_store(
+        root: &Path,
+        access: Access,
+        packs: Arc<dyn PackStore>,
+    ) -> Result<Spool> {
         if !root.join(SETTINGS_FILE).exists() {
             return Err(Error::Spool(format!(
                 "{} is not a reel spool (no {SETTINGS_FILE}); create one with `reel --spool {} init`",
@@ -157,6 +184,7 @@ impl Spool {
             root: root.to_path_buf(),
             settings,
             catalog,
+            packs,
             _lock: lock,
             _readers: readers,
         })
@@ -187,6 +215,7 @@ impl Spool {
             root: root.to_path_buf(),
             settings,
             catalog,
+            packs: Self::local_packs(root),
             _lock: lock,
             _readers: None,
         })
@@ -306,6 +335,10 @@ impl Spool {
     }
     pub fn packs_dir(&self) -> PathBuf {
         self.root.join("packs")
+    }
+    /// Where the spool's packs live: put, read, list and delete them through it.
+    pub fn pack_store(&self) -> &Arc<dyn PackStore> {
+        &self.packs
     }
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")

@@ -1,9 +1,10 @@
 //! The chunk store: deduplicating writes into packs, and reads back out of them.
 //!
-//! Writing follows the crash-safe order of docs/DESIGN.md: a pack is written under tmp/, fsynced and
-//! renamed into packs/ before the catalog transaction that indexes its chunks commits. The
-//! index entries of the pack being written live in the open write transaction, so lookups see
-//! them at once, and a crash simply forgets them along with the unfinished pack.
+//! Writing follows the crash-safe order of docs/DESIGN.md: a pack is written under tmp/ and put
+//! into the spool's pack store (`crate::pack_store`; for packs/: fsynced and renamed into place)
+//! before the catalog transaction that indexes its chunks commits. The index entries of the
+//! pack being written live in the open write transaction, so lookups see them at once, and a
+//! crash simply forgets them along with the unfinished pack.
 //!
 //! New data chunks travel in frames that the thread pool hashes and compresses while the
 //! writing thread goes on reading; a chunk accepted but not yet appended is in `unindexed`, so
@@ -20,9 +21,10 @@ use redb::WriteTransaction;
 use crate::catalog::{self, ChunkIndex, ChunkLoc, FrameSlot, Ownership};
 use crate::frame;
 use crate::pack::{
-    self, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, FinishedPack, PACK_TARGET_SIZE,
-    PackReader, SealedPack,
+    self, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, PACK_TARGET_SIZE, PackId, PackReader,
+    SealedPack, StoredPack,
 };
+use crate::pack_store::PackStore;
 use crate::spool::Spool;
 use crate::{ChunkId, ChunkMap, ChunkSet, Error, Result};
 
@@ -61,13 +63,13 @@ pub struct StoreWriter<'a> {
     /// Stored share (`stored_share`) of chunks appended in this session and not yet owned, so
     /// ownership, which follows right behind, need not look them up in the index again.
     fresh_shares: ChunkMap<u32>,
-    /// Sealed packs being finished and made durable (index, fsync, rename) on their own
-    /// threads, with their numbers and sealing times. Every commit waits for them first and
+    /// Sealed packs being finished and put into the pack store (index, footer, `put`) on their
+    /// own threads, with their numbers and sealing times. Every commit waits for them first and
     /// only then names them (`name_persisted`).
     persisting: Vec<(u64, SealedPack, i64)>,
-    /// Packs durable in packs/ that no committed transaction names yet: sealed since the last
-    /// commit. A writer dropped before its next commit (any error) removes them.
-    uncommitted: Vec<(pack::PackId, std::path::PathBuf)>,
+    /// Packs durable in the pack store that no committed transaction names yet: sealed since
+    /// the last commit. A writer dropped before its next commit (any error) deletes them.
+    uncommitted: Vec<PackId>,
 }
 
 /// Entries in `fresh_shares` at most. A dump owns its new chunks a window behind their
@@ -391,11 +393,12 @@ impl<'a> StoreWriter<'a> {
         Ok(())
     }
 
-    /// Seal the open pack: its thread writes the index and footer and makes it durable while
-    /// this one goes on (`persisted` waits for it).
+    /// Seal the open pack: its thread writes the index and footer and puts it into the pack
+    /// store while this one goes on (`persisted` waits for it).
     fn seal_pack(&mut self) -> Result<()> {
         if let Some((no, pack)) = self.pack.take() {
-            let sealed = pack.seal(&self.spool.packs_dir())?;
+            let store = Arc::clone(self.spool.pack_store());
+            let sealed = pack.seal(Box::new(move |staged| store.put(staged)))?;
             self.stats.stored_bytes += sealed.size();
             self.stats.packs += 1;
             self.since_commit.0 += sealed.size();
@@ -404,7 +407,7 @@ impl<'a> StoreWriter<'a> {
         Ok(())
     }
 
-    /// Wait until every sealed pack is durable under its name, then name them in `txn`
+    /// Wait until every sealed pack is durable in the pack store, then name them in `txn`
     /// (`packs`, `pack_ids`): every commit does this first, so it names only durable packs.
     fn name_persisted(&mut self, txn: &catalog::Writer) -> Result<()> {
         for (no, pack, sealed_ns) in self.persisted()? {
@@ -413,15 +416,15 @@ impl<'a> StoreWriter<'a> {
         Ok(())
     }
 
-    /// Wait until every sealed pack is durable under its name. Each one that is counts as
+    /// Wait until every sealed pack is durable in the pack store. Each one that is counts as
     /// uncommitted until the next commit, also when another one failed.
-    fn persisted(&mut self) -> Result<Vec<(u64, FinishedPack, i64)>> {
+    fn persisted(&mut self) -> Result<Vec<(u64, StoredPack, i64)>> {
         let mut first_error = None;
         let mut done = Vec::new();
         for (no, sealed, sealed_ns) in std::mem::take(&mut self.persisting) {
             match sealed.wait() {
                 Ok(pack) => {
-                    self.uncommitted.push((pack.id, pack.path.clone()));
+                    self.uncommitted.push(pack.id);
                     done.push((no, pack, sealed_ns));
                 }
                 Err(e) => {
@@ -432,39 +435,47 @@ impl<'a> StoreWriter<'a> {
         first_error.map_or(Ok(done), Err)
     }
 
-    /// Remove the packs sealed since the last commit, for a writer that will not commit them:
-    /// they hold nothing a committed row names, and left in packs/ no catalog would name them,
-    /// so `gc` could never free their space. A pack the catalog does name is kept (a commit that
-    /// reported an error may still have reached the disk), and so is every pack when the
-    /// catalog cannot tell (`check --repair` sorts them out).
+    /// Delete the packs sealed since the last commit, for a writer that will not commit them:
+    /// they hold nothing a committed row names, and left in the store no catalog would name
+    /// them, so `gc` could never free their space. A pack the catalog does name is kept (a
+    /// commit that reported an error may still have reached the disk), and so is every pack
+    /// when the catalog cannot tell (`check --repair` sorts them out).
     fn remove_uncommitted(&mut self) {
         if self.uncommitted.is_empty() {
             return;
         }
-        let named = |id: &pack::PackId| -> Option<bool> {
-            self.spool.catalog.reader().ok()?.pack_named(id).ok()
-        };
-        let mut dirs: Vec<std::path::PathBuf> = Vec::new();
-        for (id, path) in std::mem::take(&mut self.uncommitted) {
-            if named(&id) != Some(false) {
+        let named =
+            |id: &PackId| -> Option<bool> { self.spool.catalog.reader().ok()?.pack_named(id).ok() };
+        let store = self.spool.pack_store();
+        let mut unnamed = Vec::new();
+        for id in std::mem::take(&mut self.uncommitted) {
+            if named(&id) == Some(false) {
+                unnamed.push(id);
+            } else {
                 tracing::warn!(
                     "pack {} was kept: the catalog names it, or could not be read",
-                    path.display()
+                    store.location(&id).display()
                 );
-                continue;
-            }
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    tracing::info!("removed pack {}, which no commit names", path.display());
-                    dirs.extend(path.parent().map(std::path::Path::to_path_buf));
-                }
-                Err(e) => tracing::warn!("cannot remove pack {}: {e}", path.display()),
             }
         }
-        dirs.sort();
-        dirs.dedup();
-        for d in dirs {
-            let _ = crate::fsutil::fsync_dir(&d);
+        if unnamed.is_empty() {
+            return;
+        }
+        // One batch (a remote store deletes many in a call); after an error `exists` tells which
+        // are left.
+        let failed = store.delete(&unnamed).err();
+        for id in &unnamed {
+            let path = store.location(id);
+            match &failed {
+                Some(e) if store.exists(id).unwrap_or(true) => {
+                    tracing::warn!(
+                        "cannot remove pack {}: {}",
+                        path.display(),
+                        io_cause(e, &path)
+                    )
+                }
+                _ => tracing::info!("removed pack {}, which no commit names", path.display()),
+            }
         }
     }
 
@@ -588,15 +599,25 @@ pub fn stored_share(loc: &ChunkLoc) -> u32 {
     }
 }
 
+/// What an error says about the pack at `path`: its own words when it names that path (the
+/// message names the pack already), else all of it.
+fn io_cause(e: &Error, path: &std::path::Path) -> String {
+    match e {
+        Error::Io { path: p, source } if p == path => source.to_string(),
+        e => e.to_string(),
+    }
+}
+
 /// A decompressed frame, keyed by (pack number, offset).
 type CachedFrame = ((u64, u64), Arc<Vec<u8>>);
 
-/// Reads chunks back: locations from the catalog, bytes from packs (kept open, shared).
+/// Reads chunks back: locations from the catalog, bytes from packs (opened through the pack
+/// store once, kept open and shared).
 pub struct ChunkReader<'a> {
     catalog: catalog::Reader<'a>,
     /// The chunk index, opened once: every chunk read looks its location up here.
     chunks: ChunkIndex,
-    packs_dir: std::path::PathBuf,
+    packs: &'a dyn PackStore,
     open: Mutex<HashMap<u64, Arc<PackReader>>>,
     last_frame: Mutex<Option<CachedFrame>>,
     /// Packs from outside the spool (read from tapes for a restore): chunk locations under
@@ -611,7 +632,7 @@ impl<'a> ChunkReader<'a> {
         Ok(ChunkReader {
             chunks: catalog.chunk_index()?,
             catalog,
-            packs_dir: spool.packs_dir(),
+            packs: spool.pack_store().as_ref(),
             open: Mutex::new(HashMap::new()),
             last_frame: Mutex::new(None),
             extra: ChunkMap::default(),
@@ -655,11 +676,10 @@ impl<'a> ChunkReader<'a> {
         if let Some(p) = self.open.lock().expect("pack cache").get(&no) {
             return Ok(p.clone());
         }
-        let path = match self.extra_packs.get(&no) {
-            Some(p) => p.clone(),
-            None => self.pack_path(no)?,
-        };
-        let reader = Arc::new(PackReader::open(&path)?);
+        let reader = Arc::new(match self.extra_packs.get(&no) {
+            Some(path) => PackReader::open(path)?,
+            None => self.packs.open(&self.pack_id(no)?)?,
+        });
         let mut cache = self.open.lock().expect("pack cache");
         if cache.len() >= 256 {
             cache.clear();
@@ -668,16 +688,22 @@ impl<'a> ChunkReader<'a> {
         Ok(reader)
     }
 
+    /// Where a pack is, by number: its file (for a pack in the spool: its store's `location`).
     pub fn pack_path(&self, no: u64) -> Result<std::path::PathBuf> {
         if let Some(p) = self.extra_packs.get(&no) {
             return Ok(p.clone());
         }
+        Ok(self.packs.location(&self.pack_id(no)?))
+    }
+
+    /// The name of a pack of the spool, by number.
+    fn pack_id(&self, no: u64) -> Result<PackId> {
         let rec = self.catalog.pack(no)?.ok_or_else(|| {
             Error::corrupt(format!(
                 "pack number {no} is named by the chunk index but not recorded; run `reel check`"
             ))
         })?;
-        Ok(pack::pack_path(&self.packs_dir, &pack::PackId(rec.id)))
+        Ok(PackId(rec.id))
     }
 
     /// Read and verify one chunk.
@@ -758,7 +784,12 @@ impl Read for ChunkStream<'_> {
 /// Every chunk in a pack, verified (blake3 of each chunk's raw bytes equals its id; frames:
 /// every chunk inside), with its location (pack number 0: the caller sets it).
 pub fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
-    let r = PackReader::open(path)?;
+    open_pack_chunks(&PackReader::open(path)?)
+}
+
+/// [`pack_chunks`] of an open pack (a pack store's: [`PackStore::open`]).
+pub fn open_pack_chunks(r: &PackReader) -> Result<(Vec<BlobEntry>, PackChunks)> {
+    let path = r.path();
     let entries = r.read_index()?;
     let mut out = Vec::new();
     for e in &entries {
@@ -879,7 +910,7 @@ mod tests {
             .iter()
             .map(|d| (ChunkId::of(d), d.as_slice()))
             .collect();
-        let on_disk = |s: &Spool| pack::list_packs(&s.packs_dir()).unwrap();
+        let on_disk = |s: &Spool| s.pack_store().list().unwrap();
         let tmp_files = |s: &Spool| std::fs::read_dir(s.tmp_dir()).unwrap().count();
 
         {
@@ -910,5 +941,198 @@ mod tests {
                 .unwrap(),
             "the pack left is named"
         );
+    }
+
+    /// `n` MiB of incompressible chunks of 1 MiB, with their ids: 40 of them seal a 32 MiB pack
+    /// and start the next.
+    fn noise(n: u8) -> (Vec<ChunkId>, Vec<Vec<u8>>) {
+        let data: Vec<Vec<u8>> = (0..n)
+            .map(|seed| {
+                let mut v = vec![0u8; 1 << 20];
+                blake3::Hasher::new()
+                    .update(&[seed, 0xA5])
+                    .finalize_xof()
+                    .fill(&mut v);
+                v
+            })
+            .collect();
+        (data.iter().map(|d| ChunkId::of(d)).collect(), data)
+    }
+
+    fn batch<'d>(ids: &[ChunkId], data: &'d [Vec<u8>]) -> Vec<(ChunkId, &'d [u8])> {
+        ids.iter()
+            .zip(data)
+            .map(|(i, d)| (*i, d.as_slice()))
+            .collect()
+    }
+
+    /// The packs the catalog names, with their sizes, sorted by id.
+    fn named_packs(spool: &Spool) -> Vec<(PackId, u64)> {
+        let mut v: Vec<(PackId, u64)> = spool
+            .catalog
+            .packs()
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| (PackId(r.id), r.size))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The seam between the store and where packs live: a dump's writes (frames over two
+    /// packs, a manifest blob) go into an in-memory pack store, the catalog names exactly the
+    /// packs in it, nothing lands in packs/, and every chunk reads back, also after the spool
+    /// is opened again on the same store.
+    #[test]
+    fn a_spool_on_an_in_memory_pack_store_writes_and_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("spool");
+        let store = Arc::new(crate::pack_store::InMemory::new());
+        let spool = Spool::init_with_store(&root, store.clone()).unwrap();
+        let (ids, data) = noise(40);
+        let manifest = b"a piece of a manifest ".repeat(200);
+        let mut w = StoreWriter::new(&spool).unwrap();
+        assert_eq!(
+            w.put_batch(&batch(&ids, &data), BlobKind::Data).unwrap(),
+            40
+        );
+        let m = [(ChunkId::of(&manifest), manifest.as_slice())];
+        assert_eq!(w.put_batch(&m, BlobKind::Manifest).unwrap(), 1);
+        let stats = w.finish(|_, _| Ok(())).unwrap();
+        assert_eq!(stats.packs, 2);
+
+        let listed = store.list().unwrap();
+        assert_eq!(listed, named_packs(&spool));
+        assert_eq!(listed.iter().map(|p| p.1).sum::<u64>(), stats.stored_bytes);
+        assert!(pack::list_packs(&spool.packs_dir()).unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(spool.tmp_dir()).unwrap().count(), 0);
+
+        let reader = ChunkReader::new(&spool).unwrap();
+        for (id, d) in ids.iter().zip(&data) {
+            assert_eq!(&reader.read(id, &|| "test".into()).unwrap(), d);
+        }
+        assert_eq!(reader.read(&m[0].0, &|| "test".into()).unwrap(), manifest);
+        let loc = reader.locate(&ids[0]).unwrap().unwrap();
+        let path = reader.pack_path(loc.pack_no).unwrap();
+        assert!(path.to_string_lossy().starts_with("memory:"), "{path:?}");
+        drop(reader);
+        drop(spool);
+
+        let spool = Spool::open_with_store(&root, crate::spool::Access::Read, store).unwrap();
+        let reader = ChunkReader::new(&spool).unwrap();
+        assert_eq!(reader.read(&ids[39], &|| "test".into()).unwrap(), data[39]);
+    }
+
+    /// Faults of the pack store reach the store's callers as errors that name the pack, and
+    /// lose nothing: a put that fails fails the commit that waits for it and leaves no pack
+    /// behind, the pack committed before stays and reads back, and writing the same chunks
+    /// again stores only what the failed pack held. A pack that cannot be read fails the chunk
+    /// reads that need it, and only those.
+    #[test]
+    fn pack_store_faults_fail_the_commit_or_the_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inner = Arc::new(crate::pack_store::InMemory::new());
+        let faulty = Arc::new(crate::pack_store::Faulty::new(inner.clone()));
+        let mut spool = Spool::init_with_store(&tmp.path().join("spool"), faulty.clone()).unwrap();
+        spool.settings.checkpoint_mb = 0;
+        faulty.fail_put(2);
+        let (ids, data) = noise(40);
+        let mut w = StoreWriter::new(&spool).unwrap();
+        w.put_batch(&batch(&ids, &data), BlobKind::Data).unwrap();
+        let err = w.finish(|_, _| Ok(())).unwrap_err().to_string();
+        assert!(err.contains("injected fault: put number 2"), "{err}");
+        assert!(err.contains("memory:"), "the error names the pack: {err}");
+        assert_eq!(faulty.puts(), 2);
+        let listed = inner.list().unwrap();
+        assert_eq!(listed.len(), 1, "only the committed pack: {listed:?}");
+        assert_eq!(listed, named_packs(&spool));
+        assert_eq!(std::fs::read_dir(spool.tmp_dir()).unwrap().count(), 0);
+
+        // The committed chunks read back; the others are missing and are written again.
+        let reader = ChunkReader::new(&spool).unwrap();
+        let missing = StoreWriter::new(&spool).unwrap().missing(&ids).unwrap();
+        let kept = missing.iter().filter(|m| !**m).count() as u64;
+        assert!(kept > 0 && kept < 40, "{kept} chunks committed");
+        for ((id, d), _) in ids.iter().zip(&data).zip(&missing).filter(|(_, m)| !**m) {
+            assert_eq!(&reader.read(id, &|| "test".into()).unwrap(), d);
+        }
+        drop(reader);
+        let mut w = StoreWriter::new(&spool).unwrap();
+        let again = w.put_batch(&batch(&ids, &data), BlobKind::Data).unwrap();
+        assert_eq!(again, 40 - kept, "only what the failed pack held");
+        w.finish(|_, _| Ok(())).unwrap();
+        assert_eq!(inner.list().unwrap(), named_packs(&spool));
+
+        let first = listed[0].0;
+        faulty.fail_reads_of(first);
+        let reader = ChunkReader::new(&spool).unwrap();
+        for (id, d) in ids.iter().zip(&data) {
+            let loc = reader.locate(id).unwrap().unwrap();
+            let in_first = reader.catalog.pack(loc.pack_no).unwrap().unwrap().id;
+            match reader.read(id, &|| "test".into()) {
+                Ok(got) => assert!(in_first != first.0 && got == *d),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(in_first == first.0, "{e}");
+                    assert!(
+                        e.contains("injected fault: read") && e.contains(&first.to_hex()),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A writer dropped before its commit deletes the packs it put, through the pack store;
+    /// when the store cannot delete them they stay, unnamed (as after a crash, for `check`),
+    /// the catalog is untouched and a later session writes the same chunks again.
+    #[test]
+    fn uncommitted_packs_are_deleted_through_the_pack_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inner = Arc::new(crate::pack_store::InMemory::new());
+        let faulty = Arc::new(crate::pack_store::Faulty::new(inner.clone()));
+        let spool = Spool::init_with_store(&tmp.path().join("spool"), faulty.clone()).unwrap();
+        let (ids, data) = noise(40);
+        let dropped = || {
+            let mut w = StoreWriter::new(&spool).unwrap();
+            w.put_batch(&batch(&ids, &data), BlobKind::Data).unwrap();
+            w.settle().unwrap();
+            assert_eq!(w.stats.packs, 1, "a pack was sealed");
+        };
+        dropped();
+        assert_eq!(faulty.puts(), 1);
+        assert!(
+            inner.list().unwrap().is_empty(),
+            "the uncommitted pack was left"
+        );
+
+        faulty.fail_deletes(true);
+        dropped();
+        let left = inner.list().unwrap();
+        assert_eq!(
+            left.len(),
+            1,
+            "the pack that could not be deleted: {left:?}"
+        );
+        assert!(named_packs(&spool).is_empty());
+        assert_eq!(std::fs::read_dir(spool.tmp_dir()).unwrap().count(), 0);
+
+        faulty.fail_deletes(false);
+        let mut w = StoreWriter::new(&spool).unwrap();
+        assert_eq!(
+            w.put_batch(&batch(&ids, &data), BlobKind::Data).unwrap(),
+            40
+        );
+        w.finish(|_, _| Ok(())).unwrap();
+        let named = named_packs(&spool);
+        assert_eq!(named.len(), 2);
+        assert!(
+            named.contains(&left[0]),
+            "the same bytes, put again and named"
+        );
+        let reader = ChunkReader::new(&spool).unwrap();
+        for (id, d) in ids.iter().zip(&data) {
+            assert_eq!(&reader.read(id, &|| "test".into()).unwrap(), d);
+        }
     }
 }

@@ -46,7 +46,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "settings",
         ],
     ),
-    ("spool, catalog, store", &["spool", "catalog", "store"]),
+    (
+        "spool, catalog, store",
+        &["spool", "catalog", "store", "pack_store"],
+    ),
     (
         "operations",
         &[

@@ -1,0 +1,135 @@
+//! [`InMemory`]: packs in a map, for tests.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use super::{PackStore, StagedPack, range_len, truncated};
+use crate::error::{Error, Result};
+use crate::pack::{PackBytes, PackId, PackReader};
+
+/// Packs in memory, for tests: a put copies the staged file's bytes into a map and removes
+/// the file. Durable for the life of the store.
+#[derive(Debug, Default)]
+pub struct InMemory {
+    packs: RwLock<BTreeMap<PackId, Arc<[u8]>>>,
+}
+
+impl InMemory {
+    pub fn new() -> InMemory {
+        InMemory::default()
+    }
+
+    fn get(&self, id: &PackId) -> Result<Arc<[u8]>> {
+        let packs = self.packs.read().expect("in-memory packs");
+        packs.get(id).cloned().ok_or_else(|| {
+            Error::io(
+                self.location(id),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })
+    }
+}
+
+/// An open in-memory pack.
+struct MemBytes(Arc<[u8]>);
+
+impl PackBytes for MemBytes {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.0.len());
+        let n = buf.len().min(self.0.len() - start);
+        buf[..n].copy_from_slice(&self.0[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl PackStore for InMemory {
+    fn put(&self, pack: StagedPack) -> Result<()> {
+        let bytes = pack.read_all()?;
+        let id = *pack.id();
+        // The map changes only now, with the whole pack: a reader sees all of it or none.
+        self.packs
+            .write()
+            .expect("in-memory packs")
+            .insert(id, bytes.into());
+        Ok(())
+    }
+
+    fn open(&self, id: &PackId) -> Result<PackReader> {
+        let bytes = self.get(id)?;
+        let size = bytes.len() as u64;
+        PackReader::with_bytes(Box::new(MemBytes(bytes)), size, self.location(id))
+    }
+
+    fn read_ranges(&self, id: &PackId, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        let bytes = self.get(id)?;
+        ranges
+            .iter()
+            .map(|r| {
+                let len = range_len(r)?;
+                usize::try_from(r.start)
+                    .ok()
+                    .and_then(|s| bytes.get(s..s.checked_add(len)?))
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| truncated(&self.location(id), len, r.start))
+            })
+            .collect()
+    }
+
+    fn list(&self) -> Result<Vec<(PackId, u64)>> {
+        let packs = self.packs.read().expect("in-memory packs");
+        Ok(packs.iter().map(|(id, b)| (*id, b.len() as u64)).collect())
+    }
+
+    fn delete(&self, ids: &[PackId]) -> Result<()> {
+        let mut packs = self.packs.write().expect("in-memory packs");
+        for id in ids {
+            packs.remove(id);
+        }
+        Ok(())
+    }
+
+    fn exists(&self, id: &PackId) -> Result<bool> {
+        Ok(self.packs.read().expect("in-memory packs").contains_key(id))
+    }
+
+    fn location(&self, id: &PackId) -> PathBuf {
+        PathBuf::from(format!("memory:{}.pack", id.to_hex()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack_store::tests::{conformance, staged, tmp_is_empty};
+
+    #[test]
+    fn an_in_memory_store_keeps_every_promise() {
+        let tmp = tempfile::tempdir().unwrap();
+        conformance(&InMemory::new(), tmp.path());
+    }
+
+    /// A put takes the staged file's bytes and removes it; readers share the pack's bytes and
+    /// are usable from other threads.
+    #[test]
+    fn puts_copy_the_bytes_and_readers_cross_threads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(InMemory::new());
+        let (s, entries, bytes) = staged(tmp.path(), &[b"one", &[3u8; 9000]]);
+        let id = *s.id();
+        store.put(s).unwrap();
+        assert!(tmp_is_empty(tmp.path()));
+        assert_eq!(store.read(&id, 0..bytes.len() as u64).unwrap(), bytes);
+        let reader = Arc::new(store.open(&id).unwrap());
+        std::thread::scope(|t| {
+            for e in &entries {
+                let reader = reader.clone();
+                t.spawn(move || reader.read_blob(e).unwrap());
+            }
+        });
+        assert_eq!(reader.path(), store.location(&id));
+    }
+}
