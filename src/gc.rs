@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::catalog::{ChunkLoc, DumpRecord, FrameSlot};
+use crate::error::Damaged;
 use crate::manifest::ManifestReader;
 use crate::pack::{
     self, BLOB_HEADER_LEN, BlobEntry, BlobKind, EncodedBlob, FILE_HEADER_LEN, FOOTER_LEN,
@@ -144,10 +145,16 @@ fn mark_manifest(
         set.add(id);
     }
     let needed = |e: Error| {
-        Error::corrupt(format!(
-            "gc cannot read the {what} ({e}); gc must know every manifest to know what is live, \
+        Error::damaged(
+            Damaged::Manifest {
+                dump: None,
+                offset: None,
+            },
+            format!(
+                "gc cannot read the {what} ({e}); gc must know every manifest to know what is live, \
              so it stopped without changing anything: run `reel check`"
-        ))
+            ),
+        )
     };
     let entries = ManifestReader::new(reader.stream(chunks, what.clone())).map_err(needed)?;
     for e in entries {
@@ -417,11 +424,17 @@ impl Rewriter<'_> {
         let path = pack::pack_path(&self.spool.packs_dir(), &p.id);
         let reader = PackReader::open(&path)?;
         let damaged = |e: Error| {
-            Error::corrupt(format!(
-                "gc stopped: a live blob in pack {} is damaged ({e}); nothing was changed in \
+            Error::damaged(
+                Damaged::Pack {
+                    path: path.clone(),
+                    offset: None,
+                },
+                format!(
+                    "gc stopped: a live blob in pack {} is damaged ({e}); nothing was changed in \
                  the catalog. Run `reel check --read-data` to see what it costs",
-                path.display()
-            ))
+                    path.display()
+                ),
+            )
         };
         let index: HashMap<u64, BlobEntry> = reader
             .read_index()

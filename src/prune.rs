@@ -31,6 +31,7 @@ use std::hash::Hash;
 use chrono::{Datelike, NaiveDate};
 
 use crate::catalog::DumpRecord;
+use crate::error::Damaged;
 use crate::pack::BlobKind;
 use crate::record::ForgetRecord;
 use crate::spool::Spool;
@@ -594,10 +595,13 @@ fn check_closed(p: &PrunePlan) -> Result<()> {
         let removed: HashSet<u64> = vp.removed.iter().map(|d| d.id).collect();
         for k in &vp.kept {
             if let Some(a) = k.dump.chain.iter().find(|a| removed.contains(a)) {
-                return Err(Error::corrupt(format!(
-                    "prune would remove dump {a}, which kept dump {} of volume {} needs; nothing was removed (this is a bug in reel)",
-                    k.dump.id, vp.volume
-                )));
+                return Err(Error::damaged(
+                    Damaged::Dump(*a),
+                    format!(
+                        "prune would remove dump {a}, which kept dump {} of volume {} needs; nothing was removed (this is a bug in reel)",
+                        k.dump.id, vp.volume
+                    ),
+                ));
             }
         }
     }

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::catalog::{self, Catalog, ChunkLoc, DumpRecord, TapeIndex};
+use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::manifest::ManifestReader;
 use crate::pack::{self, BlobEntry, BlobKind, PackId, PackReader};
@@ -111,11 +112,17 @@ pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
     let r = PackReader::open(path)?;
     let h = r.hash_file()?;
     if h != id {
-        return Err(Error::corrupt(format!(
-            "pack {}: its bytes hash to {}, not to its name: the file is damaged",
-            path.display(),
-            h.short()
-        )));
+        return Err(Error::damaged(
+            Damaged::Pack {
+                path: path.to_path_buf(),
+                offset: None,
+            },
+            format!(
+                "pack {}: its bytes hash to {}, not to its name: the file is damaged",
+                path.display(),
+                h.short()
+            ),
+        ));
     }
     let entries = r.read_index()?;
     let mtime_ns = fs::metadata(path)
@@ -135,7 +142,15 @@ pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
     };
     for e in &entries {
         let base = ChunkLoc::of_blob(0, e);
-        let in_pack = |err: Error| Error::corrupt(format!("pack {}: {err}", path.display()));
+        let in_pack = |err: Error| {
+            Error::damaged(
+                Damaged::Pack {
+                    path: path.to_path_buf(),
+                    offset: None,
+                },
+                format!("pack {}: {err}", path.display()),
+            )
+        };
         match e.kind {
             BlobKind::Frame => {
                 let raw = r.read_blob(e)?;

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use serde::Deserialize;
 
+use crate::error::Damaged;
 use crate::error::{Error, Result};
 use crate::types::ChunkId;
 
@@ -33,10 +34,13 @@ pub fn encode<T: Versioned>(r: &T) -> Vec<u8> {
 /// so.
 pub fn decode<T: Versioned>(b: &[u8]) -> Result<T> {
     decode_or(b, |e| {
-        Error::corrupt(format!(
-            "catalog: a {} does not decode ({e}); run `reel check`",
-            T::KIND
-        ))
+        Error::damaged(
+            Damaged::Catalog,
+            format!(
+                "catalog: a {} does not decode ({e}); run `reel check`",
+                T::KIND
+            ),
+        )
     })
 }
 
@@ -49,12 +53,15 @@ pub fn decode_or<T: Versioned>(
     let r: T = postcard::from_bytes(b).map_err(damaged)?;
     if r.version() != RECORD_VERSION {
         let named = r.named();
-        return Err(Error::corrupt(format!(
-            "{}{}{named} has version {}, this reel reads version {RECORD_VERSION}: upgrade reel",
-            T::KIND,
-            if named.is_empty() { "" } else { " " },
-            r.version()
-        )));
+        return Err(Error::damaged(
+            Damaged::Catalog,
+            format!(
+                "{}{}{named} has version {}, this reel reads version {RECORD_VERSION}: upgrade reel",
+                T::KIND,
+                if named.is_empty() { "" } else { " " },
+                r.version()
+            ),
+        ));
     }
     Ok(r)
 }

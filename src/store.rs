@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use redb::WriteTransaction;
 
 use crate::catalog::{self, ChunkIndex, ChunkLoc, FrameSlot, Ownership};
+use crate::error::Damaged;
 use crate::frame;
 use crate::pack::{
     self, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, PACK_TARGET_SIZE, PackId, PackReader,
@@ -537,10 +538,13 @@ impl<'a> StoreWriter<'a> {
         match owned.location(id)? {
             Some(loc) => Ok(stored_share(&loc)),
             None if !self.spool.catalog.reader()?.tapes_of_chunk(id)?.is_empty() => Ok(0),
-            None => Err(Error::corrupt(format!(
-                "chunk {} is referenced but not in the chunk index",
-                id.short()
-            ))),
+            None => Err(Error::damaged(
+                Damaged::Chunk(*id),
+                format!(
+                    "chunk {} is referenced but not in the chunk index",
+                    id.short()
+                ),
+            )),
         }
     }
 
@@ -663,7 +667,7 @@ impl<'a> ChunkReader<'a> {
 
     pub fn locate_required(&self, id: &ChunkId, what: &dyn Fn() -> String) -> Result<ChunkLoc> {
         self.locate(id)?.ok_or_else(|| {
-            Error::corrupt(format!(
+            Error::damaged(Damaged::Chunk(*id), format!(
                 "chunk {} of {} is not in the spool's chunk index; run `reel check` to see what is damaged",
                 id.short(),
                 what()
@@ -699,7 +703,7 @@ impl<'a> ChunkReader<'a> {
     /// The name of a pack of the spool, by number.
     fn pack_id(&self, no: u64) -> Result<PackId> {
         let rec = self.catalog.pack(no)?.ok_or_else(|| {
-            Error::corrupt(format!(
+            Error::damaged(Damaged::Catalog, format!(
                 "pack number {no} is named by the chunk index but not recorded; run `reel check`"
             ))
         })?;
@@ -711,11 +715,13 @@ impl<'a> ChunkReader<'a> {
         let loc = self.locate_required(id, what)?;
         let p = self.pack(loc.pack_no)?;
         let damaged = |e: Error| {
-            Error::corrupt(format!(
-                "{e} (in pack {}, needed by {})",
-                p.path().display(),
-                what()
-            ))
+            Error::damaged(
+                Damaged::Pack {
+                    path: p.path().to_path_buf(),
+                    offset: Some(loc.offset),
+                },
+                format!("{e} (in pack {}, needed by {})", p.path().display(), what()),
+            )
         };
         let Some(slot) = loc.frame else {
             return p.read_blob(&loc.blob_entry(*id)).map_err(damaged);
@@ -799,14 +805,23 @@ pub fn open_pack_chunks(r: &PackReader) -> Result<(Vec<BlobEntry>, PackChunks)> 
             out.push((e.id, base));
             continue;
         }
-        for (id, range) in frame::parse(&raw)
-            .map_err(|err| Error::corrupt(format!("pack {}: {err}", path.display())))?
-        {
+        for (id, range) in frame::parse(&raw).map_err(|err| {
+            Error::damaged(
+                Damaged::Pack {
+                    path: path.to_path_buf(),
+                    offset: None,
+                },
+                format!("pack {}: {err}", path.display()),
+            )
+        })? {
             let data = frame::verified(&raw, &id, range.clone()).map_err(|err| {
-                Error::corrupt(format!(
-                    "pack {}: {err}; the pack is damaged",
-                    path.display()
-                ))
+                Error::damaged(
+                    Damaged::Pack {
+                        path: path.to_path_buf(),
+                        offset: None,
+                    },
+                    format!("pack {}: {err}; the pack is damaged", path.display()),
+                )
             })?;
             out.push((id, base.in_frame(range.start as u32, data.len() as u32)));
         }

@@ -5,6 +5,7 @@ use redb::{ReadOnlyTable, ReadableTable, ReadableTableMetadata, Table};
 
 use super::tables::CHUNKS;
 use super::{Reader, Writer};
+use crate::error::Damaged;
 use crate::pack::{BlobEntry, BlobKind};
 use crate::{ChunkId, Error, Result};
 
@@ -85,10 +86,13 @@ impl ChunkLoc {
         let kind = match BlobKind::from_u8(b[24] >> 4) {
             Some(k) if k != BlobKind::Frame => k,
             _ => {
-                return Err(Error::corrupt(format!(
-                    "catalog: chunk index entry has unknown blob kind {}",
-                    b[24] >> 4
-                )));
+                return Err(Error::damaged(
+                    Damaged::Catalog,
+                    format!(
+                        "catalog: chunk index entry has unknown blob kind {}",
+                        b[24] >> 4
+                    ),
+                ));
             }
         };
         Ok(ChunkLoc {
@@ -136,16 +140,18 @@ impl ChunkLoc {
         let f = self.frame.expect("framed chunk");
         if self.compressed {
             crate::pack::zstd_decompress_into(stored, f.raw_len as usize, raw).map_err(|e| {
-                Error::corrupt(format!(
-                    "frame does not decompress ({e}); the pack holding it is damaged"
-                ))
+                Error::damaged(
+                    Damaged::Frame,
+                    format!("frame does not decompress ({e}); the pack holding it is damaged"),
+                )
             })?;
         } else {
             raw.clear();
             raw.extend_from_slice(stored);
         }
         if raw.len() != f.raw_len as usize {
-            return Err(Error::corrupt(
+            return Err(Error::damaged(
+                Damaged::Frame,
                 "frame has the wrong length; the pack holding it is damaged",
             ));
         }

@@ -4,6 +4,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::tables::{META, META_NEXT_DUMP_ID, META_NEXT_PACK_NO, META_PURGES};
 use super::{Reader, Writer};
+use crate::error::Damaged;
 use crate::{Error, Result};
 
 impl Reader<'_> {
@@ -81,9 +82,17 @@ fn get_meta_u64(txn: &WriteTransaction, key: &str) -> Result<u64> {
 }
 
 fn parse_meta_u64(key: &str, v: Option<&[u8]>) -> Result<u64> {
-    let v = v.ok_or_else(|| Error::corrupt(format!("catalog: meta entry {key} missing")))?;
-    let b: [u8; 8] = v
-        .try_into()
-        .map_err(|_| Error::corrupt(format!("catalog: meta entry {key} is not a u64")))?;
+    let v = v.ok_or_else(|| {
+        Error::damaged(
+            Damaged::Catalog,
+            format!("catalog: meta entry {key} missing"),
+        )
+    })?;
+    let b: [u8; 8] = v.try_into().map_err(|_| {
+        Error::damaged(
+            Damaged::Catalog,
+            format!("catalog: meta entry {key} is not a u64"),
+        )
+    })?;
     Ok(u64::from_le_bytes(b))
 }

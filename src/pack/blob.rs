@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use super::format::{BlobEntry, BlobKind};
+use crate::error::Damaged;
 use crate::error::{Error, Result};
 use crate::types::ChunkId;
 
@@ -163,10 +164,13 @@ pub fn encode_blob(raw: &[u8], level: i32) -> EncodedBlob {
 /// a frame `frame::id(raw) == entry.id` (its chunks' bytes are verified as they are sliced).
 pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>> {
     let damaged = |what: String| {
-        Error::corrupt(format!(
-            "chunk {}: {what}; the pack holding it is damaged",
-            entry.id.short()
-        ))
+        Error::damaged(
+            Damaged::Chunk(entry.id),
+            format!(
+                "chunk {}: {what}; the pack holding it is damaged",
+                entry.id.short()
+            ),
+        )
     };
     if stored.len() != entry.stored_len as usize {
         return Err(damaged(format!(

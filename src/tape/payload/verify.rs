@@ -45,6 +45,21 @@ pub struct VerifiedPayload {
 /// size, a bad trailer all fail the tape, naming the dump.
 pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<VerifiedPayload> {
     let cat = read_catalog(dir)?;
+    check_label(dir, &cat)?;
+    check_dump_records(dir, &cat)?;
+    let listed: HashSet<HexId> = cat.packs.iter().map(|p| p.name).collect();
+    check_pack_files(dir, &cat, &listed)?;
+    let tape = read_packs(dir, &cat)?;
+    check_dump_chunks(dir, &cat, &tape, &listed)?;
+    let manifests_elsewhere = check_manifests(&cat, &tape, spool)?;
+    Ok(VerifiedPayload {
+        catalog: cat,
+        manifests_elsewhere,
+    })
+}
+
+/// The LABEL says what the CATALOG says.
+fn check_label(dir: &Path, cat: &TapeCatalog) -> Result<()> {
     let lpath = dir.join(LABEL_FILE);
     let (label, label_dumps) = read_label(dir)?;
     let mismatch = |what: &str| {
@@ -77,7 +92,11 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
             format!("{}: {e}", dir.join(CATALOG_FILE).display()),
         )
     })?;
-    // Dump records: plain names, consistent chains.
+    Ok(())
+}
+
+/// Dump records: plain names, consistent chains.
+fn check_dump_records(dir: &Path, cat: &TapeCatalog) -> Result<()> {
     let cpath = dir.join(CATALOG_FILE);
     for d in &cat.dumps {
         let bad = |what: &str| {
@@ -99,8 +118,11 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
             return Err(bad("level, base and chain do not agree"));
         }
     }
-    // The packs on disk are exactly the ones listed.
-    let listed: HashSet<HexId> = cat.packs.iter().map(|p| p.name).collect();
+    Ok(())
+}
+
+/// The packs on disk are exactly the ones listed.
+fn check_pack_files(dir: &Path, cat: &TapeCatalog, listed: &HashSet<HexId>) -> Result<()> {
     let pdir = dir.join(PACKS_DIR);
     let mut on_disk = 0usize;
     if pdir.exists() {
@@ -133,7 +155,11 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
             ),
         ));
     }
-    // Where each chunk on the tape is (pack number: the index into `paths`).
+    Ok(())
+}
+
+/// Every pack matches its name and its CATALOG entry; where each chunk on the tape is.
+fn read_packs(dir: &Path, cat: &TapeCatalog) -> Result<TapeChunks> {
     let mut present: HashMap<[u8; 32], ChunkLoc> = HashMap::new();
     let mut paths: Vec<PathBuf> = Vec::new();
     for p in &cat.packs {
@@ -151,7 +177,7 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
                 ),
             ));
         }
-        let (entries, chunks) = crate::store::pack_chunks(&path)?;
+        let (entries, chunks) = crate::store::open_pack_chunks(&r)?;
         if r.size() != p.size || entries.len() as u64 != p.blobs || chunks.len() as u64 != p.chunks
         {
             return Err(Error::damaged(
@@ -173,8 +199,23 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
         }
         paths.push(path);
     }
+    Ok(TapeChunks {
+        paths,
+        at: present,
+        open: std::cell::RefCell::new(None),
+    })
+}
+
+/// Every chunk and pack a dump names is on the tape.
+fn check_dump_chunks(
+    dir: &Path,
+    cat: &TapeCatalog,
+    tape: &TapeChunks,
+    listed: &HashSet<HexId>,
+) -> Result<()> {
+    let cpath = dir.join(CATALOG_FILE);
     for d in &cat.dumps {
-        if let Some(c) = d.chunks.iter().find(|c| !present.contains_key(&c.0)) {
+        if let Some(c) = d.chunks.iter().find(|c| !tape.at.contains_key(&c.0)) {
             return Err(Error::damaged(
                 Damaged::File(cpath.clone()),
                 format!(
@@ -197,16 +238,7 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
             ));
         }
     }
-    let tape = TapeChunks {
-        paths,
-        at: present,
-        open: std::cell::RefCell::new(None),
-    };
-    let manifests_elsewhere = check_manifests(&cat, &tape, spool)?;
-    Ok(VerifiedPayload {
-        catalog: cat,
-        manifests_elsewhere,
-    })
+    Ok(())
 }
 
 /// Chunks read back out of a payload's packs, at the locations `pack_chunks` found (pack
