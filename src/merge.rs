@@ -6,6 +6,7 @@
 use crate::catalog::DumpRecord;
 use crate::manifest::ManifestReader;
 use crate::pack::BlobKind;
+use crate::record::ScanTotals;
 use crate::spool::Spool;
 use crate::store::{ChunkReader, StoreWriter};
 use crate::{ChunkId, Error, Result};
@@ -52,9 +53,12 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
         base: None,
         chain: vec![],
         merged_from: Some(src.id),
-        read_bytes: 0,
-        new_chunks: 0,
-        stored_bytes: 0,
+        totals: ScanTotals {
+            read_bytes: 0,
+            new_chunks: 0,
+            stored_bytes: 0,
+            ..src.totals
+        },
         owned_chunks,
         owned_bytes,
         warnings: vec![],
@@ -64,10 +68,10 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
     let blob = rec.encode();
     store.put_one(ChunkId::of(&blob), &blob, BlobKind::DumpRecord)?;
     let stats = store.finish(|txn, stats| {
-        rec.stored_bytes = stats.stored_bytes;
+        rec.totals.stored_bytes = stats.stored_bytes;
         txn.record_dump(&rec)?;
         txn.set_next_dump_id(id + 1)
     })?;
-    rec.stored_bytes = stats.stored_bytes;
+    rec.totals.stored_bytes = stats.stored_bytes;
     Ok(rec)
 }

@@ -318,12 +318,13 @@ fn succeed(job: &mut Job, out: &DumpOutcome) {
     v.phase = None;
     v.dump_id = Some(r.id);
     v.dump_level = Some(r.level);
-    v.files = r.files;
-    v.logical_bytes = r.logical_bytes;
-    v.added_bytes = r.stored_bytes;
-    v.dedup_ratio = (r.stored_bytes > 0).then(|| r.logical_bytes as f64 / r.stored_bytes as f64);
+    let t = &r.totals;
+    v.files = t.files;
+    v.logical_bytes = t.logical_bytes;
+    v.added_bytes = t.stored_bytes;
+    v.dedup_ratio = (t.stored_bytes > 0).then(|| t.logical_bytes as f64 / t.stored_bytes as f64);
     let secs = (v.freeze_ns + v.dump_ns) as f64 / 1e9;
-    v.bytes_per_sec = (secs > 0.0).then(|| r.logical_bytes as f64 / secs);
+    v.bytes_per_sec = (secs > 0.0).then(|| t.logical_bytes as f64 / secs);
     if out.promoted {
         v.notes.push(format!(
             "no dump below level {} existed: dumped at level 0",

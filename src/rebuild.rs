@@ -513,10 +513,10 @@ fn write_index(
     }
     for d in &mut dumps {
         if let Some((new, bytes)) = added.get(&d.id)
-            && d.stored_bytes == 0
+            && d.totals.stored_bytes == 0
         {
-            d.new_chunks = *new;
-            d.stored_bytes = *bytes;
+            d.totals.new_chunks = *new;
+            d.totals.stored_bytes = *bytes;
         }
         w.record_dump(d)?;
     }

@@ -66,6 +66,23 @@ pub fn decode_or<T: Versioned>(
     Ok(r)
 }
 
+/// What a dump or a clone saw of the tree and added to the spool. Both records carry it in
+/// the same place, so one encoding and one JSON form (flattened on a tape's CATALOG) serve
+/// both; postcard writes a nested struct field by field, so the record bytes are those of
+/// the fields written out in the record.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScanTotals {
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub logical_bytes: u64,
+    /// File bytes actually read (unchanged files are not read).
+    pub read_bytes: u64,
+    pub new_chunks: u64,
+    /// Bytes of packs added to the spool.
+    pub stored_bytes: u64,
+}
+
 /// One dump: the catalog row, also stored as a `DumpRecord` blob in the dump's last pack.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DumpRecord {
@@ -88,15 +105,7 @@ pub struct DumpRecord {
     /// When the scan started (the same-second rule of change detection compares with it).
     pub scan_started_ns: i64,
     pub duration_ns: u64,
-    pub entries: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub logical_bytes: u64,
-    /// File bytes actually read (unchanged files are not read).
-    pub read_bytes: u64,
-    pub new_chunks: u64,
-    /// Bytes of packs this dump added to the spool.
-    pub stored_bytes: u64,
+    pub totals: ScanTotals,
     pub owned_chunks: u64,
     /// Compressed size of the chunks this dump owns.
     pub owned_bytes: u64,
@@ -150,13 +159,7 @@ impl DumpRecord {
             source: String::new(),
             scan_started_ns: 0,
             duration_ns: 0,
-            entries: 0,
-            files: 0,
-            dirs: 0,
-            logical_bytes: 0,
-            read_bytes: 0,
-            new_chunks: 0,
-            stored_bytes: 0,
+            totals: ScanTotals::default(),
             owned_chunks: 0,
             owned_bytes: 0,
             manifest: vec![],
@@ -266,14 +269,8 @@ pub struct CloneRecord {
     pub view: CloneView,
     /// The dump made from this clone, once there is one.
     pub dumped: Option<u64>,
-    pub entries: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub logical_bytes: u64,
-    pub read_bytes: u64,
-    /// Chunks and pack bytes the clone added to the spool (`store` method).
-    pub new_chunks: u64,
-    pub stored_bytes: u64,
+    /// `new_chunks` and `stored_bytes`: what the clone added to the spool (`store` method).
+    pub totals: ScanTotals,
     pub warnings: Vec<String>,
 }
 
@@ -362,6 +359,80 @@ impl PackRecord {
 mod tests {
     use super::*;
 
+    /// A clone record as its fields are laid out on disk, the totals written out in place.
+    #[derive(Serialize)]
+    struct FlatClone {
+        version: u32,
+        volume: String,
+        time_ns: i64,
+        method: CloneMethod,
+        frozen_ns: u64,
+        scan_started_ns: i64,
+        source: String,
+        view: CloneView,
+        dumped: Option<u64>,
+        entries: u64,
+        files: u64,
+        dirs: u64,
+        logical_bytes: u64,
+        read_bytes: u64,
+        new_chunks: u64,
+        stored_bytes: u64,
+        warnings: Vec<String>,
+    }
+
+    #[test]
+    fn the_shared_totals_encode_as_the_fields_they_replace() {
+        let t = ScanTotals {
+            entries: 1,
+            files: 2,
+            dirs: 3,
+            logical_bytes: 400,
+            read_bytes: 500,
+            new_chunks: 6,
+            stored_bytes: 700,
+        };
+        let view = CloneView::Manifest {
+            chunks: vec![([9; 32], 10)],
+            bytes: 11,
+        };
+        let rec = CloneRecord {
+            version: 1,
+            volume: "v".into(),
+            time_ns: 12,
+            method: CloneMethod::Store,
+            frozen_ns: 13,
+            scan_started_ns: 14,
+            source: "/v".into(),
+            view: view.clone(),
+            dumped: Some(15),
+            totals: t,
+            warnings: vec!["w".into()],
+        };
+        let flat = FlatClone {
+            version: 1,
+            volume: "v".into(),
+            time_ns: 12,
+            method: CloneMethod::Store,
+            frozen_ns: 13,
+            scan_started_ns: 14,
+            source: "/v".into(),
+            view,
+            dumped: Some(15),
+            entries: 1,
+            files: 2,
+            dirs: 3,
+            logical_bytes: 400,
+            read_bytes: 500,
+            new_chunks: 6,
+            stored_bytes: 700,
+            warnings: vec!["w".into()],
+        };
+        assert_eq!(rec.encode(), postcard::to_allocvec(&flat).unwrap());
+        let back: CloneRecord = decode(&rec.encode()).unwrap();
+        assert_eq!(back, rec);
+    }
+
     #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
     struct Thing {
         version: u32,
@@ -434,13 +505,7 @@ mod tests {
                 statmap: None,
             },
             dumped: Some(4),
-            entries: 0,
-            files: 0,
-            dirs: 0,
-            logical_bytes: 0,
-            read_bytes: 0,
-            new_chunks: 0,
-            stored_bytes: 0,
+            totals: ScanTotals::default(),
             warnings: vec![],
         };
         let b = c.encode();

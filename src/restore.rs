@@ -168,7 +168,7 @@ fn restore_limited(
     // became once a link to it was restored.
     let mut stash: HashMap<Vec<u8>, Entry> = HashMap::new();
     let mut became: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    progress.set_total(rec.logical_bytes);
+    progress.set_total(rec.totals.logical_bytes);
     for entry in manifest()? {
         let mut entry = entry?;
         let (take, _ancestor) = selected(&entry.path, &opts.paths);
@@ -772,7 +772,7 @@ mod tests {
                 limits,
             )
             .unwrap();
-            assert_eq!(stats.entries, rec.entries);
+            assert_eq!(stats.entries, rec.totals.entries);
             let (a, b) = (walk_all(&vol), walk_all(&target));
             assert_eq!(a.len(), b.len());
             for (x, y) in a.iter().zip(&b) {

@@ -295,13 +295,13 @@ impl Fixture {
             source: first.source.clone(),
             scan_started_ns: time_ns,
             duration_ns: 0,
-            entries: entries.len() as u64,
-            files: count(T_FILE),
-            dirs: count(T_DIR),
-            logical_bytes: entries.iter().map(|e| e.content.len() as u64).sum(),
-            read_bytes: 0,
-            new_chunks: 0,
-            stored_bytes: 0,
+            totals: reel::record::ScanTotals {
+                entries: entries.len() as u64,
+                files: count(T_FILE),
+                dirs: count(T_DIR),
+                logical_bytes: entries.iter().map(|e| e.content.len() as u64).sum(),
+                ..Default::default()
+            },
             owned_chunks,
             owned_bytes,
             manifest: pieces
@@ -318,8 +318,8 @@ impl Fixture {
         let mut rec = rec;
         store
             .finish(|w, stats| {
-                rec.new_chunks = stats.new_chunks;
-                rec.stored_bytes = stats.stored_bytes;
+                rec.totals.new_chunks = stats.new_chunks;
+                rec.totals.stored_bytes = stats.stored_bytes;
                 w.record_dump(&rec)?;
                 w.set_next_dump_id(id + 1)
             })

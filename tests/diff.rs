@@ -198,13 +198,7 @@ fn put_clone(spool: &Spool, view: reel::record::CloneView, dumped: Option<u64>) 
         source: "/nowhere".into(),
         view,
         dumped,
-        entries: 0,
-        files: 0,
-        dirs: 0,
-        logical_bytes: 0,
-        read_bytes: 0,
-        new_chunks: 0,
-        stored_bytes: 0,
+        totals: Default::default(),
         warnings: Vec::new(),
     };
     let w = s.catalog.writer().expect("write");

@@ -54,10 +54,10 @@ fn print_clone(out: &CloneOutcome) {
     match &c.view {
         reel::record::CloneView::Manifest { .. } => println!(
             "  {} files, {} logical, {} read, {} added to the spool",
-            c.files,
-            format_bytes(c.logical_bytes),
-            format_bytes(c.read_bytes),
-            format_bytes(c.stored_bytes)
+            c.totals.files,
+            format_bytes(c.totals.logical_bytes),
+            format_bytes(c.totals.read_bytes),
+            format_bytes(c.totals.stored_bytes)
         ),
         reel::record::CloneView::Dir { path, .. } => println!("  read-only tree at {path}"),
     }

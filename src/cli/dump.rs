@@ -75,14 +75,14 @@ pub fn print_dump(out: &DumpOutcome) {
     }
     println!(
         "  files        {} ({} directories, {} entries)",
-        r.files, r.dirs, r.entries
+        r.totals.files, r.totals.dirs, r.totals.entries
     );
-    println!("  logical      {}", format_bytes(r.logical_bytes));
-    println!("  read         {}", format_bytes(r.read_bytes));
-    println!("  new chunks   {}", r.new_chunks);
+    println!("  logical      {}", format_bytes(r.totals.logical_bytes));
+    println!("  read         {}", format_bytes(r.totals.read_bytes));
+    println!("  new chunks   {}", r.totals.new_chunks);
     println!(
         "  added        {} to the spool",
-        format_bytes(r.stored_bytes)
+        format_bytes(r.totals.stored_bytes)
     );
     println!(
         "  owned        {} in {} chunks",
@@ -91,16 +91,19 @@ pub fn print_dump(out: &DumpOutcome) {
     );
     println!(
         "  dedup ratio  {}",
-        if r.stored_bytes == 0 {
+        if r.totals.stored_bytes == 0 {
             "all data already stored".to_string()
         } else {
-            format!("{:.1}x", r.logical_bytes as f64 / r.stored_bytes as f64)
+            format!(
+                "{:.1}x",
+                r.totals.logical_bytes as f64 / r.totals.stored_bytes as f64
+            )
         }
     );
     println!(
         "  time         {}, {}/s",
         format_duration(out.elapsed_ns),
-        format_bytes((r.logical_bytes as f64 / secs.max(1e-9)) as u64)
+        format_bytes((r.totals.logical_bytes as f64 / secs.max(1e-9)) as u64)
     );
     for w in &r.warnings {
         println!("  warning: {w}");

@@ -29,13 +29,13 @@ pub fn dump_json(d: &DumpRecord) -> serde_json::Value {
         "chain": d.full_chain(),
         "merged_from": d.merged_from,
         "source": d.source,
-        "entries": d.entries,
-        "files": d.files,
-        "dirs": d.dirs,
-        "logical_bytes": d.logical_bytes,
-        "read_bytes": d.read_bytes,
-        "new_chunks": d.new_chunks,
-        "stored_bytes": d.stored_bytes,
+        "entries": d.totals.entries,
+        "files": d.totals.files,
+        "dirs": d.totals.dirs,
+        "logical_bytes": d.totals.logical_bytes,
+        "read_bytes": d.totals.read_bytes,
+        "new_chunks": d.totals.new_chunks,
+        "stored_bytes": d.totals.stored_bytes,
         "owned_chunks": d.owned_chunks,
         "owned_bytes": d.owned_bytes,
         "manifest_bytes": d.manifest_bytes,
@@ -73,9 +73,9 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<ExitCode> {
                 d.level.to_string()
             },
             d.base.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-            d.files,
-            format_bytes(d.logical_bytes),
-            format_bytes(d.stored_bytes),
+            d.totals.files,
+            format_bytes(d.totals.logical_bytes),
+            format_bytes(d.totals.stored_bytes),
             format_bytes(d.owned_bytes)
         );
     }
@@ -128,17 +128,17 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<ExitCode> {
     println!("source       {}", d.source);
     println!(
         "entries      {} ({} files, {} directories)",
-        d.entries, d.files, d.dirs
+        d.totals.entries, d.totals.files, d.totals.dirs
     );
     println!(
         "logical      {} ({} read)",
-        format_bytes(d.logical_bytes),
-        format_bytes(d.read_bytes)
+        format_bytes(d.totals.logical_bytes),
+        format_bytes(d.totals.read_bytes)
     );
     println!(
         "stored       {} added to the spool, {} new chunks",
-        format_bytes(d.stored_bytes),
-        d.new_chunks
+        format_bytes(d.totals.stored_bytes),
+        d.totals.new_chunks
     );
     println!(
         "owned        {} in {} chunks",

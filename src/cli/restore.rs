@@ -61,7 +61,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
             d.volume,
             format_rfc3339(d.time_ns),
             d.level,
-            format_bytes(d.logical_bytes)
+            format_bytes(d.totals.logical_bytes)
         );
         let mut chain = d.full_chain();
         chain.reverse();

@@ -67,18 +67,12 @@ pub fn capture_clone(
             bytes: s.manifest_bytes,
         },
         dumped: None,
-        entries: s.mstats.entries,
-        files: s.mstats.files,
-        dirs: s.mstats.dirs,
-        logical_bytes: s.mstats.logical_bytes,
-        read_bytes: s.read_bytes,
-        new_chunks: 0,
-        stored_bytes: 0,
+        totals: s.totals(),
         warnings: s.warnings.clone(),
     };
     s.store.finish(|txn, stats| {
-        rec.new_chunks = stats.new_chunks;
-        rec.stored_bytes = stats.stored_bytes;
+        rec.totals.new_chunks = stats.new_chunks;
+        rec.totals.stored_bytes = stats.stored_bytes;
         txn.put_clone(&rec)
     })?;
     Ok(rec)

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::IoContext;
 use crate::progress::Progress;
+use crate::record::ScanTotals;
 use crate::record::{CloneRecord, CloneView};
 use crate::spool::{CloneMethod, Spool, VolumeSettings};
 use crate::timefmt;
@@ -168,13 +169,13 @@ fn take(
         source: vol.path.display().to_string(),
         view,
         dumped: None,
-        entries: stats.entries,
-        files: stats.files,
-        dirs: stats.dirs,
-        logical_bytes: stats.bytes,
-        read_bytes: 0,
-        new_chunks: 0,
-        stored_bytes: 0,
+        totals: ScanTotals {
+            entries: stats.entries,
+            files: stats.files,
+            dirs: stats.dirs,
+            logical_bytes: stats.bytes,
+            ..ScanTotals::default()
+        },
         warnings: Vec::new(),
     };
     match vol.clone {

@@ -183,14 +183,8 @@ fn dump_tree_as(
             .as_ref()
             .map_or(s.scan_started_ns, |c| c.scan_started_ns),
         duration_ns: 0,
-        entries: s.mstats.entries,
-        files: s.mstats.files,
-        dirs: s.mstats.dirs,
-        logical_bytes: s.mstats.logical_bytes,
-        read_bytes: s.read_bytes,
-        // Counted when the store commits (commit_record adds the store's totals).
-        new_chunks: 0,
-        stored_bytes: 0,
+        // new_chunks and stored_bytes are counted when the store commits (commit_record).
+        totals: s.totals(),
         owned_chunks,
         owned_bytes,
         manifest: s.manifest_chunks.clone(),
@@ -220,8 +214,8 @@ fn commit_record(
     store.put_one(ChunkId::of(&blob), &blob, BlobKind::DumpRecord)?;
     let id = rec.id;
     store.finish(|txn, stats| {
-        rec.new_chunks += stats.new_chunks;
-        rec.stored_bytes += stats.stored_bytes;
+        rec.totals.new_chunks += stats.new_chunks;
+        rec.totals.stored_bytes += stats.stored_bytes;
         rec.duration_ns = started.elapsed().as_nanos() as u64;
         txn.record_dump(&rec)?;
         if let Some(mut c) = clone {
@@ -335,13 +329,7 @@ fn commit_store_clone(
         source: clone.source.clone(),
         scan_started_ns: clone.scan_started_ns,
         duration_ns: 0,
-        entries: clone.entries,
-        files: clone.files,
-        dirs: clone.dirs,
-        logical_bytes: clone.logical_bytes,
-        read_bytes: clone.read_bytes,
-        new_chunks: clone.new_chunks,
-        stored_bytes: clone.stored_bytes,
+        totals: clone.totals,
         owned_chunks: owned.0,
         owned_bytes: owned.1,
         manifest: chunks.clone(),

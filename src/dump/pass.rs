@@ -24,6 +24,7 @@ use crate::dirfd::{Stat, Xattrs};
 use crate::manifest::{ManifestReader, ManifestWriter};
 use crate::pack::BlobKind;
 use crate::progress::Progress;
+use crate::record::ScanTotals;
 use crate::scan::Walker;
 use crate::spool::Spool;
 use crate::store::{ChunkReader, StoreWriter};
@@ -162,6 +163,20 @@ pub(crate) struct Scanned<'a> {
     pub(crate) warnings: Vec<String>,
     pub(crate) mstats: crate::manifest::ManifestStats,
     pub(crate) scan_started_ns: i64,
+}
+
+impl Scanned<'_> {
+    /// The tree's counts and the bytes read; what the store adds is counted when it commits.
+    pub(crate) fn totals(&self) -> ScanTotals {
+        ScanTotals {
+            entries: self.mstats.entries,
+            files: self.mstats.files,
+            dirs: self.mstats.dirs,
+            logical_bytes: self.mstats.logical_bytes,
+            read_bytes: self.read_bytes,
+            ..ScanTotals::default()
+        }
+    }
 }
 
 /// Walk `root` and store what changed since `prev`: the shared first half of a dump and of a

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Damaged;
 use crate::error::IoContext;
-use crate::record::DumpRecord;
+use crate::record::{DumpRecord, ScanTotals};
 use crate::timefmt::format_rfc3339;
 use crate::{ChunkId, Error, Result};
 
@@ -84,13 +84,9 @@ pub struct TapeDump {
     pub source: String,
     pub scan_started_ns: i64,
     pub duration_ns: u64,
-    pub entries: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub logical_bytes: u64,
-    pub read_bytes: u64,
-    pub new_chunks: u64,
-    pub stored_bytes: u64,
+    /// Written as the record's fields (`entries`, `files`, … `stored_bytes`).
+    #[serde(flatten)]
+    pub totals: ScanTotals,
     pub owned_chunks: u64,
     pub owned_bytes: u64,
     pub manifest: Vec<ManifestChunk>,
@@ -161,13 +157,7 @@ impl TapeDump {
             source: d.source.clone(),
             scan_started_ns: d.scan_started_ns,
             duration_ns: d.duration_ns,
-            entries: d.entries,
-            files: d.files,
-            dirs: d.dirs,
-            logical_bytes: d.logical_bytes,
-            read_bytes: d.read_bytes,
-            new_chunks: d.new_chunks,
-            stored_bytes: d.stored_bytes,
+            totals: d.totals,
             owned_chunks: d.owned_chunks,
             owned_bytes: d.owned_bytes,
             manifest: d
@@ -232,13 +222,7 @@ impl TapeDump {
             source: self.source.clone(),
             scan_started_ns: self.scan_started_ns,
             duration_ns: self.duration_ns,
-            entries: self.entries,
-            files: self.files,
-            dirs: self.dirs,
-            logical_bytes: self.logical_bytes,
-            read_bytes: self.read_bytes,
-            new_chunks: self.new_chunks,
-            stored_bytes: self.stored_bytes,
+            totals: self.totals,
             owned_chunks: self.owned_chunks,
             owned_bytes: self.owned_bytes,
             manifest: self.manifest.iter().map(|m| (m.id.0, m.len)).collect(),
