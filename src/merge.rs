@@ -4,7 +4,6 @@
 //! the whole tree.
 
 use crate::catalog::DumpRecord;
-use crate::manifest::ManifestReader;
 use crate::pack::BlobKind;
 use crate::record::ScanTotals;
 use crate::spool::Spool;
@@ -29,10 +28,7 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
             .map(|(c, _)| *c)
             .collect::<Vec<_>>(),
     )?;
-    let manifest = ManifestReader::new(reader.stream(
-        src.manifest_chunks(),
-        format!("manifest of dump {}", src.id),
-    ))?;
+    let manifest = reader.manifest(&src)?;
     let mut refs: Vec<ChunkId> = Vec::new();
     for e in manifest {
         refs.extend(e?.chunks().map(|(c, _)| c));

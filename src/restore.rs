@@ -134,12 +134,7 @@ fn restore_limited(
     progress: &dyn Progress,
     limits: Limits,
 ) -> Result<RestoreStats> {
-    let manifest = || -> Result<ManifestReader<_>> {
-        ManifestReader::new(reader.stream(
-            rec.manifest_chunks(),
-            format!("manifest of dump {}", rec.id),
-        ))
-    };
+    let manifest = || -> Result<ManifestReader<_>> { reader.manifest(rec) };
     // Link targets outside the selection, whose content a restored link name must carry.
     let orphans = if opts.paths.is_empty() {
         HashSet::new()
@@ -666,10 +661,7 @@ fn on_target(e: Error) -> Error {
 /// Find one entry of a dump by path. The whole manifest is read, so its trailer (count and
 /// hash) is verified before the entry is trusted.
 pub fn find_entry(reader: &ChunkReader, rec: &DumpRecord, path: &[u8]) -> Result<Option<Entry>> {
-    let manifest = ManifestReader::new(reader.stream(
-        rec.manifest_chunks(),
-        format!("manifest of dump {}", rec.id),
-    ))?;
+    let manifest = reader.manifest(rec)?;
     let mut found = None;
     for e in manifest {
         let e = e?;

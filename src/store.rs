@@ -21,11 +21,13 @@ use redb::WriteTransaction;
 use crate::catalog::{self, ChunkIndex, ChunkLoc, FrameSlot, Ownership};
 use crate::error::Damaged;
 use crate::frame;
+use crate::manifest::ManifestReader;
 use crate::pack::{
     self, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, PACK_TARGET_SIZE, PackId, PackReader,
     SealedPack, StoredPack,
 };
 use crate::pack_store::PackStore;
+use crate::record::DumpRecord;
 use crate::spool::Spool;
 use crate::{ChunkId, ChunkMap, ChunkSet, Error, Result};
 
@@ -748,6 +750,11 @@ impl<'a> ChunkReader<'a> {
     }
 
     /// A byte stream over chunks in order (a manifest, a cat).
+    /// The manifest of dump `d`, read through the gatekeeper a restore trusts.
+    pub fn manifest(&'a self, d: &DumpRecord) -> Result<ManifestReader<ChunkStream<'a>>> {
+        ManifestReader::new(self.stream(d.manifest_chunks(), format!("manifest of dump {}", d.id)))
+    }
+
     pub fn stream(&'a self, chunks: Vec<(ChunkId, u32)>, what: String) -> ChunkStream<'a> {
         ChunkStream {
             reader: self,

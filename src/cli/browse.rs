@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::Args;
 use reel::error::Damaged;
-use reel::manifest::ManifestReader;
 use reel::restore::{cat_entry, find_entry, normalise_path, selected};
 use reel::spool::Access;
 use reel::store::ChunkReader;
@@ -75,9 +74,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
         .iter()
         .map(|p| normalise_path(p.as_os_str().as_bytes()))
         .collect();
-    let manifest = ManifestReader::new(
-        reader.stream(d.manifest_chunks(), format!("manifest of dump {}", d.id)),
-    )?;
+    let manifest = reader.manifest(&d)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut json = Vec::new();

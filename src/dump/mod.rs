@@ -280,12 +280,7 @@ fn commit_store_clone(
     let id = store.catalog().next_dump_id()?;
     let reader = ChunkReader::new(spool)?;
     let mut base_entries = match &base {
-        Some(b) => Some(
-            ManifestReader::new(
-                reader.stream(b.manifest_chunks(), format!("manifest of dump {}", b.id)),
-            )?
-            .peekable(),
-        ),
+        Some(b) => Some(reader.manifest(b)?.peekable()),
         None => None,
     };
     let entries = ManifestReader::new(

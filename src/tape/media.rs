@@ -229,10 +229,7 @@ pub fn tapes_for_restore(
     paths: &[Vec<u8>],
 ) -> Result<(u64, Vec<String>)> {
     let reader = crate::store::ChunkReader::new(spool)?;
-    let manifest = crate::manifest::ManifestReader::new(reader.stream(
-        dump.manifest_chunks(),
-        format!("manifest of dump {}", dump.id),
-    ))?;
+    let manifest = reader.manifest(dump)?;
     let txn = spool.catalog.read()?;
     let mut picker = TapePicker::new(&tapes_txn(&txn)?);
     let mut seen: HashSet<ChunkId> = HashSet::new();

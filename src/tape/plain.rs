@@ -311,11 +311,7 @@ pub fn export_plain(
     };
     let high_water = history.iter().map(|r| r.max_ino).max().unwrap_or(ROOTINO);
     let reader = ChunkReader::new(spool)?;
-    let manifest = |d: &DumpRecord| -> Result<_> {
-        ManifestReader::new(
-            reader.stream(d.manifest_chunks(), format!("manifest of dump {}", d.id)),
-        )
-    };
+    let manifest = |d: &DumpRecord| -> Result<_> { reader.manifest(d) };
     let base_ctx = match base {
         None => None,
         Some(b) => {

@@ -11,7 +11,6 @@ use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::frame;
 use crate::fsutil::fsync_dir;
-use crate::manifest::ManifestReader;
 use crate::pack::{self, BlobKind, PackId};
 use crate::progress::Progress;
 use crate::spool::Spool;
@@ -131,10 +130,7 @@ impl Writer<'_, '_> {
         for (id, _) in d.manifest_chunks() {
             self.consider(d, id, &mut sec)?;
         }
-        let manifest = ManifestReader::new(
-            self.reader
-                .stream(d.manifest_chunks(), format!("manifest of dump {}", d.id)),
-        )?;
+        let manifest = self.reader.manifest(d)?;
         for e in manifest {
             for (id, _) in e?.chunks() {
                 self.consider(d, id, &mut sec)?;
@@ -179,17 +175,10 @@ pub fn whole_file_bytes(spool: &Spool, reader: &ChunkReader, d: &DumpRecord) -> 
         None => None,
     };
     let mut base_entries = match &base {
-        Some(b) => Some(
-            ManifestReader::new(
-                reader.stream(b.manifest_chunks(), format!("manifest of dump {}", b.id)),
-            )?
-            .peekable(),
-        ),
+        Some(b) => Some(reader.manifest(b)?.peekable()),
         None => None,
     };
-    let manifest = ManifestReader::new(
-        reader.stream(d.manifest_chunks(), format!("manifest of dump {}", d.id)),
-    )?;
+    let manifest = reader.manifest(d)?;
     let mut total = 0u64;
     for e in manifest {
         let e = e?;
