@@ -6,9 +6,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use redb::ReadableTable;
-
-use crate::catalog::{self, CHUNKS, ChunkLoc, DumpRecord, OWNED, PACK_IDS};
+use crate::catalog::{ChunkLoc, DumpRecord};
 use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::fsutil::fsync_dir;
@@ -106,8 +104,8 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
         .collect();
     let recorded = media::tapes(spool)?;
     let store = StoreWriter::new(spool)?;
-    catalog::clean_uncommitted(store.txn())?;
-    let existing_tape = media::tape_in(store.txn(), &cat.label)?;
+    store.catalog().clean_uncommitted()?;
+    let existing_tape: Option<TapeRecord> = store.catalog().tape(&cat.label)?;
     let tape_packs: Vec<[u8; 32]> = cat.packs.iter().map(|p| p.name.0).collect();
     if let Some(t) = &existing_tape
         && t.packs != tape_packs
@@ -120,7 +118,7 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
 
     // Resolve every dump before anything changes.
     let mut ids = known.clone();
-    let mut next_id = catalog::next_dump_id(store.txn())?;
+    let mut next_id = store.catalog().next_dump_id()?;
     let mut order: Vec<&TapeDump> = cat.dumps.iter().collect();
     order.sort_by_key(|d| (d.time_ns, d.id));
     let mut new_dumps: Vec<(DumpRecord, &TapeDump)> = Vec::new();
@@ -243,16 +241,16 @@ fn adopt_and_commit(
     let packs_dir = spool.packs_dir();
     for p in &cat.packs {
         let id = PackId(p.name.0);
-        if store.txn().open_table(PACK_IDS)?.get(id.0)?.is_some() {
+        if store.catalog().pack_named(&id)? {
             continue;
         }
         let src = pack_file(dir, &p.name);
         let (entries, chunks) = crate::store::pack_chunks(&src)?;
         let lacking: Vec<&(ChunkId, ChunkLoc)> = {
-            let t = store.txn().open_table(CHUNKS)?;
+            let t = store.catalog().chunk_index()?;
             let mut v = Vec::new();
             for c in &chunks {
-                if t.get(c.0.0)?.is_none() {
+                if !t.contains(&c.0)? {
                     v.push(c);
                 }
             }
@@ -274,20 +272,16 @@ fn adopt_and_commit(
         }
         fs::rename(&tmp, &dest).at(&dest)?;
         fsync_dir(&sub)?;
-        let txn = store.txn();
-        let no = catalog::take_pack_number(txn)?;
-        catalog::insert_pack(txn, no, &id, p.size, &entries, crate::timefmt::now_ns())?;
-        let mut t = txn.open_table(CHUNKS)?;
+        let txn = store.catalog();
+        let no = txn.take_pack_number()?;
+        txn.record_pack(no, &id, p.size, &entries, crate::timefmt::now_ns())?;
+        let mut t = txn.chunk_index()?;
         for (cid, loc) in lacking {
-            if t.get(cid.0)?.is_none() {
-                t.insert(
-                    cid.0,
-                    ChunkLoc {
-                        pack_no: no,
-                        ..*loc
-                    }
-                    .encode(),
-                )?;
+            let loc = ChunkLoc {
+                pack_no: no,
+                ..*loc
+            };
+            if t.insert_new(cid, &loc)? {
                 summary.chunks_added += 1;
             }
         }
@@ -303,33 +297,33 @@ fn adopt_and_commit(
     store.finish(|txn, _| {
         let mut owned_rows = Vec::new();
         {
-            let chunks_t = txn.open_table(CHUNKS)?;
+            let chunks = txn.chunk_index()?;
             for (rec, td) in new_dumps {
                 for c in &td.chunks {
-                    let loc = chunks_t.get(c.0)?.ok_or_else(|| {
-                        Error::damaged(Damaged::Chunk(ChunkId(c.0)), format!(
+                    let id = ChunkId(c.0);
+                    let loc = chunks.get(&id)?.ok_or_else(|| {
+                        Error::damaged(Damaged::Chunk(id), format!(
                             "chunk {} of dump {} is on the tape but did not reach the chunk index",
-                            ChunkId(c.0).short(),
+                            id.short(),
                             rec.id
                         ))
                     })?;
-                    let share = stored_share(&ChunkLoc::decode(&loc.value())?);
-                    owned_rows.push(((rec.id, c.0), share));
+                    owned_rows.push((rec.id, id, stored_share(&loc)));
                 }
             }
         }
         {
-            let mut owned = txn.open_table(OWNED)?;
-            for (k, v) in owned_rows {
-                owned.insert(k, v)?;
+            let mut owned = txn.ownership()?;
+            for (dump, id, share) in owned_rows {
+                owned.own(dump, &id, share)?;
             }
         }
         for (rec, _) in new_dumps {
-            catalog::insert_dump(txn, rec)?;
+            txn.record_dump(rec)?;
         }
-        catalog::set_meta_u64(txn, catalog::META_NEXT_DUMP_ID, next_id)?;
+        txn.set_next_dump_id(next_id)?;
         if let Some(rec) = &tape {
-            media::record_tape(txn, rec, catalog_chunks(cat).into_iter())?;
+            txn.record_tape(&rec.label, rec, catalog_chunks(cat).into_iter())?;
         }
         Ok(())
     })?;
