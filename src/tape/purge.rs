@@ -11,10 +11,10 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::catalog::PackRecord;
-use crate::pack::{self, BlobKind, PackId};
+use crate::pack::{BlobKind, PackId};
 use crate::spool::Spool;
 use crate::store::{ChunkReader, StoreWriter};
-use crate::{ChunkId, Error, Result};
+use crate::{ChunkId, Result};
 
 #[derive(Clone, Debug, Default)]
 pub struct PurgeSummary {
@@ -106,21 +106,7 @@ pub fn purge_exported(
     }
     // Dumps check reused files against the spool once a purge has happened (dump.rs).
     store.finish(|catalog, _| catalog.count_purge())?;
-    let dir = spool.packs_dir();
-    let mut parents = HashSet::new();
-    for (_, r) in &gone {
-        let path = pack::pack_path(&dir, &PackId(r.id));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-        if let Some(p) = path.parent() {
-            parents.insert(p.to_path_buf());
-        }
-    }
-    for p in parents {
-        crate::fsutil::fsync_dir(&p)?;
-    }
+    // The files go only after the commit that forgets them.
+    spool.pack_store().delete(&gone_ids)?;
     Ok(out)
 }
