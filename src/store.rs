@@ -16,7 +16,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 
 use rayon::prelude::*;
-use redb::WriteTransaction;
 
 use crate::catalog::{self, ChunkIndex, ChunkLoc, FrameSlot, Ownership};
 use crate::error::Damaged;
@@ -131,11 +130,6 @@ impl<'a> StoreWriter<'a> {
     /// chunks still being compressed are not in its index yet: call `settle` first to see them.
     pub fn catalog(&self) -> &catalog::Writer {
         self.txn.as_ref().expect("transaction open until finish")
-    }
-
-    // src/tape opens tables on it
-    pub(crate) fn txn(&self) -> &WriteTransaction {
-        self.catalog()
     }
 
     /// For each id: is it not in the store yet (nor on its way in)?

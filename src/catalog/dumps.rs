@@ -113,8 +113,7 @@ impl Writer {
 }
 
 /// Insert a committed dump's record and index entry.
-// src/tape calls it on its own transaction
-pub(crate) fn insert_dump(txn: &WriteTransaction, rec: &DumpRecord) -> Result<()> {
+fn insert_dump(txn: &WriteTransaction, rec: &DumpRecord) -> Result<()> {
     txn.open_table(DUMPS)?
         .insert(rec.id, rec.encode().as_slice())?;
     txn.open_table(VOLUME_DUMPS)?
@@ -122,8 +121,7 @@ pub(crate) fn insert_dump(txn: &WriteTransaction, rec: &DumpRecord) -> Result<()
     Ok(())
 }
 
-// src/tape calls it on its own transaction
-pub(crate) fn clean_uncommitted(txn: &WriteTransaction) -> Result<u64> {
+fn clean_uncommitted(txn: &WriteTransaction) -> Result<u64> {
     let next = meta::next_dump_id(txn)?;
     let mut t = txn.open_table(OWNED)?;
     let mut n = 0u64;

@@ -6,7 +6,7 @@
 //! `crate::tape::plain::PlainRecord`), above this layer: the operations take any
 //! [`Versioned`] record and store it with the one encoding.
 
-use redb::{ReadOnlyMultimapTable, ReadTransaction, ReadableTable};
+use redb::{ReadOnlyMultimapTable, ReadableTable};
 
 use super::tables::{PLAIN_EXPORTS, TAPE_CHUNKS, TAPES, table_missing};
 use super::{Reader, Writer};
@@ -112,19 +112,4 @@ impl Writer {
             .insert((volume, seq), record::encode(rec).as_slice())?;
         Ok(())
     }
-}
-
-/// Labels of the tapes holding chunk `id` (empty when on none, or no media catalog yet).
-// src/tape calls it on its own transaction (and re-exports it from tape::media)
-pub fn tapes_of_chunk(txn: &ReadTransaction, id: &ChunkId) -> Result<Vec<String>> {
-    let t = match txn.open_multimap_table(TAPE_CHUNKS) {
-        Ok(t) => t,
-        Err(e) if table_missing(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for v in t.get(id.0)? {
-        out.push(v?.value().to_string());
-    }
-    Ok(out)
 }

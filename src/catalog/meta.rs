@@ -51,26 +51,22 @@ impl Writer {
     }
 }
 
-// src/tape calls it on its own transaction
-pub(crate) fn take_pack_number(txn: &WriteTransaction) -> Result<u64> {
+fn take_pack_number(txn: &WriteTransaction) -> Result<u64> {
     let no = get_meta_u64(txn, META_NEXT_PACK_NO)?;
     set_meta_u64(txn, META_NEXT_PACK_NO, no + 1)?;
     Ok(no)
 }
 
-// src/tape calls it on its own transaction
-pub(crate) fn next_dump_id(txn: &WriteTransaction) -> Result<u64> {
+pub(super) fn next_dump_id(txn: &WriteTransaction) -> Result<u64> {
     get_meta_u64(txn, META_NEXT_DUMP_ID)
 }
 
-// src/tape calls it on its own transaction
-pub(crate) fn count_purge(txn: &WriteTransaction) -> Result<()> {
+fn count_purge(txn: &WriteTransaction) -> Result<()> {
     let purges = get_meta_u64(txn, META_PURGES).unwrap_or(0);
     set_meta_u64(txn, META_PURGES, purges + 1)
 }
 
-// src/tape calls it on its own transaction
-pub(crate) fn set_meta_u64(txn: &WriteTransaction, key: &str, v: u64) -> Result<()> {
+fn set_meta_u64(txn: &WriteTransaction, key: &str, v: u64) -> Result<()> {
     txn.open_table(META)?
         .insert(key, v.to_le_bytes().as_slice())?;
     Ok(())

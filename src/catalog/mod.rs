@@ -40,18 +40,6 @@ pub use tables::CATALOG_VERSION;
 /// The catalog's records (`crate::record`), by the names its operations use.
 pub use crate::record::{DumpRecord, PackRecord};
 
-// src/tape opens these tables and calls these helpers on its own transactions; nothing else
-// outside the catalog does.
-pub(crate) use dumps::{clean_uncommitted, insert_dump};
-pub(crate) use meta::{count_purge, next_dump_id, set_meta_u64, take_pack_number};
-pub(crate) use packs::insert_pack;
-pub(crate) use tables::{
-    CHUNKS, META_NEXT_DUMP_ID, OWNED, PACK_IDS, PACKS, PLAIN_EXPORTS, TAPE_CHUNKS, TAPES,
-    table_missing,
-};
-// `pub`, not `pub(crate)`: src/tape/media re-exports it publicly.
-pub use media::tapes_of_chunk;
-
 use crate::error::Damaged;
 use crate::record::CloneRecord;
 use crate::{Error, Result};
@@ -87,15 +75,6 @@ impl Writer {
     }
 }
 
-// src/tape opens tables on the write transaction and passes it to the helpers above. A trait
-// impl cannot be `pub(crate)`: library users see it too.
-impl std::ops::Deref for Writer {
-    type Target = WriteTransaction;
-    fn deref(&self) -> &WriteTransaction {
-        &self.txn
-    }
-}
-
 impl Catalog {
     pub fn path(&self) -> &Path {
         &self.path
@@ -124,16 +103,14 @@ impl Catalog {
         Ok(Writer { txn: self.write()? })
     }
 
-    // src/tape opens tables on it
-    pub(crate) fn read(&self) -> Result<ReadTransaction> {
+    fn read(&self) -> Result<ReadTransaction> {
         Ok(match &self.handle {
             Handle::Write(db) => db.begin_read()?,
             Handle::Read(db) => db.begin_read()?,
         })
     }
 
-    // src/tape opens tables on it
-    pub(crate) fn write(&self) -> Result<WriteTransaction> {
+    fn write(&self) -> Result<WriteTransaction> {
         match &self.handle {
             Handle::Write(db) => Ok(db.begin_write()?),
             Handle::Read(_) => Err(Error::Spool("catalog opened read-only".into())),

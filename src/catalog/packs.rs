@@ -91,8 +91,7 @@ impl Writer {
 }
 
 /// Record a finished pack in `txn`.
-// src/tape calls it on its own transaction
-pub(crate) fn insert_pack(
+fn insert_pack(
     txn: &WriteTransaction,
     no: u64,
     id: &PackId,

@@ -14,29 +14,29 @@ pub(super) const DUMPS: TableDefinition<u64, &[u8]> = TableDefinition::new("dump
 pub(super) const VOLUME_DUMPS: TableDefinition<(&str, i64, u64), ()> =
     TableDefinition::new("volume_dumps");
 /// Pack number -> postcard `PackRecord`.
-pub(crate) const PACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("packs");
+pub(super) const PACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("packs");
 /// Pack id (blake3 of the file) -> pack number.
-pub(crate) const PACK_IDS: TableDefinition<[u8; 32], u64> = TableDefinition::new("pack_ids");
+pub(super) const PACK_IDS: TableDefinition<[u8; 32], u64> = TableDefinition::new("pack_ids");
 /// Chunk id -> location, 33 bytes (see `ChunkLoc::encode`).
-pub(crate) const CHUNKS: TableDefinition<[u8; 32], [u8; 33]> = TableDefinition::new("chunks");
+pub(super) const CHUNKS: TableDefinition<[u8; 32], [u8; 33]> = TableDefinition::new("chunks");
 /// (dump id, chunk id) -> stored len: the chunks a dump owns (referenced by it and by no
 /// earlier dump of its chain). What an export of that dump writes to tape.
-pub(crate) const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition::new("owned");
+pub(super) const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition::new("owned");
 /// Volume -> its latest clone (a `CloneRecord`). One per volume: a new clone replaces it.
 pub(super) const CLONES: TableDefinition<&str, &[u8]> = TableDefinition::new("clones");
 
 /// Tape label -> postcard `TapeRecord` (`crate::tape::media`): the tapes exports wrote or
 /// imports read. Added without a format change: a catalog made before it has no tapes, and
 /// reel creates the table on first write.
-pub(crate) const TAPES: TableDefinition<&str, &[u8]> = TableDefinition::new("tapes");
+pub(super) const TAPES: TableDefinition<&str, &[u8]> = TableDefinition::new("tapes");
 /// Chunk id -> labels of the tapes holding it: what `purge --exported` and a restore from
 /// tapes look up. Added without a format change, like `tapes`.
-pub(crate) const TAPE_CHUNKS: MultimapTableDefinition<[u8; 32], &str> =
+pub(super) const TAPE_CHUNKS: MultimapTableDefinition<[u8; 32], &str> =
     MultimapTableDefinition::new("tape_chunks");
 /// (volume, seq) -> postcard `PlainRecord` (`crate::tape::plain`): each `export-plain` image,
 /// with its level, `c_date` and path → inode map (the base of the next incrementals). Added
 /// without a format change, like `tapes`: a missing table means no plain exports yet.
-pub(crate) const PLAIN_EXPORTS: TableDefinition<(&str, u64), &[u8]> =
+pub(super) const PLAIN_EXPORTS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("plain_exports");
 
 /// Pack id -> (): packs that gc (or repair) took out of the catalog but whose files are not
@@ -47,11 +47,11 @@ pub(super) const DOOMED: TableDefinition<[u8; 32], ()> = TableDefinition::new("d
 
 /// Keys of the `meta` table (FORMAT.md, "Tables").
 pub(super) const META_FORMAT: &str = "format";
-pub(crate) const META_NEXT_DUMP_ID: &str = "next_dump_id";
+pub(super) const META_NEXT_DUMP_ID: &str = "next_dump_id";
 pub(super) const META_NEXT_PACK_NO: &str = "next_pack_no";
 pub(super) const META_PURGES: &str = "purges";
 
 /// Is `e` redb saying the table was never created (a catalog older than the table)?
-pub(crate) fn table_missing(e: &redb::TableError) -> bool {
+pub(super) fn table_missing(e: &redb::TableError) -> bool {
     matches!(e, redb::TableError::TableDoesNotExist(_))
 }

@@ -101,9 +101,9 @@ pub fn export(
     rec.bytes = image.bytes;
     rec.volumes = image.volumes.len() as u32;
     crate::failpoint::hit("export-image-written"); // complete image, not yet a known tape
-    let txn = spool.catalog.write()?;
-    media::record_tape(&txn, &rec, chunks.into_iter())?;
-    txn.commit()?;
+    let w = spool.catalog.writer()?;
+    w.record_tape(&rec.label, &rec, chunks.into_iter())?;
+    w.commit()?;
     Ok(Some(Exported {
         label,
         plan,

@@ -2,9 +2,9 @@
 //!
 //! Why it is built this way: the tape itself is the truth (its CATALOG file, see
 //! `crate::tape::payload`); the spool keeps an index of it so that `reel tapes`,
-//! `purge --exported` and a restore from tapes can answer without reading tapes. Two redb
-//! tables in the spool catalog (`crate::catalog::TAPES`, `crate::catalog::TAPE_CHUNKS`):
-//! one record per tape, and a chunk → tapes multimap. The multimap is keyed by chunk so that
+//! `purge --exported` and a restore from tapes can answer without reading tapes. Two tables
+//! in the spool catalog (`tapes`, `tape_chunks`; `crate::catalog`'s media operations): one
+//! record per tape, and a chunk → tapes multimap. The multimap is keyed by chunk so that
 //! the questions asked ("is this chunk on tape?", "which tapes hold what this chain owns?")
 //! are point lookups that scale with the chain, not with the number of tapes.
 //!
@@ -13,10 +13,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{self, DumpRecord, OWNED, TAPE_CHUNKS, TAPES};
+use crate::catalog::{self, DumpRecord};
 use crate::error::Damaged;
 use crate::spool::Spool;
 use crate::{ChunkId, Error, Result};
@@ -64,58 +63,19 @@ impl TapeRecord {
     }
 }
 
-/// Record a tape and the chunks it holds. Refuses a label already recorded (labels name
-/// tapes on the shelf; two tapes with one label would make restore plans ambiguous).
-pub fn record_tape(
-    txn: &WriteTransaction,
-    rec: &TapeRecord,
-    chunks: impl Iterator<Item = ChunkId>,
-) -> Result<()> {
-    let mut tapes = txn.open_table(TAPES)?;
-    if tapes.get(rec.label.as_str())?.is_some() {
-        return Err(Error::usage(format!(
-            "tape label {} is already in the media catalog (`reel tapes` lists it); choose another label",
-            rec.label
-        )));
-    }
-    tapes.insert(rec.label.as_str(), rec.encode().as_slice())?;
-    let mut tc = txn.open_multimap_table(TAPE_CHUNKS)?;
-    for id in chunks {
-        tc.insert(id.0, rec.label.as_str())?;
-    }
-    Ok(())
-}
-
-/// The recorded tape with this label, if any (inside a write transaction).
-pub fn tape_in(txn: &WriteTransaction, label: &str) -> Result<Option<TapeRecord>> {
-    let t = txn.open_table(TAPES)?;
-    let v = t.get(label)?;
-    v.map(|v| TapeRecord::decode(v.value())).transpose()
-}
-
 /// Every recorded tape, oldest first (by creation time, then sequence, then label).
 pub fn tapes(spool: &Spool) -> Result<Vec<TapeRecord>> {
-    tapes_txn(&spool.catalog.read()?)
+    tapes_of(&spool.catalog.reader()?)
 }
 
-fn tapes_txn(txn: &ReadTransaction) -> Result<Vec<TapeRecord>> {
-    let t = match txn.open_table(TAPES) {
-        Ok(t) => t,
-        Err(e) if catalog::table_missing(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for item in t.iter()? {
-        let (_, v) = item?;
-        out.push(TapeRecord::decode(v.value())?);
-    }
+/// [`tapes`], as `reader` sees the catalog.
+pub(crate) fn tapes_of(reader: &catalog::Reader) -> Result<Vec<TapeRecord>> {
+    let mut out: Vec<TapeRecord> = reader.tapes()?;
     out.sort_by(|a, b| {
         (a.created_ns, a.sequence, &a.label).cmp(&(b.created_ns, b.sequence, &b.label))
     });
     Ok(out)
 }
-
-pub use crate::catalog::tapes_of_chunk;
 
 /// Is dump `id` on some recorded tape?
 pub fn dump_on_tape(spool: &Spool, id: u64) -> Result<bool> {
@@ -139,9 +99,9 @@ pub fn next_sequence(spool: &Spool, set: &str) -> Result<u32> {
 /// are on the spool). When a chunk is on several tapes, a tape already needed is preferred,
 /// then the oldest.
 pub fn tapes_needed(spool: &Spool, dump: &DumpRecord) -> Result<Vec<String>> {
-    let txn = spool.catalog.read()?;
-    let all = tapes_txn(&txn)?;
-    needed_labels(&txn, &all, &dump.full_chain(), &|_| None)
+    let reader = spool.catalog.reader()?;
+    let all = tapes_of(&reader)?;
+    needed_labels(&reader, &all, &dump.full_chain(), &|_| None)
 }
 
 /// Chooses tapes for a set of chunks, in media-catalog order: a chunk on a tape already
@@ -198,21 +158,21 @@ impl TapePicker {
 /// Shared by `tapes_needed` and the export (which also counts the tape being written:
 /// `pending` names the label of chunks it holds).
 pub(crate) fn needed_labels(
-    txn: &ReadTransaction,
+    reader: &catalog::Reader,
     all: &[TapeRecord],
     chain: &[u64],
     pending: &dyn Fn(&ChunkId) -> Option<String>,
 ) -> Result<Vec<String>> {
-    let owned = txn.open_table(OWNED)?;
+    let owned = reader.owned_index()?;
+    let on_tapes = reader.tape_index()?;
     let mut picker = TapePicker::new(all);
     for d in chain {
-        for item in owned.range((*d, [0u8; 32])..=(*d, [0xffu8; 32]))? {
-            let (k, _) = item?;
-            let id = ChunkId(k.value().1);
+        for item in owned.of(*d)? {
+            let (id, _) = item?;
             match pending(&id) {
                 Some(l) => picker.insert(l),
                 None => {
-                    picker.pick(tapes_of_chunk(txn, &id)?);
+                    picker.pick(on_tapes.tapes_of(&id)?);
                 }
             }
         }
@@ -230,8 +190,9 @@ pub fn tapes_for_restore(
 ) -> Result<(u64, Vec<String>)> {
     let reader = crate::store::ChunkReader::new(spool)?;
     let manifest = reader.manifest(dump)?;
-    let txn = spool.catalog.read()?;
-    let mut picker = TapePicker::new(&tapes_txn(&txn)?);
+    let catalog = spool.catalog.reader()?;
+    let on_tapes = catalog.tape_index()?;
+    let mut picker = TapePicker::new(&tapes_of(&catalog)?);
     let mut seen: HashSet<ChunkId> = HashSet::new();
     let mut missing = 0u64;
     for e in manifest {
@@ -244,7 +205,7 @@ pub fn tapes_for_restore(
                 continue;
             }
             missing += u64::from(len);
-            if !picker.pick(tapes_of_chunk(&txn, &id)?) {
+            if !picker.pick(on_tapes.tapes_of(&id)?) {
                 return Err(Error::damaged(
                     Damaged::Chunk(id),
                     format!(
@@ -290,32 +251,31 @@ mod tests {
         // A fresh catalog has no media tables yet: every read is empty, not an error.
         assert!(tapes(&spool).unwrap().is_empty());
         let id = ChunkId::of(b"x");
-        assert!(
-            tapes_of_chunk(&spool.catalog.read().unwrap(), &id)
-                .unwrap()
-                .is_empty()
-        );
+        let on = |id: &ChunkId| spool.catalog.reader().unwrap().tapes_of_chunk(id).unwrap();
+        assert!(on(&id).is_empty());
         assert!(!dump_on_tape(&spool, 1).unwrap());
         assert_eq!(next_sequence(&spool, "set").unwrap(), 1);
 
         let r = rec("T2", 2, vec![(1, 5)]);
         assert_eq!(TapeRecord::decode(&r.encode()).unwrap(), r);
-        let txn = spool.catalog.write().unwrap();
-        record_tape(&txn, &r, [id].into_iter()).unwrap();
-        record_tape(&txn, &rec("T1", 1, vec![]), [id].into_iter()).unwrap();
+        let w = spool.catalog.writer().unwrap();
+        w.record_tape("T2", &r, [id].into_iter()).unwrap();
+        let t1 = rec("T1", 1, vec![]);
+        w.record_tape("T1", &t1, [id].into_iter()).unwrap();
         assert!(
-            record_tape(&txn, &r, std::iter::empty()).is_err(),
+            w.record_tape("T2", &r, std::iter::empty()).is_err(),
             "a label is recorded once"
         );
-        txn.commit().unwrap();
+        assert_eq!(w.tape::<TapeRecord>("T1").unwrap(), Some(t1));
+        w.commit().unwrap();
         let all = tapes(&spool).unwrap();
         assert_eq!(
             all.iter().map(|t| t.label.as_str()).collect::<Vec<_>>(),
             ["T1", "T2"]
         );
-        let mut on = tapes_of_chunk(&spool.catalog.read().unwrap(), &id).unwrap();
-        on.sort();
-        assert_eq!(on, ["T1", "T2"]);
+        let mut labels = on(&id);
+        labels.sort();
+        assert_eq!(labels, ["T1", "T2"]);
         assert!(dump_on_tape(&spool, 1).unwrap());
         assert!(!dump_on_tape(&spool, 2).unwrap());
         assert_eq!(next_sequence(&spool, "set").unwrap(), 3);

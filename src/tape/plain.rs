@@ -6,7 +6,7 @@
 //! * **Levels are between plain exports, not between dumps.** `restore -r` checks that an
 //!   incremental's `c_ddate` equals the `c_date` of what it restored before, so the base of a
 //!   level N plain export is the latest earlier *plain export* of the volume with a lower level,
-//!   and each export is recorded in the catalog (`crate::catalog::PLAIN_EXPORTS`) with its
+//!   and each export is recorded in the catalog (its `plain_exports` table) with its
 //!   `c_date`, its dump and its inode map.
 //! * **Inode numbers follow paths across a chain.** restore identifies files by inode number;
 //!   a file renumbered between levels is lost unless it is dumped again. Each export stores its
@@ -33,7 +33,7 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{DumpRecord, PLAIN_EXPORTS, table_missing};
+use crate::catalog::DumpRecord;
 use crate::error::Damaged;
 use crate::manifest::ManifestReader;
 use crate::spool::Spool;
@@ -51,7 +51,7 @@ type PathInodes = HashMap<Vec<u8>, u32>;
 /// Magic of an encoded inode map (`encode_inode_map`).
 const MAP_MAGIC: &[u8; 8] = b"REELIMP1";
 
-/// One plain export, as the catalog records it (postcard in `PLAIN_EXPORTS`).
+/// One plain export, as the catalog records it (postcard in `plain_exports`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PlainRecord {
     /// Record layout version (1).
@@ -180,18 +180,7 @@ pub fn decode_inode_map(b: &[u8]) -> std::result::Result<Vec<(Vec<u8>, u32)>, St
 
 /// The plain exports of `volume`, oldest first.
 pub fn plain_exports(spool: &Spool, volume: &str) -> Result<Vec<PlainRecord>> {
-    let txn = spool.catalog.read()?;
-    let t = match txn.open_table(PLAIN_EXPORTS) {
-        Ok(t) => t,
-        Err(e) if table_missing(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for item in t.range((volume, 0u64)..=(volume, u64::MAX))? {
-        let (_, v) = item?;
-        out.push(PlainRecord::decode(v.value())?);
-    }
-    Ok(out)
+    spool.catalog.reader()?.plain_exports(volume)
 }
 
 /// What `export_plain` did.
@@ -375,10 +364,9 @@ pub fn export_plain(
         volumes: written.volumes.len() as u32,
         inodes: encode_inode_map(&plan.map),
     };
-    let txn = spool.catalog.write()?;
-    txn.open_table(PLAIN_EXPORTS)?
-        .insert((volume, record.seq), record.encode().as_slice())?;
-    txn.commit()?;
+    let w = spool.catalog.writer()?;
+    w.record_plain_export(volume, record.seq, &record)?;
+    w.commit()?;
     Ok(PlainSummary {
         record,
         written,

@@ -10,14 +10,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use redb::ReadableTable;
-
-use crate::catalog::{CHUNKS, ChunkLoc, PACK_IDS, PACKS, PackRecord};
-use crate::pack::{self, BlobKind, PackId};
+use crate::catalog::PackRecord;
+use crate::pack::{BlobKind, PackId};
 use crate::spool::Spool;
 use crate::store::{ChunkReader, StoreWriter};
-use crate::tape::media;
-use crate::{ChunkId, Error, Result};
+use crate::{ChunkId, Result};
 
 #[derive(Clone, Debug, Default)]
 pub struct PurgeSummary {
@@ -35,7 +32,7 @@ pub fn purge_exported(
     cutoff_ns: Option<i64>,
     dry_run: bool,
 ) -> Result<PurgeSummary> {
-    let txn = spool.catalog.read()?;
+    let catalog = spool.catalog.reader()?;
     let packs: HashMap<u64, PackRecord> = spool
         .catalog
         .packs()?
@@ -46,17 +43,14 @@ pub fn purge_exported(
     let mut keep: HashSet<u64> = HashSet::new();
     let mut chunk_count: HashMap<u64, u64> = HashMap::new();
     {
-        let chunks = txn.open_table(CHUNKS)?;
-        for item in chunks.iter()? {
-            let (k, v) = item?;
-            let loc = ChunkLoc::decode(&v.value())?;
+        let on_tapes = catalog.tape_index()?;
+        for item in catalog.chunk_rows()? {
+            let (id, loc) = item?;
             if !packs.contains_key(&loc.pack_no) || keep.contains(&loc.pack_no) {
                 continue;
             }
             *chunk_count.entry(loc.pack_no).or_default() += 1;
-            if loc.kind == BlobKind::Data
-                && media::tapes_of_chunk(&txn, &ChunkId(k.value()))?.is_empty()
-            {
+            if loc.kind == BlobKind::Data && on_tapes.tapes_of(&id)?.is_empty() {
                 keep.insert(loc.pack_no);
             }
         }
@@ -78,66 +72,41 @@ pub fn purge_exported(
         out.bytes += r.size;
         out.chunks += chunk_count[no];
     }
-    drop(txn);
+    drop(catalog);
     if dry_run || gone.is_empty() {
         return Ok(out);
     }
     let numbers: HashSet<u64> = gone.iter().map(|(no, _)| *no).collect();
     // The chunks of the doomed packs; manifests and dump records are carried over.
     let reader = ChunkReader::new(spool)?;
-    let mut doomed: Vec<[u8; 32]> = Vec::new();
+    let mut doomed: Vec<ChunkId> = Vec::new();
     let mut carry: Vec<(ChunkId, BlobKind, Vec<u8>)> = Vec::new();
-    {
-        let rtxn = spool.catalog.read()?;
-        let chunks = rtxn.open_table(CHUNKS)?;
-        for item in chunks.iter()? {
-            let (k, v) = item?;
-            let loc = ChunkLoc::decode(&v.value())?;
-            if numbers.contains(&loc.pack_no) {
-                let id = ChunkId(k.value());
-                doomed.push(id.0);
-                if loc.kind != BlobKind::Data {
-                    let raw = reader.read(&id, &|| "a manifest kept on the spool".into())?;
-                    carry.push((id, loc.kind, raw));
-                }
+    for item in spool.catalog.reader()?.chunk_rows()? {
+        let (id, loc) = item?;
+        if numbers.contains(&loc.pack_no) {
+            doomed.push(id);
+            if loc.kind != BlobKind::Data {
+                let raw = reader.read(&id, &|| "a manifest kept on the spool".into())?;
+                carry.push((id, loc.kind, raw));
             }
         }
     }
     drop(reader);
+    let gone_numbers: Vec<u64> = gone.iter().map(|(no, _)| *no).collect();
+    let gone_ids: Vec<PackId> = gone.iter().map(|(_, r)| PackId(r.id)).collect();
     let mut store = StoreWriter::new(spool)?;
-    {
-        let w = store.txn();
-        let mut chunks = w.open_table(CHUNKS)?;
-        for k in &doomed {
-            chunks.remove(*k)?;
-        }
-        let mut prec = w.open_table(PACKS)?;
-        let mut pids = w.open_table(PACK_IDS)?;
-        for (no, r) in &gone {
-            prec.remove(*no)?;
-            pids.remove(r.id)?;
-        }
+    let mut chunks = store.catalog().chunk_index()?;
+    for id in &doomed {
+        chunks.remove(id)?;
     }
+    drop(chunks);
+    store.catalog().forget_packs(&gone_numbers, &gone_ids)?;
     for (id, kind, raw) in &carry {
         store.put_one(*id, raw, *kind)?;
     }
     // Dumps check reused files against the spool once a purge has happened (dump.rs).
-    store.finish(|txn, _| crate::catalog::count_purge(txn))?;
-    let dir = spool.packs_dir();
-    let mut parents = HashSet::new();
-    for (_, r) in &gone {
-        let path = pack::pack_path(&dir, &PackId(r.id));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-        if let Some(p) = path.parent() {
-            parents.insert(p.to_path_buf());
-        }
-    }
-    for p in parents {
-        crate::fsutil::fsync_dir(&p)?;
-    }
+    store.finish(|catalog, _| catalog.count_purge())?;
+    // The files go only after the commit that forgets them.
+    spool.pack_store().delete(&gone_ids)?;
     Ok(out)
 }

@@ -6,13 +6,13 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use redb::ReadableTable;
-
-use crate::catalog::{self, CHUNKS, ChunkLoc, DumpRecord, OWNED, PACK_IDS};
+use crate::catalog::{ChunkLoc, DumpRecord};
 use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::fsutil::fsync_dir;
-use crate::pack::{self, BlobKind, PackId};
+use crate::pack::{
+    self, BlobEntry, BlobKind, EncodedBlob, PackId, PackReader, PackWriter, StagedPack,
+};
 use crate::spool::Spool;
 use crate::store::{ChunkReader, StoreWriter, stored_share};
 use crate::tape::media::{self, TapeRecord};
@@ -57,16 +57,7 @@ fn copy_verified(src: &Path, tmp_dir: &Path, id: &PackId) -> Result<PathBuf> {
         }
         out.sync_all().at(&tmp)?;
         if hasher.finalize().as_bytes() != &id.0 {
-            return Err(Error::damaged(
-                Damaged::Pack {
-                    path: src.to_path_buf(),
-                    offset: None,
-                },
-                format!(
-                    "pack {}: changed while it was imported (its bytes no longer match its name)",
-                    src.display()
-                ),
-            ));
+            return Err(changed_while_imported(src));
         }
         Ok(())
     })();
@@ -77,6 +68,79 @@ fn copy_verified(src: &Path, tmp_dir: &Path, id: &PackId) -> Result<PathBuf> {
             Err(e)
         }
     }
+}
+
+/// What a tape pack whose bytes no longer match its name says.
+fn changed_while_imported(src: &Path) -> Error {
+    Error::damaged(
+        Damaged::Pack {
+            path: src.to_path_buf(),
+            offset: None,
+        },
+        format!(
+            "pack {}: changed while it was imported (its bytes no longer match its name)",
+            src.display()
+        ),
+    )
+}
+
+/// Stage tape pack `src` (index `entries`) in `tmp/` for the spool's pack store: its blobs, in
+/// file order, through a pack writer, which lays them out as the tape's writer did. None when
+/// that does not give the bytes named `id` but `src` itself still does: a pack of an older
+/// pack format, which the writer no longer writes.
+fn stage_rewritten(
+    src: &Path,
+    entries: &[BlobEntry],
+    tmp_dir: &Path,
+    id: &PackId,
+) -> Result<Option<StagedPack>> {
+    let reader = PackReader::open(src)?;
+    let mut w = PackWriter::create(tmp_dir)?;
+    let mut stored = Vec::new();
+    for e in entries {
+        reader.read_stored_into(e, &mut stored)?;
+        let blob = EncodedBlob {
+            data: std::mem::take(&mut stored),
+            compressed: e.compressed,
+            raw_len: e.raw_len,
+        };
+        w.add(e.id, e.kind, &blob)?;
+        stored = blob.data;
+    }
+    let (staged, _) = w.close()?.into_parts();
+    if staged.id() == id {
+        return Ok(Some(staged));
+    }
+    drop(staged);
+    if reader.hash_file()? == *id {
+        return Ok(None);
+    }
+    Err(changed_while_imported(src))
+}
+
+/// Place tape pack `src` in the spool's `packs/` as it is (a pack of an older pack format,
+/// which the pack writer cannot stage): copied into `tmp/` and fsynced, renamed into place,
+/// the directory fsynced.
+fn place_as_is(
+    spool: &Spool,
+    src: &Path,
+    id: &PackId,
+    fresh: bool,
+    placed: &mut Vec<PackId>,
+) -> Result<()> {
+    let packs_dir = spool.packs_dir();
+    let tmp = copy_verified(src, &spool.tmp_dir(), id)?;
+    let dest = pack::pack_path(&packs_dir, id);
+    let sub = dest.parent().unwrap_or(&packs_dir).to_path_buf();
+    if !sub.is_dir() {
+        fs::create_dir_all(&sub).at(&sub)?;
+        fsync_dir(&packs_dir)?;
+    }
+    if fresh {
+        placed.push(*id);
+    }
+    fs::rename(&tmp, &dest).at(&dest)?;
+    fsync_dir(&sub)
 }
 
 /// Import a payload directory: verify it first (nothing changes on any error), then adopt
@@ -106,8 +170,8 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
         .collect();
     let recorded = media::tapes(spool)?;
     let store = StoreWriter::new(spool)?;
-    catalog::clean_uncommitted(store.txn())?;
-    let existing_tape = media::tape_in(store.txn(), &cat.label)?;
+    store.catalog().clean_uncommitted()?;
+    let existing_tape: Option<TapeRecord> = store.catalog().tape(&cat.label)?;
     let tape_packs: Vec<[u8; 32]> = cat.packs.iter().map(|p| p.name.0).collect();
     if let Some(t) = &existing_tape
         && t.packs != tape_packs
@@ -120,7 +184,7 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
 
     // Resolve every dump before anything changes.
     let mut ids = known.clone();
-    let mut next_id = catalog::next_dump_id(store.txn())?;
+    let mut next_id = store.catalog().next_dump_id()?;
     let mut order: Vec<&TapeDump> = cat.dumps.iter().collect();
     order.sort_by_key(|d| (d.time_ns, d.id));
     let mut new_dumps: Vec<(DumpRecord, &TapeDump)> = Vec::new();
@@ -185,7 +249,7 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
 
     // Adopt packs, then commit rows and records in one transaction. On error, remove the
     // packs this import placed (no catalog row names them).
-    let mut placed: Vec<PathBuf> = Vec::new();
+    let mut placed: Vec<PackId> = Vec::new();
     let tape_bytes = [LABEL_FILE, CATALOG_FILE]
         .iter()
         .map(|f| fs::metadata(dir.join(f)).at(dir.join(f)).map(|m| m.len()))
@@ -215,9 +279,7 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
         &mut summary,
     );
     if let Err(e) = res {
-        for p in &placed {
-            let _ = fs::remove_file(p);
-        }
+        let _ = spool.pack_store().delete(&placed);
         return Err(e);
     }
     summary.dumps_added = new_dumps
@@ -237,22 +299,22 @@ fn adopt_and_commit(
     new_dumps: &[(DumpRecord, &TapeDump)],
     next_id: u64,
     tape: Option<TapeRecord>,
-    placed: &mut Vec<PathBuf>,
+    placed: &mut Vec<PackId>,
     summary: &mut ImportSummary,
 ) -> Result<()> {
-    let packs_dir = spool.packs_dir();
+    let packs = spool.pack_store();
     for p in &cat.packs {
         let id = PackId(p.name.0);
-        if store.txn().open_table(PACK_IDS)?.get(id.0)?.is_some() {
+        if store.catalog().pack_named(&id)? {
             continue;
         }
         let src = pack_file(dir, &p.name);
         let (entries, chunks) = crate::store::pack_chunks(&src)?;
         let lacking: Vec<&(ChunkId, ChunkLoc)> = {
-            let t = store.txn().open_table(CHUNKS)?;
+            let t = store.catalog().chunk_index()?;
             let mut v = Vec::new();
             for c in &chunks {
-                if t.get(c.0.0)?.is_none() {
+                if !t.contains(&c.0)? {
                     v.push(c);
                 }
             }
@@ -261,33 +323,28 @@ fn adopt_and_commit(
         if lacking.is_empty() {
             continue;
         }
-        // The spool's write order: tmp, fsync, rename, fsync the directory, then rows.
-        let tmp = copy_verified(&src, &spool.tmp_dir(), &id)?;
-        let dest = pack::pack_path(&packs_dir, &id);
-        let sub = dest.parent().unwrap_or(&packs_dir).to_path_buf();
-        if !sub.is_dir() {
-            fs::create_dir_all(&sub).at(&sub)?;
-            fsync_dir(&packs_dir)?;
+        // The spool's write order: the pack durable in the pack store, then rows. A pack
+        // already there (a crash's leftover) is not this import's to remove on error.
+        let fresh = !packs.exists(&id).unwrap_or(true);
+        match stage_rewritten(&src, &entries, &spool.tmp_dir(), &id)? {
+            Some(staged) => {
+                if fresh {
+                    placed.push(id);
+                }
+                packs.put(staged)?;
+            }
+            None => place_as_is(spool, &src, &id, fresh, placed)?,
         }
-        if !dest.exists() {
-            placed.push(dest.clone());
-        }
-        fs::rename(&tmp, &dest).at(&dest)?;
-        fsync_dir(&sub)?;
-        let txn = store.txn();
-        let no = catalog::take_pack_number(txn)?;
-        catalog::insert_pack(txn, no, &id, p.size, &entries, crate::timefmt::now_ns())?;
-        let mut t = txn.open_table(CHUNKS)?;
+        let txn = store.catalog();
+        let no = txn.take_pack_number()?;
+        txn.record_pack(no, &id, p.size, &entries, crate::timefmt::now_ns())?;
+        let mut t = txn.chunk_index()?;
         for (cid, loc) in lacking {
-            if t.get(cid.0)?.is_none() {
-                t.insert(
-                    cid.0,
-                    ChunkLoc {
-                        pack_no: no,
-                        ..*loc
-                    }
-                    .encode(),
-                )?;
+            let loc = ChunkLoc {
+                pack_no: no,
+                ..*loc
+            };
+            if t.insert_new(cid, &loc)? {
                 summary.chunks_added += 1;
             }
         }
@@ -303,33 +360,33 @@ fn adopt_and_commit(
     store.finish(|txn, _| {
         let mut owned_rows = Vec::new();
         {
-            let chunks_t = txn.open_table(CHUNKS)?;
+            let chunks = txn.chunk_index()?;
             for (rec, td) in new_dumps {
                 for c in &td.chunks {
-                    let loc = chunks_t.get(c.0)?.ok_or_else(|| {
-                        Error::damaged(Damaged::Chunk(ChunkId(c.0)), format!(
+                    let id = ChunkId(c.0);
+                    let loc = chunks.get(&id)?.ok_or_else(|| {
+                        Error::damaged(Damaged::Chunk(id), format!(
                             "chunk {} of dump {} is on the tape but did not reach the chunk index",
-                            ChunkId(c.0).short(),
+                            id.short(),
                             rec.id
                         ))
                     })?;
-                    let share = stored_share(&ChunkLoc::decode(&loc.value())?);
-                    owned_rows.push(((rec.id, c.0), share));
+                    owned_rows.push((rec.id, id, stored_share(&loc)));
                 }
             }
         }
         {
-            let mut owned = txn.open_table(OWNED)?;
-            for (k, v) in owned_rows {
-                owned.insert(k, v)?;
+            let mut owned = txn.ownership()?;
+            for (dump, id, share) in owned_rows {
+                owned.own(dump, &id, share)?;
             }
         }
         for (rec, _) in new_dumps {
-            catalog::insert_dump(txn, rec)?;
+            txn.record_dump(rec)?;
         }
-        catalog::set_meta_u64(txn, catalog::META_NEXT_DUMP_ID, next_id)?;
+        txn.set_next_dump_id(next_id)?;
         if let Some(rec) = &tape {
-            media::record_tape(txn, rec, catalog_chunks(cat).into_iter())?;
+            txn.record_tape(&rec.label, rec, catalog_chunks(cat).into_iter())?;
         }
         Ok(())
     })?;
@@ -377,5 +434,75 @@ mod tests {
         )
         .unwrap();
         assert_eq!(snapshot(&out), f.day1);
+    }
+
+    /// A tape's packs reach the pack store as the same bytes, under the same names: the pack
+    /// writer lays their blobs out again as the export's writer did.
+    #[test]
+    fn tape_packs_are_staged_byte_for_byte() {
+        let f = fixture();
+        let (dir, s) = export(&f, None, "T", 1);
+        let stage = tempfile::tempdir().unwrap();
+        assert!(!s.packs.is_empty());
+        for id in &s.packs {
+            let src = pack_file(&dir, &crate::tape::payload::format::HexId(id.0));
+            let (entries, _) = crate::store::pack_chunks(&src).unwrap();
+            let staged = stage_rewritten(&src, &entries, stage.path(), id)
+                .unwrap()
+                .expect("the writer gives the tape's bytes");
+            assert_eq!(staged.read_all().unwrap(), fs::read(&src).unwrap());
+        }
+        drop(stage);
+        let target_dir = tempfile::tempdir().unwrap();
+        let target = Spool::init(&target_dir.path().join("spool")).unwrap();
+        let sum = import_payload(&target, &dir).unwrap();
+        assert_eq!(sum.packs_adopted as usize, s.packs.len());
+        for id in &s.packs {
+            assert!(target.pack_store().exists(id).unwrap());
+        }
+        assert!(fs::read_dir(target.tmp_dir()).unwrap().next().is_none());
+    }
+
+    /// A pack of an older pack format (version 1) cannot be staged by the writer, which writes
+    /// the current one: it is placed as it is, under its own name.
+    #[test]
+    fn an_older_format_pack_is_placed_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::init(&dir.path().join("spool")).unwrap();
+        let mut w = PackWriter::create(&spool.tmp_dir()).unwrap();
+        w.add(
+            ChunkId::of(b"old"),
+            BlobKind::Data,
+            &pack::encode_blob(b"old", 3),
+        )
+        .unwrap();
+        let (staged, _) = w.close().unwrap().into_parts();
+        let mut bytes = staged.read_all().unwrap();
+        drop(staged);
+        let ft = bytes.len() - pack::FOOTER_LEN + 48;
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        bytes[ft..ft + 4].copy_from_slice(&1u32.to_le_bytes());
+        let id = PackId(*blake3::hash(&bytes).as_bytes());
+        let src = dir.path().join("old.pack");
+        fs::write(&src, &bytes).unwrap();
+        let entries = PackReader::open(&src).unwrap().read_index().unwrap();
+        let stage = tempfile::tempdir().unwrap();
+        assert!(
+            stage_rewritten(&src, &entries, stage.path(), &id)
+                .unwrap()
+                .is_none()
+        );
+        let mut placed = Vec::new();
+        place_as_is(&spool, &src, &id, true, &mut placed).unwrap();
+        assert_eq!(placed, [id]);
+        let path = pack::pack_path(&spool.packs_dir(), &id);
+        assert_eq!(fs::read(path).unwrap(), bytes);
+        // Bytes that match no name are refused, as before.
+        let other = PackId([1; 32]);
+        let err = stage_rewritten(&src, &entries, stage.path(), &other)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("changed while it was imported"), "{err}");
     }
 }

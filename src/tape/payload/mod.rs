@@ -167,9 +167,9 @@ mod tests {
 
     pub(super) fn record(f: &Fixture, s: &PayloadSummary, dir: &Path) {
         let (rec, chunks) = tape_record(s, dir).unwrap();
-        let txn = f.spool.catalog.write().unwrap();
-        media::record_tape(&txn, &rec, chunks.into_iter()).unwrap();
-        txn.commit().unwrap();
+        let w = f.spool.catalog.writer().unwrap();
+        w.record_tape(&rec.label, &rec, chunks.into_iter()).unwrap();
+        w.commit().unwrap();
     }
 
     pub(super) fn spool_is_empty(s: &Spool) {

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use crate::catalog::{DumpRecord, OWNED};
+use crate::catalog::{DumpRecord, TapeIndex};
 use crate::spool::Spool;
 use crate::tape::media;
 use crate::{ChunkId, Result};
@@ -49,7 +49,8 @@ pub fn plan_export(
         }
         all
     };
-    let tapes = media::tapes(spool)?;
+    let catalog = spool.catalog.reader()?;
+    let tapes = media::tapes_of(&catalog)?;
     let on_tape: HashSet<u64> = tapes
         .iter()
         .flat_map(|t| t.dumps.iter().map(|(d, _)| *d))
@@ -65,8 +66,8 @@ pub fn plan_export(
             .collect(),
         None => Vec::new(),
     };
-    let txn = spool.catalog.read()?;
-    let owned = txn.open_table(OWNED)?;
+    let owned = catalog.owned_index()?;
+    let on_tapes = catalog.tape_index()?;
     let mut seen: HashSet<[u8; 32]> = HashSet::new();
     let mut plan = ExportPlan {
         dumps: Vec::new(),
@@ -82,14 +83,13 @@ pub fn plan_export(
             chunks: 0,
             bytes: 0,
         };
-        for item in owned.range((d.id, [0u8; 32])..=(d.id, [0xffu8; 32]))? {
-            let (k, v) = item?;
-            let id = ChunkId(k.value().1);
-            if !seen.insert(id.0) || on_set_tape(&txn, &plan.set_tapes, &id)? {
+        for item in owned.of(d.id)? {
+            let (id, stored) = item?;
+            if !seen.insert(id.0) || on_set_tape(&on_tapes, &plan.set_tapes, &id)? {
                 continue;
             }
             p.chunks += 1;
-            p.bytes += u64::from(v.value());
+            p.bytes += u64::from(stored);
         }
         plan.chunks += p.chunks;
         plan.bytes += p.bytes;
@@ -99,17 +99,11 @@ pub fn plan_export(
     Ok(plan)
 }
 
-pub(super) fn on_set_tape(
-    txn: &redb::ReadTransaction,
-    set: &[String],
-    id: &ChunkId,
-) -> Result<bool> {
+pub(super) fn on_set_tape(on_tapes: &TapeIndex, set: &[String], id: &ChunkId) -> Result<bool> {
     if set.is_empty() {
         return Ok(false);
     }
-    Ok(media::tapes_of_chunk(txn, id)?
-        .iter()
-        .any(|l| set.contains(l)))
+    Ok(on_tapes.tapes_of(id)?.iter().any(|l| set.contains(l)))
 }
 
 #[cfg(test)]

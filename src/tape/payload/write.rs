@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{DumpRecord, OWNED};
+use crate::catalog::{self, DumpRecord, OwnedIndex, TapeIndex};
 use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::frame;
@@ -68,8 +68,9 @@ struct Section {
 
 struct Writer<'r, 's> {
     reader: &'r ChunkReader<'s>,
-    txn: &'r redb::ReadTransaction,
-    owned: redb::ReadOnlyTable<(u64, [u8; 32]), u32>,
+    catalog: &'r catalog::Reader<'r>,
+    owned: OwnedIndex,
+    on_tapes: TapeIndex,
     set_tapes: &'r [String],
     packer: Packer,
     /// Every chunk written to the image: the pack index it is in (`PENDING` while in the
@@ -81,7 +82,7 @@ struct Writer<'r, 's> {
 impl Writer<'_, '_> {
     /// Put chunk `id` on the tape for dump `d` if `d` owns it and it is not there yet.
     fn consider(&mut self, d: &DumpRecord, id: ChunkId, sec: &mut Section) -> Result<()> {
-        if sec.mine.contains(&id.0) || self.owned.get((d.id, id.0))?.is_none() {
+        if sec.mine.contains(&id.0) || !self.owned.owns(d.id, &id)? {
             return Ok(());
         }
         sec.mine.insert(id.0);
@@ -92,7 +93,7 @@ impl Writer<'_, '_> {
             }
             return Ok(());
         }
-        if on_set_tape(self.txn, self.set_tapes, &id)? {
+        if on_set_tape(&self.on_tapes, self.set_tapes, &id)? {
             return Ok(());
         }
         let what = || format!("dump {} of volume {}", d.id, d.volume);
@@ -138,10 +139,9 @@ impl Writer<'_, '_> {
         }
         // Anything owned but not reached through the manifest (none for dumps reel makes;
         // kept so a tape never silently lacks an owned chunk).
-        let sweep = self.txn.open_table(OWNED)?;
-        for item in sweep.range((d.id, [0u8; 32])..=(d.id, [0xffu8; 32]))? {
-            let (k, _) = item?;
-            self.consider(d, ChunkId(k.value().1), &mut sec)?;
+        for item in self.owned.of(d.id)? {
+            let (id, _) = item?;
+            self.consider(d, id, &mut sec)?;
         }
         if let Some((idx, ids)) = self.packer.flush_frame()? {
             self.settle(&mut sec, idx, &ids);
@@ -242,12 +242,13 @@ pub fn write_payload(
     progress.set_total(plan.bytes);
 
     let reader = ChunkReader::new(spool)?;
-    let txn = spool.catalog.read()?;
+    let catalog = spool.catalog.reader()?;
     let all_tapes = media::tapes(spool)?;
     let mut w = Writer {
         reader: &reader,
-        txn: &txn,
-        owned: txn.open_table(OWNED)?,
+        catalog: &catalog,
+        owned: catalog.owned_index()?,
+        on_tapes: catalog.tape_index()?,
         set_tapes: &plan.set_tapes,
         packer: Packer {
             stage: stage.clone(),
@@ -269,9 +270,10 @@ pub fn write_payload(
         w.packer.section = 0;
         let sec = w.dump(d)?;
         let wf = whole_file_bytes(spool, &reader, d)?;
-        let mut tapes_needed = media::needed_labels(&txn, &all_tapes, &d.full_chain(), &|id| {
-            w.written.contains_key(&id.0).then(|| label.to_string())
-        })?;
+        let mut tapes_needed =
+            media::needed_labels(w.catalog, &all_tapes, &d.full_chain(), &|id| {
+                w.written.contains_key(&id.0).then(|| label.to_string())
+            })?;
         // This tape holds the dump's record even when all its chunks are on earlier tapes.
         if !tapes_needed.iter().any(|l| l == label) {
             tapes_needed.push(label.to_string());
@@ -394,7 +396,7 @@ fn pack_index_of(k: [u8; 32]) -> usize {
 }
 
 /// The media-catalog record of a written payload and the chunks it holds, for
-/// `media::record_tape` once the image is complete.
+/// the catalog's `record_tape` once the image is complete.
 pub fn tape_record(summary: &PayloadSummary, dir: &Path) -> Result<(TapeRecord, Vec<ChunkId>)> {
     let cat = read_catalog(dir)?;
     let chunks = catalog_chunks(&cat);
