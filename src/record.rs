@@ -355,6 +355,102 @@ impl PackRecord {
     }
 }
 
+/// One tape (one export image, possibly split into several tape volumes).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TapeRecord {
+    /// Record layout version (1).
+    pub version: u32,
+    pub label: String,
+    /// When the image was written, epoch nanoseconds.
+    pub created_ns: i64,
+    pub media_set: Option<String>,
+    /// Position in its media set (1 for the first tape); 1 without a set.
+    pub sequence: u32,
+    /// Bytes of the payload (label, catalog and packs).
+    pub bytes: u64,
+    /// Tape volumes the image was split into (`dump -M`); 1 when not split.
+    pub volumes: u32,
+    /// The dumps it holds, by this spool's dump id, with the pack bytes written for each.
+    pub dumps: Vec<(u64, u64)>,
+    /// The packs on it (blake3 of each pack file = its name).
+    pub packs: Vec<[u8; 32]>,
+    /// What whole-file dumps at the same levels would have written (DESIGN: tape usage).
+    pub whole_file_bytes: u64,
+}
+
+impl Versioned for TapeRecord {
+    const KIND: &'static str = "tape record";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        self.label.clone()
+    }
+}
+
+impl TapeRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<TapeRecord> {
+        decode(b)
+    }
+}
+
+/// One plain export, as the catalog records it (postcard in `plain_exports`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlainRecord {
+    /// Record layout version (1).
+    pub version: u32,
+    pub volume: String,
+    /// Position among the volume's plain exports (1 for the first).
+    pub seq: u64,
+    /// The level written (0 when a level N had no lower plain export to be based on).
+    pub level: u8,
+    pub requested_level: u8,
+    /// `c_date` written on the image, Unix seconds.
+    pub date: i64,
+    /// `c_ddate`: the base export's `c_date`; 0 for a level 0.
+    pub ddate: i64,
+    /// The base export's `seq`.
+    pub base_seq: Option<u64>,
+    /// The dump whose tree was written.
+    pub dump_id: u64,
+    pub dump_time_ns: i64,
+    pub created_ns: i64,
+    /// Highest inode number used by this export.
+    pub max_ino: u32,
+    /// Inodes in use (the TS_CLRI map) and written (TS_BITS).
+    pub inodes_used: u64,
+    pub inodes_dumped: u64,
+    /// Bytes written over all tape volumes, and how many volumes.
+    pub bytes: u64,
+    pub volumes: u32,
+    /// The path → inode map of this export (`encode_inode_map`).
+    pub inodes: Vec<u8>,
+}
+
+impl Versioned for PlainRecord {
+    const KIND: &'static str = "plain export record";
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        format!("{} of {}", self.seq, self.volume)
+    }
+}
+
+impl PlainRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<PlainRecord> {
+        decode(b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

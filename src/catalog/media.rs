@@ -1,16 +1,12 @@
 //! The media catalog's tables: tapes (`tapes`), which tapes hold each chunk (`tape_chunks`),
 //! and plain-tree exports (`plain_exports`). All were added without a format change: a
 //! missing table reads as empty, and the first write creates it.
-//!
-//! Their records are the tape module's (`crate::tape::media::TapeRecord`,
-//! `crate::tape::plain::PlainRecord`), above this layer: the operations take any
-//! [`Versioned`] record and store it with the one encoding.
 
 use redb::{ReadOnlyMultimapTable, ReadableTable};
 
 use super::tables::{PLAIN_EXPORTS, TAPE_CHUNKS, TAPES, table_missing};
 use super::{Reader, Writer};
-use crate::record::{self, Versioned};
+use crate::record::{self, PlainRecord, TapeRecord};
 use crate::{ChunkId, Error, Result};
 
 /// Which tapes hold each chunk, opened once for many lookups ([`Reader::tape_index`]).
@@ -45,7 +41,7 @@ impl Reader<'_> {
     }
 
     /// Every recorded tape, by label.
-    pub fn tapes<T: Versioned>(&self) -> Result<Vec<T>> {
+    pub fn tapes(&self) -> Result<Vec<TapeRecord>> {
         let t = match self.txn.open_table(TAPES) {
             Ok(t) => t,
             Err(e) if table_missing(&e) => return Ok(Vec::new()),
@@ -60,7 +56,7 @@ impl Reader<'_> {
     }
 
     /// The plain exports of `volume`, oldest first (by sequence number).
-    pub fn plain_exports<T: Versioned>(&self, volume: &str) -> Result<Vec<T>> {
+    pub fn plain_exports(&self, volume: &str) -> Result<Vec<PlainRecord>> {
         let t = match self.txn.open_table(PLAIN_EXPORTS) {
             Ok(t) => t,
             Err(e) if table_missing(&e) => return Ok(Vec::new()),
@@ -78,10 +74,10 @@ impl Reader<'_> {
 impl Writer {
     /// Record tape `label` and the chunks it holds. Refuses a label already recorded (labels
     /// name tapes on the shelf; two tapes with one label would make restore plans ambiguous).
-    pub fn record_tape<T: Versioned>(
+    pub fn record_tape(
         &self,
         label: &str,
-        rec: &T,
+        rec: &TapeRecord,
         chunks: impl Iterator<Item = ChunkId>,
     ) -> Result<()> {
         let mut tapes = self.txn.open_table(TAPES)?;
@@ -99,14 +95,14 @@ impl Writer {
     }
 
     /// The recorded tape `label`, if any, as this transaction sees it.
-    pub fn tape<T: Versioned>(&self, label: &str) -> Result<Option<T>> {
+    pub fn tape(&self, label: &str) -> Result<Option<TapeRecord>> {
         let t = self.txn.open_table(TAPES)?;
         let v = t.get(label)?;
         v.map(|v| record::decode(v.value())).transpose()
     }
 
     /// Record plain export `seq` of `volume`.
-    pub fn record_plain_export<T: Versioned>(&self, volume: &str, seq: u64, rec: &T) -> Result<()> {
+    pub fn record_plain_export(&self, volume: &str, seq: u64, rec: &PlainRecord) -> Result<()> {
         self.txn
             .open_table(PLAIN_EXPORTS)?
             .insert((volume, seq), record::encode(rec).as_slice())?;

@@ -25,7 +25,7 @@ pub(super) const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition:
 /// Volume -> its latest clone (a `CloneRecord`). One per volume: a new clone replaces it.
 pub(super) const CLONES: TableDefinition<&str, &[u8]> = TableDefinition::new("clones");
 
-/// Tape label -> postcard `TapeRecord` (`crate::tape::media`): the tapes exports wrote or
+/// Tape label -> postcard `TapeRecord` (`crate::record`): the tapes exports wrote or
 /// imports read. Added without a format change: a catalog made before it has no tapes, and
 /// reel creates the table on first write.
 pub(super) const TAPES: TableDefinition<&str, &[u8]> = TableDefinition::new("tapes");
@@ -33,7 +33,7 @@ pub(super) const TAPES: TableDefinition<&str, &[u8]> = TableDefinition::new("tap
 /// tapes look up. Added without a format change, like `tapes`.
 pub(super) const TAPE_CHUNKS: MultimapTableDefinition<[u8; 32], &str> =
     MultimapTableDefinition::new("tape_chunks");
-/// (volume, seq) -> postcard `PlainRecord` (`crate::tape::plain`): each `export-plain` image,
+/// (volume, seq) -> postcard `PlainRecord` (`crate::record`): each `export-plain` image,
 /// with its level, `c_date` and path → inode map (the base of the next incrementals). Added
 /// without a format change, like `tapes`: a missing table means no plain exports yet.
 pub(super) const PLAIN_EXPORTS: TableDefinition<(&str, u64), &[u8]> =

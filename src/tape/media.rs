@@ -13,55 +13,11 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-
 use crate::catalog::{self, DumpRecord};
 use crate::error::Damaged;
+pub use crate::record::TapeRecord;
 use crate::spool::Spool;
 use crate::{ChunkId, Error, Result};
-
-/// One tape (one export image, possibly split into several tape volumes).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TapeRecord {
-    /// Record layout version (1).
-    pub version: u32,
-    pub label: String,
-    /// When the image was written, epoch nanoseconds.
-    pub created_ns: i64,
-    pub media_set: Option<String>,
-    /// Position in its media set (1 for the first tape); 1 without a set.
-    pub sequence: u32,
-    /// Bytes of the payload (label, catalog and packs).
-    pub bytes: u64,
-    /// Tape volumes the image was split into (`dump -M`); 1 when not split.
-    pub volumes: u32,
-    /// The dumps it holds, by this spool's dump id, with the pack bytes written for each.
-    pub dumps: Vec<(u64, u64)>,
-    /// The packs on it (blake3 of each pack file = its name).
-    pub packs: Vec<[u8; 32]>,
-    /// What whole-file dumps at the same levels would have written (DESIGN: tape usage).
-    pub whole_file_bytes: u64,
-}
-
-impl crate::record::Versioned for TapeRecord {
-    const KIND: &'static str = "tape record";
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn named(&self) -> String {
-        self.label.clone()
-    }
-}
-
-impl TapeRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        crate::record::encode(self)
-    }
-
-    pub fn decode(b: &[u8]) -> Result<TapeRecord> {
-        crate::record::decode(b)
-    }
-}
 
 /// Every recorded tape, oldest first (by creation time, then sequence, then label).
 pub fn tapes(spool: &Spool) -> Result<Vec<TapeRecord>> {
@@ -266,7 +222,7 @@ mod tests {
             w.record_tape("T2", &r, std::iter::empty()).is_err(),
             "a label is recorded once"
         );
-        assert_eq!(w.tape::<TapeRecord>("T1").unwrap(), Some(t1));
+        assert_eq!(w.tape("T1").unwrap(), Some(t1));
         w.commit().unwrap();
         let all = tapes(&spool).unwrap();
         assert_eq!(

@@ -31,11 +31,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use serde::{Deserialize, Serialize};
-
 use crate::catalog::DumpRecord;
 use crate::error::Damaged;
 use crate::manifest::ManifestReader;
+pub use crate::record::PlainRecord;
 use crate::spool::Spool;
 use crate::store::ChunkReader;
 use crate::tape::bsd::format::{
@@ -51,58 +50,7 @@ type PathInodes = HashMap<Vec<u8>, u32>;
 /// Magic of an encoded inode map (`encode_inode_map`).
 const MAP_MAGIC: &[u8; 8] = b"REELIMP1";
 
-/// One plain export, as the catalog records it (postcard in `plain_exports`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PlainRecord {
-    /// Record layout version (1).
-    pub version: u32,
-    pub volume: String,
-    /// Position among the volume's plain exports (1 for the first).
-    pub seq: u64,
-    /// The level written (0 when a level N had no lower plain export to be based on).
-    pub level: u8,
-    pub requested_level: u8,
-    /// `c_date` written on the image, Unix seconds.
-    pub date: i64,
-    /// `c_ddate`: the base export's `c_date`; 0 for a level 0.
-    pub ddate: i64,
-    /// The base export's `seq`.
-    pub base_seq: Option<u64>,
-    /// The dump whose tree was written.
-    pub dump_id: u64,
-    pub dump_time_ns: i64,
-    pub created_ns: i64,
-    /// Highest inode number used by this export.
-    pub max_ino: u32,
-    /// Inodes in use (the TS_CLRI map) and written (TS_BITS).
-    pub inodes_used: u64,
-    pub inodes_dumped: u64,
-    /// Bytes written over all tape volumes, and how many volumes.
-    pub bytes: u64,
-    pub volumes: u32,
-    /// The path → inode map of this export (`encode_inode_map`).
-    pub inodes: Vec<u8>,
-}
-
-impl crate::record::Versioned for PlainRecord {
-    const KIND: &'static str = "plain export record";
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn named(&self) -> String {
-        format!("{} of {}", self.seq, self.volume)
-    }
-}
-
 impl PlainRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        crate::record::encode(self)
-    }
-
-    pub fn decode(b: &[u8]) -> Result<PlainRecord> {
-        crate::record::decode(b)
-    }
-
     /// The decoded path → inode map.
     pub fn inode_map(&self) -> Result<Vec<(Vec<u8>, u32)>> {
         decode_inode_map(&self.inodes).map_err(|why| {
