@@ -497,7 +497,7 @@ impl Rewriter<'_> {
                     "the chunk index places a chunk in a frame whose table lacks it",
                 )));
             }
-            let c = crate::store::frame_slots(&frame)
+            let c = crate::frame_packer::frame_slots(&frame)
                 .into_iter()
                 .map(|(id, len, slot)| (id, len, BlobKind::Data, Some(slot)))
                 .collect();
