@@ -30,14 +30,14 @@
 //!   index row) are not gc's business.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 
-use crate::catalog::{ChunkLoc, DumpRecord, FrameSlot};
+use crate::catalog::{ChunkLoc, DumpRecord};
 use crate::error::Damaged;
+use crate::frame_packer::{Chunks, FramePacker, PackSink, Rollover};
 use crate::manifest::ManifestReader;
 use crate::pack::{
     self, BLOB_HEADER_LEN, BlobEntry, BlobKind, EncodedBlob, FILE_HEADER_LEN, FOOTER_LEN,
-    FinishedPack, INDEX_ENTRY_LEN, PACK_TARGET_SIZE, PackId, PackReader, PackWriter,
+    INDEX_ENTRY_LEN, PACK_TARGET_SIZE, PackId, PackWriter, StoredPack,
 };
 use crate::progress::Progress;
 use crate::record::CloneView;
@@ -370,59 +370,69 @@ fn rows_in(spool: &Spool, live: &Liveness, packs: &HashSet<u64>) -> Result<HashM
 /// Writes the live blobs of rewritten packs into as few new packs as the target size allows.
 struct Rewriter<'a> {
     spool: &'a Spool,
-    level: i32,
-    current: Option<PackWriter>,
-    /// New locations of the chunks in the open pack (pack number filled in at commit).
-    current_locs: Vec<(ChunkId, ChunkLoc)>,
-    done: Vec<(FinishedPack, Vec<(ChunkId, ChunkLoc)>)>,
+    packer: FramePacker<PackWriter>,
+    out: NewPacks<'a>,
 }
 
-impl Rewriter<'_> {
-    fn add(
-        &mut self,
-        id: ChunkId,
-        kind: BlobKind,
-        blob: &EncodedBlob,
-        chunks: Vec<(ChunkId, u32, BlobKind, Option<FrameSlot>)>,
-    ) -> Result<()> {
-        if self.current.is_none() {
-            self.current = Some(PackWriter::create(&self.spool.tmp_dir())?);
-        }
-        let w = self.current.as_mut().expect("pack open");
-        let e = w.add(id, kind, blob)?;
-        for (cid, raw_len, ckind, frame) in chunks {
-            self.current_locs.push((
-                cid,
-                ChunkLoc {
-                    pack_no: 0,
-                    offset: e.offset,
-                    stored_len: e.stored_len,
-                    raw_len,
-                    compressed: e.compressed,
-                    kind: ckind,
-                    frame,
-                },
-            ));
-        }
-        if w.size() >= PACK_TARGET_SIZE {
-            self.seal()?;
-        }
+/// Where the rewritten packs go: into the spool's pack store, each with the new locations of
+/// its chunks (pack number filled in at commit).
+struct NewPacks<'a> {
+    spool: &'a Spool,
+    /// New locations of the chunks in the open pack.
+    current_locs: Vec<(ChunkId, ChunkLoc)>,
+    done: Vec<NewPack>,
+}
+
+/// A pack gc wrote, with the new locations of its chunks.
+type NewPack = (StoredPack, Vec<(ChunkId, ChunkLoc)>);
+
+impl PackSink for NewPacks<'_> {
+    type Pack = PackWriter;
+
+    fn open(&mut self) -> Result<(u64, PackWriter)> {
+        Ok((0, PackWriter::create(&self.spool.tmp_dir())?))
+    }
+
+    fn placed(&mut self, _: &BlobEntry, chunks: Vec<(ChunkId, ChunkLoc)>) -> Result<()> {
+        self.current_locs.extend(chunks);
         Ok(())
     }
 
-    fn seal(&mut self) -> Result<()> {
-        if let Some(w) = self.current.take() {
-            let done = w.finish(&self.spool.packs_dir())?;
-            self.done
-                .push((done, std::mem::take(&mut self.current_locs)));
-        }
+    /// Durable in the pack store before the catalog names it.
+    fn seal(&mut self, _: u64, w: PackWriter) -> Result<()> {
+        let (staged, entries) = w.close()?.into_parts();
+        let (id, size) = (*staged.id(), staged.size());
+        self.spool.pack_store().put(staged)?;
+        let locs = std::mem::take(&mut self.current_locs);
+        self.done.push((StoredPack { id, size, entries }, locs));
         Ok(())
+    }
+}
+
+impl<'a> Rewriter<'a> {
+    fn new(spool: &'a Spool) -> Rewriter<'a> {
+        Rewriter {
+            spool,
+            packer: FramePacker::new(spool.settings.compression_level, Rollover::AtTarget),
+            out: NewPacks {
+                spool,
+                current_locs: Vec::new(),
+                done: Vec::new(),
+            },
+        }
+    }
+
+    /// Seal the last pack; the packs written, with their chunks' new locations.
+    fn finish(mut self) -> Result<Vec<NewPack>> {
+        self.packer.seal(&mut self.out)?;
+        Ok(self.out.done)
     }
 
     /// Copy the live part of one pack.
     fn copy_pack(&mut self, p: &PackPlan, rows: &[Row]) -> Result<u64> {
-        let path = pack::pack_path(&self.spool.packs_dir(), &p.id);
-        let reader = PackReader::open(&path)?;
+        let store = self.spool.pack_store();
+        let path = store.location(&p.id);
+        let reader = store.open(&p.id)?;
         let damaged = |e: Error| {
             Error::damaged(
                 Damaged::Pack {
@@ -480,7 +490,8 @@ impl Rewriter<'_> {
                     .iter()
                     .map(|(id, loc)| (*id, loc.raw_len, loc.kind, table.as_ref().and(loc.frame)))
                     .collect();
-                self.add(entry.id, entry.kind, &blob, c)?;
+                self.packer
+                    .append(&mut self.out, entry.id, entry.kind, blob, Chunks::Listed(c))?;
                 continue;
             }
             // Partly live: a new frame of the live chunks, recompressed.
@@ -497,13 +508,7 @@ impl Rewriter<'_> {
                     "the chunk index places a chunk in a frame whose table lacks it",
                 )));
             }
-            let c = crate::store::frame_slots(&frame)
-                .into_iter()
-                .map(|(id, len, slot)| (id, len, BlobKind::Data, Some(slot)))
-                .collect();
-            let (frame_id, new_raw) = frame.into_named();
-            let blob = pack::encode_blob(&new_raw, self.level);
-            self.add(frame_id, BlobKind::Frame, &blob, c)?;
+            self.packer.append_frame(&mut self.out, frame)?;
         }
         Ok(moved)
     }
@@ -512,12 +517,20 @@ impl Rewriter<'_> {
 // ---------------------------------------------------------------------------------------------
 // Doomed packs
 
-fn file_size(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+/// The bytes the pack store holds of `packs` (one missing counts 0, as does every one when
+/// the store cannot be listed: this is for reports only).
+fn stored_bytes(spool: &Spool, packs: &HashSet<[u8; 32]>) -> u64 {
+    let listed = spool.pack_store().list().unwrap_or_default();
+    listed
+        .iter()
+        .filter(|(id, _)| packs.contains(&id.0))
+        .map(|(_, size)| size)
+        .sum()
 }
 
-/// Delete the files of doomed packs if no reader holds the readers lock, then forget them.
-/// Returns (packs deleted, bytes deleted); sets the waiting counts when a reader is in.
+/// Delete the doomed packs from the pack store if no reader holds the readers lock, then
+/// forget them. Returns (packs deleted, bytes deleted); sets the waiting counts when a reader
+/// is in.
 fn delete_doomed(spool: &Spool, report: &mut GcReport) -> Result<(u64, u64)> {
     let doomed = spool.catalog.reader()?.doomed_ids()?;
     report.doomed_waiting = 0;
@@ -525,53 +538,39 @@ fn delete_doomed(spool: &Spool, report: &mut GcReport) -> Result<(u64, u64)> {
     if doomed.is_empty() {
         return Ok((0, 0));
     }
-    let dir = spool.packs_dir();
     let Some(lock) = spool.try_lock_readers_out()? else {
         report.doomed_waiting = doomed.len() as u64;
-        report.doomed_waiting_bytes = doomed
-            .iter()
-            .map(|id| file_size(&pack::pack_path(&dir, &PackId(*id))))
-            .sum();
+        report.doomed_waiting_bytes = stored_bytes(spool, &doomed);
         return Ok((0, 0));
     };
     // A pack the catalog names again (the same bytes written anew) must stay.
     let named = spool.catalog.reader()?.packs_named(&doomed)?;
-    let (mut n, mut bytes) = (0u64, 0u64);
-    let mut parents: HashSet<PathBuf> = HashSet::new();
-    let mut ids: Vec<&[u8; 32]> = doomed.iter().collect();
+    let store = spool.pack_store();
+    let sizes: HashMap<PackId, u64> = store.list()?.into_iter().collect();
+    let mut ids: Vec<PackId> = doomed
+        .iter()
+        .filter(|id| !named.contains(*id))
+        .map(|id| PackId(*id))
+        .collect();
     ids.sort();
-    for id in ids {
-        if named.contains(id) {
-            continue;
-        }
-        let path = pack::pack_path(&dir, &PackId(*id));
-        let size = file_size(&path);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                n += 1;
-                bytes += size;
-                if n == 1 {
-                    crate::failpoint::hit("gc-deleting");
-                }
-            }
-            // Already gone (a crash between the deletion and the forgetting): just forget it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-        if let Some(p) = path.parent() {
-            parents.insert(p.to_path_buf());
-        }
-    }
-    for p in &parents {
-        if p.is_dir() {
-            crate::fsutil::fsync_dir(p)?;
-        }
+    // One already gone (a crash between the deletion and the forgetting) is just forgotten.
+    let present: Vec<PackId> = ids
+        .iter()
+        .filter(|id| sizes.contains_key(id))
+        .copied()
+        .collect();
+    let bytes = present.iter().map(|id| sizes[id]).sum();
+    if let Some(first) = present.first() {
+        // The first alone, so that a crash can come between deletions.
+        store.delete(std::slice::from_ref(first))?;
+        crate::failpoint::hit("gc-deleting");
+        store.delete(&present[1..])?;
     }
     drop(lock);
     let w = spool.catalog.writer()?;
     w.forget_doomed(&doomed)?;
     w.commit()?;
-    Ok((n, bytes))
+    Ok((present.len() as u64, bytes))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,10 +593,7 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
     if opts.dry_run {
         let doomed = spool.catalog.reader()?.doomed_ids()?;
         report.doomed_waiting = doomed.len() as u64;
-        report.doomed_waiting_bytes = doomed
-            .iter()
-            .map(|id| file_size(&pack::pack_path(&spool.packs_dir(), &PackId(*id))))
-            .sum();
+        report.doomed_waiting_bytes = stored_bytes(spool, &doomed);
     } else {
         let (n, b) = delete_doomed(spool, &mut report)?;
         report.doomed_deleted = n;
@@ -661,20 +657,13 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
             .map(|p| p.size)
             .sum(),
     );
-    let mut rw = Rewriter {
-        spool,
-        level: spool.settings.compression_level,
-        current: None,
-        current_locs: Vec::new(),
-        done: Vec::new(),
-    };
+    let mut rw = Rewriter::new(spool);
     for p in gone.iter().filter(|p| p.fate == Fate::Rewrite) {
         let empty = Vec::new();
         report.chunks_moved += rw.copy_pack(p, rows.get(&p.no).unwrap_or(&empty))?;
         progress.advance(p.size);
     }
-    rw.seal()?;
-    let written = std::mem::take(&mut rw.done);
+    let written = rw.finish()?;
     report.packs_written = written.len() as u64;
     let written_bytes: u64 = written.iter().map(|(f, _)| f.size).sum();
     crate::failpoint::hit("gc-packs-written");

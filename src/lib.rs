@@ -17,6 +17,7 @@ pub mod dump;
 pub mod error;
 pub mod failpoint;
 pub mod frame;
+pub mod frame_packer;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -20,10 +20,11 @@ use rayon::prelude::*;
 use crate::catalog::{self, ChunkIndex, ChunkLoc, FrameSlot, Ownership};
 use crate::error::Damaged;
 use crate::frame;
+use crate::frame_packer::{self, Chunks, FramePacker, PackSink, Rollover};
 use crate::manifest::ManifestReader;
 use crate::pack::{
-    self, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, PACK_TARGET_SIZE, PackId, PackReader,
-    SealedPack, StoredPack,
+    self, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, PackId, PackReader, SealedPack,
+    StoredPack,
 };
 use crate::pack_store::PackStore;
 use crate::record::DumpRecord;
@@ -42,17 +43,16 @@ pub struct StoreStats {
 
 pub struct StoreWriter<'a> {
     spool: &'a Spool,
-    txn: Option<catalog::Writer>,
-    pack: Option<(u64, BackgroundPack)>,
-    level: i32,
-    pub stats: StoreStats,
-    /// The data frame being filled; it spans `put_batch` calls, so frames stay full.
-    filling: frame::Builder,
+    /// Frames and packs: the data frame being filled (it spans `put_batch` calls, so frames
+    /// stay full) and the open pack.
+    packer: FramePacker<BackgroundPack>,
+    /// Where the packer's packs go, with the transaction that indexes their chunks.
+    out: Sink<'a>,
     /// Frames handed to the thread pool for hashing and compression, in append order.
     inflight: VecDeque<PendingFrame>,
     inflight_raw: usize,
-    /// Chunks accepted but not yet in the index (in `filling` or `inflight`), so a second copy
-    /// is not stored.
+    /// Chunks accepted but not yet in the index (in the filling frame or `inflight`), so a
+    /// second copy is not stored.
     unindexed: ChunkSet,
     /// Frames handed to the pool so far (those appended are `frames_sent - inflight.len()`).
     frames_sent: u64,
@@ -60,6 +60,18 @@ pub struct StoreWriter<'a> {
     owning: VecDeque<DeferredOwn>,
     /// What the deferred ownership recorded so far: (chunks, stored bytes).
     owned_later: (u64, u64),
+}
+
+/// The store's [`PackSink`]: packs numbered by the catalog, their chunks indexed in the open
+/// transaction as they are appended, full ones sealed and put into the pack store on their own
+/// threads, with a checkpoint commit now and then.
+struct Sink<'a> {
+    spool: &'a Spool,
+    txn: Option<catalog::Writer>,
+    stats: StoreStats,
+    /// Commit after a sealed pack once enough has gathered (see `CHECKPOINT_CHUNKS`); off
+    /// while `finish` seals the last pack, which its own commit names.
+    checkpoints: bool,
     /// Pack bytes sealed and chunks indexed since the last commit (see `CHECKPOINT_CHUNKS`).
     since_commit: (u64, u64),
     /// Stored share (`stored_share`) of chunks appended in this session and not yet owned, so
@@ -87,11 +99,13 @@ struct DeferredOwn {
     refs: Vec<ChunkId>,
 }
 
-/// A frame on its way through the pool: its chunks, and where its blob will arrive.
+/// A compressed frame: its id, where its chunks sit, its blob.
+type Compressed = (ChunkId, Vec<(ChunkId, u32, FrameSlot)>, EncodedBlob);
+
+/// A frame on its way through the pool, and where its blob will arrive.
 struct PendingFrame {
-    slots: Vec<(ChunkId, u32, FrameSlot)>,
     raw_len: usize,
-    done: mpsc::Receiver<(ChunkId, EncodedBlob)>,
+    done: mpsc::Receiver<Compressed>,
 }
 
 /// Raw bytes of frames compressing at once, at most. Deep enough that the pool keeps working
@@ -108,28 +122,35 @@ impl<'a> StoreWriter<'a> {
     pub fn new(spool: &'a Spool) -> Result<StoreWriter<'a>> {
         Ok(StoreWriter {
             spool,
-            txn: Some(spool.catalog.writer()?),
-            pack: None,
-            level: spool.settings.compression_level,
-            stats: StoreStats::default(),
-            filling: frame::Builder::default(),
+            packer: FramePacker::new(spool.settings.compression_level, Rollover::AtTarget),
+            out: Sink {
+                spool,
+                txn: Some(spool.catalog.writer()?),
+                stats: StoreStats::default(),
+                checkpoints: true,
+                since_commit: (0, 0),
+                fresh_shares: ChunkMap::default(),
+                persisting: Vec::new(),
+                uncommitted: Vec::new(),
+            },
             inflight: VecDeque::new(),
             inflight_raw: 0,
             unindexed: ChunkSet::default(),
             frames_sent: 0,
             owning: VecDeque::new(),
             owned_later: (0, 0),
-            since_commit: (0, 0),
-            fresh_shares: ChunkMap::default(),
-            persisting: Vec::new(),
-            uncommitted: Vec::new(),
         })
+    }
+
+    /// What this session added so far.
+    pub fn stats(&self) -> StoreStats {
+        self.out.stats
     }
 
     /// The open write transaction (it also carries this session's other catalog rows). Data
     /// chunks still being compressed are not in its index yet: call `settle` first to see them.
     pub fn catalog(&self) -> &catalog::Writer {
-        self.txn.as_ref().expect("transaction open until finish")
+        self.out.txn()
     }
 
     /// For each id: is it not in the store yet (nor on its way in)?
@@ -162,13 +183,14 @@ impl<'a> StoreWriter<'a> {
         // Data accepted earlier goes first, so manifests and records follow the data they
         // describe in the packs (they end up in a dump's last, usually small, pack).
         self.settle()?;
-        let level = self.level;
+        let level = self.packer.level();
         let encoded: Vec<EncodedBlob> = new
             .par_iter()
             .map(|(_, raw)| pack::encode_blob(raw, level))
             .collect();
         for ((id, raw), blob) in new.iter().zip(encoded) {
-            self.append(*id, kind, blob, None)?;
+            self.packer
+                .append(&mut self.out, *id, kind, blob, Chunks::Own)?;
             self.count_new(raw.len());
         }
         Ok(new.len() as u64)
@@ -188,11 +210,11 @@ impl<'a> StoreWriter<'a> {
                 if !missing || self.unindexed.contains(&id) {
                     continue;
                 }
-                if !self.filling.fits(raw.len()) {
-                    self.send_frame();
+                if let Some(full) = self.packer.take_full(raw.len()) {
+                    self.send_frame(full);
                     self.append_done(false)?;
                 }
-                self.filling.push(id, raw);
+                self.packer.push(id, raw);
                 self.unindexed.insert(id);
                 new += 1;
             }
@@ -200,19 +222,13 @@ impl<'a> StoreWriter<'a> {
         Ok(new)
     }
 
-    /// Hand the filling frame to the pool.
-    fn send_frame(&mut self) {
-        if self.filling.is_empty() {
-            return;
-        }
-        let frame = std::mem::take(&mut self.filling);
-        let slots = frame_slots(&frame);
+    /// Hand a filled frame to the pool.
+    fn send_frame(&mut self, frame: frame::Builder) {
         let raw_len = frame.raw_len();
-        let level = self.level;
+        let level = self.packer.level();
         let (tx, done) = mpsc::sync_channel(1);
         let work = move || {
-            let (id, raw) = frame.into_named();
-            let _ = tx.send((id, pack::encode_blob(&raw, level)));
+            let _ = tx.send(frame_packer::compress(frame, level));
         };
         if rayon::current_thread_index().is_some() {
             // Called from inside the pool: waiting there for queued jobs could deadlock it.
@@ -226,11 +242,7 @@ impl<'a> StoreWriter<'a> {
         }
         self.inflight_raw += raw_len;
         self.frames_sent += 1;
-        self.inflight.push_back(PendingFrame {
-            slots,
-            raw_len,
-            done,
-        });
+        self.inflight.push_back(PendingFrame { raw_len, done });
     }
 
     /// Append the frames the pool has finished, in order. Waits for all of them with `all`,
@@ -247,7 +259,7 @@ impl<'a> StoreWriter<'a> {
                     Err(mpsc::TryRecvError::Disconnected) => None,
                 }
             };
-            let Some((frame_id, blob)) = got else {
+            let Some((frame_id, slots, blob)) = got else {
                 return Err(Error::Spool(
                     "a compression worker failed (panicked); nothing of this session was \
                      committed, run the command again"
@@ -256,8 +268,14 @@ impl<'a> StoreWriter<'a> {
             };
             let head = self.inflight.pop_front().expect("head frame");
             self.inflight_raw -= head.raw_len;
-            self.append_frame(frame_id, blob, &head.slots)?;
-            for (id, len, _) in &head.slots {
+            self.packer.append(
+                &mut self.out,
+                frame_id,
+                BlobKind::Frame,
+                blob,
+                Chunks::Frame(&slots),
+            )?;
+            for (id, len, _) in &slots {
                 self.unindexed.remove(id);
                 self.count_new(*len as usize);
             }
@@ -272,7 +290,7 @@ impl<'a> StoreWriter<'a> {
         // The frame being filled may hold some of `refs`: wait for it too. It is not sent
         // early: frames cut short at every window compress worse. The next chunks fill it, or
         // `settle` sends it.
-        let after = self.frames_sent + u64::from(!self.filling.is_empty());
+        let after = self.frames_sent + u64::from(self.packer.filling());
         self.owning.push_back(DeferredOwn {
             after,
             dump,
@@ -300,110 +318,171 @@ impl<'a> StoreWriter<'a> {
 
     /// Compress and append every chunk accepted so far, so the index holds them all.
     pub fn settle(&mut self) -> Result<()> {
-        self.send_frame();
+        if let Some(frame) = self.packer.take_frame() {
+            self.send_frame(frame);
+        }
         self.append_done(true)
     }
 
     fn count_new(&mut self, raw_len: usize) {
-        self.stats.new_chunks += 1;
-        self.stats.new_raw_bytes += raw_len as u64;
+        self.out.stats.new_chunks += 1;
+        self.out.stats.new_raw_bytes += raw_len as u64;
     }
 
     /// Store one blob (a dump record, say) whether or not its id exists: callers dedup first.
     pub fn put_one(&mut self, id: ChunkId, raw: &[u8], kind: BlobKind) -> Result<()> {
-        let blob = pack::encode_blob(raw, self.level);
-        self.append(id, kind, blob, None)
+        let blob = pack::encode_blob(raw, self.packer.level());
+        self.packer
+            .append(&mut self.out, id, kind, blob, Chunks::Own)
     }
 
-    /// Append a frame blob and index each chunk inside it.
-    fn append_frame(
+    /// Record that `dump` owns those of `refs` that no dump of `chain` (its ancestors) owns,
+    /// and that it does not own already. Returns (chunks, stored bytes) newly owned.
+    pub fn record_owned(
         &mut self,
-        frame_id: ChunkId,
-        blob: EncodedBlob,
-        slots: &[(ChunkId, u32, FrameSlot)],
-    ) -> Result<()> {
-        self.append(frame_id, BlobKind::Frame, blob, Some(slots))
+        dump: u64,
+        chain: &[u64],
+        refs: &[ChunkId],
+    ) -> Result<(u64, u64)> {
+        self.settle()?;
+        self.record_owned_now(dump, chain, refs.to_vec())
     }
 
-    /// Append one blob; index it under its own id, or (a frame) each chunk in `slots`.
-    fn append(
+    fn record_owned_now(
         &mut self,
-        id: ChunkId,
-        kind: BlobKind,
-        blob: EncodedBlob,
-        slots: Option<&[(ChunkId, u32, FrameSlot)]>,
-    ) -> Result<()> {
-        if self.pack.is_none() {
-            let no = self.catalog().take_pack_number()?;
-            self.pack = Some((no, BackgroundPack::start(&self.spool.tmp_dir())?));
+        dump: u64,
+        chain: &[u64],
+        mut refs: Vec<ChunkId>,
+    ) -> Result<(u64, u64)> {
+        let txn = self
+            .out
+            .txn
+            .as_ref()
+            .expect("transaction open until finish");
+        let mut owned = txn.ownership()?;
+        let (mut n, mut bytes) = (0u64, 0u64);
+        // In key order: neighbouring rows share the pages of the B-tree.
+        refs.sort_unstable();
+        for id in &refs {
+            if owned.owned_by_any(chain, id)? {
+                continue;
+            }
+            let stored = match self.out.fresh_shares.remove(id) {
+                Some(share) => share,
+                None => self.indexed_share(&owned, id)?,
+            };
+            // A chunk this dump already owns (a second copy in the volume) is rewritten with the
+            // same value and not counted again.
+            if owned.own(dump, id, stored)? {
+                n += 1;
+                bytes += u64::from(stored);
+            }
         }
-        let (no, writer) = self.pack.as_mut().expect("pack open");
-        let entry = writer.add(id, kind, blob)?;
-        let loc = ChunkLoc {
-            pack_no: *no,
-            offset: entry.offset,
-            stored_len: entry.stored_len,
-            raw_len: entry.raw_len,
-            compressed: entry.compressed,
-            kind,
-            frame: None,
-        };
+        Ok((n, bytes))
+    }
+
+    /// `stored_share` of an indexed chunk; 0 for one purged from the spool after export (owned,
+    /// but its bytes are on tape only).
+    fn indexed_share(&self, owned: &Ownership, id: &ChunkId) -> Result<u32> {
+        match owned.location(id)? {
+            Some(loc) => Ok(stored_share(&loc)),
+            None if !self.spool.catalog.reader()?.tapes_of_chunk(id)?.is_empty() => Ok(0),
+            None => Err(Error::damaged(
+                Damaged::Chunk(*id),
+                format!(
+                    "chunk {} is referenced but not in the chunk index",
+                    id.short()
+                ),
+            )),
+        }
+    }
+
+    /// Seal the last pack, let `last` add the final rows (the dump record) to the same
+    /// transaction, and commit: the record becomes visible only with all its data durable.
+    pub fn finish(
+        mut self,
+        last: impl FnOnce(&catalog::Writer, &StoreStats) -> Result<()>,
+    ) -> Result<StoreStats> {
+        self.settle()?;
+        self.out.checkpoints = false;
+        self.packer.seal(&mut self.out)?;
+        let stats = self.out.stats;
+        let txn = self.out.txn.take().expect("transaction open");
+        last(&txn, &stats)?;
+        self.out.name_persisted(&txn)?;
+        crate::failpoint::hit("before-record-commit");
+        txn.commit()?;
+        self.out.uncommitted.clear();
+        crate::failpoint::hit("record-committed");
+        Ok(stats)
+    }
+}
+
+impl Drop for StoreWriter<'_> {
+    /// Dropped before its last commit (an error, a full disk): the open pack is abandoned (its
+    /// thread removes the tmp file), the transaction is rolled back, and the packs sealed since
+    /// the last commit are removed, so what the session wrote and never committed takes no
+    /// space. Packs of earlier checkpoints are committed and stay.
+    fn drop(&mut self) {
+        let _ = self.out.persisted();
+        self.packer.abandon();
+        drop(self.out.txn.take());
+        self.out.remove_uncommitted();
+    }
+}
+
+impl PackSink for Sink<'_> {
+    type Pack = BackgroundPack;
+
+    fn open(&mut self) -> Result<(u64, BackgroundPack)> {
+        let no = self.txn().take_pack_number()?;
+        Ok((no, BackgroundPack::start(&self.spool.tmp_dir())?))
+    }
+
+    /// Index the blob's chunks in the open transaction.
+    fn placed(&mut self, _: &BlobEntry, mut chunks: Vec<(ChunkId, ChunkLoc)>) -> Result<()> {
         crate::failpoint::hit("chunk-appended"); // once per blob (a frame is one blob)
-        let full = writer.size() >= PACK_TARGET_SIZE;
         {
             let txn = self.txn.as_ref().expect("transaction open until finish");
             let mut table = txn.chunk_index()?;
-            let mut index = |id: &ChunkId, loc: &ChunkLoc| -> Result<()> {
+            // In key order: neighbouring inserts walk the same pages of the B-tree.
+            if chunks.len() > 1 {
+                chunks.sort_unstable_by_key(|c| c.0);
+            }
+            for (id, loc) in &chunks {
                 table.insert(id, loc)?;
                 if self.fresh_shares.len() < FRESH_SHARES_MAX {
                     self.fresh_shares.insert(*id, stored_share(loc));
                 }
-                Ok(())
-            };
-            match slots {
-                None => index(&id, &loc)?,
-                Some(slots) => {
-                    // In key order: neighbouring inserts walk the same pages of the B-tree.
-                    let mut order: Vec<usize> = (0..slots.len()).collect();
-                    order.sort_unstable_by_key(|&i| slots[i].0);
-                    for i in order {
-                        let (cid, len, slot) = &slots[i];
-                        let l = ChunkLoc {
-                            raw_len: *len,
-                            kind: BlobKind::Data,
-                            frame: Some(*slot),
-                            ..loc
-                        };
-                        index(cid, &l)?;
-                    }
-                }
             }
         }
-        self.since_commit.1 += slots.map_or(1, |s| s.len() as u64);
-        if full {
-            self.seal_pack()?;
-            let (bytes, chunks) = self.since_commit;
-            if bytes >= self.spool.settings.checkpoint_mb << 20 || chunks >= CHECKPOINT_CHUNKS {
-                self.commit_and_reopen()?;
-            }
-        }
+        self.since_commit.1 += chunks.len() as u64;
         Ok(())
     }
 
-    /// Seal the open pack: its thread writes the index and footer and puts it into the pack
-    /// store while this one goes on (`persisted` waits for it).
-    fn seal_pack(&mut self) -> Result<()> {
-        if let Some((no, pack)) = self.pack.take() {
-            let store = Arc::clone(self.spool.pack_store());
-            let sealed = pack.seal(Box::new(move |staged| store.put(staged)))?;
-            self.stats.stored_bytes += sealed.size();
-            self.stats.packs += 1;
-            self.since_commit.0 += sealed.size();
-            self.persisting.push((no, sealed, crate::timefmt::now_ns()));
+    /// Seal the pack: its thread writes the index and footer and puts it into the pack store
+    /// while this one goes on (`persisted` waits for it). Then commit, if a checkpoint is due.
+    fn seal(&mut self, no: u64, pack: BackgroundPack) -> Result<()> {
+        let store = Arc::clone(self.spool.pack_store());
+        let sealed = pack.seal(Box::new(move |staged| store.put(staged)))?;
+        self.stats.stored_bytes += sealed.size();
+        self.stats.packs += 1;
+        self.since_commit.0 += sealed.size();
+        self.persisting.push((no, sealed, crate::timefmt::now_ns()));
+        let (bytes, chunks) = self.since_commit;
+        if self.checkpoints
+            && (bytes >= self.spool.settings.checkpoint_mb << 20 || chunks >= CHECKPOINT_CHUNKS)
+        {
+            self.commit_and_reopen()?;
         }
         Ok(())
     }
+}
 
+impl Sink<'_> {
+    fn txn(&self) -> &catalog::Writer {
+        self.txn.as_ref().expect("transaction open until finish")
+    }
     /// Wait until every sealed pack is durable in the pack store, then name them in `txn`
     /// (`packs`, `pack_ids`): every commit does this first, so it names only durable packs.
     fn name_persisted(&mut self, txn: &catalog::Writer) -> Result<()> {
@@ -486,105 +565,6 @@ impl<'a> StoreWriter<'a> {
         self.txn = Some(self.spool.catalog.writer()?);
         Ok(())
     }
-
-    /// Record that `dump` owns those of `refs` that no dump of `chain` (its ancestors) owns,
-    /// and that it does not own already. Returns (chunks, stored bytes) newly owned.
-    pub fn record_owned(
-        &mut self,
-        dump: u64,
-        chain: &[u64],
-        refs: &[ChunkId],
-    ) -> Result<(u64, u64)> {
-        self.settle()?;
-        self.record_owned_now(dump, chain, refs.to_vec())
-    }
-
-    fn record_owned_now(
-        &mut self,
-        dump: u64,
-        chain: &[u64],
-        mut refs: Vec<ChunkId>,
-    ) -> Result<(u64, u64)> {
-        let txn = self.txn.as_ref().expect("transaction open until finish");
-        let mut owned = txn.ownership()?;
-        let (mut n, mut bytes) = (0u64, 0u64);
-        // In key order: neighbouring rows share the pages of the B-tree.
-        refs.sort_unstable();
-        for id in &refs {
-            if owned.owned_by_any(chain, id)? {
-                continue;
-            }
-            let stored = match self.fresh_shares.remove(id) {
-                Some(share) => share,
-                None => self.indexed_share(&owned, id)?,
-            };
-            // A chunk this dump already owns (a second copy in the volume) is rewritten with the
-            // same value and not counted again.
-            if owned.own(dump, id, stored)? {
-                n += 1;
-                bytes += u64::from(stored);
-            }
-        }
-        Ok((n, bytes))
-    }
-
-    /// `stored_share` of an indexed chunk; 0 for one purged from the spool after export (owned,
-    /// but its bytes are on tape only).
-    fn indexed_share(&self, owned: &Ownership, id: &ChunkId) -> Result<u32> {
-        match owned.location(id)? {
-            Some(loc) => Ok(stored_share(&loc)),
-            None if !self.spool.catalog.reader()?.tapes_of_chunk(id)?.is_empty() => Ok(0),
-            None => Err(Error::damaged(
-                Damaged::Chunk(*id),
-                format!(
-                    "chunk {} is referenced but not in the chunk index",
-                    id.short()
-                ),
-            )),
-        }
-    }
-
-    /// Seal the last pack, let `last` add the final rows (the dump record) to the same
-    /// transaction, and commit: the record becomes visible only with all its data durable.
-    pub fn finish(
-        mut self,
-        last: impl FnOnce(&catalog::Writer, &StoreStats) -> Result<()>,
-    ) -> Result<StoreStats> {
-        self.settle()?;
-        self.seal_pack()?;
-        let stats = self.stats;
-        let txn = self.txn.take().expect("transaction open");
-        last(&txn, &stats)?;
-        self.name_persisted(&txn)?;
-        crate::failpoint::hit("before-record-commit");
-        txn.commit()?;
-        self.uncommitted.clear();
-        crate::failpoint::hit("record-committed");
-        Ok(stats)
-    }
-}
-
-impl Drop for StoreWriter<'_> {
-    /// Dropped before its last commit (an error, a full disk): the open pack is abandoned (its
-    /// thread removes the tmp file), the transaction is rolled back, and the packs sealed since
-    /// the last commit are removed, so what the session wrote and never committed takes no
-    /// space. Packs of earlier checkpoints are committed and stay.
-    fn drop(&mut self) {
-        let _ = self.persisted();
-        drop(self.pack.take());
-        drop(self.txn.take());
-        self.remove_uncommitted();
-    }
-}
-
-/// Where each chunk of `frame` sits once it is built: (id, length, its slot in the raw frame).
-pub(crate) fn frame_slots(frame: &frame::Builder) -> Vec<(ChunkId, u32, FrameSlot)> {
-    let raw_len = frame.raw_len() as u32;
-    frame
-        .slots()
-        .into_iter()
-        .map(|(id, len, inner)| (id, len, FrameSlot { raw_len, inner }))
-        .collect()
 }
 
 /// The stored bytes a chunk accounts for: its blob, or its raw share of its frame's blob.
@@ -875,7 +855,7 @@ mod tests {
             .collect();
         assert_eq!(w.put_batch(&twice, BlobKind::Data).unwrap(), 4);
         w.settle().unwrap();
-        assert_eq!(w.stats.new_chunks, 52);
+        assert_eq!(w.stats().new_chunks, 52);
         let (owned, owned_bytes) = w.owned_later();
         assert_eq!(owned, 48, "each chunk owned once");
         assert!(owned_bytes > 0);
@@ -884,7 +864,7 @@ mod tests {
         // Dump 7 took the stored shares handed on from the appends; dump 8 owns the same chunks
         // from the index alone, and must come to the same bytes.
         assert_eq!(
-            w.fresh_shares.len(),
+            w.out.fresh_shares.len(),
             4,
             "only the shares of the four tiny chunks, which no dump owns, are left"
         );
@@ -933,7 +913,7 @@ mod tests {
             let mut w = StoreWriter::new(&spool).unwrap();
             w.put_batch(&batch, BlobKind::Data).unwrap();
             w.settle().unwrap();
-            assert_eq!(w.stats.packs, 1, "a pack was sealed");
+            assert_eq!(w.stats().packs, 1, "a pack was sealed");
         }
         assert_eq!(on_disk(&spool), vec![], "an uncommitted pack was left");
         assert_eq!(tmp_files(&spool), 0, "the open pack's tmp file was left");
@@ -1113,7 +1093,7 @@ mod tests {
             let mut w = StoreWriter::new(&spool).unwrap();
             w.put_batch(&batch(&ids, &data), BlobKind::Data).unwrap();
             w.settle().unwrap();
-            assert_eq!(w.stats.packs, 1, "a pack was sealed");
+            assert_eq!(w.stats().packs, 1, "a pack was sealed");
         };
         dropped();
         assert_eq!(faulty.puts(), 1);

@@ -48,7 +48,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "spool, catalog, store",
-        &["spool", "catalog", "store", "pack_store"],
+        &["spool", "catalog", "store", "pack_store", "frame_packer"],
     ),
     (
         "operations",

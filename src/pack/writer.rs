@@ -312,6 +312,11 @@ impl BackgroundPack {
         self.size
     }
 
+    /// Blobs handed over so far.
+    pub fn blob_count(&self) -> usize {
+        self.blobs
+    }
+
     /// Let the thread write the index and footer and `put` the staged pack (a pack store's
     /// `put`: for a directory, fsync and rename into `packs/ab/`). Returns at once.
     pub fn seal(mut self, put: PutPack) -> Result<SealedPack> {

@@ -1,15 +1,14 @@
-//! The packer: chunks into frames, frames and blobs into packs of at most `PACK_MAX` bytes,
-//! packs sealed and named by their hash, as a spool's packs are.
+//! The packer: chunks into frames, frames and blobs into packs of at most `PACK_MAX` bytes
+//! (`crate::frame_packer`), packs sealed and named by their hash, as a spool's packs are, and
+//! placed under `reel/packs/`.
 
 use std::fs;
 use std::path::PathBuf;
 
+use crate::catalog::ChunkLoc;
 use crate::error::IoContext;
-use crate::frame;
-use crate::pack::{
-    self, BLOB_HEADER_LEN, BlobKind, EncodedBlob, FOOTER_LEN, INDEX_ENTRY_LEN, PACK_TARGET_SIZE,
-    PackWriter,
-};
+use crate::frame_packer::{Chunks, FramePacker, PackSink, Rollover};
+use crate::pack::{self, BLOB_HEADER_LEN, BlobEntry, BlobKind, PACK_TARGET_SIZE, PackWriter};
 use crate::tape::payload::format::{HexId, TapePack};
 use crate::{ChunkId, Result};
 
@@ -18,43 +17,54 @@ pub const PACK_MAX: u64 = PACK_TARGET_SIZE;
 
 /// Frames and packs of the payload being written.
 pub(super) struct Packer {
-    pub(super) stage: PathBuf,
-    pub(super) packs_dir: PathBuf,
-    pub(super) level: i32,
-    pub(super) writer: Option<PackWriter>,
-    /// Chunks in this writer (frames count their chunks).
-    pub(super) writer_chunks: u64,
-    pub(super) frame: frame::Builder,
-    pub(super) finished: Vec<TapePack>,
+    frames: FramePacker<PackWriter>,
+    out: Placer,
+}
+
+/// Where the payload's packs go: staged and sealed in `stage`, then renamed into `packs_dir`.
+struct Placer {
+    stage: PathBuf,
+    packs_dir: PathBuf,
+    /// Chunks in the open pack (frames count their chunks).
+    chunks: u64,
+    finished: Vec<TapePack>,
     /// Blob bytes written since the last `take_section`.
-    pub(super) section: u64,
+    section: u64,
+    /// The pack index and chunks of the blob placed last.
+    last: Option<(u32, Vec<ChunkId>)>,
 }
 
 impl Packer {
-    /// Index of the pack the next blob goes to.
-    pub(super) fn add_blob(
-        &mut self,
-        id: ChunkId,
-        kind: BlobKind,
-        blob: &EncodedBlob,
-        chunks: u64,
-    ) -> Result<u32> {
-        let need = (BLOB_HEADER_LEN + blob.data.len() + INDEX_ENTRY_LEN + FOOTER_LEN) as u64;
-        if let Some(w) = &self.writer {
-            let index = (INDEX_ENTRY_LEN * w.blob_count()) as u64;
-            if w.blob_count() > 0 && w.size() + index + need > PACK_MAX {
-                self.seal()?;
-            }
+    pub(super) fn new(stage: PathBuf, packs_dir: PathBuf, level: i32) -> Packer {
+        Packer {
+            frames: FramePacker::new(level, Rollover::Below(PACK_MAX)),
+            out: Placer {
+                stage,
+                packs_dir,
+                chunks: 0,
+                finished: Vec::new(),
+                section: 0,
+                last: None,
+            },
         }
-        if self.writer.is_none() {
-            self.writer = Some(PackWriter::create(&self.stage)?);
-            self.writer_chunks = 0;
-        }
-        let w = self.writer.as_mut().expect("writer open");
-        w.add(id, kind, blob)?;
-        self.writer_chunks += chunks;
-        self.section += (BLOB_HEADER_LEN + blob.data.len()) as u64;
-        Ok(self.finished.len() as u32)
+    }
+
+    /// The compression level of the blobs.
+    pub(super) fn level(&self) -> i32 {
+        self.frames.level()
+    }
+
+    /// Blob bytes written since the last call.
+    pub(super) fn take_section(&mut self) -> u64 {
+        std::mem::take(&mut self.out.section)
+    }
+
+    /// Index of the pack the blob went to.
+    pub(super) fn add_blob(&mut self, id: ChunkId, kind: BlobKind, raw: &[u8]) -> Result<u32> {
+        let blob = pack::encode_blob(raw, self.level());
+        self.frames
+            .append(&mut self.out, id, kind, blob, Chunks::Own)?;
+        Ok(self.out.last.take().expect("a blob placed").0)
     }
 
     /// Queue a data chunk for the current frame; returns the frame's chunks and pack index
@@ -64,30 +74,39 @@ impl Packer {
         id: ChunkId,
         raw: &[u8],
     ) -> Result<Option<(u32, Vec<ChunkId>)>> {
-        let mut flushed = None;
-        if !self.frame.fits(raw.len()) {
-            flushed = self.flush_frame()?;
-        }
-        self.frame.push(id, raw);
-        Ok(flushed)
+        self.frames.put_data(&mut self.out, id, raw)?;
+        Ok(self.out.last.take())
     }
 
     pub(super) fn flush_frame(&mut self) -> Result<Option<(u32, Vec<ChunkId>)>> {
-        if self.frame.is_empty() {
-            return Ok(None);
-        }
-        let frame = std::mem::take(&mut self.frame);
-        let ids: Vec<ChunkId> = frame.slots().into_iter().map(|s| s.0).collect();
-        let (frame_id, raw) = frame.into_named();
-        let blob = pack::encode_blob(&raw, self.level);
-        let idx = self.add_blob(frame_id, BlobKind::Frame, &blob, ids.len() as u64)?;
-        Ok(Some((idx, ids)))
+        self.frames.flush(&mut self.out)?;
+        Ok(self.out.last.take())
     }
 
-    pub(super) fn seal(&mut self) -> Result<()> {
-        let Some(w) = self.writer.take() else {
-            return Ok(());
-        };
+    /// Seal the last pack; the payload's packs, in the order written.
+    pub(super) fn finish(&mut self) -> Result<Vec<TapePack>> {
+        self.frames.seal(&mut self.out)?;
+        Ok(std::mem::take(&mut self.out.finished))
+    }
+}
+
+impl PackSink for Placer {
+    type Pack = PackWriter;
+
+    fn open(&mut self) -> Result<(u64, PackWriter)> {
+        self.chunks = 0;
+        Ok((self.finished.len() as u64, PackWriter::create(&self.stage)?))
+    }
+
+    fn placed(&mut self, entry: &BlobEntry, chunks: Vec<(ChunkId, ChunkLoc)>) -> Result<()> {
+        self.chunks += chunks.len() as u64;
+        self.section += (BLOB_HEADER_LEN + entry.stored_len as usize) as u64;
+        let no = chunks.first().map_or(0, |c| c.1.pack_no) as u32;
+        self.last = Some((no, chunks.into_iter().map(|c| c.0).collect()));
+        Ok(())
+    }
+
+    fn seal(&mut self, _: u64, w: PackWriter) -> Result<()> {
         let blobs = w.blob_count() as u64;
         let done = w.finish(&self.stage.join("sealed"))?;
         let hex = done.id.to_hex();
@@ -97,7 +116,7 @@ impl Packer {
             name: HexId(done.id.0),
             size: done.size,
             blobs,
-            chunks: self.writer_chunks,
+            chunks: self.chunks,
         });
         Ok(())
     }

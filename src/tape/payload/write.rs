@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use crate::catalog::{self, DumpRecord, OwnedIndex, TapeIndex};
 use crate::error::Damaged;
 use crate::error::IoContext;
-use crate::frame;
 use crate::fsutil::fsync_dir;
-use crate::pack::{self, BlobKind, PackId};
+use crate::pack::{BlobKind, PackId};
 use crate::progress::Progress;
 use crate::spool::Spool;
 use crate::store::ChunkReader;
@@ -108,8 +107,7 @@ impl Writer<'_, '_> {
                 self.settle(sec, idx, &ids);
             }
         } else {
-            let blob = pack::encode_blob(&raw, self.packer.level);
-            let idx = self.packer.add_blob(id, loc.kind, &blob, 1)?;
+            let idx = self.packer.add_blob(id, loc.kind, &raw)?;
             self.written.insert(id.0, idx);
             sec.packs.insert(idx);
         }
@@ -250,16 +248,11 @@ pub fn write_payload(
         owned: catalog.owned_index()?,
         on_tapes: catalog.tape_index()?,
         set_tapes: &plan.set_tapes,
-        packer: Packer {
-            stage: stage.clone(),
-            packs_dir: packs_dir.clone(),
-            level: spool.settings.compression_level,
-            writer: None,
-            writer_chunks: 0,
-            frame: frame::Builder::default(),
-            finished: Vec::new(),
-            section: 0,
-        },
+        packer: Packer::new(
+            stage.clone(),
+            packs_dir.clone(),
+            spool.settings.compression_level,
+        ),
         written: HashMap::new(),
         progress,
     };
@@ -267,7 +260,7 @@ pub fn write_payload(
     let mut summary_per_dump = Vec::new();
     let mut whole_file = Vec::new();
     for d in &plan.dumps {
-        w.packer.section = 0;
+        w.packer.take_section();
         let sec = w.dump(d)?;
         let wf = whole_file_bytes(spool, &reader, d)?;
         let mut tapes_needed =
@@ -278,10 +271,11 @@ pub fn write_payload(
         if !tapes_needed.iter().any(|l| l == label) {
             tapes_needed.push(label.to_string());
         }
-        summary_per_dump.push((d.id, w.packer.section));
+        let section = w.packer.take_section();
+        summary_per_dump.push((d.id, section));
         whole_file.push((d.id, wf));
         let on_tape = OnTape {
-            tape_bytes: w.packer.section,
+            tape_bytes: section,
             whole_file_bytes: wf,
             tapes_needed,
             // Pack indexes until every pack is sealed and named (below).
@@ -294,9 +288,8 @@ pub fn write_payload(
         };
         dumps.push(TapeDump::from_record(d, chain_refs(spool, d)?, on_tape));
     }
-    w.packer.seal()?;
+    let packs = w.packer.finish()?;
     let chunks = w.written.len() as u64;
-    let packs = std::mem::take(&mut w.packer.finished);
     drop(w);
     for d in &mut dumps {
         for p in &mut d.packs {
