@@ -19,10 +19,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::catalog::PackRecord;
-use crate::check::{CheckReport, check};
 use crate::pack::{self, BlobKind, PackId};
 use crate::progress::Progress;
-use crate::rebuild::{
+use crate::recovery::check::{CheckReport, check};
+use crate::recovery::rebuild::{
     IncompleteDump, Missing, Refused, ScannedPack, record_scanned_pack, scan_packs, walk_refs,
 };
 use crate::spool::Spool;

@@ -12,7 +12,7 @@
 //! What packs cannot give back: pending clones (`CLONES`), plain-tree exports
 //! (`PLAIN_EXPORTS`) and, without `--from-tapes`, the media catalog (docs/RECOVERY.md).
 //!
-//! The pieces shared with `check --repair` (`crate::repair`) live here too: reading one pack
+//! The pieces shared with `check --repair` (`super::repair`) live here too: reading one pack
 //! into index rows (`scan_pack`), and walking what a dump references (`walk_refs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
