@@ -25,6 +25,7 @@ use crate::pack::{PackId, PackReader};
 mod faulty;
 mod local;
 mod memory;
+pub mod scan;
 
 pub use faulty::Faulty;
 pub use local::LocalDir;

@@ -27,6 +27,7 @@ use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::manifest::ManifestReader;
 use crate::pack::{self, BlobEntry, BlobKind, PackId, PackReader};
+use crate::pack_store::scan::{self, Proof};
 use crate::progress::Progress;
 use crate::record::ForgetRecord;
 use crate::spool::{CATALOG_FILE, Spool};
@@ -106,77 +107,43 @@ pub(crate) fn scan_packs(
     (good, refused)
 }
 
-/// Read one pack: its hash against `id`, its index, its frames' chunk tables, and its dump
-/// and forget records.
+/// Read one pack: its hash against `id`, its index, its frames' chunk tables
+/// (`crate::pack_store::scan`), and its dump and forget records.
 pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
     let r = PackReader::open(path)?;
-    let h = r.hash_file()?;
-    if h != id {
-        return Err(Error::damaged(
-            Damaged::Pack {
-                path: path.to_path_buf(),
-                offset: None,
-            },
-            format!(
-                "pack {}: its bytes hash to {}, not to its name: the file is damaged",
-                path.display(),
-                h.short()
-            ),
-        ));
-    }
-    let entries = r.read_index()?;
+    let found = scan::scan(&r, Proof::Name(id))?;
     let mtime_ns = fs::metadata(path)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as i64);
+    let in_pack = |err: Error| {
+        Error::damaged(
+            Damaged::Pack {
+                path: path.to_path_buf(),
+                offset: None,
+            },
+            format!("pack {}: {err}", path.display()),
+        )
+    };
     let mut out = ScannedPack {
         id,
         path: path.to_path_buf(),
         size: r.size(),
         mtime_ns,
-        entries: Vec::new(),
-        chunks: Vec::new(),
+        entries: found.entries,
+        chunks: found.chunks,
         dump_records: Vec::new(),
         forgets: Vec::new(),
     };
-    for e in &entries {
-        let base = ChunkLoc::of_blob(0, e);
-        let in_pack = |err: Error| {
-            Error::damaged(
-                Damaged::Pack {
-                    path: path.to_path_buf(),
-                    offset: None,
-                },
-                format!("pack {}: {err}", path.display()),
-            )
-        };
-        match e.kind {
-            BlobKind::Frame => {
-                let raw = r.read_blob(e)?;
-                for (cid, range) in crate::frame::parse(&raw).map_err(in_pack)? {
-                    // No damaged chunk enters the index.
-                    crate::frame::verified(&raw, &cid, range.clone()).map_err(in_pack)?;
-                    let loc = base.in_frame(range.start as u32, range.len() as u32);
-                    out.chunks.push((cid, loc));
-                }
-            }
-            BlobKind::DumpRecord => {
-                let raw = r.read_blob(e)?;
-                out.dump_records
-                    .push(DumpRecord::decode(&raw).map_err(in_pack)?);
-                out.chunks.push((e.id, base));
-            }
-            BlobKind::Forget => {
-                let raw = r.read_blob(e)?;
-                out.forgets
-                    .push(ForgetRecord::decode(&raw).map_err(in_pack)?);
-                out.chunks.push((e.id, base));
-            }
-            BlobKind::Data | BlobKind::Manifest => out.chunks.push((e.id, base)),
+    for (kind, raw) in &found.records {
+        match kind {
+            BlobKind::DumpRecord => out
+                .dump_records
+                .push(DumpRecord::decode(raw).map_err(in_pack)?),
+            _ => out.forgets.push(ForgetRecord::decode(raw).map_err(in_pack)?),
         }
     }
-    out.entries = entries;
     Ok(out)
 }
 
