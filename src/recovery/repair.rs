@@ -1,11 +1,11 @@
-//! `reel check --repair`: bring the catalog back in line with the packs on disk.
+//! `reel check --repair`: bring the catalog back in line with the packs in the pack store.
 //!
 //! Two mismatches are repaired, in one catalog transaction:
 //! - a pack file the catalog does not name (a dump killed after the rename, before its
 //!   commit) is *adopted* once its bytes hash to its name and its index reads: it gets a pack
 //!   number and its chunks the index lacks get rows. Dump records inside it are not turned
 //!   into dumps: their commit never happened (`rebuild-catalog` is the tool that trusts them).
-//! - a pack the catalog names whose file is gone is *dropped*: its rows and the chunk rows
+//! - a pack the catalog names that is gone from the pack store is *dropped*: its rows and the chunk rows
 //!   pointing into it go, `purges` is bumped (so later dumps re-read files whose chunks went
 //!   missing, as after a purge), and the dumps that lost chunks are listed with the tapes that
 //!   hold those chunks. Dump records are never deleted.
@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::catalog::PackRecord;
-use crate::pack::{self, BlobKind, PackId};
+use crate::pack::{BlobKind, PackId};
+use crate::pack_store::PackInfo;
 use crate::progress::Progress;
 use crate::recovery::check::{CheckReport, check};
 use crate::recovery::rebuild::{
@@ -69,27 +70,29 @@ impl RepairReport {
 /// Repair `spool` (opened for writing), then check it (`read_data` as for `check`).
 pub fn repair(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<RepairReport> {
     let mut report = RepairReport::default();
-    let packs_dir = spool.packs_dir();
+    let store = spool.pack_store().as_ref();
     let named = spool.catalog.packs()?;
     let named_ids: HashSet<[u8; 32]> = named.iter().map(|(_, r)| r.id).collect();
     let doomed = spool.catalog.reader()?.doomed_ids()?;
 
     // Packs no row names (and not waiting for deletion): verify them in parallel.
     progress.message("verifying unnamed packs");
-    let candidates: Vec<(PackId, PathBuf)> = pack::list_packs(&packs_dir)?
+    let candidates: Vec<PackInfo> = store
+        .list_info()?
         .into_iter()
-        .filter(|(id, _)| !named_ids.contains(&id.0) && !doomed.contains(&id.0))
+        .filter(|p| !named_ids.contains(&p.id.0) && !doomed.contains(&p.id.0))
         .collect();
-    let (good, refused) = scan_packs(&candidates, &|_| {});
+    let (good, refused) = scan_packs(store, &candidates, &|_| {});
     report.refused = refused;
 
-    // Packs named whose file is gone (not merely unreadable: that is damage, reported by check).
+    // Packs named that are gone (not merely unreadable: that is damage, reported by check; nor
+    // unknown: a store that cannot tell keeps them).
     let gone: HashMap<u64, PathBuf> = named
         .iter()
         .filter_map(|(no, r)| {
-            let path = pack::pack_path(&packs_dir, &PackId(r.id));
-            match std::fs::symlink_metadata(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((*no, path)),
+            let id = PackId(r.id);
+            match store.exists(&id) {
+                Ok(false) => Some((*no, store.location(&id))),
                 _ => None,
             }
         })
