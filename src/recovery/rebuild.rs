@@ -12,8 +12,12 @@
 //! What packs cannot give back: pending clones (`CLONES`), plain-tree exports
 //! (`PLAIN_EXPORTS`) and, without `--from-tapes`, the media catalog (docs/RECOVERY.md).
 //!
-//! The pieces shared with `check --repair` (`super::repair`) live here too: reading one pack
-//! into index rows (`scan_pack`), and walking what a dump references (`walk_refs`).
+//! Packs are reached through the spool's pack store (`crate::pack_store`) and numbered in the
+//! order they were put (`PackInfo::put_ns`), as the store numbered them.
+//!
+//! The pieces shared with `check --repair` (`super::repair`) live here too: reading the packs
+//! of a pack store into index rows (`scan_packs`, on `crate::pack_store::scan`), and walking
+//! what a dump references (`walk_refs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;

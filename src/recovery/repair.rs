@@ -5,10 +5,10 @@
 //!   commit) is *adopted* once its bytes hash to its name and its index reads: it gets a pack
 //!   number and its chunks the index lacks get rows. Dump records inside it are not turned
 //!   into dumps: their commit never happened (`rebuild-catalog` is the tool that trusts them).
-//! - a pack the catalog names that is gone from the pack store is *dropped*: its rows and the chunk rows
-//!   pointing into it go, `purges` is bumped (so later dumps re-read files whose chunks went
-//!   missing, as after a purge), and the dumps that lost chunks are listed with the tapes that
-//!   hold those chunks. Dump records are never deleted.
+//! - a pack the catalog names that is gone from the pack store is *dropped*: its rows and the
+//!   chunk rows pointing into it go, `purges` is bumped (so later dumps re-read files whose
+//!   chunks went missing, as after a purge), and the dumps that lost chunks are listed with the
+//!   tapes that hold those chunks. Dump records are never deleted.
 //!
 //! Repair never deletes a file: a pack that fails verification, or that `--read-data` finds
 //! damaged, is reported and left in place. Data that cannot be proven unused stays.
