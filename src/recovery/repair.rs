@@ -197,3 +197,66 @@ fn adopt_and_drop(
     crate::failpoint::hit("repair-committed");
     Ok(lost)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::pack::{PackWriter, encode_blob};
+    use crate::pack_store::{InMemory, PackStore};
+    use crate::progress::NoProgress;
+    use crate::store::StoreWriter;
+
+    /// Check and repair see the packs of whatever store the spool has (here: in memory), and
+    /// name them by its locations.
+    #[test]
+    fn check_and_repair_work_through_the_pack_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(InMemory::new());
+        let spool = Spool::init_with_store(&tmp.path().join("spool"), store.clone()).unwrap();
+        let data: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 1000]).collect();
+        for d in &data[..2] {
+            let mut w = StoreWriter::new(&spool).unwrap();
+            w.put_batch(&[(ChunkId::of(d), d.as_slice())], BlobKind::Data)
+                .unwrap();
+            w.finish(|_, _| Ok(())).unwrap();
+        }
+        let c = check(&spool, true, &NoProgress).unwrap();
+        assert!(
+            c.ok() && c.packs == 2 && c.unreferenced_packs.is_empty(),
+            "{c:?}"
+        );
+
+        // A pack no catalog names (a dump killed before its commit), and a named one gone.
+        let mut pw = PackWriter::create(&spool.tmp_dir()).unwrap();
+        pw.add(
+            ChunkId::of(&data[2]),
+            BlobKind::Data,
+            &encode_blob(&data[2], 3),
+        )
+        .unwrap();
+        let (staged, _) = pw.close().unwrap().into_parts();
+        let unnamed = *staged.id();
+        store.put(staged).unwrap();
+        let gone = PackId(spool.catalog.packs().unwrap()[0].1.id);
+        store.delete(&[gone]).unwrap();
+        let c = check(&spool, false, &NoProgress).unwrap();
+        assert_eq!(c.unreferenced_packs, vec![store.location(&unnamed)]);
+        let gone_name = store.location(&gone).display().to_string();
+        assert!(
+            c.problems
+                .iter()
+                .any(|p| p.pack.as_ref() == Some(&gone_name)),
+            "{c:?}"
+        );
+
+        let r = repair(&spool, true, &NoProgress).unwrap();
+        assert_eq!(r.adopted.len(), 1);
+        assert_eq!(r.adopted[0].path, store.location(&unnamed));
+        assert_eq!(r.dropped.len(), 1);
+        assert_eq!(r.dropped[0].path, store.location(&gone));
+        assert!(r.ok(), "{:?}", r.check);
+        assert_eq!(r.check.packs, 2);
+    }
+}
