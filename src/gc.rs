@@ -827,7 +827,7 @@ mod tests {
         .unwrap();
         same_file(&vol.join("keep"), &target.join("keep"));
         assert!(!target.join("drop").exists());
-        let c = crate::check::check(&spool, true, &NoProgress).unwrap();
+        let c = crate::recovery::check::check(&spool, true, &NoProgress).unwrap();
         assert!(c.ok(), "{:?}", c.problems);
         assert!(
             c.unreferenced_packs.is_empty(),

@@ -4,11 +4,10 @@
 //! Module map: `scan` walks trees, `chunk` cuts content, `pack` stores compressed chunks,
 //! `store` deduplicates into packs and reads back, `manifest` encodes a dump's namespace,
 //! `catalog` indexes it all in redb, `level` picks bases, `dump` and `restore` are the two
-//! pipelines, `check` verifies, `merge` makes synthetic level 0s.
+//! pipelines, `recovery` checks and repairs, `merge` makes synthetic level 0s.
 
 pub mod ahead;
 pub mod catalog;
-pub mod check;
 pub mod chunk;
 pub mod clone;
 pub mod diff;
@@ -32,9 +31,8 @@ pub mod pack;
 pub mod pack_store;
 pub mod progress;
 pub mod prune;
-pub mod rebuild;
 pub mod record;
-pub mod repair;
+pub mod recovery;
 pub mod restore;
 pub mod scan;
 pub mod schedule;

@@ -190,7 +190,7 @@ impl Spool {
         })
     }
 
-    /// For `rebuild-catalog` (`crate::rebuild`): the spool's settings and write lock, tmp/
+    /// For `rebuild-catalog` (`crate::recovery::rebuild`): the spool's settings and write lock, tmp/
     /// cleared, with the catalog `make` gives (a new file beside catalog.redb) instead of
     /// catalog.redb, which may be missing or damaged and is not opened at all.
     pub(crate) fn open_with_catalog(

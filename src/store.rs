@@ -12,7 +12,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
-use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 
 use rayon::prelude::*;
@@ -768,50 +767,9 @@ impl Read for ChunkStream<'_> {
     }
 }
 
-/// Every chunk in a pack, verified (blake3 of each chunk's raw bytes equals its id; frames:
-/// every chunk inside), with its location (pack number 0: the caller sets it).
-pub fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
-    open_pack_chunks(&PackReader::open(path)?)
-}
-
-/// [`pack_chunks`] of an open pack (a pack store's: [`PackStore::open`]).
-pub fn open_pack_chunks(r: &PackReader) -> Result<(Vec<BlobEntry>, PackChunks)> {
-    let path = r.path();
-    let entries = r.read_index()?;
-    let mut out = Vec::new();
-    for e in &entries {
-        let raw = r.read_blob(e)?;
-        let base = ChunkLoc::of_blob(0, e);
-        if e.kind != BlobKind::Frame {
-            out.push((e.id, base));
-            continue;
-        }
-        for (id, range) in frame::parse(&raw).map_err(|err| {
-            Error::damaged(
-                Damaged::Pack {
-                    path: path.to_path_buf(),
-                    offset: None,
-                },
-                format!("pack {}: {err}", path.display()),
-            )
-        })? {
-            let data = frame::verified(&raw, &id, range.clone()).map_err(|err| {
-                Error::damaged(
-                    Damaged::Pack {
-                        path: path.to_path_buf(),
-                        offset: None,
-                    },
-                    format!("pack {}: {err}; the pack is damaged", path.display()),
-                )
-            })?;
-            out.push((id, base.in_frame(range.start as u32, data.len() as u32)));
-        }
-    }
-    Ok((entries, out))
-}
-
-/// The chunks of a pack with their locations (pack number 0).
-pub type PackChunks = Vec<(ChunkId, ChunkLoc)>;
+/// Reading a whole pack's chunks back (extra packs here, tape packs in `crate::tape`) is the
+/// pack store's scan.
+pub use crate::pack_store::scan::{PackChunks, open_pack_chunks, pack_chunks};
 
 #[cfg(test)]
 mod tests {

@@ -53,8 +53,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "operations",
         &[
-            "dump", "clone", "restore", "tape", "prune", "gc", "check", "rebuild", "repair",
-            "mount", "nightly", "merge", "select", "fuzzing",
+            "dump", "clone", "restore", "tape", "prune", "gc", "recovery", "mount", "nightly",
+            "merge", "select", "fuzzing",
         ],
     ),
     ("cli", &["cli", "lib", "main"]),

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use reel::Result;
-use reel::check::CheckReport;
-use reel::rebuild::IncompleteDump;
+use reel::recovery::check::CheckReport;
+use reel::recovery::rebuild::IncompleteDump;
 use reel::spool::Access;
 use reel::timefmt::{format_bytes, format_rfc3339};
 
@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
     }
     let spool = ctx.open(Access::Read)?;
     let bar = ctx.progress();
-    let report = reel::check::check(&spool, a.read_data, &bar)?;
+    let report = reel::recovery::check::check(&spool, a.read_data, &bar)?;
     drop(bar);
     if a.json {
         print_json(&serde_json::to_value(&report).expect("json"));
@@ -125,7 +125,7 @@ pub(super) fn print_incomplete(d: &IncompleteDump) {
 fn repair(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Write)?;
     let bar = ctx.progress();
-    let report = reel::repair::repair(&spool, a.read_data, &bar)?;
+    let report = reel::recovery::repair::repair(&spool, a.read_data, &bar)?;
     drop(bar);
     if a.json {
         print_json(&serde_json::to_value(&report).expect("json"));

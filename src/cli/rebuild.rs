@@ -22,7 +22,7 @@ pub struct RebuildArgs {
 pub fn run(ctx: &Ctx, a: RebuildArgs) -> Result<ExitCode> {
     let root = ctx.spool_dir()?;
     let bar = ctx.progress();
-    let r = reel::rebuild::rebuild_catalog(&root, a.from_tapes.as_deref(), &bar)?;
+    let r = reel::recovery::rebuild::rebuild_catalog(&root, a.from_tapes.as_deref(), &bar)?;
     drop(bar);
     let code = if r.clean() {
         ExitCode::SUCCESS

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{PackStore, StagedPack};
+use super::{PackInfo, PackStore, StagedPack};
 use crate::error::{Error, Result};
 use crate::pack::{PackId, PackReader};
 
@@ -93,8 +93,8 @@ impl PackStore for Faulty {
         self.inner.read_ranges(id, ranges)
     }
 
-    fn list(&self) -> Result<Vec<(PackId, u64)>> {
-        self.inner.list()
+    fn list_info(&self) -> Result<Vec<PackInfo>> {
+        self.inner.list_info()
     }
 
     fn delete(&self, ids: &[PackId]) -> Result<()> {

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{PackStore, StagedPack, range_len, truncated};
+use super::{PackInfo, PackStore, StagedPack, range_len, truncated, unix_ns};
 use crate::error::{Error, IoContext, Result};
 use crate::pack::{self, PackId, PackReader};
 
@@ -59,11 +59,16 @@ impl PackStore for LocalDir {
             .collect()
     }
 
-    fn list(&self) -> Result<Vec<(PackId, u64)>> {
+    fn list_info(&self) -> Result<Vec<PackInfo>> {
         let mut out = Vec::new();
         for (id, path) in pack::list_packs(&self.dir)? {
             match fs::metadata(&path) {
-                Ok(m) => out.push((id, m.len())),
+                // The file's mtime: when its bytes were written (a pack is never modified).
+                Ok(m) => out.push(PackInfo {
+                    id,
+                    size: m.len(),
+                    put_ns: m.modified().map_or(0, unix_ns),
+                }),
                 // Deleted since it was listed.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(&path, e)),
@@ -143,6 +148,15 @@ mod tests {
         assert_eq!(*blake3::hash(&bytes).as_bytes(), id.0);
         assert_eq!(pack::list_packs(&packs).unwrap(), vec![(id, path.clone())]);
         assert_eq!(store.list().unwrap(), vec![(id, bytes.len() as u64)]);
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        assert_eq!(
+            store.list_info().unwrap(),
+            vec![PackInfo {
+                id,
+                size: bytes.len() as u64,
+                put_ns: unix_ns(mtime)
+            }]
+        );
         // Deleting a file another way first is no error.
         fs::remove_file(&path).unwrap();
         store.delete(&[id]).unwrap();

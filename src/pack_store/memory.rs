@@ -5,15 +5,24 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use super::{PackStore, StagedPack, range_len, truncated};
+use super::{PackInfo, PackStore, StagedPack, range_len, truncated, unix_ns};
 use crate::error::{Error, Result};
 use crate::pack::{PackBytes, PackId, PackReader};
 
 /// Packs in memory, for tests: a put copies the staged file's bytes into a map and removes
-/// the file. Durable for the life of the store.
+/// the file. Durable for the life of the store. Put times are the clock's, made strictly
+/// increasing, so that packs put in turn list in that order.
 #[derive(Debug, Default)]
 pub struct InMemory {
-    packs: RwLock<BTreeMap<PackId, Arc<[u8]>>>,
+    packs: RwLock<Packs>,
+}
+
+#[derive(Debug, Default)]
+struct Packs {
+    /// Each pack's bytes and put time.
+    by_id: BTreeMap<PackId, (Arc<[u8]>, i64)>,
+    /// The latest put time given.
+    last_put_ns: i64,
 }
 
 impl InMemory {
@@ -23,7 +32,7 @@ impl InMemory {
 
     fn get(&self, id: &PackId) -> Result<Arc<[u8]>> {
         let packs = self.packs.read().expect("in-memory packs");
-        packs.get(id).cloned().ok_or_else(|| {
+        packs.by_id.get(id).map(|p| p.0.clone()).ok_or_else(|| {
             Error::io(
                 self.location(id),
                 std::io::Error::from(std::io::ErrorKind::NotFound),
@@ -51,10 +60,10 @@ impl PackStore for InMemory {
         let bytes = pack.read_all()?;
         let id = *pack.id();
         // The map changes only now, with the whole pack: a reader sees all of it or none.
-        self.packs
-            .write()
-            .expect("in-memory packs")
-            .insert(id, bytes.into());
+        let mut packs = self.packs.write().expect("in-memory packs");
+        let put_ns = unix_ns(std::time::SystemTime::now()).max(packs.last_put_ns + 1);
+        packs.last_put_ns = put_ns;
+        packs.by_id.insert(id, (bytes.into(), put_ns));
         Ok(())
     }
 
@@ -79,21 +88,34 @@ impl PackStore for InMemory {
             .collect()
     }
 
-    fn list(&self) -> Result<Vec<(PackId, u64)>> {
+    fn list_info(&self) -> Result<Vec<PackInfo>> {
         let packs = self.packs.read().expect("in-memory packs");
-        Ok(packs.iter().map(|(id, b)| (*id, b.len() as u64)).collect())
+        Ok(packs
+            .by_id
+            .iter()
+            .map(|(id, (b, put_ns))| PackInfo {
+                id: *id,
+                size: b.len() as u64,
+                put_ns: *put_ns,
+            })
+            .collect())
     }
 
     fn delete(&self, ids: &[PackId]) -> Result<()> {
         let mut packs = self.packs.write().expect("in-memory packs");
         for id in ids {
-            packs.remove(id);
+            packs.by_id.remove(id);
         }
         Ok(())
     }
 
     fn exists(&self, id: &PackId) -> Result<bool> {
-        Ok(self.packs.read().expect("in-memory packs").contains_key(id))
+        Ok(self
+            .packs
+            .read()
+            .expect("in-memory packs")
+            .by_id
+            .contains_key(id))
     }
 
     fn location(&self, id: &PackId) -> PathBuf {
@@ -131,5 +153,27 @@ mod tests {
             }
         });
         assert_eq!(reader.path(), store.location(&id));
+    }
+
+    /// Packs put in turn list in that order, however fast the puts; a second put of the same
+    /// bytes moves the pack later.
+    #[test]
+    fn put_times_increase() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = InMemory::new();
+        let mut ids = Vec::new();
+        for i in 0..20u8 {
+            let (s, _, _) = staged(tmp.path(), &[&[i]]);
+            ids.push(*s.id());
+            store.put(s).unwrap();
+        }
+        let when = |id: &PackId| {
+            let info = store.list_info().unwrap();
+            info.iter().find(|p| p.id == *id).unwrap().put_ns
+        };
+        assert!(ids.windows(2).all(|w| when(&w[0]) < when(&w[1])));
+        let (again, _, _) = staged(tmp.path(), &[&[0]]);
+        store.put(again).unwrap();
+        assert!(when(&ids[0]) > when(&ids[19]));
     }
 }

@@ -25,6 +25,7 @@ use crate::pack::{PackId, PackReader};
 mod faulty;
 mod local;
 mod memory;
+pub mod scan;
 
 pub use faulty::Faulty;
 pub use local::LocalDir;
@@ -73,8 +74,18 @@ pub trait PackStore: Send + Sync {
             .ok_or_else(|| Error::usage("a pack store returned no bytes for a range"))
     }
 
+    /// Every pack in the store with its size and when it was put, sorted by id (what an
+    /// object store's LIST gives).
+    fn list_info(&self) -> Result<Vec<PackInfo>>;
+
     /// Every pack in the store with its size in bytes, sorted by id.
-    fn list(&self) -> Result<Vec<(PackId, u64)>>;
+    fn list(&self) -> Result<Vec<(PackId, u64)>> {
+        Ok(self
+            .list_info()?
+            .into_iter()
+            .map(|p| (p.id, p.size))
+            .collect())
+    }
 
     /// Delete packs. Every one is tried and the first error returned; a pack that is not there
     /// is no error (a crash may come between a deletion and the commit that records it). The
@@ -86,6 +97,24 @@ pub trait PackStore: Send + Sync {
 
     /// How messages name pack `id` (for a local directory: the path of its file).
     fn location(&self, id: &PackId) -> PathBuf;
+}
+
+/// A pack as a store lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PackInfo {
+    pub id: PackId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was put, in ns since the Unix epoch (0: the store cannot tell). Packs are never
+    /// modified, so this orders packs by when they were written (`rebuild-catalog` numbers
+    /// them so); a put of a pack already there may move it later.
+    pub put_ns: i64,
+}
+
+/// `t` in ns since the Unix epoch, 0 before it.
+fn unix_ns(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The length of `range` as a buffer size, refusing a reversed one.
@@ -150,6 +179,13 @@ mod tests {
         let mut want = vec![(ida, a_bytes.len() as u64), (idb, b_bytes.len() as u64)];
         want.sort();
         assert_eq!(store.list().unwrap(), want);
+        // With put times: known, and in the order of the puts.
+        let info = store.list_info().unwrap();
+        let sizes: Vec<(PackId, u64)> = info.iter().map(|p| (p.id, p.size)).collect();
+        assert_eq!(sizes, want);
+        let put_ns = |id: PackId| info.iter().find(|p| p.id == id).unwrap().put_ns;
+        assert!(put_ns(ida) > 0, "{info:?}");
+        assert!(put_ns(ida) <= put_ns(idb), "{info:?}");
 
         // The same bytes again: harmless.
         let (again, _, _) = staged(tmp, &[b"gamma"]);

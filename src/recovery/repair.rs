@@ -1,14 +1,14 @@
-//! `reel check --repair`: bring the catalog back in line with the packs on disk.
+//! `reel check --repair`: bring the catalog back in line with the packs in the pack store.
 //!
 //! Two mismatches are repaired, in one catalog transaction:
 //! - a pack file the catalog does not name (a dump killed after the rename, before its
 //!   commit) is *adopted* once its bytes hash to its name and its index reads: it gets a pack
 //!   number and its chunks the index lacks get rows. Dump records inside it are not turned
 //!   into dumps: their commit never happened (`rebuild-catalog` is the tool that trusts them).
-//! - a pack the catalog names whose file is gone is *dropped*: its rows and the chunk rows
-//!   pointing into it go, `purges` is bumped (so later dumps re-read files whose chunks went
-//!   missing, as after a purge), and the dumps that lost chunks are listed with the tapes that
-//!   hold those chunks. Dump records are never deleted.
+//! - a pack the catalog names that is gone from the pack store is *dropped*: its rows and the
+//!   chunk rows pointing into it go, `purges` is bumped (so later dumps re-read files whose
+//!   chunks went missing, as after a purge), and the dumps that lost chunks are listed with the
+//!   tapes that hold those chunks. Dump records are never deleted.
 //!
 //! Repair never deletes a file: a pack that fails verification, or that `--read-data` finds
 //! damaged, is reported and left in place. Data that cannot be proven unused stays.
@@ -19,10 +19,11 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::catalog::PackRecord;
-use crate::check::{CheckReport, check};
-use crate::pack::{self, BlobKind, PackId};
+use crate::pack::{BlobKind, PackId};
+use crate::pack_store::PackInfo;
 use crate::progress::Progress;
-use crate::rebuild::{
+use crate::recovery::check::{CheckReport, check};
+use crate::recovery::rebuild::{
     IncompleteDump, Missing, Refused, ScannedPack, record_scanned_pack, scan_packs, walk_refs,
 };
 use crate::spool::Spool;
@@ -69,27 +70,29 @@ impl RepairReport {
 /// Repair `spool` (opened for writing), then check it (`read_data` as for `check`).
 pub fn repair(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<RepairReport> {
     let mut report = RepairReport::default();
-    let packs_dir = spool.packs_dir();
+    let store = spool.pack_store().as_ref();
     let named = spool.catalog.packs()?;
     let named_ids: HashSet<[u8; 32]> = named.iter().map(|(_, r)| r.id).collect();
     let doomed = spool.catalog.reader()?.doomed_ids()?;
 
     // Packs no row names (and not waiting for deletion): verify them in parallel.
     progress.message("verifying unnamed packs");
-    let candidates: Vec<(PackId, PathBuf)> = pack::list_packs(&packs_dir)?
+    let candidates: Vec<PackInfo> = store
+        .list_info()?
         .into_iter()
-        .filter(|(id, _)| !named_ids.contains(&id.0) && !doomed.contains(&id.0))
+        .filter(|p| !named_ids.contains(&p.id.0) && !doomed.contains(&p.id.0))
         .collect();
-    let (good, refused) = scan_packs(&candidates, &|_| {});
+    let (good, refused) = scan_packs(store, &candidates, &|_| {});
     report.refused = refused;
 
-    // Packs named whose file is gone (not merely unreadable: that is damage, reported by check).
+    // Packs named that are gone (not merely unreadable: that is damage, reported by check; nor
+    // unknown: a store that cannot tell keeps them).
     let gone: HashMap<u64, PathBuf> = named
         .iter()
         .filter_map(|(no, r)| {
-            let path = pack::pack_path(&packs_dir, &PackId(r.id));
-            match std::fs::symlink_metadata(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((*no, path)),
+            let id = PackId(r.id);
+            match store.exists(&id) {
+                Ok(false) => Some((*no, store.location(&id))),
                 _ => None,
             }
         })
@@ -193,4 +196,67 @@ fn adopt_and_drop(
     w.commit()?;
     crate::failpoint::hit("repair-committed");
     Ok(lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::pack::{PackWriter, encode_blob};
+    use crate::pack_store::{InMemory, PackStore};
+    use crate::progress::NoProgress;
+    use crate::store::StoreWriter;
+
+    /// Check and repair see the packs of whatever store the spool has (here: in memory), and
+    /// name them by its locations.
+    #[test]
+    fn check_and_repair_work_through_the_pack_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(InMemory::new());
+        let spool = Spool::init_with_store(&tmp.path().join("spool"), store.clone()).unwrap();
+        let data: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 1000]).collect();
+        for d in &data[..2] {
+            let mut w = StoreWriter::new(&spool).unwrap();
+            w.put_batch(&[(ChunkId::of(d), d.as_slice())], BlobKind::Data)
+                .unwrap();
+            w.finish(|_, _| Ok(())).unwrap();
+        }
+        let c = check(&spool, true, &NoProgress).unwrap();
+        assert!(
+            c.ok() && c.packs == 2 && c.unreferenced_packs.is_empty(),
+            "{c:?}"
+        );
+
+        // A pack no catalog names (a dump killed before its commit), and a named one gone.
+        let mut pw = PackWriter::create(&spool.tmp_dir()).unwrap();
+        pw.add(
+            ChunkId::of(&data[2]),
+            BlobKind::Data,
+            &encode_blob(&data[2], 3),
+        )
+        .unwrap();
+        let (staged, _) = pw.close().unwrap().into_parts();
+        let unnamed = *staged.id();
+        store.put(staged).unwrap();
+        let gone = PackId(spool.catalog.packs().unwrap()[0].1.id);
+        store.delete(&[gone]).unwrap();
+        let c = check(&spool, false, &NoProgress).unwrap();
+        assert_eq!(c.unreferenced_packs, vec![store.location(&unnamed)]);
+        let gone_name = store.location(&gone).display().to_string();
+        assert!(
+            c.problems
+                .iter()
+                .any(|p| p.pack.as_ref() == Some(&gone_name)),
+            "{c:?}"
+        );
+
+        let r = repair(&spool, true, &NoProgress).unwrap();
+        assert_eq!(r.adopted.len(), 1);
+        assert_eq!(r.adopted[0].path, store.location(&unnamed));
+        assert_eq!(r.dropped.len(), 1);
+        assert_eq!(r.dropped[0].path, store.location(&gone));
+        assert!(r.ok(), "{:?}", r.check);
+        assert_eq!(r.check.packs, 2);
+    }
 }

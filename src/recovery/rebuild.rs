@@ -12,8 +12,12 @@
 //! What packs cannot give back: pending clones (`CLONES`), plain-tree exports
 //! (`PLAIN_EXPORTS`) and, without `--from-tapes`, the media catalog (docs/RECOVERY.md).
 //!
-//! The pieces shared with `check --repair` (`crate::repair`) live here too: reading one pack
-//! into index rows (`scan_pack`), and walking what a dump references (`walk_refs`).
+//! Packs are reached through the spool's pack store (`crate::pack_store`) and numbered in the
+//! order they were put (`PackInfo::put_ns`), as the store numbered them.
+//!
+//! The pieces shared with `check --repair` (`super::repair`) live here too: reading the packs
+//! of a pack store into index rows (`scan_packs`, on `crate::pack_store::scan`), and walking
+//! what a dump references (`walk_refs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -26,7 +30,9 @@ use crate::catalog::{self, Catalog, ChunkLoc, DumpRecord, TapeIndex};
 use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::manifest::ManifestReader;
-use crate::pack::{self, BlobEntry, BlobKind, PackId, PackReader};
+use crate::pack::{BlobEntry, BlobKind, PackId};
+use crate::pack_store::scan::{self, Proof};
+use crate::pack_store::{PackInfo, PackStore};
 use crate::progress::Progress;
 use crate::record::ForgetRecord;
 use crate::spool::{CATALOG_FILE, Spool};
@@ -40,9 +46,11 @@ pub const REBUILD_FILE: &str = "catalog.redb.rebuild";
 /// A pack read and verified end to end (its bytes hash to its name).
 pub(crate) struct ScannedPack {
     pub id: PackId,
+    /// Where it is, for messages (`PackStore::location`).
     pub path: PathBuf,
     pub size: u64,
-    /// The file's modification time: when it was written (packs are never modified).
+    /// When it was put (`PackInfo::put_ns`: a file's mtime): when it was written, as packs are
+    /// never modified.
     pub mtime_ns: i64,
     pub entries: Vec<BlobEntry>,
     /// Every chunk in it with its location, pack number 0 (the caller numbers the pack).
@@ -75,18 +83,19 @@ pub(crate) fn record_scanned_pack(
     Ok(())
 }
 
-/// Read and verify `packs` in parallel (`scan_pack`); `scanned` hears of each good one. Returns
-/// the good ones numbered in the order they were written, as the store numbers them, and the
-/// refused ones.
+/// Read and verify `packs` of `store` in parallel (`scan_pack`); `scanned` hears of each good
+/// one. Returns the good ones numbered in the order they were written, as the store numbers
+/// them, and the refused ones.
 pub(crate) fn scan_packs(
-    packs: &[(PackId, PathBuf)],
+    store: &dyn PackStore,
+    packs: &[PackInfo],
     scanned: &(dyn Fn(&ScannedPack) + Sync),
 ) -> (Vec<ScannedPack>, Vec<Refused>) {
     let results: Vec<std::result::Result<ScannedPack, Refused>> = packs
         .par_iter()
-        .map(|(id, path)| {
-            let r = scan_pack(*id, path).map_err(|e| Refused {
-                path: path.clone(),
+        .map(|listed| {
+            let r = scan_pack(store, listed).map_err(|e| Refused {
+                path: store.location(&listed.id),
                 reason: e.to_string(),
             });
             if let Ok(s) = &r {
@@ -106,77 +115,42 @@ pub(crate) fn scan_packs(
     (good, refused)
 }
 
-/// Read one pack: its hash against `id`, its index, its frames' chunk tables, and its dump
-/// and forget records.
-pub(crate) fn scan_pack(id: PackId, path: &Path) -> Result<ScannedPack> {
-    let r = PackReader::open(path)?;
-    let h = r.hash_file()?;
-    if h != id {
-        return Err(Error::damaged(
+/// Read one pack of `store`: its hash against its name, its index, its frames' chunk tables
+/// (`crate::pack_store::scan`), and its dump and forget records.
+pub(crate) fn scan_pack(store: &dyn PackStore, listed: &PackInfo) -> Result<ScannedPack> {
+    let id = listed.id;
+    let path = &store.location(&id);
+    let r = store.open(&id)?;
+    let found = scan::scan(&r, Proof::Name(id))?;
+    let in_pack = |err: Error| {
+        Error::damaged(
             Damaged::Pack {
                 path: path.to_path_buf(),
                 offset: None,
             },
-            format!(
-                "pack {}: its bytes hash to {}, not to its name: the file is damaged",
-                path.display(),
-                h.short()
-            ),
-        ));
-    }
-    let entries = r.read_index()?;
-    let mtime_ns = fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i64);
+            format!("pack {}: {err}", path.display()),
+        )
+    };
     let mut out = ScannedPack {
         id,
         path: path.to_path_buf(),
         size: r.size(),
-        mtime_ns,
-        entries: Vec::new(),
-        chunks: Vec::new(),
+        mtime_ns: listed.put_ns,
+        entries: found.entries,
+        chunks: found.chunks,
         dump_records: Vec::new(),
         forgets: Vec::new(),
     };
-    for e in &entries {
-        let base = ChunkLoc::of_blob(0, e);
-        let in_pack = |err: Error| {
-            Error::damaged(
-                Damaged::Pack {
-                    path: path.to_path_buf(),
-                    offset: None,
-                },
-                format!("pack {}: {err}", path.display()),
-            )
-        };
-        match e.kind {
-            BlobKind::Frame => {
-                let raw = r.read_blob(e)?;
-                for (cid, range) in crate::frame::parse(&raw).map_err(in_pack)? {
-                    // No damaged chunk enters the index.
-                    crate::frame::verified(&raw, &cid, range.clone()).map_err(in_pack)?;
-                    let loc = base.in_frame(range.start as u32, range.len() as u32);
-                    out.chunks.push((cid, loc));
-                }
-            }
-            BlobKind::DumpRecord => {
-                let raw = r.read_blob(e)?;
-                out.dump_records
-                    .push(DumpRecord::decode(&raw).map_err(in_pack)?);
-                out.chunks.push((e.id, base));
-            }
-            BlobKind::Forget => {
-                let raw = r.read_blob(e)?;
-                out.forgets
-                    .push(ForgetRecord::decode(&raw).map_err(in_pack)?);
-                out.chunks.push((e.id, base));
-            }
-            BlobKind::Data | BlobKind::Manifest => out.chunks.push((e.id, base)),
+    for (kind, raw) in &found.records {
+        match kind {
+            BlobKind::DumpRecord => out
+                .dump_records
+                .push(DumpRecord::decode(raw).map_err(in_pack)?),
+            _ => out
+                .forgets
+                .push(ForgetRecord::decode(raw).map_err(in_pack)?),
         }
     }
-    out.entries = entries;
     Ok(out)
 }
 
@@ -359,14 +333,10 @@ pub fn rebuild_catalog(
 
     // 1. Every pack, read and verified in parallel.
     progress.message("reading packs");
-    let listed = pack::list_packs(&spool.packs_dir())?;
-    progress.set_total(
-        listed
-            .iter()
-            .map(|(_, p)| fs::metadata(p).map_or(0, |m| m.len()))
-            .sum(),
-    );
-    let (packs, refused) = scan_packs(&listed, &|s| progress.advance(s.size));
+    let store = spool.pack_store().as_ref();
+    let listed = store.list_info()?;
+    progress.set_total(listed.iter().map(|p| p.size).sum());
+    let (packs, refused) = scan_packs(store, &listed, &|s| progress.advance(s.size));
     report.packs_refused = refused;
 
     // 2. Dumps: one record per id, minus the forgotten ones.
@@ -710,74 +680,97 @@ fn read_tapes(spool: &Spool, dir: &Path, report: &mut RebuildReport) -> Result<(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::pack::{PackWriter, encode_blob};
+    use crate::pack_store::{Faulty, InMemory};
 
-    fn write_pack(dir: &Path, blobs: &[(ChunkId, BlobKind, Vec<u8>)]) -> pack::FinishedPack {
-        let tmp = dir.join("tmp");
-        let packs = dir.join("packs");
-        fs::create_dir_all(&tmp).unwrap();
-        fs::create_dir_all(&packs).unwrap();
-        let mut w = PackWriter::create(&tmp).unwrap();
+    /// Put a pack of `blobs` (staged in `tmp`) into `store`.
+    fn put(store: &dyn PackStore, tmp: &Path, blobs: &[(ChunkId, BlobKind, Vec<u8>)]) -> PackId {
+        let mut w = PackWriter::create(tmp).unwrap();
         for (id, kind, raw) in blobs {
             w.add(*id, *kind, &encode_blob(raw, 3)).unwrap();
         }
-        w.finish(&packs).unwrap()
+        let (staged, _) = w.close().unwrap().into_parts();
+        let id = *staged.id();
+        store.put(staged).unwrap();
+        id
     }
 
-    #[test]
-    fn a_pack_scan_opens_frames_and_decodes_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = b"first chunk".to_vec();
-        let b = vec![7u8; 5000];
-        let ids = [ChunkId::of(&a), ChunkId::of(&b)];
-        let (frame, offsets) = crate::frame::build(&[(ids[0], &a), (ids[1], &b)]);
+    /// Two packs: a data pack, then one with a frame and a forget record. Returns their ids.
+    fn two_packs(store: &dyn PackStore, tmp: &Path) -> (PackId, PackId) {
+        let raw = b"data".to_vec();
+        let first = put(store, tmp, &[(ChunkId::of(&raw), BlobKind::Data, raw)]);
+        let (a, b) = (b"first chunk".to_vec(), vec![7u8; 5000]);
+        let (frame, _) = crate::frame::build(&[(ChunkId::of(&a), &a), (ChunkId::of(&b), &b)]);
         let forget = ForgetRecord {
             version: 1,
             time_ns: 5,
             dumps: vec![(3, "v".into(), 9)],
         }
         .encode();
-        let done = write_pack(
-            dir.path(),
+        let second = put(
+            store,
+            tmp,
             &[
-                (
-                    crate::frame::id(&frame).unwrap(),
-                    BlobKind::Frame,
-                    frame.clone(),
-                ),
-                (ChunkId::of(&forget), BlobKind::Forget, forget.clone()),
+                (crate::frame::id(&frame).unwrap(), BlobKind::Frame, frame),
+                (ChunkId::of(&forget), BlobKind::Forget, forget),
             ],
         );
-        let s = scan_pack(done.id, &done.path).unwrap();
-        assert_eq!(s.chunks.len(), 3);
-        assert_eq!(s.forgets[0].dumps, vec![(3, "v".to_string(), 9)]);
-        for (i, id) in ids.iter().enumerate() {
-            let (_, loc) = s.chunks.iter().find(|(c, _)| c == id).unwrap();
-            assert_eq!(loc.frame.unwrap().inner, offsets[i]);
-            // The row reads the chunk back, as the store's rows do.
-            let r = PackReader::open(&done.path).unwrap();
-            let stored = r.read_stored(&loc.blob_entry(*id)).unwrap();
-            let want: &[u8] = if i == 0 { &a } else { &b };
-            assert_eq!(loc.decode_chunk(*id, &stored).unwrap(), want);
-        }
+        (first, second)
     }
 
+    /// Packs come back in the order they were put, with their put times, frames opened and
+    /// records decoded.
     #[test]
-    fn a_pack_whose_bytes_changed_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let raw = vec![1u8; 3000];
-        let done = write_pack(
-            dir.path(),
-            &[(ChunkId::of(&raw), BlobKind::Data, raw.clone())],
+    fn scanned_packs_come_in_put_order_with_their_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = InMemory::new();
+        let (first, second) = two_packs(&store, tmp.path());
+        let listed = store.list_info().unwrap();
+        let (good, refused) = scan_packs(&store, &listed, &|_| {});
+        assert!(refused.is_empty());
+        let ids: Vec<PackId> = good.iter().map(|p| p.id).collect();
+        assert_eq!(ids, vec![first, second]);
+        for p in &good {
+            let info = listed.iter().find(|l| l.id == p.id).unwrap();
+            assert_eq!((p.size, p.mtime_ns), (info.size, info.put_ns));
+            assert_eq!(p.path, store.location(&p.id));
+        }
+        assert_eq!(good[1].chunks.len(), 3);
+        assert_eq!(good[1].forgets[0].dumps, vec![(3, "v".to_string(), 9)]);
+        assert!(good[1].dump_records.is_empty());
+    }
+
+    /// A pack that cannot be read is refused, named by its location; the others are read.
+    #[test]
+    fn an_unreadable_pack_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Faulty::new(Arc::new(InMemory::new()));
+        let (first, second) = two_packs(&store, tmp.path());
+        store.fail_reads_of(first);
+        let listed = store.list_info().unwrap();
+        // Listed, then gone when read.
+        let gone = PackId([9u8; 32]);
+        assert!(
+            scan_pack(
+                &store,
+                &PackInfo {
+                    id: gone,
+                    ..listed[0]
+                }
+            )
+            .is_err()
         );
-        let mut bytes = fs::read(&done.path).unwrap();
-        bytes[100] ^= 0xff;
-        fs::write(&done.path, &bytes).unwrap();
-        let err = scan_pack(done.id, &done.path).err().unwrap().to_string();
-        assert!(err.contains("damaged"), "{err}");
-        // A file named after another pack's hash is refused too.
-        let other = PackId([9u8; 32]);
-        assert!(scan_pack(other, &done.path).is_err());
+        let (good, refused) = scan_packs(&store, &listed, &|_| {});
+        assert_eq!(good.len(), 1);
+        assert_eq!(good[0].id, second);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].path, store.location(&first));
+        assert!(
+            refused[0].reason.contains("injected fault: read"),
+            "{refused:?}"
+        );
     }
 }

@@ -5,13 +5,14 @@
 //! touches, so the admin knows what a damaged pack costs.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 
 use crate::catalog::{ChunkLoc, DumpRecord, PackRecord};
 use crate::manifest::ManifestReader;
-use crate::pack::{self, BlobKind, PackId, PackReader};
+use crate::pack::{self, BlobKind, PackId};
+use crate::pack_store::PackStore;
 use crate::progress::Progress;
 use crate::spool::Spool;
 use crate::store::ChunkReader;
@@ -33,7 +34,7 @@ pub struct CheckReport {
     pub dumps: u64,
     pub bytes_read: u64,
     pub problems: Vec<Problem>,
-    /// Packs on disk that the catalog does not name (left by an interrupted dump).
+    /// Packs in the pack store that the catalog does not name (left by an interrupted dump).
     pub unreferenced_packs: Vec<PathBuf>,
     /// Pack files gc took out of the catalog that wait for readers to finish (`doomed`).
     pub doomed_packs: u64,
@@ -73,29 +74,15 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
     let mut report = CheckReport::default();
     let packs = spool.catalog.packs()?;
     report.packs = packs.len() as u64;
-    let packs_dir = spool.packs_dir();
+    let store = spool.pack_store().as_ref();
     let pack_names: HashMap<u64, String> = packs
         .iter()
-        .map(|(no, r)| {
-            (
-                *no,
-                pack::pack_path(&packs_dir, &PackId(r.id))
-                    .display()
-                    .to_string(),
-            )
-        })
+        .map(|(no, r)| (*no, store.location(&PackId(r.id)).display().to_string()))
         .collect();
 
     progress.message("checking packs");
     progress.set_total(packs.iter().map(|(_, r)| r.size).sum());
-    let indexes = check_packs(
-        &packs,
-        &packs_dir,
-        &pack_names,
-        read_data,
-        progress,
-        &mut report,
-    );
+    let indexes = check_packs(&packs, store, &pack_names, read_data, progress, &mut report);
 
     // The chunk index against the packs' own indexes.
     progress.message("checking the chunk index");
@@ -105,14 +92,15 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
     progress.message("checking dumps");
     check_dumps(spool, &bad_chunks, &mut report)?;
 
-    // Packs on disk that no catalog entry names: harmless leftovers of an interrupted dump.
+    // Packs in the store that no catalog entry names: harmless leftovers of an interrupted
+    // dump.
     let known: HashSet<[u8; 32]> = packs.iter().map(|(_, r)| r.id).collect();
     let doomed = spool.catalog.reader()?.doomed_ids()?;
-    for (id, path) in pack::list_packs(&packs_dir)? {
+    for (id, _) in store.list()? {
         if doomed.contains(&id.0) {
             report.doomed_packs += 1;
         } else if !known.contains(&id.0) {
-            report.unreferenced_packs.push(path);
+            report.unreferenced_packs.push(store.location(&id));
         }
     }
     Ok(report)
@@ -141,7 +129,7 @@ struct PackIndexes {
 /// Check every pack in parallel; their problems go to `report`.
 fn check_packs(
     packs: &[(u64, PackRecord)],
-    packs_dir: &Path,
+    store: &dyn PackStore,
     pack_names: &HashMap<u64, String>,
     read_data: bool,
     progress: &dyn Progress,
@@ -149,7 +137,7 @@ fn check_packs(
 ) -> PackIndexes {
     let results: Vec<PackCheck> = packs
         .par_iter()
-        .map(|(no, rec)| check_pack(*no, rec, packs_dir, read_data, progress))
+        .map(|(no, rec)| check_pack(*no, rec, store, read_data, progress))
         .collect();
     let mut out = PackIndexes::default();
     for c in results {
@@ -175,13 +163,12 @@ fn check_packs(
 fn check_pack(
     no: u64,
     rec: &PackRecord,
-    packs_dir: &Path,
+    store: &dyn PackStore,
     read_data: bool,
     progress: &dyn Progress,
 ) -> PackCheck {
     let id = PackId(rec.id);
-    let path = pack::pack_path(packs_dir, &id);
-    let name = path.display().to_string();
+    let name = store.location(&id).display().to_string();
     let mut out = PackCheck {
         no,
         index: None,
@@ -189,7 +176,7 @@ fn check_pack(
         bad_blobs: Vec::new(),
         bytes_read: 0,
     };
-    let reader = match PackReader::open(&path) {
+    let reader = match store.open(&id) {
         Ok(r) => r,
         Err(e) => {
             out.problems.push(problem(
