@@ -25,6 +25,33 @@ pub trait Versioned: Serialize + DeserializeOwned {
     fn named(&self) -> String;
 }
 
+/// The `Versioned` impl of a record type with a `version` field, and its `encode` and
+/// `decode`: `versioned!(Type, "what it is", |r| which one)`.
+macro_rules! versioned {
+    ($t:ident, $kind:literal, |$r:ident| $named:expr) => {
+        impl Versioned for $t {
+            const KIND: &'static str = $kind;
+            fn version(&self) -> u32 {
+                self.version
+            }
+            fn named(&self) -> String {
+                let $r = self;
+                $named
+            }
+        }
+
+        impl $t {
+            pub fn encode(&self) -> Vec<u8> {
+                encode(self)
+            }
+
+            pub fn decode(b: &[u8]) -> Result<$t> {
+                decode(b)
+            }
+        }
+    };
+}
+
 /// The record's bytes.
 pub fn encode<T: Versioned>(r: &T) -> Vec<u8> {
     postcard::to_allocvec(r).unwrap_or_else(|e| panic!("a {} serialises: {e}", T::KIND))
@@ -116,25 +143,9 @@ pub struct DumpRecord {
     pub warnings: Vec<String>,
 }
 
-impl Versioned for DumpRecord {
-    const KIND: &'static str = "dump record";
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn named(&self) -> String {
-        self.id.to_string()
-    }
-}
+versioned!(DumpRecord, "dump record", |r| r.id.to_string());
 
 impl DumpRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        encode(self)
-    }
-
-    pub fn decode(b: &[u8]) -> Result<DumpRecord> {
-        decode(b)
-    }
-
     pub fn manifest_chunks(&self) -> Vec<(ChunkId, u32)> {
         self.manifest
             .iter()
@@ -274,25 +285,10 @@ pub struct CloneRecord {
     pub warnings: Vec<String>,
 }
 
-impl Versioned for CloneRecord {
-    const KIND: &'static str = "clone record";
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn named(&self) -> String {
-        format!("of volume {}", self.volume)
-    }
-}
-
-impl CloneRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        encode(self)
-    }
-
-    pub fn decode(b: &[u8]) -> Result<CloneRecord> {
-        decode(b)
-    }
-}
+versioned!(CloneRecord, "clone record", |r| format!(
+    "of volume {}",
+    r.volume
+));
 
 /// What `prune` writes into a pack (blob kind `Forget`) besides removing the dumps from the
 /// catalog: the dumps it removed, so `rebuild-catalog`, which finds dump records in the packs
@@ -307,25 +303,7 @@ pub struct ForgetRecord {
     pub dumps: Vec<(u64, String, i64)>,
 }
 
-impl Versioned for ForgetRecord {
-    const KIND: &'static str = "forget record";
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn named(&self) -> String {
-        String::new()
-    }
-}
-
-impl ForgetRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        encode(self)
-    }
-
-    pub fn decode(b: &[u8]) -> Result<ForgetRecord> {
-        decode(b)
-    }
-}
+versioned!(ForgetRecord, "forget record", |_r| String::new());
 
 /// A pack the catalog names (its `packs` row).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -378,25 +356,7 @@ pub struct TapeRecord {
     pub whole_file_bytes: u64,
 }
 
-impl Versioned for TapeRecord {
-    const KIND: &'static str = "tape record";
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn named(&self) -> String {
-        self.label.clone()
-    }
-}
-
-impl TapeRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        encode(self)
-    }
-
-    pub fn decode(b: &[u8]) -> Result<TapeRecord> {
-        decode(b)
-    }
-}
+versioned!(TapeRecord, "tape record", |r| r.label.clone());
 
 /// One plain export, as the catalog records it (postcard in `plain_exports`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -431,25 +391,10 @@ pub struct PlainRecord {
     pub inodes: Vec<u8>,
 }
 
-impl Versioned for PlainRecord {
-    const KIND: &'static str = "plain export record";
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn named(&self) -> String {
-        format!("{} of {}", self.seq, self.volume)
-    }
-}
-
-impl PlainRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        encode(self)
-    }
-
-    pub fn decode(b: &[u8]) -> Result<PlainRecord> {
-        decode(b)
-    }
-}
+versioned!(PlainRecord, "plain export record", |r| format!(
+    "{} of {}",
+    r.seq, r.volume
+));
 
 #[cfg(test)]
 mod tests {
