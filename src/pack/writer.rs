@@ -500,6 +500,25 @@ impl StagedPack {
         Ok(bytes)
     }
 
+    /// A whole pack file written by other means under `tmp/` (a copy of a tape's pack, of any
+    /// pack format), whose bytes the caller hashed to `id`. Removed on drop, as a written one.
+    pub fn adopt(path: PathBuf, id: PackId) -> Result<StagedPack> {
+        let opened = File::open(&path).and_then(|f| Ok((f.metadata()?.len(), f)));
+        match opened {
+            Ok((size, file)) => Ok(StagedPack {
+                file: Some(file),
+                path,
+                id,
+                size,
+                moved: false,
+            }),
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(Error::io(&path, e))
+            }
+        }
+    }
+
     /// The store moved the file away (renamed it into place): it is not this one's to remove.
     pub fn moved(mut self) {
         self.moved = true;

@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::catalog::{ChunkLoc, DumpRecord};
 use crate::error::Damaged;
 use crate::error::IoContext;
-use crate::fsutil::fsync_dir;
-use crate::pack::{
-    self, BlobEntry, BlobKind, EncodedBlob, PackId, PackReader, PackWriter, StagedPack,
-};
+use crate::pack::{BlobKind, PackId, StagedPack};
 use crate::spool::Spool;
 use crate::store::{ChunkReader, StoreWriter, stored_share};
 use crate::tape::media::{self, TapeRecord};
@@ -84,63 +81,10 @@ fn changed_while_imported(src: &Path) -> Error {
     )
 }
 
-/// Stage tape pack `src` (index `entries`) in `tmp/` for the spool's pack store: its blobs, in
-/// file order, through a pack writer, which lays them out as the tape's writer did. None when
-/// that does not give the bytes named `id` but `src` itself still does: a pack of an older
-/// pack format, which the writer no longer writes.
-fn stage_rewritten(
-    src: &Path,
-    entries: &[BlobEntry],
-    tmp_dir: &Path,
-    id: &PackId,
-) -> Result<Option<StagedPack>> {
-    let reader = PackReader::open(src)?;
-    let mut w = PackWriter::create(tmp_dir)?;
-    let mut stored = Vec::new();
-    for e in entries {
-        reader.read_stored_into(e, &mut stored)?;
-        let blob = EncodedBlob {
-            data: std::mem::take(&mut stored),
-            compressed: e.compressed,
-            raw_len: e.raw_len,
-        };
-        w.add(e.id, e.kind, &blob)?;
-        stored = blob.data;
-    }
-    let (staged, _) = w.close()?.into_parts();
-    if staged.id() == id {
-        return Ok(Some(staged));
-    }
-    drop(staged);
-    if reader.hash_file()? == *id {
-        return Ok(None);
-    }
-    Err(changed_while_imported(src))
-}
-
-/// Place tape pack `src` in the spool's `packs/` as it is (a pack of an older pack format,
-/// which the pack writer cannot stage): copied into `tmp/` and fsynced, renamed into place,
-/// the directory fsynced.
-fn place_as_is(
-    spool: &Spool,
-    src: &Path,
-    id: &PackId,
-    fresh: bool,
-    placed: &mut Vec<PackId>,
-) -> Result<()> {
-    let packs_dir = spool.packs_dir();
-    let tmp = copy_verified(src, &spool.tmp_dir(), id)?;
-    let dest = pack::pack_path(&packs_dir, id);
-    let sub = dest.parent().unwrap_or(&packs_dir).to_path_buf();
-    if !sub.is_dir() {
-        fs::create_dir_all(&sub).at(&sub)?;
-        fsync_dir(&packs_dir)?;
-    }
-    if fresh {
-        placed.push(*id);
-    }
-    fs::rename(&tmp, &dest).at(&dest)?;
-    fsync_dir(&sub)
+/// Stage tape pack `src` in `tmp/` for the spool's pack store: copied as it is (any pack
+/// format), fsynced, its bytes hashed to `id` on the way.
+fn stage_copy(src: &Path, tmp_dir: &Path, id: &PackId) -> Result<StagedPack> {
+    StagedPack::adopt(copy_verified(src, tmp_dir, id)?, *id)
 }
 
 /// Import a payload directory: verify it first (nothing changes on any error), then adopt
@@ -326,15 +270,11 @@ fn adopt_and_commit(
         // The spool's write order: the pack durable in the pack store, then rows. A pack
         // already there (a crash's leftover) is not this import's to remove on error.
         let fresh = !packs.exists(&id).unwrap_or(true);
-        match stage_rewritten(&src, &entries, &spool.tmp_dir(), &id)? {
-            Some(staged) => {
-                if fresh {
-                    placed.push(id);
-                }
-                packs.put(staged)?;
-            }
-            None => place_as_is(spool, &src, &id, fresh, placed)?,
+        let staged = stage_copy(&src, &spool.tmp_dir(), &id)?;
+        if fresh {
+            placed.push(id);
         }
+        packs.put(staged)?;
         let txn = store.catalog();
         let no = txn.take_pack_number()?;
         txn.record_pack(no, &id, p.size, &entries, crate::timefmt::now_ns())?;
@@ -397,6 +337,7 @@ fn adopt_and_commit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pack::{self, PackWriter};
     use crate::progress::NoProgress;
     use crate::restore::{RestoreOptions, restore_dump};
     use crate::tape::payload::plan_export;
@@ -436,37 +377,31 @@ mod tests {
         assert_eq!(snapshot(&out), f.day1);
     }
 
-    /// A tape's packs reach the pack store as the same bytes, under the same names: the pack
-    /// writer lays their blobs out again as the export's writer did.
+    /// A tape's packs reach the pack store as the same bytes, under the same names, and the
+    /// staging copies are gone.
     #[test]
-    fn tape_packs_are_staged_byte_for_byte() {
+    fn tape_packs_reach_the_pack_store_byte_for_byte() {
         let f = fixture();
         let (dir, s) = export(&f, None, "T", 1);
-        let stage = tempfile::tempdir().unwrap();
         assert!(!s.packs.is_empty());
-        for id in &s.packs {
-            let src = pack_file(&dir, &crate::tape::payload::format::HexId(id.0));
-            let (entries, _) = crate::store::pack_chunks(&src).unwrap();
-            let staged = stage_rewritten(&src, &entries, stage.path(), id)
-                .unwrap()
-                .expect("the writer gives the tape's bytes");
-            assert_eq!(staged.read_all().unwrap(), fs::read(&src).unwrap());
-        }
-        drop(stage);
         let target_dir = tempfile::tempdir().unwrap();
         let target = Spool::init(&target_dir.path().join("spool")).unwrap();
         let sum = import_payload(&target, &dir).unwrap();
         assert_eq!(sum.packs_adopted as usize, s.packs.len());
+        let store = target.pack_store();
         for id in &s.packs {
-            assert!(target.pack_store().exists(id).unwrap());
+            let src = pack_file(&dir, &crate::tape::payload::format::HexId(id.0));
+            let want = fs::read(&src).unwrap();
+            let got = store.read(id, 0..want.len() as u64).unwrap();
+            assert_eq!(got, want);
         }
         assert!(fs::read_dir(target.tmp_dir()).unwrap().next().is_none());
     }
 
-    /// A pack of an older pack format (version 1) cannot be staged by the writer, which writes
-    /// the current one: it is placed as it is, under its own name.
+    /// A pack of an older pack format (version 1) is staged as it is, under its own name; bytes
+    /// that match no name are refused and leave nothing in tmp/.
     #[test]
-    fn an_older_format_pack_is_placed_as_it_is() {
+    fn an_older_format_pack_is_staged_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::init(&dir.path().join("spool")).unwrap();
         let mut w = PackWriter::create(&spool.tmp_dir()).unwrap();
@@ -485,24 +420,15 @@ mod tests {
         let id = PackId(*blake3::hash(&bytes).as_bytes());
         let src = dir.path().join("old.pack");
         fs::write(&src, &bytes).unwrap();
-        let entries = PackReader::open(&src).unwrap().read_index().unwrap();
-        let stage = tempfile::tempdir().unwrap();
-        assert!(
-            stage_rewritten(&src, &entries, stage.path(), &id)
-                .unwrap()
-                .is_none()
-        );
-        let mut placed = Vec::new();
-        place_as_is(&spool, &src, &id, true, &mut placed).unwrap();
-        assert_eq!(placed, [id]);
+        let staged = stage_copy(&src, &spool.tmp_dir(), &id).unwrap();
+        spool.pack_store().put(staged).unwrap();
         let path = pack::pack_path(&spool.packs_dir(), &id);
         assert_eq!(fs::read(path).unwrap(), bytes);
-        // Bytes that match no name are refused, as before.
-        let other = PackId([1; 32]);
-        let err = stage_rewritten(&src, &entries, stage.path(), &other)
+        let err = stage_copy(&src, &spool.tmp_dir(), &PackId([1; 32]))
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("changed while it was imported"), "{err}");
+        assert!(fs::read_dir(spool.tmp_dir()).unwrap().next().is_none());
     }
 }
