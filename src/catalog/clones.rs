@@ -1,8 +1,6 @@
 //! Each volume's latest clone (`clones`).
 
-use redb::ReadableTable;
-
-use super::tables::{CLONES, table_missing};
+use super::tables::{CLONES, all_records, table_missing};
 use super::{Reader, Writer};
 use crate::Result;
 use crate::record::CloneRecord;
@@ -24,17 +22,7 @@ impl Reader<'_> {
 
     /// Every volume's latest clone, by volume.
     pub fn clones(&self) -> Result<Vec<CloneRecord>> {
-        let t = match self.txn.open_table(CLONES) {
-            Ok(t) => t,
-            Err(e) if table_missing(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(CloneRecord::decode(v.value())?);
-        }
-        Ok(out)
+        all_records(&self.txn, CLONES)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use redb::{ReadOnlyMultimapTable, ReadableTable};
 
-use super::tables::{PLAIN_EXPORTS, TAPE_CHUNKS, TAPES, table_missing};
+use super::tables::{PLAIN_EXPORTS, TAPE_CHUNKS, TAPES, all_records, table_missing};
 use super::{Reader, Writer};
 use crate::record::{self, PlainRecord, TapeRecord};
 use crate::{ChunkId, Error, Result};
@@ -42,17 +42,7 @@ impl Reader<'_> {
 
     /// Every recorded tape, by label.
     pub fn tapes(&self) -> Result<Vec<TapeRecord>> {
-        let t = match self.txn.open_table(TAPES) {
-            Ok(t) => t,
-            Err(e) if table_missing(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(record::decode(v.value())?);
-        }
-        Ok(out)
+        all_records(&self.txn, TAPES)
     }
 
     /// The plain exports of `volume`, oldest first (by sequence number).

@@ -1,7 +1,10 @@
 //! The catalog's tables and `meta` keys (docs/FORMAT.md, "Tables"). Only the catalog opens them;
 //! the rest of reel calls its named operations.
 
-use redb::{MultimapTableDefinition, TableDefinition};
+use redb::{MultimapTableDefinition, ReadTransaction, ReadableTable, TableDefinition};
+
+use crate::Result;
+use crate::record::{self, Versioned};
 
 /// Version of the catalog's table layout; bumped when a table or record changes shape.
 pub const CATALOG_VERSION: u32 = 1;
@@ -54,4 +57,22 @@ pub(super) const META_PURGES: &str = "purges";
 /// Is `e` redb saying the table was never created (a catalog older than the table)?
 pub(super) fn table_missing(e: &redb::TableError) -> bool {
     matches!(e, redb::TableError::TableDoesNotExist(_))
+}
+
+/// Every record in `table` (keyed by name), decoded; a table not created yet is empty.
+pub(super) fn all_records<T: Versioned>(
+    txn: &ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+) -> Result<Vec<T>> {
+    let t = match txn.open_table(table) {
+        Ok(t) => t,
+        Err(e) if table_missing(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for item in t.iter()? {
+        let (_, v) = item?;
+        out.push(record::decode(v.value())?);
+    }
+    Ok(out)
 }
