@@ -47,19 +47,25 @@ impl<W: Write> ManifestWriter<W> {
         })
     }
 
+    /// After a failed write the stream is incomplete: refuse to go on.
+    fn refuse_if_broken(&self) -> Result<()> {
+        if !self.broken {
+            return Ok(());
+        }
+        Err(Error::damaged(
+            Damaged::Manifest {
+                dump: None,
+                offset: Some(self.pos),
+            },
+            "manifest writer: an earlier write failed; this manifest is incomplete and must be \
+             discarded",
+        ))
+    }
+
     /// Append one entry. A rule violation is a bug in the caller and is refused (nothing is
     /// written, the writer stays usable); an I/O error leaves the writer unusable.
     pub fn push(&mut self, e: &Entry) -> Result<()> {
-        if self.broken {
-            return Err(Error::damaged(
-                Damaged::Manifest {
-                    dump: None,
-                    offset: Some(self.pos),
-                },
-                "manifest writer: an earlier write failed; this manifest is incomplete \
-                 and must be discarded",
-            ));
-        }
+        self.refuse_if_broken()?;
         self.val.admit(e).map_err(|why| {
             Error::damaged(
                 Damaged::Entry(e.path.clone()),
@@ -89,16 +95,7 @@ impl<W: Write> ManifestWriter<W> {
 
     /// Write the trailer, flush, and hand back the output.
     pub fn finish(mut self) -> Result<(W, ManifestStats)> {
-        if self.broken {
-            return Err(Error::damaged(
-                Damaged::Manifest {
-                    dump: None,
-                    offset: Some(self.pos),
-                },
-                "manifest writer: an earlier write failed; this manifest is incomplete \
-                 and must be discarded",
-            ));
-        }
+        self.refuse_if_broken()?;
         if self.val.stats.entries == 0 {
             return Err(Error::damaged(
                 Damaged::Manifest {
