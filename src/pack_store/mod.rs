@@ -18,7 +18,7 @@
 use std::ops::Range;
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::{Damaged, Error, Result};
 pub use crate::pack::StagedPack;
 use crate::pack::{PackId, PackReader};
 
@@ -133,10 +133,17 @@ fn range_len(range: &Range<u64>) -> Result<usize> {
 
 /// What a read past the end of a pack says (as `PackReader` does).
 fn truncated(location: &std::path::Path, len: usize, offset: u64) -> Error {
-    Error::corrupt(format!(
-        "pack {}: truncated: cannot read {len} bytes at offset {offset}",
-        location.display()
-    ))
+    let object = Damaged::Pack {
+        path: location.to_path_buf(),
+        offset: Some(offset),
+    };
+    Error::damaged(
+        object,
+        format!(
+            "pack {}: truncated: cannot read {len} bytes at offset {offset}",
+            location.display()
+        ),
+    )
 }
 
 /// Checks every implementation must pass, and helpers for them.
