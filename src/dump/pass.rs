@@ -200,7 +200,10 @@ pub(crate) fn scan<'a>(
     let purged = s.store.catalog().purges() > 0;
 
     // The previous manifest, for change detection.
-    let reader = ChunkReader::new(spool)?;
+    let reader = match prev {
+        Some(_) => Some(ChunkReader::new(spool)?),
+        None => None,
+    };
     let mut statmap = match statmap {
         Some(p) => Some(StatMap::open(p)?),
         None => None,
@@ -214,6 +217,7 @@ pub(crate) fn scan<'a>(
         let start = |e: std::io::Error| Error::Spool(format!("cannot start a thread: {e}"));
         let mut prev_entries = match prev {
             Some(p) => {
+                let reader = reader.as_ref().expect("a reader for the previous manifest");
                 let decoded = ManifestReader::new(reader.stream(p.chunks, p.label))?;
                 let (entries, _) =
                     ahead::spawn(sc, "reel-prev-manifest", decoded, 256).map_err(start)?;
