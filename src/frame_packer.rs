@@ -187,28 +187,12 @@ impl<P: OpenPack> FramePacker<P> {
         let (no, p) = self.pack.as_mut().expect("pack open");
         let entry = p.add(id, kind, blob)?;
         let full = matches!(self.rollover, Rollover::AtTarget) && p.size() >= PACK_TARGET_SIZE;
-        let base = ChunkLoc {
-            pack_no: *no,
-            offset: entry.offset,
-            stored_len: entry.stored_len,
-            raw_len: entry.raw_len,
-            compressed: entry.compressed,
-            kind,
-            frame: None,
-        };
+        let base = ChunkLoc::of_blob(*no, &entry);
         let located = match chunks {
             Chunks::Own => vec![(id, base)],
             Chunks::Frame(slots) => slots
                 .iter()
-                .map(|&(cid, raw_len, slot)| {
-                    let loc = ChunkLoc {
-                        raw_len,
-                        kind: BlobKind::Data,
-                        frame: Some(slot),
-                        ..base
-                    };
-                    (cid, loc)
-                })
+                .map(|&(cid, raw_len, slot)| (cid, base.in_frame(slot.inner, raw_len)))
                 .collect(),
             Chunks::Listed(list) => list
                 .into_iter()
