@@ -1,6 +1,6 @@
 //! Each volume's latest clone (`clones`).
 
-use super::tables::{CLONES, all_records, table_missing};
+use super::tables::{CLONES, all_records, open_optional};
 use super::{Reader, Writer};
 use crate::Result;
 use crate::record::CloneRecord;
@@ -9,10 +9,8 @@ impl Reader<'_> {
     /// The latest clone of `volume`, if any. Catalogs made before clones existed have no
     /// table yet: no clone.
     pub fn clone_of(&self, volume: &str) -> Result<Option<CloneRecord>> {
-        let t = match self.txn.open_table(CLONES) {
-            Ok(t) => t,
-            Err(e) if table_missing(&e) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(t) = open_optional(&self.txn, CLONES)? else {
+            return Ok(None);
         };
         match t.get(volume)? {
             Some(v) => Ok(Some(CloneRecord::decode(v.value())?)),

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use redb::ReadableTable;
 
-use super::tables::{DOOMED, table_missing};
+use super::tables::{DOOMED, open_optional};
 use super::{Reader, Writer};
 use crate::Result;
 use crate::pack::PackId;
@@ -13,10 +13,8 @@ use crate::pack::PackId;
 impl Reader<'_> {
     /// Pack ids waiting for deletion (none when the table was never created).
     pub fn doomed_ids(&self) -> Result<HashSet<[u8; 32]>> {
-        let t = match self.txn.open_table(DOOMED) {
-            Ok(t) => t,
-            Err(e) if table_missing(&e) => return Ok(HashSet::new()),
-            Err(e) => return Err(e.into()),
+        let Some(t) = open_optional(&self.txn, DOOMED)? else {
+            return Ok(HashSet::new());
         };
         let mut out = HashSet::new();
         for item in t.iter()? {

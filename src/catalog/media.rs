@@ -4,7 +4,7 @@
 
 use redb::{ReadOnlyMultimapTable, ReadableTable};
 
-use super::tables::{PLAIN_EXPORTS, TAPE_CHUNKS, TAPES, all_records, table_missing};
+use super::tables::{PLAIN_EXPORTS, TAPE_CHUNKS, TAPES, all_records, open_optional, table_missing};
 use super::{Reader, Writer};
 use crate::record::{self, PlainRecord, TapeRecord};
 use crate::{ChunkId, Error, Result};
@@ -47,10 +47,8 @@ impl Reader<'_> {
 
     /// The plain exports of `volume`, oldest first (by sequence number).
     pub fn plain_exports(&self, volume: &str) -> Result<Vec<PlainRecord>> {
-        let t = match self.txn.open_table(PLAIN_EXPORTS) {
-            Ok(t) => t,
-            Err(e) if table_missing(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(t) = open_optional(&self.txn, PLAIN_EXPORTS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for item in t.range((volume, 0u64)..=(volume, u64::MAX))? {

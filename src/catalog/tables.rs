@@ -1,7 +1,10 @@
 //! The catalog's tables and `meta` keys (docs/FORMAT.md, "Tables"). Only the catalog opens them;
 //! the rest of reel calls its named operations.
 
-use redb::{MultimapTableDefinition, ReadTransaction, ReadableTable, TableDefinition};
+use redb::{
+    Key, MultimapTableDefinition, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition,
+    Value,
+};
 
 use crate::Result;
 use crate::record::{self, Versioned};
@@ -59,15 +62,25 @@ pub(super) fn table_missing(e: &redb::TableError) -> bool {
     matches!(e, redb::TableError::TableDoesNotExist(_))
 }
 
+/// Table `def` for reading; `None` when it was never created (a catalog older than it).
+pub(super) fn open_optional<K: Key + 'static, V: Value + 'static>(
+    txn: &ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<Option<ReadOnlyTable<K, V>>> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if table_missing(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Every record in `table` (keyed by name), decoded; a table not created yet is empty.
 pub(super) fn all_records<T: Versioned>(
     txn: &ReadTransaction,
     table: TableDefinition<&str, &[u8]>,
 ) -> Result<Vec<T>> {
-    let t = match txn.open_table(table) {
-        Ok(t) => t,
-        Err(e) if table_missing(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(t) = open_optional(txn, table)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for item in t.iter()? {
