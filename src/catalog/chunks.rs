@@ -1,9 +1,13 @@
 //! The chunk index: where each chunk is (`ChunkLoc`, 33 bytes a row), read point by point on
-//! the dump's and the restore's hot paths and front to back by gc, check and purge.
+//! the dump's and the restore's hot paths and front to back by gc, check and purge. Its rows
+//! live in sorted runs (`chunk_runs`).
 
-use redb::{ReadOnlyTable, ReadableTable, ReadableTableMetadata, Table};
+use std::cell::RefMut;
 
-use super::tables::CHUNKS;
+use redb::{ReadOnlyTable, ReadableTable, Table, WriteTransaction};
+
+use super::chunk_runs::{FilterCache, Lsm, Merged, Source, TOMBSTONE, View, rows_of, start_key};
+use super::tables::{CHUNK_BLOCKS, CHUNK_FILTERS, META, open_optional};
 use super::{Reader, Writer};
 use crate::error::Damaged;
 use crate::pack::{BlobEntry, BlobKind};
@@ -168,72 +172,108 @@ impl ChunkLoc {
 }
 
 /// The chunk index opened once, for many lookups or a scan ([`Reader::chunk_index`]).
-pub struct ChunkIndex(ReadOnlyTable<[u8; 32], [u8; 33]>);
+pub struct ChunkIndex {
+    view: View,
+    blocks: ReadOnlyTable<(u64, [u8; 32]), &'static [u8]>,
+}
 
 /// The chunk index opened once in the write transaction ([`Writer::chunk_index`]).
-pub struct ChunkIndexMut<'w>(Table<'w, [u8; 32], [u8; 33]>);
+pub struct ChunkIndexMut<'w> {
+    txn: &'w WriteTransaction,
+    blocks: Table<'w, (u64, [u8; 32]), &'static [u8]>,
+    lsm: RefMut<'w, Lsm>,
+    cache: &'w FilterCache,
+}
 
 /// Rows of the chunk index in chunk id order: (chunk, location).
-pub struct ChunkRows<'a>(redb::Range<'a, [u8; 32], [u8; 33]>);
+pub struct ChunkRows<'a>(Merged<'a>);
 
 impl Iterator for ChunkRows<'_> {
     type Item = Result<(ChunkId, ChunkLoc)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.0.next().map(|item| {
-            let (k, v) = item?;
-            Ok((ChunkId(k.value()), ChunkLoc::decode(&v.value())?))
-        })
+        loop {
+            return match self.0.next()? {
+                Err(e) => Some(Err(e)),
+                Ok((_, v)) if v == TOMBSTONE => continue,
+                Ok((id, v)) => Some(ChunkLoc::decode(&v).map(|loc| (ChunkId(id), loc))),
+            };
+        }
     }
 }
 
-fn get(t: &impl ReadableTable<[u8; 32], [u8; 33]>, id: &ChunkId) -> Result<Option<ChunkLoc>> {
-    match t.get(id.0)? {
-        Some(v) => Ok(Some(ChunkLoc::decode(&v.value())?)),
-        None => Ok(None),
+/// A row's value as a location; None for a removed chunk.
+fn location(v: Option<[u8; 33]>) -> Result<Option<ChunkLoc>> {
+    match v {
+        Some(v) if v != TOMBSTONE => Ok(Some(ChunkLoc::decode(&v)?)),
+        _ => Ok(None),
     }
 }
 
 impl ChunkIndex {
     /// Where chunk `id` is; None when no pack of the spool holds it.
     pub fn get(&self, id: &ChunkId) -> Result<Option<ChunkLoc>> {
-        get(&self.0, id)
+        location(self.view.get(&self.blocks, &id.0)?)
     }
 
     pub fn contains(&self, id: &ChunkId) -> Result<bool> {
-        Ok(self.0.get(id.0)?.is_some())
+        Ok(self.get(id)?.is_some())
     }
 
     /// Every row, in chunk id order.
     pub fn rows(&self) -> Result<ChunkRows<'static>> {
-        Ok(ChunkRows(self.0.range::<[u8; 32]>(..)?))
+        let mut sources: Vec<Source<'static>> = Vec::new();
+        for (run, lo, hi) in self.view.plan() {
+            let start = start_key(&self.blocks, run, lo)?;
+            // The read-only table's own `range` outlives it.
+            let range = self.blocks.range(start..=(run, [0xffu8; 32]))?;
+            sources.push(rows_of(range, run, lo, hi, true));
+        }
+        Ok(ChunkRows(Merged::new(sources)))
     }
 
-    /// How many chunks are indexed.
+    /// How many chunks are indexed (reads the whole index).
     pub fn row_count(&self) -> Result<u64> {
-        Ok(self.0.len()?)
+        let mut n = 0;
+        for row in self.rows()? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Bytes of memory the index's filters take.
+    pub fn filter_bytes(&self) -> usize {
+        self.view.filter_bytes()
     }
 }
 
 impl ChunkIndexMut<'_> {
     /// Where chunk `id` is, as this transaction sees it.
     pub fn get(&self, id: &ChunkId) -> Result<Option<ChunkLoc>> {
-        get(&self.0, id)
+        location(self.lsm.get(&self.blocks, &id.0)?)
     }
 
     pub fn contains(&self, id: &ChunkId) -> Result<bool> {
-        Ok(self.0.get(id.0)?.is_some())
+        Ok(self.get(id)?.is_some())
     }
 
     /// Every row, in chunk id order.
     pub fn rows(&self) -> Result<ChunkRows<'_>> {
-        Ok(ChunkRows(self.0.iter()?))
+        let mem = self.lsm.mem.iter().map(|(k, v)| Ok((*k, *v)));
+        let mut sources: Vec<Source<'_>> = vec![Box::new(mem)];
+        for (run, lo, hi) in self.lsm.view.plan() {
+            let start = start_key(&self.blocks, run, lo)?;
+            let range = self.blocks.range(start..=(run, [0xffu8; 32]))?;
+            sources.push(rows_of(range, run, lo, hi, true));
+        }
+        Ok(ChunkRows(Merged::new(sources)))
     }
 
     /// Index chunk `id` at `loc` (replacing where it was).
     pub fn insert(&mut self, id: &ChunkId, loc: &ChunkLoc) -> Result<()> {
-        self.0.insert(id.0, loc.encode())?;
-        Ok(())
+        self.lsm
+            .put(self.txn, &mut self.blocks, self.cache, (id.0, loc.encode()))
     }
 
     /// Index chunk `id` at `loc` unless it is indexed already (it then keeps its place).
@@ -247,14 +287,22 @@ impl ChunkIndexMut<'_> {
     }
 
     pub fn remove(&mut self, id: &ChunkId) -> Result<()> {
-        self.0.remove(id.0)?;
+        if self.contains(id)? {
+            self.lsm
+                .put(self.txn, &mut self.blocks, self.cache, (id.0, TOMBSTONE))?;
+        }
         Ok(())
     }
 }
 
 impl Reader<'_> {
     pub fn chunk_index(&self) -> Result<ChunkIndex> {
-        Ok(ChunkIndex(self.txn.open_table(CHUNKS)?))
+        let meta = self.txn.open_table(META)?;
+        let filters = open_optional(&self.txn, CHUNK_FILTERS)?;
+        Ok(ChunkIndex {
+            view: View::load(&meta, filters.as_ref(), &self.catalog.filters)?,
+            blocks: self.txn.open_table(CHUNK_BLOCKS)?,
+        })
     }
 
     /// Where chunk `id` is; None when no pack of the spool holds it. Opens the index for this
@@ -273,6 +321,21 @@ impl Writer {
     /// The chunk index in this transaction. One handle at a time: the table is open until it
     /// is dropped.
     pub fn chunk_index(&self) -> Result<ChunkIndexMut<'_>> {
-        Ok(ChunkIndexMut(self.txn.open_table(CHUNKS)?))
+        let mut slot = self.lsm.borrow_mut();
+        if slot.is_none() {
+            let meta = self.txn.open_table(META)?;
+            let filters = self.txn.open_table(CHUNK_FILTERS)?;
+            *slot = Some(Lsm {
+                view: View::load(&meta, Some(&filters), &self.filters)?,
+                mem: Default::default(),
+                tuning: self.tuning,
+            });
+        }
+        Ok(ChunkIndexMut {
+            txn: &self.txn,
+            blocks: self.txn.open_table(CHUNK_BLOCKS)?,
+            lsm: RefMut::map(slot, |s| s.as_mut().expect("loaded above")),
+            cache: &self.filters,
+        })
     }
 }

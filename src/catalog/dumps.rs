@@ -3,7 +3,7 @@
 use redb::{ReadOnlyTable, ReadableTable, Table, WriteTransaction};
 
 use super::chunks::ChunkLoc;
-use super::tables::{CHUNKS, DUMPS, OWNED, VOLUME_DUMPS};
+use super::tables::{DUMPS, OWNED, VOLUME_DUMPS};
 use super::{Reader, Writer, meta};
 use crate::record::DumpRecord;
 use crate::{ChunkId, Error, Result};
@@ -107,7 +107,7 @@ impl Writer {
     pub fn ownership(&self) -> Result<Ownership<'_>> {
         Ok(Ownership {
             owned: self.txn.open_table(OWNED)?,
-            chunks: self.txn.open_table(CHUNKS)?,
+            chunks: self.chunk_index()?,
         })
     }
 }
@@ -165,7 +165,7 @@ impl OwnedIndex {
 /// ([`Writer::ownership`]). While it is held, neither table can be opened otherwise.
 pub struct Ownership<'w> {
     owned: Table<'w, (u64, [u8; 32]), u32>,
-    chunks: Table<'w, [u8; 32], [u8; 33]>,
+    chunks: super::ChunkIndexMut<'w>,
 }
 
 impl Ownership<'_> {
@@ -193,9 +193,6 @@ impl Ownership<'_> {
 
     /// Where chunk `id` is; None when no pack of the spool holds it.
     pub fn location(&self, id: &ChunkId) -> Result<Option<ChunkLoc>> {
-        match self.chunks.get(id.0)? {
-            Some(v) => Ok(Some(ChunkLoc::decode(&v.value())?)),
-            None => Ok(None),
-        }
+        self.chunks.get(id)
     }
 }

@@ -17,10 +17,13 @@
 //! `packs`, `meta` (counters), `clones`, `media` (tapes, tape chunks, plain exports) and
 //! `doomed` (pack files waiting for readers).
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, WriteTransaction};
 
+mod chunk_runs;
 mod chunks;
 mod clones;
 mod doomed;
@@ -31,6 +34,7 @@ mod open;
 mod packs;
 mod tables;
 
+pub use chunk_runs::{TUNING, Tuning};
 pub use chunks::{ChunkIndex, ChunkIndexMut, ChunkLoc, ChunkRows, FrameSlot};
 pub use dumps::{OwnedIndex, OwnedRows, Ownership};
 pub use media::TapeIndex;
@@ -46,13 +50,17 @@ use crate::{Error, Result};
 
 /// Read access, shared by the writer's and the readers' handles.
 enum Handle {
-    Write(Database),
+    /// Shared with the writer, whose commit goes on to merge the chunk index's runs.
+    Write(Arc<Database>),
     Read(ReadOnlyDatabase),
 }
 
 pub struct Catalog {
     handle: Handle,
     path: PathBuf,
+    /// The chunk index's Bloom filters, loaded once per run and shared by all transactions.
+    filters: Arc<chunk_runs::FilterCache>,
+    tuning: Tuning,
 }
 
 /// A read transaction: the catalog as it was committed when it began, however long it is held.
@@ -66,11 +74,28 @@ pub struct Reader<'c> {
 /// one at a time (redb waits for the previous one to end).
 pub struct Writer {
     txn: WriteTransaction,
+    db: Arc<Database>,
+    filters: Arc<chunk_runs::FilterCache>,
+    tuning: Tuning,
+    /// The chunk index's rows this transaction added, loaded on first use.
+    lsm: RefCell<Option<chunk_runs::Lsm>>,
 }
 
 impl Writer {
+    /// Commit; then, if the chunk index's newer runs have grown enough, merge them into its base,
+    /// a slice per transaction (`chunk_runs`). The commit stands whether or not the merge does.
     pub fn commit(self) -> Result<()> {
+        let merge = match self.lsm.into_inner() {
+            Some(mut lsm) => {
+                lsm.settle(&self.txn, &self.filters)?;
+                chunk_runs::merge_due(&lsm.view.state, &self.tuning)
+            }
+            None => false,
+        };
         self.txn.commit()?;
+        if merge {
+            chunk_runs::merge(&self.db, &self.filters, &self.tuning)?;
+        }
         Ok(())
     }
 }
@@ -100,7 +125,22 @@ impl Catalog {
 
     /// The write transaction (the writer's handle only).
     pub fn writer(&self) -> Result<Writer> {
-        Ok(Writer { txn: self.write()? })
+        let Handle::Write(db) = &self.handle else {
+            return Err(Error::Spool("catalog opened read-only".into()));
+        };
+        Ok(Writer {
+            txn: db.begin_write()?,
+            db: Arc::clone(db),
+            filters: Arc::clone(&self.filters),
+            tuning: self.tuning,
+            lsm: RefCell::new(None),
+        })
+    }
+
+    /// Set when and how much the chunk index merges (tests shrink it to exercise merges).
+    #[doc(hidden)]
+    pub fn set_tuning(&mut self, tuning: Tuning) {
+        self.tuning = tuning;
     }
 
     fn read(&self) -> Result<ReadTransaction> {
@@ -108,13 +148,6 @@ impl Catalog {
             Handle::Write(db) => db.begin_read()?,
             Handle::Read(db) => db.begin_read()?,
         })
-    }
-
-    fn write(&self) -> Result<WriteTransaction> {
-        match &self.handle {
-            Handle::Write(db) => Ok(db.begin_write()?),
-            Handle::Read(_) => Err(Error::Spool("catalog opened read-only".into())),
-        }
     }
 
     // ----- single reads, each in a read transaction of its own -----

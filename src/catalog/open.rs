@@ -7,8 +7,10 @@ use redb::{
     ConcurrencyMode, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
+use std::sync::Arc;
+
 use super::tables::*;
-use super::{Catalog, Handle};
+use super::{Catalog, Handle, TUNING, chunk_runs};
 use crate::error::Damaged;
 use crate::{Error, Result};
 
@@ -74,15 +76,22 @@ impl Catalog {
             txn.open_table(VOLUME_DUMPS)?;
             txn.open_table(PACKS)?;
             txn.open_table(PACK_IDS)?;
-            txn.open_table(CHUNKS)?;
+            txn.open_table(CHUNK_BLOCKS)?;
+            txn.open_table(CHUNK_FILTERS)?;
             txn.open_table(OWNED)?;
             txn.open_table(CLONES)?;
         }
         txn.commit()?;
-        Ok(Catalog {
-            handle: Handle::Write(db),
+        Ok(Catalog::new(Handle::Write(Arc::new(db)), path))
+    }
+
+    fn new(handle: Handle, path: &Path) -> Catalog {
+        Catalog {
+            handle,
             path: path.to_path_buf(),
-        })
+            filters: Default::default(),
+            tuning: TUNING,
+        }
     }
 
     /// Open for writing. The caller holds the spool's write lock.
@@ -94,17 +103,16 @@ impl Catalog {
             )));
         }
         let db = guard_open(path, || builder().open(path))?;
-        let cat = Catalog {
-            handle: Handle::Write(db),
-            path: path.to_path_buf(),
-        };
-        cat.check_format()?;
+        let cat = Catalog::new(Handle::Write(Arc::new(db)), path);
+        if cat.check_format()? == Format::NeedsUpgrade {
+            cat.upgrade()?;
+        }
         Ok(cat)
     }
 
     /// Open for reading. A catalog left needing repair by a killed writer is repaired first
     /// (which needs the write side, so `repair` is called to take the spool lock).
-    pub fn open_read(path: &Path, repair: impl FnOnce() -> Result<()>) -> Result<Catalog> {
+    pub fn open_read(path: &Path, repair: impl Fn() -> Result<()>) -> Result<Catalog> {
         if !path.exists() {
             return Err(Error::Spool(format!(
                 "catalog {} is missing; rebuild it from the packs with `reel rebuild-catalog`",
@@ -119,11 +127,16 @@ impl Catalog {
             }
             Err(e) => return Err(e),
         };
-        let cat = Catalog {
-            handle: Handle::Read(db),
-            path: path.to_path_buf(),
-        };
-        cat.check_format()?;
+        let cat = Catalog::new(Handle::Read(db), path);
+        if cat.check_format()? == Format::NeedsUpgrade {
+            // Upgraded by a writer, under the spool lock, then read.
+            drop(cat);
+            repair()?;
+            let db = guard_open(path, || builder().open_read_only(path))?;
+            let cat = Catalog::new(Handle::Read(db), path);
+            cat.check_format()?;
+            return Ok(cat);
+        }
         Ok(cat)
     }
 
@@ -165,9 +178,12 @@ impl Catalog {
     /// after a large dump the file can be twice its live size). Writer only.
     pub fn compact(&mut self) -> Result<bool> {
         match &mut self.handle {
-            Handle::Write(db) => db.compact().map_err(|e| {
-                Error::Catalog(format!("{}: compaction failed: {e}", self.path.display()))
-            }),
+            Handle::Write(db) => Arc::get_mut(db)
+                .ok_or_else(|| Error::Catalog("compaction with a write transaction open".into()))?
+                .compact()
+                .map_err(|e| {
+                    Error::Catalog(format!("{}: compaction failed: {e}", self.path.display()))
+                }),
             Handle::Read(_) => Ok(false),
         }
     }
@@ -175,14 +191,14 @@ impl Catalog {
     /// Check the format entry, and read the first and last row of every table, so that a
     /// damaged file is found here, with a clear message, rather than in the middle of a
     /// command. redb may panic on a damaged page: that is caught and reported the same way.
-    fn check_format(&self) -> Result<()> {
+    fn check_format(&self) -> Result<Format> {
         match guarded(|| self.check_format_inner()) {
             Ok(r) => r,
             Err(msg) => Err(self.damaged(msg)),
         }
     }
 
-    fn check_format_inner(&self) -> Result<()> {
+    fn check_format_inner(&self) -> Result<Format> {
         let txn = self.read().map_err(|e| self.damaged(e))?;
         let meta = txn.open_table(META).map_err(|e| self.damaged(e))?;
         let v = meta
@@ -195,7 +211,12 @@ impl Catalog {
                 .try_into()
                 .map_err(|_| self.damaged("bad format entry"))?,
         );
-        if v != CATALOG_VERSION {
+        let format = if v == 1 {
+            Format::NeedsUpgrade
+        } else {
+            Format::Current
+        };
+        if v != CATALOG_VERSION && v != 1 {
             return Err(Error::Spool(format!(
                 "catalog {} has format {v}; this reel reads format {CATALOG_VERSION}",
                 self.path.display()
@@ -221,7 +242,9 @@ impl Catalog {
             .and_then(|()| touch(&txn, VOLUME_DUMPS))
             .and_then(|()| touch(&txn, PACKS))
             .and_then(|()| touch(&txn, PACK_IDS))
-            .and_then(|()| touch(&txn, CHUNKS))
+            .and_then(|()| touch(&txn, CHUNKS_V1))
+            .and_then(|()| touch(&txn, CHUNK_BLOCKS))
+            .and_then(|()| touch(&txn, CHUNK_FILTERS))
             .and_then(|()| touch(&txn, OWNED))
             .and_then(|()| touch(&txn, CLONES))
             .and_then(|()| touch(&txn, TAPES))
@@ -235,8 +258,33 @@ impl Catalog {
             Err(e) if table_missing(&e) => {}
             Err(e) => return Err(self.damaged(e)),
         }
+        Ok(format)
+    }
+
+    /// Bring a format 1 catalog to the current format, in one transaction: its chunk index
+    /// becomes the base run (`chunk_runs`).
+    fn upgrade(&self) -> Result<()> {
+        let w = self.writer()?;
+        w.txn.open_table(CHUNK_FILTERS)?;
+        chunk_runs::adopt_table(&w.txn, CHUNKS_V1, &self.filters)?;
+        w.txn
+            .open_table(META)?
+            .insert(META_FORMAT, CATALOG_VERSION.to_le_bytes().as_slice())?;
+        w.commit()?;
+        tracing::info!(
+            "catalog {} upgraded to format {CATALOG_VERSION}",
+            self.path.display()
+        );
         Ok(())
     }
+}
+
+/// What `check_format` found.
+#[derive(Debug, PartialEq, Eq)]
+enum Format {
+    Current,
+    /// Format 1: readable once `Catalog::upgrade` has run.
+    NeedsUpgrade,
 }
 
 /// redb may panic on a damaged file; turn that into a clear error instead.
@@ -341,7 +389,7 @@ mod tests {
         let key = |i: u32| *blake3::hash(&i.to_le_bytes()).as_bytes();
         let txn = cat.writer().unwrap();
         {
-            let mut t = txn.txn.open_table(CHUNKS).unwrap();
+            let mut t = txn.txn.open_table(CHUNKS_V1).unwrap();
             for i in 0..40_000 {
                 t.insert(key(i), [7u8; 33]).unwrap();
             }
@@ -349,7 +397,7 @@ mod tests {
         txn.commit().unwrap();
         let txn = cat.writer().unwrap();
         {
-            let mut t = txn.txn.open_table(CHUNKS).unwrap();
+            let mut t = txn.txn.open_table(CHUNKS_V1).unwrap();
             for i in 0..39_000 {
                 t.remove(key(i)).unwrap();
             }
@@ -368,6 +416,6 @@ mod tests {
         let compacted = cat.file_len();
         assert!(compacted < grown / 2, "{grown} -> {compacted}");
         let txn = cat.reader().unwrap();
-        assert_eq!(txn.txn.open_table(CHUNKS).unwrap().len().unwrap(), 1_000);
+        assert_eq!(txn.txn.open_table(CHUNKS_V1).unwrap().len().unwrap(), 1_000);
     }
 }

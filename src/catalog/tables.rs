@@ -10,9 +10,12 @@ use crate::Result;
 use crate::record::{self, Versioned};
 
 /// Version of the catalog's table layout; bumped when a table or record changes shape.
-pub const CATALOG_VERSION: u32 = 1;
+/// Format 2 keeps the chunk index as sorted runs (`chunk_blocks`, `chunk_filters`); a format 1
+/// catalog (one `chunks` B-tree) is upgraded when it is first opened.
+pub const CATALOG_VERSION: u32 = 2;
 
-/// Small settings: `format` (u32), `next_dump_id` (u64), `next_pack_no` (u64), `purges` (u64).
+/// Small settings: `format` (u32), `next_dump_id` (u64), `next_pack_no` (u64), `purges` (u64),
+/// `chunk_index` (the chunk index's runs).
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Dump id -> postcard `DumpRecord`.
 pub(super) const DUMPS: TableDefinition<u64, &[u8]> = TableDefinition::new("dumps");
@@ -23,8 +26,16 @@ pub(super) const VOLUME_DUMPS: TableDefinition<(&str, i64, u64), ()> =
 pub(super) const PACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("packs");
 /// Pack id (blake3 of the file) -> pack number.
 pub(super) const PACK_IDS: TableDefinition<[u8; 32], u64> = TableDefinition::new("pack_ids");
-/// Chunk id -> location, 33 bytes (see `ChunkLoc::encode`).
-pub(super) const CHUNKS: TableDefinition<[u8; 32], [u8; 33]> = TableDefinition::new("chunks");
+/// Format 1's chunk index: chunk id -> location, 33 bytes (see `ChunkLoc::encode`). Read once,
+/// to upgrade a format 1 catalog, and deleted.
+pub(super) const CHUNKS_V1: TableDefinition<[u8; 32], [u8; 33]> = TableDefinition::new("chunks");
+/// The chunk index's runs (`chunk_runs`): (run, first chunk id in the block) -> up to 56 rows
+/// of chunk id (32 bytes) and location (33 bytes, or 33 x 0xff for a removed chunk), in id
+/// order.
+pub(super) const CHUNK_BLOCKS: TableDefinition<(u64, [u8; 32]), &[u8]> =
+    TableDefinition::new("chunk_blocks");
+/// Run -> its Bloom filter over the first 8 bytes of its chunk ids.
+pub(super) const CHUNK_FILTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("chunk_filters");
 /// (dump id, chunk id) -> stored len: the chunks a dump owns (referenced by it and by no
 /// earlier dump of its chain). What an export of that dump writes to tape.
 pub(super) const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition::new("owned");
@@ -56,6 +67,8 @@ pub(super) const META_FORMAT: &str = "format";
 pub(super) const META_NEXT_DUMP_ID: &str = "next_dump_id";
 pub(super) const META_NEXT_PACK_NO: &str = "next_pack_no";
 pub(super) const META_PURGES: &str = "purges";
+/// The chunk index's runs: base, newer runs, a merge under way (postcard, `chunk_runs::State`).
+pub(super) const META_CHUNK_INDEX: &str = "chunk_index";
 
 /// Is `e` redb saying the table was never created (a catalog older than the table)?
 pub(super) fn table_missing(e: &redb::TableError) -> bool {
