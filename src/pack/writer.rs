@@ -475,10 +475,19 @@ impl StagedPack {
         &self.path
     }
 
-    /// Fsync the tmp file: its bytes are on the local disk.
+    /// Fsync the tmp file: its bytes are on the local disk. Then drop its pages from the page
+    /// cache: a pack is read again only by a restore, and a dump that kept gigabytes of them
+    /// cached pushed out what the site's other programs had there (and, on a virtual machine
+    /// whose memory is touched for the first time, spent more time in the kernel's copies than
+    /// hashing and compressing).
     pub fn sync(&self) -> Result<()> {
         match &self.file {
-            Some(f) => f.sync_all().at(&self.path),
+            Some(f) => {
+                f.sync_all().at(&self.path)?;
+                // Advice only: a kernel that ignores it loses nothing.
+                let _ = rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
