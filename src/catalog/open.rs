@@ -418,4 +418,62 @@ mod tests {
         let txn = cat.reader().unwrap();
         assert_eq!(txn.txn.open_table(CHUNKS_V1).unwrap().len().unwrap(), 1_000);
     }
+
+    /// A catalog as format 1 wrote it: `chunks` one B-tree, `format` 1.
+    fn format_1_catalog(path: &Path, rows: u32) -> Vec<([u8; 32], [u8; 33])> {
+        let cat = Catalog::create(path).unwrap();
+        let w = cat.writer().unwrap();
+        let mut want = Vec::new();
+        {
+            w.txn.delete_table(CHUNK_BLOCKS).unwrap();
+            w.txn.delete_table(CHUNK_FILTERS).unwrap();
+            let mut t = w.txn.open_table(CHUNKS_V1).unwrap();
+            for i in 0..rows {
+                let k = *blake3::hash(&i.to_le_bytes()).as_bytes();
+                let mut v = [0u8; 33];
+                v[..4].copy_from_slice(&i.to_le_bytes());
+                t.insert(k, v).unwrap();
+                want.push((k, v));
+            }
+            w.txn
+                .open_table(META)
+                .unwrap()
+                .insert(META_FORMAT, 1u32.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        w.txn.commit().unwrap();
+        want.sort();
+        want
+    }
+
+    #[test]
+    fn a_format_1_catalog_is_upgraded_when_opened_and_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.redb");
+        let want = format_1_catalog(&path, 5_000);
+        // A reader has a writer upgrade it first (the spool passes one that takes its lock).
+        let upgraded = std::cell::Cell::new(0);
+        let cat = Catalog::open_read(&path, || {
+            upgraded.set(upgraded.get() + 1);
+            drop(Catalog::open_write(&path)?);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(upgraded.get(), 1);
+        let r = cat.reader().unwrap();
+        let rows: Vec<([u8; 32], [u8; 33])> = r
+            .chunk_rows()
+            .unwrap()
+            .map(|row| {
+                let (id, loc) = row.unwrap();
+                (id.0, loc.encode())
+            })
+            .collect();
+        assert!(rows == want, "rows differ after the upgrade");
+        assert!(matches!(r.txn.open_table(CHUNKS_V1), Err(e) if table_missing(&e)));
+        drop(r);
+        drop(cat);
+        // Now format 2: opening it again upgrades nothing.
+        Catalog::open_read(&path, || panic!("no second upgrade")).unwrap();
+    }
 }
