@@ -4,8 +4,8 @@
 //! exactly the manifest order ([`crate::types::path_cmp`]): the root first, then depth-first
 //! with siblings sorted by their raw name bytes. Sorting needs each directory's names in memory,
 //! but only those: the walker keeps a stack with one sorted name list per open directory, so
-//! memory is O(depth × directory width) and never the whole tree. The one structure that grows
-//! with the tree is the map of hard-linked inodes, and only files with `nlink > 1` enter it.
+//! memory is O(depth × directory width) and never the whole tree. The table of hard-linked
+//! inodes (`links`) is bounded too: it spills to a file past a fixed number of inodes.
 //!
 //! The walk goes by directory handle ([`crate::dirfd`]): a directory is entered by opening it
 //! from its parent's handle without following a symlink, its own stat data and extended
@@ -26,7 +26,6 @@
 //! I/O error) is returned as an `Err` naming the path, and the walk can go on after it if the
 //! caller wishes.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -36,6 +35,9 @@ use std::sync::Arc;
 use crate::dirfd::{Dir, Stat, entry_from_stat};
 use crate::error::{Error, Result};
 use crate::types::{Entry, EntryKind};
+
+mod links;
+use links::LinkTable;
 
 pub(crate) use crate::dirfd::with_what;
 
@@ -257,7 +259,7 @@ pub struct Walker {
     descend: Option<Frame>,
     stack: Vec<Frame>,
     /// (dev, ino) of regular files with nlink > 1 -> the first path yielded for them.
-    links: HashMap<(u64, u64), Vec<u8>>,
+    links: LinkTable,
     warnings: Vec<String>,
     /// How long a name takes to look up (`stat` and xattrs), a moving average in nanoseconds.
     /// Looking ahead pays when the inodes wait on the disk and costs a little when they are in
@@ -306,10 +308,16 @@ impl Walker {
                 names,
             }),
             stack: Vec::new(),
-            links: HashMap::new(),
+            links: LinkTable::new(links::IN_MEMORY),
             warnings: Vec::new(),
             lookup_ns,
         })
+    }
+
+    /// Spill the table of hard-linked inodes into `dir` (the spool's tmp/) rather than the
+    /// system's temporary directory, which may be in memory.
+    pub fn spill_links_in(&mut self, dir: &Path) {
+        self.links.spill_in(dir);
     }
 
     /// Things the walk noticed but did not fail on (vanished entries, mount points skipped).
@@ -414,12 +422,13 @@ impl Walker {
                     Err(e) => return Err(Error::io(shown(), with_what("cannot read symlink", e))),
                 },
                 EntryKind::File if st.nlink > 1 => {
-                    let key = (st.dev, st.ino);
-                    if let Some(first) = self.links.get(&key) {
+                    let first = self
+                        .links
+                        .first_link((st.dev, st.ino), st.nlink, &rel)
+                        .map_err(|e| Error::io(shown(), with_what("cannot spill hard links", e)))?;
+                    if let Some(first) = first {
                         entry.kind = EntryKind::HardLink;
-                        entry.target = first.clone();
-                    } else {
-                        self.links.insert(key, rel.clone());
+                        entry.target = first;
                     }
                 }
                 _ => {}

@@ -133,6 +133,9 @@ fn copy_inner(
 ) -> Result<CopyStats> {
     let as_root = is_root();
     let mut walker = Walker::new(src)?;
+    if let Some(dir) = statmap.parent() {
+        walker.spill_links_in(dir);
+    }
     let map_file = File::create(statmap).at(statmap)?;
     let mut map = ManifestWriter::new(map_file).map_err(|e| in_statmap(statmap, e))?;
     // The root is created here: it must not exist yet (checked above).

@@ -210,7 +210,8 @@ pub(crate) fn scan<'a>(
     };
 
     let mut manifest = ManifestWriter::new(s.manifest_buf.clone())?;
-    let walker = Walker::new(root)?;
+    let mut walker = Walker::new(root)?;
+    walker.spill_links_in(&spool.tmp_dir());
     // The walk and the decoding of the previous manifest run on threads of their own, a few
     // batches ahead of this one, which merges them (see `crate::ahead`).
     let walk_warnings = std::thread::scope(|sc| -> Result<Vec<String>> {
