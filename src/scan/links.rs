@@ -22,7 +22,7 @@ const BLOCK: usize = 128;
 /// A spilled record: dev, ino, the offset of the path in the spill file, its length.
 const RECORD: usize = 8 + 8 + 8 + 4;
 const BLOOM_BITS_PER_KEY: usize = 10;
-const BLOOM_HASHES: u64 = 7;
+const BLOOM_HASHES: u32 = 7;
 
 type Key = (u64, u64);
 
@@ -201,43 +201,22 @@ fn spill_file(dir: &Path) -> io::Result<File> {
     Ok(f)
 }
 
-/// A Bloom filter over keys (double hashing of one mixed 64-bit hash).
-struct Bloom {
-    bits: Vec<u64>,
-}
+/// A Bloom filter over keys, kept in memory only (so fastbloom's hashing may change freely).
+struct Bloom(fastbloom::BloomFilter);
 
 impl Bloom {
     fn new(keys: usize) -> Bloom {
-        Bloom {
-            bits: vec![0; (keys * BLOOM_BITS_PER_KEY).div_ceil(64).max(1)],
-        }
-    }
-
-    fn positions(&self, (dev, ino): Key) -> impl Iterator<Item = usize> + use<> {
-        let h1 = mix(dev ^ mix(ino));
-        let h2 = mix(h1) | 1;
-        let n = (self.bits.len() * 64) as u64;
-        (0..BLOOM_HASHES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % n) as usize)
+        let bits = (keys * BLOOM_BITS_PER_KEY).max(64);
+        Bloom(fastbloom::BloomFilter::with_num_bits(bits).hashes(BLOOM_HASHES))
     }
 
     fn insert(&mut self, key: Key) {
-        for p in self.positions(key) {
-            self.bits[p / 64] |= 1 << (p % 64);
-        }
+        self.0.insert(&key);
     }
 
     fn contains(&self, key: Key) -> bool {
-        self.positions(key)
-            .all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+        self.0.contains(&key)
     }
-}
-
-/// splitmix64's finaliser.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 #[cfg(test)]
