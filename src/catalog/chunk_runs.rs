@@ -171,11 +171,6 @@ impl Filter {
             fastbloom::BloomFilter::from_vec(words).hashes(hashes),
         ))
     }
-
-    /// Bytes of memory it takes.
-    pub fn bytes(&self) -> usize {
-        self.0.as_slice().len() * 8
-    }
 }
 
 fn prefix(id: &[u8; 32]) -> u64 {
@@ -236,57 +231,42 @@ impl View {
         Ok(View { state, filters })
     }
 
-    /// The committed row of `id` (a location or `TOMBSTONE`), or None when no run has one.
+    /// The committed row of `id` (a location or `TOMBSTONE`), or None when no run has one:
+    /// the first run of `plan` that covers it and holds it.
     pub fn get(&self, blocks: &impl Blocks, id: &[u8; 32]) -> Result<Option<[u8; 33]>> {
-        for run in self.state.newer.iter().rev() {
-            if let Some(v) = self.probe(blocks, run, id)? {
+        let p = prefix(id);
+        for (run, lo, hi) in self.plan() {
+            if (lo..=hi).contains(&p)
+                && let Some(v) = self.probe(blocks, run, id)?
+            {
                 return Ok(Some(v));
             }
         }
-        if let Some(m) = &self.state.merge {
-            if prefix(id) < m.next_lo {
-                return find(blocks, m.into.id, id);
-            }
-            for run in m.inputs.iter().rev() {
-                if let Some(v) = self.probe(blocks, run, id)? {
-                    return Ok(Some(v));
-                }
-            }
-            return Ok(None);
-        }
-        match &self.state.base {
-            Some(run) => self.probe(blocks, run, id),
-            None => Ok(None),
-        }
+        Ok(None)
     }
 
-    fn probe(&self, blocks: &impl Blocks, run: &Run, id: &[u8; 32]) -> Result<Option<[u8; 33]>> {
-        match self.filters.get(&run.id) {
+    /// The row of `id` in `run`, asking its filter first (a merge's new base has none yet).
+    fn probe(&self, blocks: &impl Blocks, run: u64, id: &[u8; 32]) -> Result<Option<[u8; 33]>> {
+        match self.filters.get(&run) {
             Some(f) if !f.may_contain(id) => Ok(None),
-            _ => find(blocks, run.id, id),
+            _ => find(blocks, run, id),
         }
     }
 
     /// What to read for every committed row, newest first: (run, lo, hi), the run's rows
-    /// whose ids' first 8 bytes are in `lo..=hi`.
-    pub fn plan(&self) -> Vec<(u64, u64, u64)> {
-        let mut out: Vec<(u64, u64, u64)> = (self.state.newer.iter().rev())
-            .map(|r| (r.id, 0, u64::MAX))
-            .collect();
-        if let Some(m) = &self.state.merge {
-            if m.next_lo > 0 {
-                out.push((m.into.id, 0, m.next_lo - 1));
-            }
-            out.extend(m.inputs.iter().rev().map(|r| (r.id, m.next_lo, u64::MAX)));
-        } else if let Some(run) = &self.state.base {
-            out.push((run.id, 0, u64::MAX));
-        }
-        out
-    }
-
-    /// Memory the filters take, in bytes.
-    pub fn filter_bytes(&self) -> usize {
-        self.filters.values().map(|f| f.bytes()).sum()
+    /// whose ids' first 8 bytes are in `lo..=hi`. Lookups and scans both follow it.
+    pub fn plan(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        let newer = (self.state.newer.iter().rev()).map(|r| (r.id, 0, u64::MAX));
+        let merge = self.state.merge.iter().flat_map(|m| {
+            let done = (m.next_lo > 0).then(|| (m.into.id, 0, m.next_lo - 1));
+            let rest = m.inputs.iter().rev().map(|r| (r.id, m.next_lo, u64::MAX));
+            done.into_iter().chain(rest)
+        });
+        // The base is read only when no merge is under way (a merge's inputs include it).
+        let base = (self.state.base.iter())
+            .filter(|_| self.state.merge.is_none())
+            .map(|r| (r.id, 0, u64::MAX));
+        newer.chain(merge).chain(base)
     }
 }
 
@@ -304,20 +284,11 @@ fn find(blocks: &impl Blocks, run: u64, id: &[u8; 32]) -> Result<Option<[u8; 33]
     let (_, v) = item?;
     let block = v.value();
     check_block(block, run)?;
-    let n = block.len() / ROW_LEN;
-    let (mut lo, mut hi) = (0usize, n);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        let row = &block[mid * ROW_LEN..(mid + 1) * ROW_LEN];
-        match row[..32].cmp(&id[..]) {
-            std::cmp::Ordering::Less => lo = mid + 1,
-            std::cmp::Ordering::Greater => hi = mid,
-            std::cmp::Ordering::Equal => {
-                return Ok(Some(row[32..].try_into().expect("33 bytes")));
-            }
-        }
-    }
-    Ok(None)
+    let (rows, _) = block.as_chunks::<ROW_LEN>();
+    Ok(rows
+        .binary_search_by(|row| row[..32].cmp(&id[..]))
+        .ok()
+        .map(|i| rows[i][32..].try_into().expect("33 bytes")))
 }
 
 fn check_block(block: &[u8], run: u64) -> Result<()> {
@@ -607,14 +578,11 @@ impl Lsm {
     pub fn settle(&mut self, txn: &WriteTransaction, cache: &FilterCache) -> Result<()> {
         let mut blocks = txn.open_table(CHUNK_BLOCKS)?;
         self.spill(txn, &mut blocks, cache)?;
-        let newer = &mut self.view.state.newer;
-        while let [.., older, newest] = newer[..] {
+        while let [.., older, newest] = self.view.state.newer[..] {
             if older.rows > 2 * newest.rows {
                 break;
             }
-            let id = self.view.state.next_run.max(1);
-            self.view.state.next_run = id + 1;
-            let mut w = RunWriter::new(id, older.rows + newest.rows);
+            let mut w = RunWriter::new(self.view.state.take_run_id(), older.rows + newest.rows);
             let both = [newest, older];
             w.merge(
                 &mut blocks,
@@ -626,6 +594,7 @@ impl Lsm {
             let (run, filter) = w.finish(txn, &mut blocks, cache)?;
             drop_run(txn, &mut blocks, older.id)?;
             drop_run(txn, &mut blocks, newest.id)?;
+            let newer = &mut self.view.state.newer;
             newer.truncate(newer.len() - 2);
             newer.push(run);
             self.view.filters.insert(run.id, filter);

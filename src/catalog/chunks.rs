@@ -241,11 +241,6 @@ impl ChunkIndex {
         }
         Ok(n)
     }
-
-    /// Bytes of memory the index's filters take.
-    pub fn filter_bytes(&self) -> usize {
-        self.view.filter_bytes()
-    }
 }
 
 impl ChunkIndexMut<'_> {
