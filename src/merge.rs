@@ -20,7 +20,7 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
     store.catalog().clean_uncommitted()?;
     let id = store.catalog().next_dump_id()?;
     let reader = ChunkReader::new(spool)?;
-    let (mut owned_chunks, mut owned_bytes) = store.record_owned(
+    store.record_owned(
         id,
         &[],
         &src.manifest_chunks()
@@ -33,15 +33,12 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
     for e in manifest {
         refs.extend(e?.chunks().map(|(c, _)| c));
         if refs.len() >= 65_536 {
-            let (n, b) = store.record_owned(id, &[], &refs)?;
-            owned_chunks += n;
-            owned_bytes += b;
+            store.record_owned(id, &[], &refs)?;
             refs.clear();
         }
     }
-    let (n, b) = store.record_owned(id, &[], &refs)?;
-    owned_chunks += n;
-    owned_bytes += b;
+    store.record_owned(id, &[], &refs)?;
+    let (owned_chunks, owned_bytes) = store.fold_owned(id)?;
     let mut rec = DumpRecord {
         id,
         level: 0,

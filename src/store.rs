@@ -57,8 +57,19 @@ pub struct StoreWriter<'a> {
     frames_sent: u64,
     /// Ownership waiting for its chunks' frames to be appended (`own_later`), in order.
     owning: VecDeque<DeferredOwn>,
-    /// What the deferred ownership recorded so far: (chunks, stored bytes).
-    owned_later: (u64, u64),
+    /// Rows each dump owns, not yet folded into the catalog's `owned` (`fold_owned`).
+    staged: HashMap<u64, StagedOwned>,
+}
+
+/// A dump's owned rows on their way to the catalog: the newest in memory, the others staged
+/// as sorted runs (`catalog::Writer::stage_owned`) so that no commit rewrites the B-tree's
+/// leaves at random.
+#[derive(Default)]
+struct StagedOwned {
+    mem: Vec<(ChunkId, u32)>,
+    runs: u32,
+    /// Rows in the staged runs.
+    rows: u64,
 }
 
 /// The store's [`PackSink`]: packs numbered by the catalog, their chunks indexed in the open
@@ -137,7 +148,7 @@ impl<'a> StoreWriter<'a> {
             unindexed: ChunkSet::default(),
             frames_sent: 0,
             owning: VecDeque::new(),
-            owned_later: (0, 0),
+            staged: HashMap::new(),
         })
     }
 
@@ -283,8 +294,7 @@ impl<'a> StoreWriter<'a> {
     }
 
     /// Like `record_owned`, but without waiting for the chunks' frames: the rows are written
-    /// once those frames are appended, so compression goes on meanwhile. `owned_later` has
-    /// the totals (complete after `settle`).
+    /// once those frames are appended, so compression goes on meanwhile.
     pub fn own_later(&mut self, dump: u64, chain: &[u64], refs: Vec<ChunkId>) -> Result<()> {
         // The frame being filled may hold some of `refs`: wait for it too. It is not sent
         // early: frames cut short at every window compress worse. The next chunks fill it, or
@@ -299,18 +309,11 @@ impl<'a> StoreWriter<'a> {
         self.record_ready_owned()
     }
 
-    /// Totals of the ownership `own_later` recorded: (chunks, stored bytes).
-    pub fn owned_later(&self) -> (u64, u64) {
-        self.owned_later
-    }
-
     fn record_ready_owned(&mut self) -> Result<()> {
         let appended = self.frames_sent - self.inflight.len() as u64;
         while self.owning.front().is_some_and(|o| o.after <= appended) {
             let o = self.owning.pop_front().expect("front");
-            let (n, b) = self.record_owned_now(o.dump, &o.chain, o.refs)?;
-            self.owned_later.0 += n;
-            self.owned_later.1 += b;
+            self.record_owned_now(o.dump, &o.chain, o.refs)?;
         }
         Ok(())
     }
@@ -335,33 +338,24 @@ impl<'a> StoreWriter<'a> {
             .append(&mut self.out, id, kind, blob, Chunks::Own)
     }
 
-    /// Record that `dump` owns those of `refs` that no dump of `chain` (its ancestors) owns,
-    /// and that it does not own already. Returns (chunks, stored bytes) newly owned.
-    pub fn record_owned(
-        &mut self,
-        dump: u64,
-        chain: &[u64],
-        refs: &[ChunkId],
-    ) -> Result<(u64, u64)> {
+    /// Record that `dump` owns those of `refs` that no dump of `chain` (its ancestors) owns.
+    /// The rows are staged; `fold_owned` writes them and counts them.
+    pub fn record_owned(&mut self, dump: u64, chain: &[u64], refs: &[ChunkId]) -> Result<()> {
         self.settle()?;
         self.record_owned_now(dump, chain, refs.to_vec())
     }
 
-    fn record_owned_now(
-        &mut self,
-        dump: u64,
-        chain: &[u64],
-        mut refs: Vec<ChunkId>,
-    ) -> Result<(u64, u64)> {
+    fn record_owned_now(&mut self, dump: u64, chain: &[u64], mut refs: Vec<ChunkId>) -> Result<()> {
         let txn = self
             .out
             .txn
             .as_ref()
             .expect("transaction open until finish");
-        let mut owned = txn.ownership()?;
-        let (mut n, mut bytes) = (0u64, 0u64);
-        // In key order: neighbouring rows share the pages of the B-tree.
+        let owned = txn.ownership()?;
+        let mut rows = Vec::with_capacity(refs.len());
+        // In key order: neighbouring lookups share the pages of the B-trees.
         refs.sort_unstable();
+        refs.dedup();
         for id in &refs {
             if owned.owned_by_any(chain, id)? {
                 continue;
@@ -370,14 +364,50 @@ impl<'a> StoreWriter<'a> {
                 Some(share) => share,
                 None => self.indexed_share(&owned, id)?,
             };
-            // A chunk this dump already owns (a second copy in the volume) is rewritten with the
-            // same value and not counted again.
-            if owned.own(dump, id, stored)? {
-                n += 1;
-                bytes += u64::from(stored);
-            }
+            rows.push((*id, stored));
         }
-        Ok((n, bytes))
+        drop(owned);
+        // A chunk met again later in the volume is a second row here; staging and the fold
+        // keep one.
+        let staged = self.staged.entry(dump).or_default();
+        staged.mem.extend(rows);
+        if staged.mem.len() >= self.spool.catalog.tuning().owned_mem_rows {
+            sort_distinct(&mut staged.mem);
+            txn.stage_owned(dump, staged.runs, &staged.mem)?;
+            staged.runs += 1;
+            staged.rows += staged.mem.len() as u64;
+            staged.mem.clear();
+        }
+        Ok(())
+    }
+
+    /// Write the rows `record_owned` and `own_later` staged for `dump` into the catalog's
+    /// `owned`, and return how many chunks it owns and their stored bytes. A fold of more than
+    /// one slice commits each slice (sealing the open pack first: a commit names only finished
+    /// packs), so the catalog never holds the rows twice over.
+    pub fn fold_owned(&mut self, dump: u64) -> Result<(u64, u64)> {
+        self.settle()?;
+        let Some(mut staged) = self.staged.remove(&dump) else {
+            return Ok((0, 0));
+        };
+        sort_distinct(&mut staged.mem);
+        let rows = staged.rows + staged.mem.len() as u64;
+        let slices = catalog::owned_slices(rows, self.spool.catalog.tuning().slice_rows);
+        if slices.len() > 1 {
+            self.packer.seal(&mut self.out)?;
+        }
+        let mut total = (0u64, 0u64);
+        for (i, slice) in slices.iter().enumerate() {
+            if i > 0 {
+                self.out.commit_and_reopen()?;
+            }
+            let (n, b) = self
+                .out
+                .txn()
+                .fold_owned(dump, staged.runs, &staged.mem, *slice)?;
+            total = (total.0 + n, total.1 + b);
+        }
+        Ok(total)
     }
 
     /// `stored_share` of an indexed chunk; 0 for one purged from the spool after export (owned,
@@ -587,6 +617,12 @@ fn io_cause(e: &Error, path: &std::path::Path) -> String {
     }
 }
 
+/// Sort rows by id, keeping the first of each id.
+fn sort_distinct(rows: &mut Vec<(ChunkId, u32)>) {
+    rows.sort_by_key(|r| r.0);
+    rows.dedup_by_key(|r| r.0);
+}
+
 /// A decompressed frame, keyed by (pack number, offset).
 type CachedFrame = ((u64, u64), Arc<Vec<u8>>);
 
@@ -781,6 +817,73 @@ mod tests {
             .collect()
     }
 
+    /// Owned rows staged as many runs (copies across runs, within a run, and in memory) fold
+    /// into one row per chunk, a committed slice at a time, with the same counts and bytes as
+    /// one fold from memory; the packs sealed for the slices' commits read back.
+    #[test]
+    fn owned_rows_staged_as_runs_fold_to_one_row_per_chunk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spool = Spool::init(&tmp.path().join("spool")).unwrap();
+        let data: Vec<Vec<u8>> = (0..200u8)
+            .map(|i| chunk(i, 3000 + usize::from(i)))
+            .collect();
+        let ids: Vec<ChunkId> = data.iter().map(|d| ChunkId::of(d)).collect();
+        let batch: Vec<(ChunkId, &[u8])> = ids
+            .iter()
+            .copied()
+            .zip(data.iter().map(|d| &d[..]))
+            .collect();
+        // Everything in memory, one slice: the reference.
+        let expected = {
+            let mut w = StoreWriter::new(&spool).unwrap();
+            w.put_batch(&batch, BlobKind::Data).unwrap();
+            w.record_owned(1, &[], &ids).unwrap();
+            let got = w.fold_owned(1).unwrap();
+            w.finish(|_, _| Ok(())).unwrap();
+            got
+        };
+        assert_eq!(expected.0, 200);
+        spool.catalog.set_tuning(catalog::Tuning {
+            owned_mem_rows: 16,
+            slice_rows: 24,
+            ..catalog::TUNING
+        });
+        let mut w = StoreWriter::new(&spool).unwrap();
+        let more: Vec<Vec<u8>> = (0..40u8).map(|i| chunk(i, 9000 + usize::from(i))).collect();
+        let more_ids: Vec<ChunkId> = more.iter().map(|d| ChunkId::of(d)).collect();
+        let more_batch: Vec<(ChunkId, &[u8])> = more_ids
+            .iter()
+            .copied()
+            .zip(more.iter().map(|d| &d[..]))
+            .collect();
+        w.put_batch(&more_batch, BlobKind::Data).unwrap();
+        // Overlapping windows, in shuffled order: every chunk met two to three times.
+        for start in (0..200).step_by(7).rev() {
+            let end = (start + 21).min(200);
+            let mut refs = ids[start..end].to_vec();
+            refs.extend_from_slice(&ids[start..end.min(start + 3)]);
+            w.record_owned(2, &[], &refs).unwrap();
+        }
+        w.own_later(2, &[], more_ids.clone()).unwrap();
+        let (n, b) = w.fold_owned(2).unwrap();
+        w.finish(|_, _| Ok(())).unwrap();
+        assert_eq!(spool.catalog.owned_summary(2).unwrap(), (n, b));
+        // The same 240 chunks owned from memory in one slice.
+        spool.catalog.set_tuning(catalog::TUNING);
+        let mut w = StoreWriter::new(&spool).unwrap();
+        let all: Vec<ChunkId> = ids.iter().chain(&more_ids).copied().collect();
+        w.record_owned(3, &[], &all).unwrap();
+        let reference = w.fold_owned(3).unwrap();
+        w.finish(|_, _| Ok(())).unwrap();
+        assert_eq!(reference.0, 240);
+        assert!(reference.1 > expected.1);
+        assert_eq!((n, b), reference);
+        let reader = ChunkReader::new(&spool).unwrap();
+        for (id, d) in more_ids.iter().zip(&more) {
+            assert_eq!(&reader.read(id, &|| "test".into()).unwrap(), d);
+        }
+    }
+
     /// Chunks still compressing count as stored: a second copy in a later batch is not
     /// written, ownership waits for the frames and then matches a synchronous count, and
     /// everything reads back after the commit.
@@ -814,11 +917,12 @@ mod tests {
         assert_eq!(w.put_batch(&twice, BlobKind::Data).unwrap(), 4);
         w.settle().unwrap();
         assert_eq!(w.stats().new_chunks, 52);
-        let (owned, owned_bytes) = w.owned_later();
+        let (owned, owned_bytes) = w.fold_owned(7).unwrap();
         assert_eq!(owned, 48, "each chunk owned once");
         assert!(owned_bytes > 0);
-        // A synchronous count over the same refs finds nothing left to own.
-        assert_eq!(w.record_owned(7, &[], &ids).unwrap(), (0, 0));
+        // Owning the same refs again finds nothing new to own.
+        w.record_owned(7, &[], &ids).unwrap();
+        assert_eq!(w.fold_owned(7).unwrap(), (0, 0));
         // Dump 7 took the stored shares handed on from the appends; dump 8 owns the same chunks
         // from the index alone, and must come to the same bytes.
         assert_eq!(
@@ -826,7 +930,8 @@ mod tests {
             4,
             "only the shares of the four tiny chunks, which no dump owns, are left"
         );
-        assert_eq!(w.record_owned(8, &[], &ids).unwrap(), (owned, owned_bytes));
+        w.record_owned(8, &[], &ids).unwrap();
+        assert_eq!(w.fold_owned(8).unwrap(), (owned, owned_bytes));
         w.finish(|_, _| Ok(())).unwrap();
 
         let reader = ChunkReader::new(&spool).unwrap();

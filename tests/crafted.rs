@@ -278,7 +278,8 @@ impl Fixture {
             .collect();
         store.put_batch(&pieces, BlobKind::Manifest).unwrap();
         let refs: Vec<ChunkId> = data.iter().chain(&pieces).map(|(id, _)| *id).collect();
-        let (owned_chunks, owned_bytes) = store.record_owned(id, &[], &refs).unwrap();
+        store.record_owned(id, &[], &refs).unwrap();
+        let (owned_chunks, owned_bytes) = store.fold_owned(id).unwrap();
 
         let count = |k: u8| entries.iter().filter(|e| e.kind == k).count() as u64;
         let time_ns = first.time_ns + id as i64 * DAY_NS;

@@ -2,13 +2,15 @@
 # tools/scale.sh — how reel's dump scales with the volume: level 0 dumps of volumes of several
 # sizes into fresh spools (cold cache), each with its throughput, peak RSS and the catalog's
 # size at its peak during the dump and at the end; then, on the largest, an incremental after
-# 1% of its bytes were rewritten in scattered 8 KiB blocks, and a restore.
+# 1% of its bytes were rewritten in scattered 8 KiB blocks, a restore, `gc` and
+# `check --read-data` (the commands whose memory must stay bounded).
 #
 # Usage: tools/scale.sh [--out FILE]
 #
 # Environment:
-#   SCALE_SIZES="1 4 16"   volume sizes in GiB (add 32 where the disk allows: each size needs
-#                          about twice its size free, for the volume and the spool)
+#   SCALE_SIZES="1 4 16"   volume sizes in GiB, ascending (add 32 where the disk allows: the
+#                          volumes stay, one spool at a time, and the largest is restored, so
+#                          the disk needs the volumes plus twice the largest)
 #   SCALE_DIR=/tmp/reel-scale   where volumes, spools and the restore go (volumes are kept
 #                          between runs; the largest has 1% of its bytes rewritten each run)
 #   REEL_BIN               the reel to measure (default: `cargo build --profile dist`)
@@ -156,6 +158,8 @@ for g in $SIZES; do
         rows+=("| $g GiB | level 0 in a ${SCALE_SQUEEZE_MB} MiB cgroup ($pct%) | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") |")
         echo "[scale]   squeezed to ${SCALE_SQUEEZE_MB} MiB: ${secs}s, $mbs MiB/s ($pct% of unconstrained)" >&2
     fi
+    # Only the last (largest) spool is used again: the others go, so the disk holds one spool.
+    [ -n "$largest" ] && rm -rf "$DIR/spool$largest"
     largest=$g
 done
 
@@ -187,6 +191,13 @@ rows+=("| $g GiB | restore | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $
 cmp -s <(cd "$DIR/v$g" && cat $(ls | sort)) <(cd "$DIR/restore" && cat $(ls | sort)) ||
     { echo "[scale] the restore differs from the volume" >&2; exit 1; }
 rm -rf "$DIR/restore"
+drop_caches
+read -r secs rss peak peak_alloc end final < <(measure "$spool" gc)
+rows+=("| $g GiB | gc | $secs | – | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") |")
+drop_caches
+read -r secs rss peak peak_alloc end final < <(measure "$spool" check --read-data)
+mbs=$(echo "scale=0; $g * 1024 / $secs" | bc)
+rows+=("| $g GiB | check --read-data | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") |")
 
 report() {
     echo "## Scale: level 0 dumps of volumes of ${SIZES// /, } GiB"

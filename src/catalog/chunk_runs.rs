@@ -52,8 +52,11 @@ pub struct Tuning {
     pub merge_fraction: u64,
     /// ... or once there are this many of them.
     pub max_runs: usize,
-    /// Rows of input per merge transaction.
+    /// Rows of input per merge transaction (also per slice of a dump's owned-rows fold).
     pub slice_rows: u64,
+    /// Owned rows a writing session holds in memory before staging them as a run
+    /// (`owned_runs`).
+    pub owned_mem_rows: usize,
 }
 
 pub const TUNING: Tuning = Tuning {
@@ -61,6 +64,7 @@ pub const TUNING: Tuning = Tuning {
     merge_fraction: 4,
     max_runs: 12,
     slice_rows: 1 << 17,
+    owned_mem_rows: 1 << 17,
 };
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -793,6 +797,7 @@ mod tests {
         merge_fraction: 4,
         max_runs: 3,
         slice_rows: 250,
+        owned_mem_rows: 100,
     };
 
     /// What a reader and the writer see is what a map given the same operations holds.

@@ -1,9 +1,9 @@
 //! Dumps (`dumps`, `volume_dumps`) and the chunks each owns (`owned`).
 
-use redb::{ReadOnlyTable, ReadableTable, Table, WriteTransaction};
+use redb::{ReadOnlyTable, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::chunks::ChunkLoc;
-use super::tables::{DUMPS, OWNED, VOLUME_DUMPS};
+use super::tables::{DUMPS, OWNED, OWNED_RUNS, VOLUME_DUMPS};
 use super::{Reader, Writer, meta};
 use crate::record::DumpRecord;
 use crate::{ChunkId, Error, Result};
@@ -96,9 +96,10 @@ impl Writer {
         Ok(())
     }
 
-    /// Drop owned-chunk rows left by dumps that never committed (ids >= next_dump_id): a killed
-    /// dump may have committed some of its packs, with their rows, but never its record.
-    /// Returns how many went.
+    /// Drop owned-chunk rows left by dumps that never committed (ids >= next_dump_id), and every
+    /// staged row (`owned_runs`: a committed dump has folded its own): a killed dump may have
+    /// committed some of its packs, with their rows, but never its record. Returns how many
+    /// went.
     pub fn clean_uncommitted(&self) -> Result<u64> {
         clean_uncommitted(&self.txn)
     }
@@ -129,7 +130,12 @@ fn clean_uncommitted(txn: &WriteTransaction) -> Result<u64> {
         n += 1;
         false
     })?;
-    Ok(n)
+    let staged = txn.open_table(OWNED_RUNS)?.len()?;
+    if staged > 0 {
+        // Deleting the table frees its pages at once; the next stage creates it again.
+        txn.delete_table(OWNED_RUNS)?;
+    }
+    Ok(n + staged)
 }
 
 /// The `owned` table opened once in a read transaction ([`Reader::owned_index`]).

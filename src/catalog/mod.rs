@@ -14,6 +14,7 @@
 //!
 //! Its files, by job: `tables` (definitions and `meta` keys), `open` (opening, damage,
 //! compaction), `chunks` (the chunk index), `dumps` (dumps, volumes' dump index, owned chunks),
+//! `owned_runs` (a dump's owned chunks while it is written),
 //! `packs`, `meta` (counters), `clones`, `media` (tapes, tape chunks, plain exports) and
 //! `doomed` (pack files waiting for readers).
 
@@ -31,6 +32,7 @@ mod dumps;
 mod media;
 mod meta;
 mod open;
+mod owned_runs;
 mod packs;
 mod tables;
 
@@ -39,6 +41,7 @@ pub use chunks::{ChunkIndex, ChunkIndexMut, ChunkLoc, ChunkRows, FrameSlot};
 pub use dumps::{OwnedIndex, OwnedRows, Ownership};
 pub use media::TapeIndex;
 pub use open::{COMPACT_AFTER_GROWTH, install_damage_report_hook};
+pub use owned_runs::owned_slices;
 pub use tables::CATALOG_VERSION;
 
 /// The catalog's records (`crate::record`), by the names its operations use.
@@ -141,6 +144,11 @@ impl Catalog {
     #[doc(hidden)]
     pub fn set_tuning(&mut self, tuning: Tuning) {
         self.tuning = tuning;
+    }
+
+    /// When and how much the chunk index merges and owned rows are staged.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
     }
 
     fn read(&self) -> Result<ReadTransaction> {

@@ -39,6 +39,11 @@ pub(super) const CHUNK_FILTERS: TableDefinition<u64, &[u8]> = TableDefinition::n
 /// (dump id, chunk id) -> stored len: the chunks a dump owns (referenced by it and by no
 /// earlier dump of its chain). What an export of that dump writes to tape.
 pub(super) const OWNED: TableDefinition<(u64, [u8; 32]), u32> = TableDefinition::new("owned");
+/// (dump id, run, chunk id) -> stored len: the rows a dump being written owns, staged as sorted
+/// runs until the dump folds them into `owned` (`owned_runs`). Empty between dumps: what an
+/// interrupted dump left is dropped by the next writing session. Added without a format change.
+pub(super) const OWNED_RUNS: TableDefinition<(u64, u32, [u8; 32]), u32> =
+    TableDefinition::new("owned_runs");
 /// Volume -> its latest clone (a `CloneRecord`). One per volume: a new clone replaces it.
 pub(super) const CLONES: TableDefinition<&str, &[u8]> = TableDefinition::new("clones");
 

@@ -153,7 +153,7 @@ fn dump_tree_as(
         id,
         chain: chain.clone(),
     };
-    let s = scan(
+    let mut s = scan(
         spool,
         store,
         root,
@@ -163,7 +163,7 @@ fn dump_tree_as(
         progress,
     )?;
 
-    let (owned_chunks, owned_bytes) = s.store.owned_later();
+    let (owned_chunks, owned_bytes) = s.store.fold_owned(id)?;
     let mut rec = DumpRecord {
         version: 1,
         id,
@@ -286,7 +286,6 @@ fn commit_store_clone(
     let entries = ManifestReader::new(
         reader.stream(manifest.clone(), format!("manifest of the clone of {name}")),
     )?;
-    let mut owned = (0u64, 0u64);
     let mut refs: Vec<ChunkId> = manifest.iter().map(|(id, _)| *id).collect();
     for e in entries {
         let e = e?;
@@ -301,14 +300,13 @@ fn commit_store_clone(
             refs.extend(e.chunks().map(|(id, _)| id));
         }
         if refs.len() >= 16_384 {
-            let (n, b) = store.record_owned(id, &chain, &refs)?;
-            owned = (owned.0 + n, owned.1 + b);
+            store.record_owned(id, &chain, &refs)?;
             refs.clear();
             crate::signal::check_interrupted()?;
         }
     }
-    let (n, b) = store.record_owned(id, &chain, &refs)?;
-    owned = (owned.0 + n, owned.1 + b);
+    store.record_owned(id, &chain, &refs)?;
+    let owned = store.fold_owned(id)?;
     drop(base_entries);
 
     let rec = DumpRecord {
