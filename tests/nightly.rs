@@ -482,3 +482,50 @@ fn hook_clones_dump_the_snapshot_and_release_the_one_they_replace() {
         assert_trees_equal(&work.path().join(format!("day{day}")), &to);
     }
 }
+
+/// The thaw hook runs once after a freeze hook that succeeded, and also after one that failed
+/// (it may have frozen part way), told which by `REEL_FREEZE`; a failed freeze fails the
+/// backup with an error naming the hook and its exit status, and records nothing.
+#[test]
+fn thaw_runs_once_after_a_freeze_and_after_a_failed_one_knowing_which() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("a"), b"a").unwrap();
+    let log = work.path().join("hooks.log");
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    let thaw = format!("echo \"THAW $REEL_FREEZE\" >> {}", log.display());
+    spool.run([
+        "volume",
+        "set",
+        "v",
+        "--freeze-cmd",
+        &format!("echo FREEZE >> {}", log.display()),
+        "--thaw-cmd",
+        &thaw,
+    ]);
+    spool.run(["backup", "v", "--level", "0"]);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "FREEZE\nTHAW ok\n");
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
+
+    std::fs::remove_file(&log).unwrap();
+    spool.run([
+        "volume",
+        "set",
+        "v",
+        "--freeze-cmd",
+        &format!("echo FREEZE >> {}; exit 4", log.display()),
+    ]);
+    let (code, err) = spool.fail(["backup", "v", "--level", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("volume v: freeze hook") && err.contains("exit status 4"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "FREEZE\nTHAW failed\n"
+    );
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
+}
