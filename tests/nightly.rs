@@ -1,6 +1,6 @@
 //! The nightly cycle end to end: two weeks of scheduled nights restore exactly, failures stay
-//! with their volume, the thaw hook always runs, a second run the same day does nothing, and
-//! clones (store and copy) read only what changed.
+//! with their volume, the thaw hook always runs, a second run the same day does nothing,
+//! clones (store and copy) read only what changed, and what cron mails has no colour codes.
 
 mod common;
 
@@ -528,4 +528,80 @@ fn thaw_runs_once_after_a_freeze_and_after_a_failed_one_knowing_which() {
         "FREEZE\nTHAW failed\n"
     );
     assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
+}
+
+/// Warnings and errors written to a file (a log, cron's mail) carry no colour codes; on a
+/// terminal they are coloured unless `NO_COLOR` is set to a non-empty value.
+#[test]
+fn no_colour_codes_in_log_files_nor_with_no_color() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("gone");
+    std::fs::create_dir_all(&vol).unwrap();
+    let spool = Spool::new();
+    spool.add_volume("gone", &vol);
+    spool.run(["volume", "set", "gone", "--schedule", "F"]);
+    std::fs::remove_dir(&vol).unwrap();
+
+    // stderr to a file, as `reel -q nightly >log 2>&1` from cron.
+    let log = work.path().join("nightly.log");
+    let status = spool
+        .cmd()
+        .args(["-q", "nightly"])
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let text = std::fs::read(&log).unwrap();
+    let shown = String::from_utf8_lossy(&text);
+    assert!(
+        shown.contains("WARN") && shown.contains("volume gone"),
+        "no warning was logged: {shown}"
+    );
+    assert!(!text.contains(&0x1b), "colour codes in the log: {shown:?}");
+    // A usage error (clap's) in a file: the same.
+    let status = spool
+        .cmd()
+        .args(["dump", "gone", "--level", "12"])
+        .env_remove("NO_COLOR")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    let text = std::fs::read(&log).unwrap();
+    assert!(!text.is_empty() && !text.contains(&0x1b), "{text:?}");
+
+    // On a terminal (script(1) gives reel one): colour, unless NO_COLOR is set non-empty.
+    let on_terminal = |no_color: Option<&str>| -> Option<Vec<u8>> {
+        let line = format!(
+            "'{}' --spool '{}' -q nightly",
+            env!("CARGO_BIN_EXE_reel"),
+            spool.path().display()
+        );
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env_remove("REEL_SPOOL")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null());
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().ok()?;
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(shown.contains("WARN"), "{shown}");
+        Some(out.stdout)
+    };
+    let Some(coloured) = on_terminal(None) else {
+        println!("skipped the terminal part: no script(1) here");
+        return;
+    };
+    assert!(coloured.contains(&0x1b), "no colour on a terminal");
+    assert!(on_terminal(Some("")).unwrap().contains(&0x1b));
+    let plain = on_terminal(Some("1")).unwrap();
+    assert!(
+        !plain.contains(&0x1b),
+        "colour despite NO_COLOR=1: {:?}",
+        String::from_utf8_lossy(&plain)
+    );
 }
