@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +34,6 @@ use rayon::prelude::*;
 use crate::catalog::DumpRecord;
 use crate::dirfd::{self, Dir};
 use crate::error::Damaged;
-use crate::manifest::ManifestReader;
 use crate::progress::Progress;
 use crate::spool::Spool;
 use crate::store::ChunkReader;
@@ -134,14 +134,37 @@ fn restore_limited(
     progress: &dyn Progress,
     limits: Limits,
 ) -> Result<RestoreStats> {
-    let manifest = || -> Result<ManifestReader<_>> { reader.manifest(rec) };
-    // Link targets outside the selection, whose content a restored link name must carry.
+    // Link targets outside the selection, whose content a restored link name must carry. The
+    // same read finds a requested path the dump does not hold, before anything is written.
     let orphans = if opts.paths.is_empty() {
         HashSet::new()
     } else {
-        orphan_link_targets(manifest()?, &opts.paths)?
+        survey_selection(reader.manifest(rec)?, &opts.paths, rec)?
     };
-    prepare_target(target, opts.overwrite)?;
+    let made = prepare_target(target, opts.overwrite)?;
+    let result = write_tree(reader, rec, target, opts, progress, limits, orphans);
+    if let (Err(e), Some(made)) = (&result, made) {
+        // Leave the target as we found it (absent), so the retry is not refused as non-empty.
+        if let Err(undo) = made.undo() {
+            tracing::warn!(
+                "the restore failed ({e}), and what it wrote in {} could not be removed: {undo}",
+                target.display()
+            );
+        }
+    }
+    result
+}
+
+/// The restore proper, into a prepared target.
+fn write_tree(
+    reader: &ChunkReader,
+    rec: &DumpRecord,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+    limits: Limits,
+    orphans: HashSet<Vec<u8>>,
+) -> Result<RestoreStats> {
     let as_root = tree_writer::is_root();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(WRITE_THREADS)
@@ -158,13 +181,12 @@ fn restore_limited(
         limits,
     };
     let mut batch = Batch::default();
-    let mut matched = vec![false; opts.paths.len()];
     // Orphaned link targets met so far (not restored themselves), and the name each one
     // became once a link to it was restored.
     let mut stash: HashMap<Vec<u8>, Entry> = HashMap::new();
     let mut became: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     progress.set_total(rec.totals.logical_bytes);
-    for entry in manifest()? {
+    for entry in reader.manifest(rec)? {
         let mut entry = entry?;
         let (take, _ancestor) = selected(&entry.path, &opts.paths);
         if !take {
@@ -172,11 +194,6 @@ fn restore_limited(
                 stash.insert(entry.path.clone(), entry);
             }
             continue;
-        }
-        for (m, f) in matched.iter_mut().zip(&opts.paths) {
-            if is_under(&entry.path, f) {
-                *m = true;
-            }
         }
         if entry.kind == EntryKind::HardLink {
             if let Some(first) = became.get(&entry.target) {
@@ -193,7 +210,33 @@ fn restore_limited(
         }
     }
     run.run(&mut batch).map_err(on_target)?;
-    if let Some((_, f)) = matched.iter().zip(&opts.paths).find(|(m, _)| !**m) {
+    run.tree.finish().map_err(on_target)?;
+    Ok(run.stats)
+}
+
+/// One read of the manifest before a restore of some paths: a usage error naming the first
+/// requested path the dump does not hold, else the targets of restored hard links that are not
+/// restored themselves (a set as large as the selection's links, never the volume).
+fn survey_selection(
+    manifest: impl Iterator<Item = Result<Entry>>,
+    filters: &[Vec<u8>],
+    rec: &DumpRecord,
+) -> Result<HashSet<Vec<u8>>> {
+    let mut orphans = HashSet::new();
+    let mut matched = vec![false; filters.len()];
+    for e in manifest {
+        let e = e?;
+        for (m, f) in matched.iter_mut().zip(filters) {
+            *m |= is_under(&e.path, f);
+        }
+        if e.kind == EntryKind::HardLink
+            && restored(&e.path, filters)
+            && !restored(&e.target, filters)
+        {
+            orphans.insert(e.target);
+        }
+    }
+    if let Some((_, f)) = matched.iter().zip(filters).find(|(m, _)| !**m) {
         return Err(Error::usage(format!(
             "{} is not in dump {} of volume {}; `reel ls {}` lists what it holds",
             String::from_utf8_lossy(f),
@@ -202,30 +245,12 @@ fn restore_limited(
             rec.volume
         )));
     }
-    run.tree.finish().map_err(on_target)?;
-    Ok(run.stats)
+    Ok(orphans)
 }
 
-/// The targets of restored hard links that are not restored themselves (one read of the
-/// manifest; the set is as large as the selection's links, never the volume).
-fn orphan_link_targets(
-    manifest: impl Iterator<Item = Result<Entry>>,
-    filters: &[Vec<u8>],
-) -> Result<HashSet<Vec<u8>>> {
-    let mut out = HashSet::new();
-    for e in manifest {
-        let e = e?;
-        if e.kind == EntryKind::HardLink
-            && restored(&e.path, filters)
-            && !restored(&e.target, filters)
-        {
-            out.insert(e.target);
-        }
-    }
-    Ok(out)
-}
-
-fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
+/// Check the target (a directory, empty unless `overwrite`) or make it. Returns what was made,
+/// for [`MadeTarget::undo`] if the restore fails.
+fn prepare_target(target: &Path, overwrite: bool) -> Result<Option<MadeTarget>> {
     match std::fs::symlink_metadata(target) {
         Ok(md) if !md.is_dir() => Err(Error::usage(format!(
             "restore target {} is not a directory",
@@ -242,13 +267,103 @@ fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
                     target.display()
                 )))
             } else {
-                Ok(())
+                Ok(None)
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => MadeTarget::make(target).map(Some),
         Err(e) => Err(Error::io(target, e)),
+    }
+}
+
+/// A target directory this restore made, with the missing directories above it it made on the
+/// way: what a failed restore removes, and nothing else.
+struct MadeTarget {
+    /// The target's parent, by handle, and the target's name in it.
+    parent: Dir,
+    name: Vec<u8>,
+    /// The directory made, so a directory put in its place since is never emptied.
+    made: dirfd::Stat,
+    /// Directories made above the target, outermost first.
+    ancestors: Vec<std::path::PathBuf>,
+}
+
+impl MadeTarget {
+    fn make(target: &Path) -> Result<MadeTarget> {
+        let Some(name) = target.file_name() else {
+            return Err(Error::usage(format!(
+                "restore target {} does not name a directory to make",
+                target.display()
+            )));
+        };
+        let parent_path = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // The path above the target is the admin's word: made by path, with the usual modes.
+        let mut ancestors = Vec::new();
+        let mut missing: Vec<&Path> = parent_path
+            .ancestors()
+            .take_while(|p| {
+                !p.as_os_str().is_empty()
+                    && std::fs::symlink_metadata(p)
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            })
+            .collect();
+        missing.reverse();
+        for dir in missing {
+            match std::fs::create_dir(dir) {
+                Ok(()) => ancestors.push(dir.to_path_buf()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    undo_ancestors(&ancestors);
+                    return Err(Error::io(dir, e));
+                }
+            }
+        }
+        let made = (|| {
+            let parent = Dir::open(parent_path)?;
+            // Mode 0700 until the dump's root metadata goes on at the end: no other user can
+            // put anything in it meanwhile, so all a failed restore removes is its own.
+            parent.mkdir(name.as_bytes())?;
+            let made = parent.open_dir(name.as_bytes())?.stat_self()?;
+            Ok::<_, std::io::Error>((parent, made))
+        })();
+        match made {
+            Ok((parent, made)) => Ok(MadeTarget {
+                parent,
+                name: name.as_bytes().to_vec(),
+                made,
+                ancestors,
+            }),
+            Err(e) => {
+                undo_ancestors(&ancestors);
+                Err(Error::io(target, e))
+            }
+        }
+    }
+
+    /// Remove the target and everything the restore put in it, through handles (a symlink is
+    /// removed, never followed), then the directories made above it while they are empty.
+    fn undo(self) -> std::io::Result<()> {
+        let dir = self.parent.open_dir(&self.name)?;
+        if !dir.stat_self()?.same_inode(&self.made) {
+            return Ok(());
+        }
+        for name in dir.names()? {
+            dir.remove_all(&name)?;
+        }
+        self.parent.rmdir(&self.name)?;
+        undo_ancestors(&self.ancestors);
+        Ok(())
+    }
+}
+
+/// Remove the directories made above a target, innermost first, each only while empty.
+fn undo_ancestors(made: &[std::path::PathBuf]) {
+    for dir in made.iter().rev() {
+        if std::fs::remove_dir(dir).is_err() {
+            return;
+        }
     }
 }
 

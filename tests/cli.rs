@@ -1170,3 +1170,44 @@ fn restore_of_a_path_not_in_the_dump_is_an_error() {
     let (code, _) = fail(&spool, &["restore", "v"]);
     assert_eq!(code, 2);
 }
+
+/// A restore naming a path the dump does not hold fails before it writes anything: the
+/// corrected command is not refused for a non-empty target.
+#[test]
+fn a_restore_of_a_missing_path_writes_nothing_and_the_retry_succeeds() {
+    let (work, vol, spool) = dumped();
+    let target = work.path().join("r9");
+    for paths in [
+        vec!["dir/sub/nothere.txt"],
+        vec!["hello.txt", "dir/sub/nothere.txt"],
+    ] {
+        let mut args = vec!["restore", "v", "--to", s(&target)];
+        args.extend(paths);
+        let (code, err) = fail(&spool, &args);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("dir/sub/nothere.txt") && err.contains("not in dump 1"),
+            "{err}"
+        );
+        assert!(
+            !target.exists(),
+            "the failed restore left {:?}",
+            contents(&target)
+        );
+    }
+    ok(
+        &spool,
+        &["restore", "v", "--to", s(&target), "dir/sub/deep.txt"],
+    );
+    assert_trees_equal(&vol.join("dir/sub"), &target.join("dir/sub"));
+
+    // An empty target that was there before stays there, empty.
+    let mine = work.path().join("mine");
+    fs::create_dir(&mine).unwrap();
+    let (code, err) = fail(
+        &spool,
+        &["restore", "v", "--to", s(&mine), "dir/sub/nothere.txt"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(contents(&mine), vec![], "the failed restore wrote into it");
+}

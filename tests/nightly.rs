@@ -1,6 +1,6 @@
 //! The nightly cycle end to end: two weeks of scheduled nights restore exactly, failures stay
-//! with their volume, the thaw hook always runs, a second run the same day does nothing, and
-//! clones (store and copy) read only what changed.
+//! with their volume, the thaw hook always runs, a second run the same day does nothing,
+//! clones (store and copy) read only what changed, and what cron mails has no colour codes.
 
 mod common;
 
@@ -481,4 +481,127 @@ fn hook_clones_dump_the_snapshot_and_release_the_one_they_replace() {
         ]);
         assert_trees_equal(&work.path().join(format!("day{day}")), &to);
     }
+}
+
+/// The thaw hook runs once after a freeze hook that succeeded, and also after one that failed
+/// (it may have frozen part way), told which by `REEL_FREEZE`; a failed freeze fails the
+/// backup with an error naming the hook and its exit status, and records nothing.
+#[test]
+fn thaw_runs_once_after_a_freeze_and_after_a_failed_one_knowing_which() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("a"), b"a").unwrap();
+    let log = work.path().join("hooks.log");
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    let thaw = format!("echo \"THAW $REEL_FREEZE\" >> {}", log.display());
+    spool.run([
+        "volume",
+        "set",
+        "v",
+        "--freeze-cmd",
+        &format!("echo FREEZE >> {}", log.display()),
+        "--thaw-cmd",
+        &thaw,
+    ]);
+    spool.run(["backup", "v", "--level", "0"]);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "FREEZE\nTHAW ok\n");
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
+
+    std::fs::remove_file(&log).unwrap();
+    spool.run([
+        "volume",
+        "set",
+        "v",
+        "--freeze-cmd",
+        &format!("echo FREEZE >> {}; exit 4", log.display()),
+    ]);
+    let (code, err) = spool.fail(["backup", "v", "--level", "1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("volume v: freeze hook") && err.contains("exit status 4"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "FREEZE\nTHAW failed\n"
+    );
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
+}
+
+/// Warnings and errors written to a file (a log, cron's mail) carry no colour codes; on a
+/// terminal they are coloured unless `NO_COLOR` is set to a non-empty value.
+#[test]
+fn no_colour_codes_in_log_files_nor_with_no_color() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("gone");
+    std::fs::create_dir_all(&vol).unwrap();
+    let spool = Spool::new();
+    spool.add_volume("gone", &vol);
+    spool.run(["volume", "set", "gone", "--schedule", "F"]);
+    std::fs::remove_dir(&vol).unwrap();
+
+    // stderr to a file, as `reel -q nightly >log 2>&1` from cron.
+    let log = work.path().join("nightly.log");
+    let status = spool
+        .cmd()
+        .args(["-q", "nightly"])
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    let text = std::fs::read(&log).unwrap();
+    let shown = String::from_utf8_lossy(&text);
+    assert!(
+        shown.contains("WARN") && shown.contains("volume gone"),
+        "no warning was logged: {shown}"
+    );
+    assert!(!text.contains(&0x1b), "colour codes in the log: {shown:?}");
+    // A usage error (clap's) in a file: the same.
+    let status = spool
+        .cmd()
+        .args(["dump", "gone", "--level", "12"])
+        .env_remove("NO_COLOR")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    let text = std::fs::read(&log).unwrap();
+    assert!(!text.is_empty() && !text.contains(&0x1b), "{text:?}");
+
+    // On a terminal (script(1) gives reel one): colour, unless NO_COLOR is set non-empty.
+    let on_terminal = |no_color: Option<&str>| -> Option<Vec<u8>> {
+        let line = format!(
+            "'{}' --spool '{}' -q nightly",
+            env!("CARGO_BIN_EXE_reel"),
+            spool.path().display()
+        );
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env_remove("REEL_SPOOL")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null());
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().ok()?;
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(shown.contains("WARN"), "{shown}");
+        Some(out.stdout)
+    };
+    let Some(coloured) = on_terminal(None) else {
+        println!("skipped the terminal part: no script(1) here");
+        return;
+    };
+    assert!(coloured.contains(&0x1b), "no colour on a terminal");
+    assert!(on_terminal(Some("")).unwrap().contains(&0x1b));
+    let plain = on_terminal(Some("1")).unwrap();
+    assert!(
+        !plain.contains(&0x1b),
+        "colour despite NO_COLOR=1: {:?}",
+        String::from_utf8_lossy(&plain)
+    );
 }

@@ -264,7 +264,9 @@ fn a_flipped_byte_in_a_pack_is_found_and_restore_refuses_to_write_wrong_bytes() 
         "check does not name the file: {text}"
     );
 
+    // A target that exists already keeps what the failed restore wrote, to be looked at.
     let target = work.path().join("r");
+    fs::create_dir(&target).unwrap();
     let (code, err) = spool.fail(["restore", "v", "--to", target.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -282,6 +284,56 @@ fn a_flipped_byte_in_a_pack_is_found_and_restore_refuses_to_write_wrong_bytes() 
             .count();
         assert_eq!(wrong, 0, "restore wrote {wrong} wrong bytes");
     }
+}
+
+/// A restore that fails part way removes the target it made, and the directories it made above
+/// it, through handles (the symlink it restored is removed, not followed); what was there
+/// before stays.
+#[test]
+fn a_failed_restore_removes_the_target_it_made_and_nothing_else() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    fs::create_dir_all(vol.join("sub/deeper")).unwrap();
+    fs::write(vol.join("only.bin"), Rng::new(11).bytes(3 << 20)).unwrap();
+    fs::write(vol.join("sub/deeper/x.txt"), b"x").unwrap();
+    let outside = work.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("keep.txt"), b"keep").unwrap();
+    std::os::unix::fs::symlink(&outside, vol.join("sub/out")).unwrap();
+    let spool = spool_with_full_dump(&vol);
+    // Damage the data pack: the restore makes the directories and the symlink, then stops at
+    // only.bin's chunks.
+    let pack = packs(spool.path())
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mid = fs::metadata(&pack).unwrap().len() / 2;
+    common::faults::flip_byte(&pack, mid, 0x40);
+
+    let restore_fails = |target: &Path| {
+        let (code, err) = run_fail(spool.cmd().args(["restore", "v", "--to"]).arg(target));
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("only.bin"), "{err}");
+    };
+    // A target made with two directories above it: all three go.
+    let new = work.path().join("new");
+    restore_fails(&new.join("deeper/r"));
+    assert!(!new.exists(), "the failed restore left {}", new.display());
+    // A target made in a directory that was there: the target goes, the directory stays.
+    let parent = work.path().join("parent");
+    fs::create_dir(&parent).unwrap();
+    fs::write(parent.join("sibling.txt"), b"mine").unwrap();
+    restore_fails(&parent.join("r"));
+    assert!(!parent.join("r").exists());
+    assert_eq!(fs::read(parent.join("sibling.txt")).unwrap(), b"mine");
+    // A target that was there stays.
+    let mine = work.path().join("mine");
+    fs::create_dir(&mine).unwrap();
+    restore_fails(&mine);
+    assert!(mine.is_dir());
+    // The removal followed no symlink.
+    assert_eq!(fs::read(outside.join("keep.txt")).unwrap(), b"keep");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
 }
 
 #[test]

@@ -267,6 +267,13 @@ fn keep_freed_memory() {
     }
 }
 
+/// Colour codes only for a person at a terminal: never in a log file or cron mail, and never
+/// when `NO_COLOR` is set to anything (https://no-color.org). tracing-subscriber's default
+/// honours `NO_COLOR` but not a redirected stderr.
+fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 pub fn main() -> ExitCode {
     // `reel list | head`: end quietly when the reader goes away, as Unix tools do, instead of
     // panicking in println!. reel writes to no other pipe (hooks get no stdin from it).
@@ -287,6 +294,7 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .without_time()
         .with_target(false)
         .init();

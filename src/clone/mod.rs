@@ -72,8 +72,9 @@ pub struct CloneOutcome {
 
 /// Take a new clone of volume `name`: freeze (lock, freeze hook), clone by the volume's
 /// method, thaw (thaw hook, unlock), record it as the volume's latest clone and drop the one
-/// it replaces. The thaw hook runs whenever the freeze hook was started, also on errors and on
-/// SIGINT/SIGTERM/SIGHUP (which then end the clone with `Error::Interrupted`).
+/// it replaces. The thaw hook runs whenever the freeze hook was started, also when the freeze
+/// hook failed, on errors and on SIGINT/SIGTERM/SIGHUP (which then end the clone with
+/// `Error::Interrupted`), with `REEL_FREEZE` set to `ok` or `failed`.
 pub fn clone_volume(
     spool: &Spool,
     name: &str,
@@ -103,13 +104,18 @@ pub fn clone_volume(
         made = hook::run_hook(HookKind::Freeze, cmd, name, &vol.path, &[], timeout, true)
             .map(|_| None);
     }
+    let frozen_ok = made.is_ok();
     if made.is_ok() {
         made = crate::signal::check_interrupted()
             .and_then(|()| take(spool, name, &vol, time_ns, opts.reread, progress).map(Some));
     }
+    // Thaw after a failed freeze too: a freeze hook that failed part way may have frozen
+    // (`fsfreeze -f` done, a later step failed). REEL_FREEZE tells the thaw hook which it was.
     let thawed = match (&vol.thaw_cmd, froze) {
         (Some(cmd), true) => {
-            hook::run_hook(HookKind::Thaw, cmd, name, &vol.path, &[], timeout, false).map(|_| ())
+            let freeze = if frozen_ok { "ok" } else { "failed" };
+            let env = [("REEL_FREEZE", freeze)];
+            hook::run_hook(HookKind::Thaw, cmd, name, &vol.path, &env, timeout, false).map(|_| ())
         }
         _ => Ok(()),
     };
