@@ -1211,3 +1211,75 @@ fn a_restore_of_a_missing_path_writes_nothing_and_the_retry_succeeds() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(contents(&mine), vec![], "the failed restore wrote into it");
 }
+
+/// The commands `reel --help` lists (its "Commands:" section), `help` aside.
+fn listed_commands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// `reel completion bash` is a script bash accepts and that completes reel's commands;
+/// fish's names them too; an unknown shell is a usage error.
+#[test]
+fn completion_scripts_complete_every_command() {
+    let commands = listed_commands(&run_ok(reel().arg("--help")));
+    assert!(commands.len() > 20 && commands.contains(&"export-plain".to_string()));
+    let tmp = tempfile::tempdir().unwrap();
+    let bash = run_ok(reel().args(["completion", "bash"]));
+    let script = tmp.path().join("reel.bash");
+    write(&script, bash.as_bytes());
+    // Loaded into bash, the function completes `reel re` to the commands starting with "re".
+    let probe = format!(
+        "source {}; COMP_WORDS=(reel re); COMP_CWORD=1; COMP_LINE='reel re'; COMP_POINT=7; \
+         _reel reel re reel; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        s(&script)
+    );
+    let out = run_ok(Command::new("bash").args(["--norc", "-c", &probe]));
+    let offered: Vec<&str> = out.lines().collect();
+    for c in commands.iter().filter(|c| c.starts_with("re")) {
+        assert!(offered.contains(&c.as_str()), "{c} not offered: {out}");
+    }
+    assert!(offered.iter().all(|o| o.starts_with("re")), "{out}");
+    let fish = run_ok(reel().args(["completion", "fish"]));
+    for c in &commands {
+        assert!(
+            fish.contains(&format!("-a \"{c}\"")),
+            "fish script lacks {c}"
+        );
+    }
+    let out = reel().args(["completion", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `reel man DIR` writes a page for reel and for every command and subcommand, each a roff
+/// page that names its command and documents its options.
+#[test]
+fn man_pages_cover_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("man1");
+    run_ok(reel().arg("man").arg(&dir));
+    let top = fs::read_to_string(dir.join("reel.1")).unwrap();
+    assert!(
+        top.starts_with(".ie") || top.contains(".TH reel 1"),
+        "{top}"
+    );
+    for c in listed_commands(&run_ok(reel().arg("--help"))) {
+        let page = fs::read_to_string(dir.join(format!("reel-{c}.1")))
+            .unwrap_or_else(|e| panic!("no page for {c}: {e}"));
+        assert!(
+            page.contains(&format!(".TH reel-{c} 1")),
+            "reel-{c}.1: {page}"
+        );
+    }
+    let restore = fs::read_to_string(dir.join("reel-restore.1")).unwrap();
+    assert!(restore.contains("\\-\\-to"), "{restore}");
+    // Nested commands get pages of their own.
+    let add = fs::read_to_string(dir.join("reel-volume-add.1")).unwrap();
+    assert!(add.contains(".TH reel-volume-add 1"));
+}

@@ -17,6 +17,7 @@ mod rebuild;
 mod restore;
 mod schedule;
 mod tape;
+mod unix;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -106,6 +107,10 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Mount every dump of a volume read-only with FUSE, one folder per dump (Ctrl-C unmounts).
     Mount(mount::MountArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(unix::CompletionArgs),
+    /// Write man pages for reel and each of its commands into a folder.
+    Man(unix::ManArgs),
 }
 
 pub struct Ctx {
@@ -330,6 +335,8 @@ pub fn main() -> ExitCode {
         Command::ExportPlain(a) => plain::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
+        Command::Completion(a) => unix::completion(a),
+        Command::Man(a) => unix::man(a),
     };
     match result {
         Ok(code) => code,
