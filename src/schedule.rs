@@ -131,8 +131,8 @@ pub fn local_midnight_ns(date: NaiveDate) -> Result<i64> {
 /// date is taken.
 pub fn parse_date(s: &str) -> Result<NaiveDate> {
     let t = s.trim();
-    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        return Ok(d);
+    if t.len() == 10 {
+        return crate::timefmt::parse_day(t);
     }
     let ns = parse_time(t, DayEdge::Start)?;
     let secs = ns.div_euclid(1_000_000_000);

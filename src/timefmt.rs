@@ -51,9 +51,50 @@ pub fn parse_time(s: &str, edge: DayEdge) -> Result<i64> {
         .ok_or_else(|| Error::usage(format!("date {s:?} does not exist in the local time zone")))?;
         return to_ns(local.timestamp(), local.timestamp_subsec_nanos(), s);
     }
+    if let Some(why) = s.get(..10).and_then(no_such_day) {
+        return Err(Error::usage(why));
+    }
     Err(Error::usage(format!(
         "cannot read time {s:?}: use RFC 3339 (2026-11-20T03:00:00+01:00) or a date (2026-11-20)"
     )))
+}
+
+/// A calendar date written `YYYY-MM-DD`; a well-formed date that names no day (2026-11-31) is
+/// told apart from a malformed one.
+pub fn parse_day(s: &str) -> Result<NaiveDate> {
+    let s = s.trim();
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+        Error::usage(
+            no_such_day(s).unwrap_or_else(|| format!("{s:?} is not a date: give it as YYYY-MM-DD")),
+        )
+    })
+}
+
+/// Why `s`, shaped `YYYY-MM-DD`, names no day ("2026-11-31 is not a date: November 2026 has 30
+/// days"); None when it is not of that shape or is a real day.
+fn no_such_day(s: &str) -> Option<String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts[..] else { return None };
+    if [(y, 4), (m, 2), (d, 2)]
+        .iter()
+        .any(|(p, n)| p.len() != *n || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let (y, m, d): (i32, u32, u32) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    if NaiveDate::from_ymd_opt(y, m, d).is_some() {
+        return None;
+    }
+    let Ok(month) = chrono::Month::try_from(u8::try_from(m).ok()?) else {
+        return Some(format!("{s} is not a date: there is no month {m}"));
+    };
+    let first = NaiveDate::from_ymd_opt(y, m, 1)?;
+    let days = first.checked_add_months(chrono::Months::new(1))? - first;
+    Some(format!(
+        "{s} is not a date: {} {y} has {} days",
+        month.name(),
+        days.num_days()
+    ))
 }
 
 fn to_ns(secs: i64, nanos: u32, s: &str) -> Result<i64> {
@@ -167,6 +208,32 @@ pub const MAX_AHEAD_NS: i64 = 24 * 3600 * 1_000_000_000;
 
 #[cfg(test)]
 mod tests {
+    /// A date that does not exist says so, and which days the month has; a malformed one says
+    /// how to write it.
+    #[test]
+    fn impossible_dates_are_named() {
+        let e = super::parse_day("2026-11-31").unwrap_err().to_string();
+        assert!(
+            e.contains("2026-11-31 is not a date: November 2026 has 30 days"),
+            "{e}"
+        );
+        let e = super::parse_day("2027-02-29").unwrap_err().to_string();
+        assert!(e.contains("February 2027 has 28 days"), "{e}");
+        let e = super::parse_day("2026-13-01").unwrap_err().to_string();
+        assert!(e.contains("there is no month 13"), "{e}");
+        let e = super::parse_day("31/11/2026").unwrap_err().to_string();
+        assert!(e.contains("YYYY-MM-DD"), "{e}");
+        assert!(super::parse_day("2028-02-29").is_ok());
+        let e = super::parse_time("2026-11-31", super::DayEdge::Start)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("November 2026 has 30 days"), "{e}");
+        let e = super::parse_time("2026-04-31T03:00:00", super::DayEdge::Start)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("April 2026 has 30 days"), "{e}");
+    }
+
     use super::*;
 
     #[test]

@@ -144,8 +144,7 @@ pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
     let mut spool = ctx.open(Access::Write)?;
     let catalog_len = spool.catalog.file_len();
     let date = match &a.date {
-        Some(d) => chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
-            .map_err(|_| Error::usage(format!("--date {d:?}: give a date as YYYY-MM-DD")))?,
+        Some(d) => timefmt::parse_day(d).map_err(|e| Error::usage(format!("--date: {e}")))?,
         None => schedule::today_local(),
     };
     if a.date.is_some() && !a.force_date {
