@@ -178,13 +178,15 @@ pub fn parse_dumplist(text: &str) -> Result<Vec<DumplistLine>> {
     }
 }
 
-/// One error per bad line: (line number, message starting `line N: `).
+/// The errors of bad lines: (line number, message starting `line N: `); a line may have several.
 type LineErrors = Vec<(usize, String)>;
 
-/// All line errors as one usage error, in line order.
+/// All line errors as one usage error, in line order, counting lines (not errors).
 fn bad_lines(mut errors: LineErrors) -> Error {
     errors.sort_by_key(|(n, _)| *n);
-    let n = errors.len();
+    let mut lines: Vec<usize> = errors.iter().map(|(n, _)| *n).collect();
+    lines.dedup();
+    let n = lines.len();
     let text: Vec<String> = errors.into_iter().map(|(_, m)| m).collect();
     Error::usage(format!(
         "{n} bad line{} in the dumplist:\n  {}",
@@ -464,6 +466,12 @@ mod tests {
         assert!(!e.contains("line 1:") && !e.contains("line 6:"), "{e}");
         let e = msg(parse_dumplist("a F\nb X\n").unwrap_err());
         assert!(e.contains("1 bad line in") && e.contains("line 2:"), "{e}");
+        // A line with two faults (a bad name and a bad schedule) is one bad line.
+        let e = parse_dumplist("bad/name FXZ\nhome FIIIIII\nsrv\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("2 bad lines"), "{e}");
+        assert_eq!(e.matches("line 1:").count(), 2, "{e}");
     }
 
     fn settings_with(vols: &[(&str, Option<&str>)]) -> Settings {
