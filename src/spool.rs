@@ -417,7 +417,8 @@ impl Spool {
         let n = self.catalog.dumps(Some(name))?.len();
         if n > 0 && !force {
             return Err(Error::usage(format!(
-                "volume {name:?} has {n} dumps; they stay restorable only while the volume is known. Use --force to remove it anyway (its dumps are kept in the catalog)"
+                "volume {name:?} has {n} dump{}. Removing it only stops dumping it: its dumps stay in the catalog, where list, ls, restore, export and prune still find them by name. Run again with --force to remove it",
+                if n == 1 { "" } else { "s" }
             )));
         }
         self.settings.volumes.remove(name);

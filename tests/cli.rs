@@ -408,6 +408,11 @@ fn volume_remove_is_refused_while_it_has_dumps_and_force_keeps_them_listed() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--force"), "{err}");
     assert!(err.contains("\"v\"") || err.contains("volume v"), "{err}");
+    // It says what removing does, and does not claim the dumps become unreachable.
+    assert!(
+        err.contains("stay in the catalog") && !err.contains("only while"),
+        "{err}"
+    );
     assert_eq!(
         json(&ok(&spool, &["volume", "list", "--json"]))
             .as_array()
@@ -416,7 +421,8 @@ fn volume_remove_is_refused_while_it_has_dumps_and_force_keeps_them_listed() {
         1,
         "a refused remove removed the volume"
     );
-    ok(&spool, &["volume", "remove", "v", "--force"]);
+    let removed = ok(&spool, &["volume", "remove", "v", "--force"]);
+    assert!(removed.contains("its 1 dump stays"), "{removed}");
     assert_eq!(
         json(&ok(&spool, &["volume", "list", "--json"])),
         Value::Array(vec![])

@@ -223,7 +223,8 @@ pub fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<ExitCode> {
             println!(
                 "removed volume {name}{}",
                 if n > 0 {
-                    format!(" ({n} dumps kept in the catalog)")
+                    let (s, verb) = if n == 1 { ("", "stays") } else { ("s", "stay") };
+                    format!(" (its {n} dump{s} {verb} in the catalog, restorable by name)")
                 } else {
                     String::new()
                 }
