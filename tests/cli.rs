@@ -1289,3 +1289,23 @@ fn man_pages_cover_every_command() {
     let add = fs::read_to_string(dir.join("reel-volume-add.1")).unwrap();
     assert!(add.contains(".TH reel-volume-add 1"));
 }
+
+/// `restore --dry-run` lists the dump's chain level 0 first, as the docs say, and writes
+/// nothing.
+#[test]
+fn restore_dry_run_lists_the_chain_level_0_first() {
+    let (_work, vol, spool) = dumped();
+    write(&vol.join("hello.txt"), b"changed once\n");
+    ok(&spool, &["dump", "v", "--level", "1"]);
+    write(&vol.join("hello.txt"), b"changed twice\n");
+    ok(&spool, &["dump", "v", "--level", "2"]);
+    let target = spool.path().parent().unwrap().join("not-made");
+    let plan = ok(&spool, &["restore", "v", "--to", s(&target), "--dry-run"]);
+    let levels: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains("chain: dump"))
+        .map(|l| l.split_whitespace().nth(4).unwrap())
+        .collect();
+    assert_eq!(levels, ["0", "1", "2"], "{plan}");
+    assert!(!target.exists());
+}

@@ -63,9 +63,8 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
             d.level,
             format_bytes(d.totals.logical_bytes)
         );
-        let mut chain = d.full_chain();
-        chain.reverse();
-        for id in chain {
+        // Level 0 first: the order the dumps are read in, and the tapes' order.
+        for id in d.full_chain() {
             if let Some(c) = spool.catalog.dump(id)? {
                 println!(
                     "  chain: dump {} level {} {}",
