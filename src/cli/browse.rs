@@ -27,6 +27,7 @@ pub struct LsArgs {
     /// A dump by id.
     #[arg(long, conflicts_with = "at")]
     dump: Option<u64>,
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }
@@ -140,8 +141,10 @@ pub struct CatArgs {
     name: String,
     /// Path of a file inside the volume.
     path: std::path::PathBuf,
+    /// The dump current at this time (default: the latest).
     #[arg(long)]
     at: Option<String>,
+    /// A dump by id.
     #[arg(long, conflicts_with = "at")]
     dump: Option<u64>,
     /// A folder of tape images, for a file whose data is on tape only.

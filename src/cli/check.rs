@@ -21,6 +21,7 @@ pub struct CheckArgs {
     /// Deletes no file.
     #[arg(long)]
     repair: bool,
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }

@@ -27,6 +27,7 @@ pub struct DiffArgs {
     from: String,
     /// The newer point in time, or `backup`.
     to: String,
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }

@@ -20,6 +20,7 @@ pub struct GcArgs {
     /// Show what gc would do, changing nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }

@@ -14,6 +14,7 @@ use super::{Ctx, print_json};
 pub struct ListArgs {
     /// Only this volume's dumps.
     name: Option<String>,
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }
@@ -86,6 +87,7 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<ExitCode> {
 pub struct ShowArgs {
     /// The dump id (from `reel list`).
     id: u64,
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }

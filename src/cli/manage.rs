@@ -22,13 +22,16 @@ pub fn init(ctx: &Ctx) -> Result<ExitCode> {
 pub enum VolumeCmd {
     /// Add a volume: a name and the directory tree it backs up.
     Add {
+        /// The volume's name (letters, digits, `.`, `_`, `-`): what every other command calls it.
         name: String,
+        /// The directory tree it backs up (its root; made absolute).
         path: PathBuf,
         #[command(flatten)]
         opts: VolumeOpts,
     },
     /// Change a volume's schedule, clone method or hooks (kept in reel.toml).
     Set {
+        /// The volume to change.
         name: String,
         /// Remove the volume's schedule (`reel nightly` then skips it).
         #[arg(long, conflicts_with = "schedule")]
@@ -38,12 +41,15 @@ pub enum VolumeCmd {
     },
     /// List the volumes.
     List {
+        /// Print the result as JSON (field names in docs/CLI.md).
         #[arg(long)]
         json: bool,
     },
     /// Remove a volume (refused while it has dumps, unless --force).
     Remove {
+        /// The volume to remove.
         name: String,
+        /// Remove it although it has dumps (they stay in the catalog, restorable by name).
         #[arg(long)]
         force: bool,
     },

@@ -363,6 +363,31 @@ pub fn main() -> ExitCode {
 mod tests {
     use super::*;
 
+    /// Every argument of every command says what it is in `--help` and the man pages: none is
+    /// a bare `<NAME>`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, bare: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if !arg.is_hide_set()
+                    && !["help", "version"].contains(&id)
+                    && arg.get_help().is_none()
+                {
+                    bare.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), bare);
+            }
+        }
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        cmd.build();
+        let mut bare = Vec::new();
+        walk(&cmd, "reel", &mut bare);
+        assert!(bare.is_empty(), "arguments without help text: {bare:#?}");
+    }
+
     /// The summary line comes only from a compaction that ran, and names both sizes.
     #[test]
     fn compaction_is_reported_only_when_it_ran() {

@@ -36,6 +36,7 @@ pub struct PruneArgs {
     /// Print what would be removed; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }
@@ -179,6 +180,7 @@ pub struct ForgetArgs {
     /// Print what would be removed; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }

@@ -15,6 +15,7 @@ pub struct RebuildArgs {
     /// record them in the media catalog, and import dumps only they hold.
     #[arg(long, value_name = "DIR")]
     from_tapes: Option<PathBuf>,
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }

@@ -33,6 +33,7 @@ pub enum ScheduleCmd {
         /// How many days.
         #[arg(long, default_value_t = 7)]
         days: u32,
+        /// Print the result as JSON (field names in docs/CLI.md).
         #[arg(long)]
         json: bool,
     },

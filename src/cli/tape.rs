@@ -176,8 +176,10 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<ExitCode> {
 
 #[derive(Args)]
 pub struct VerifyArgs {
+    /// The tape images to verify.
     #[arg(required = true)]
     images: Vec<PathBuf>,
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }
@@ -233,6 +235,7 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
 
 #[derive(Args)]
 pub struct TapesArgs {
+    /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
 }
