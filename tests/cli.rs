@@ -1309,3 +1309,16 @@ fn restore_dry_run_lists_the_chain_level_0_first() {
     assert_eq!(levels, ["0", "1", "2"], "{plan}");
     assert!(!target.exists());
 }
+
+/// A dump of an empty volume reports no ratio or rate it does not have.
+#[test]
+fn an_empty_volume_reports_no_ratio_or_rate() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("empty");
+    fs::create_dir(&vol).unwrap();
+    let spool = Spool::new();
+    spool.add_volume("e", &vol);
+    let out = ok(&spool, &["dump", "e", "--level", "0"]);
+    assert!(out.contains("dedup ratio  - (no file data)"), "{out}");
+    assert!(!out.contains("0.0x") && !out.contains("B/s"), "{out}");
+}

@@ -91,7 +91,9 @@ pub fn print_dump(out: &DumpOutcome) {
     );
     println!(
         "  dedup ratio  {}",
-        if r.totals.stored_bytes == 0 {
+        if r.totals.logical_bytes == 0 {
+            "- (no file data)".to_string()
+        } else if r.totals.stored_bytes == 0 {
             "all data already stored".to_string()
         } else {
             format!(
@@ -100,11 +102,15 @@ pub fn print_dump(out: &DumpOutcome) {
             )
         }
     );
-    println!(
-        "  time         {}, {}/s",
-        format_duration(out.elapsed_ns),
-        format_bytes((r.totals.logical_bytes as f64 / secs.max(1e-9)) as u64)
-    );
+    if r.totals.logical_bytes == 0 {
+        println!("  time         {}", format_duration(out.elapsed_ns));
+    } else {
+        println!(
+            "  time         {}, {}/s",
+            format_duration(out.elapsed_ns),
+            format_bytes((r.totals.logical_bytes as f64 / secs.max(1e-9)) as u64)
+        );
+    }
     for w in &r.warnings {
         println!("  warning: {w}");
     }
