@@ -106,6 +106,9 @@ struct Job {
     level: u8,
     clone: Option<CloneOutcome>,
     done: bool,
+    /// The last failure cannot pass on a second try (a usage error: the volume's settings or
+    /// dates are wrong), so the retry pass leaves it.
+    permanent: bool,
 }
 
 /// Run the night for every scheduled volume of the spool (opened for writing).
@@ -148,6 +151,7 @@ pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Res
                     level: 0,
                     clone: None,
                     done: true,
+                    permanent: true,
                 });
                 continue;
             }
@@ -172,6 +176,7 @@ pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Res
             level,
             clone: None,
             done,
+            permanent: false,
         });
     }
 
@@ -192,7 +197,7 @@ pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Res
     }
     for job in jobs
         .iter_mut()
-        .filter(|j| !j.done && j.report.attempts == 1)
+        .filter(|j| !j.done && !j.permanent && j.report.attempts == 1)
     {
         if interrupted.is_some() {
             break;
@@ -336,10 +341,17 @@ fn succeed(job: &mut Job, out: &DumpOutcome) {
 }
 
 fn fail(job: &mut Job, phase: &str, e: Error) -> Option<i32> {
-    tracing::warn!("nightly: volume {}: {phase}: {e}", job.report.volume);
+    let volume = &job.report.volume;
+    let message = e.to_string();
+    // Most errors name the volume already; the log line names it once.
+    let rest = message
+        .strip_prefix(&format!("volume {volume}: "))
+        .unwrap_or(&message);
+    tracing::warn!("nightly: volume {volume}: {phase}: {rest}");
     job.report.status = Status::Failed;
     job.report.phase = Some(phase.to_string());
-    job.report.error = Some(e.to_string());
+    job.report.error = Some(message);
+    job.permanent = matches!(e, Error::Usage(_));
     match e {
         Error::Interrupted(sig) => Some(sig),
         _ => None,

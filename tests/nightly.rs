@@ -605,3 +605,47 @@ fn no_colour_codes_in_log_files_nor_with_no_color() {
         String::from_utf8_lossy(&plain)
     );
 }
+
+/// A failure that a second try cannot mend (a usage error: the volume's latest dump is dated
+/// after tonight) is not retried, and is told once, naming the volume once.
+#[test]
+fn a_permanent_failure_is_not_retried_and_is_told_once() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("proj");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("f"), b"data").unwrap();
+    let spool = Spool::new();
+    spool.add_volume("proj", &vol);
+    spool.run(["volume", "set", "proj", "--schedule", "F"]);
+    spool.run([
+        "dump",
+        "proj",
+        "--level",
+        "0",
+        "--date",
+        "2099-01-01",
+        "--force-date",
+    ]);
+    let out = spool
+        .cmd()
+        .args(["-q", "nightly", "--json"])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = volume_report(&report, "proj");
+    assert_eq!(v["attempts"], 1, "{report}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("not later than the latest dump"), "{error}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("not later than the latest dump").count(),
+        1,
+        "told more than once: {stderr}"
+    );
+    assert!(
+        !stderr.contains("clone: volume proj:") && !stderr.contains("dump: volume proj:"),
+        "the volume is named twice: {stderr}"
+    );
+}
