@@ -365,13 +365,20 @@ pub fn purge(ctx: &Ctx, a: PurgeArgs) -> Result<ExitCode> {
         .map(|d| reel::timefmt::now_ns() - d);
     let s = reel::tape::purge::purge_exported(&spool, cutoff, a.dry_run)?;
     println!(
-        "{} {} packs ({}, {} chunks) whose every chunk is on tape; {} packs kept (chunks on no tape, or manifests)",
+        "{} {} packs ({}, {} chunks) whose every chunk is on tape",
         if a.dry_run { "would remove" } else { "removed" },
         s.packs.len(),
         format_bytes(s.bytes),
         s.chunks,
-        s.kept
     );
+    println!(
+        "kept {} packs ({}) on tape whose data the latest dumps and clones reference: the next dump's base and the users' .backup view",
+        s.latest,
+        format_bytes(s.latest_bytes)
+    );
+    if s.kept > 0 {
+        println!("kept {} packs with data on no tape", s.kept);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
