@@ -338,6 +338,88 @@ fn the_night_after_a_purge_adds_only_its_changes() {
 }
 
 #[test]
+fn a_pruned_dump_stays_on_its_tape_in_the_media_catalog_and_restores_from_it() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    snapshot(&vol, &work.path().join("day1"));
+    let spool = spool_with_full_dump(&vol);
+    mutate_day(&vol, 1);
+    snapshot(&vol, &work.path().join("day2"));
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-02"]);
+    let tapes = work.path().join("tapes");
+    std::fs::create_dir(&tapes).unwrap();
+    let img = tapes.join("p1.tape");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "P1"]);
+    // Dump 1 leaves the catalog, and gc takes what only it referenced.
+    spool.run(["prune", "--keep-last", "1"]);
+    spool.run(["gc"]);
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
+
+    let tj: serde_json::Value = serde_json::from_str(&spool.run(["tapes", "--json"])).unwrap();
+    let dumps = tj[0]["dumps"].as_array().unwrap();
+    let d1 = dumps.iter().find(|d| d["id"] == 1).expect("dump 1 listed");
+    assert_eq!(d1["volume"], "v", "{tj}");
+    assert!(
+        d1["time"].as_str().unwrap_or("").starts_with("2026-11-01"),
+        "{tj}"
+    );
+    assert_eq!(d1["level"], 0, "{tj}");
+    assert_eq!(d1["chain"], serde_json::json!([]), "{tj}");
+    assert_eq!(d1["needs"], serde_json::json!(["P1"]), "{tj}");
+    assert_eq!(d1["in_catalog"], false, "{tj}");
+    let d2 = dumps.iter().find(|d| d["id"] == 2).expect("dump 2 listed");
+    assert_eq!(d2["in_catalog"], true, "{tj}");
+    let text = spool.run(["tapes"]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dump     1  v 2026-11-01") && l.ends_with("restore needs: P1")),
+        "{text}"
+    );
+
+    // The pruned day is the one current at its date: the plan names its tape, and without
+    // the tape the restore refuses.
+    let plan = spool.run([
+        "restore",
+        "v",
+        "--at",
+        "2026-11-01",
+        "--to",
+        "/nonexistent",
+        "--dry-run",
+    ]);
+    assert!(plan.contains("tapes needed, in this order: P1"), "{plan}");
+    let to = work.path().join("no-tape");
+    let (code, err) = spool.fail([
+        "restore",
+        "v",
+        "--at",
+        "2026-11-01",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("P1"), "{err}");
+    spool.restore_equals(
+        &[
+            "v",
+            "--at",
+            "2026-11-01",
+            "--tapes",
+            tapes.to_str().unwrap(),
+        ],
+        &work.path().join("day1"),
+        &work.path().join("r1"),
+    );
+    // The kept day still reads from the spool alone.
+    spool.restore_equals(
+        &["v", "--at", "2026-11-02"],
+        &work.path().join("day2"),
+        &work.path().join("r2"),
+    );
+}
+
+#[test]
 fn a_media_set_writes_less_and_its_restore_plan_names_every_tape_it_needs() {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
