@@ -102,9 +102,10 @@ pub struct GcReport {
 // Mark
 
 /// Live chunk ids by their first 8 bytes: sorted and deduplicated, with an unsorted tail that
-/// is folded in when it grows (so memory stays near 8 bytes per distinct live chunk).
+/// is folded in when it grows (so memory stays near 8 bytes per distinct live chunk). Purge
+/// marks the latest dumps and clones with it too.
 #[derive(Default)]
-struct MarkSet {
+pub(crate) struct MarkSet {
     ids: Vec<u64>,
     sorted: usize,
 }
@@ -114,14 +115,14 @@ fn prefix(id: &ChunkId) -> u64 {
 }
 
 impl MarkSet {
-    fn add(&mut self, id: &ChunkId) {
+    pub(crate) fn add(&mut self, id: &ChunkId) {
         self.ids.push(prefix(id));
         if self.ids.len() - self.sorted > self.sorted.max(1 << 20) {
             self.compact();
         }
     }
 
-    fn compact(&mut self) {
+    pub(crate) fn compact(&mut self) {
         self.ids.sort_unstable();
         self.ids.dedup();
         self.ids.shrink_to_fit();
@@ -129,7 +130,7 @@ impl MarkSet {
     }
 
     /// Only valid after `compact`.
-    fn contains(&self, id: &ChunkId) -> bool {
+    pub(crate) fn contains(&self, id: &ChunkId) -> bool {
         self.ids.binary_search(&prefix(id)).is_ok()
     }
 }

@@ -1,7 +1,8 @@
-//! Versioned records: the persisted structs of the catalog (dump, clone, forget and pack
-//! records, and the clone method they and `reel.toml` name; tape and plain-export records are
-//! still beside their tables in `crate::tape`), encoded with postcard, each carrying its version
-//! so a newer format is refused with a message instead of misread. FORMAT.md has their fields.
+//! Versioned records: the persisted structs of the catalog (dump, clone, forget, pack, tape and
+//! plain-export records, and the clone method they and `reel.toml` name), encoded with
+//! postcard, each carrying its version so a newer format is refused with a message instead of
+//! misread, and an older layout a type still reads is upgraded as it is read
+//! (`Versioned::read_older`). FORMAT.md has their fields.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -12,17 +13,28 @@ use crate::error::Damaged;
 use crate::error::{Error, Result};
 use crate::types::ChunkId;
 
-/// The version every record is written with, and the one this reel reads.
+/// The version every record is written with, and the one this reel reads, unless its type
+/// says otherwise (`Versioned::VERSION`).
 pub const RECORD_VERSION: u32 = 1;
+
+/// The version tape records are written with; version 1 is still read (`TapeRecordV1`).
+pub const TAPE_RECORD_VERSION: u32 = 2;
 
 /// A record type: what it is called in messages, and how one is named.
 pub trait Versioned: Serialize + DeserializeOwned {
     /// What it is, for messages ("dump record").
     const KIND: &'static str;
+    /// The version this reel writes and reads.
+    const VERSION: u32 = RECORD_VERSION;
     /// The version it carries.
     fn version(&self) -> u32;
     /// Which one, for messages ("12", "of volume home"); empty when nothing names it.
     fn named(&self) -> String;
+    /// A record of an older layout this reel still reads, in the current layout; None when
+    /// `b` is not one (then it is decoded as the current layout).
+    fn read_older(_b: &[u8]) -> Option<postcard::Result<Self>> {
+        None
+    }
 }
 
 /// The `Versioned` impl of a record type with a `version` field, and its `encode` and
@@ -77,16 +89,20 @@ pub fn decode_or<T: Versioned>(
     b: &[u8],
     damaged: impl FnOnce(postcard::Error) -> Error,
 ) -> Result<T> {
-    let r: T = postcard::from_bytes(b).map_err(damaged)?;
-    if r.version() != RECORD_VERSION {
+    let r: T = match T::read_older(b) {
+        Some(r) => r.map_err(damaged)?,
+        None => postcard::from_bytes(b).map_err(damaged)?,
+    };
+    if r.version() != T::VERSION {
         let named = r.named();
         return Err(Error::damaged(
             Damaged::Catalog,
             format!(
-                "{}{}{named} has version {}, this reel reads version {RECORD_VERSION}: upgrade reel",
+                "{}{}{named} has version {}, this reel reads version {}: upgrade reel",
                 T::KIND,
                 if named.is_empty() { "" } else { " " },
-                r.version()
+                r.version(),
+                T::VERSION
             ),
         ));
     }
@@ -336,7 +352,7 @@ impl PackRecord {
 /// One tape (one export image, possibly split into several tape volumes).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TapeRecord {
-    /// Record layout version (1).
+    /// Record layout version (`TAPE_RECORD_VERSION`).
     pub version: u32,
     pub label: String,
     /// When the image was written, epoch nanoseconds.
@@ -354,9 +370,84 @@ pub struct TapeRecord {
     pub packs: Vec<[u8; 32]>,
     /// What whole-file dumps at the same levels would have written (DESIGN: tape usage).
     pub whole_file_bytes: u64,
+    /// The dumps it holds as the media catalog keeps them, so the tape stays listed and its
+    /// dumps restorable after prune removes them from the catalog. Empty in a record read
+    /// from version 1.
+    pub summaries: Vec<TapeDumpSummary>,
 }
 
-versioned!(TapeRecord, "tape record", |r| r.label.clone());
+/// A dump on a tape, as its tape record keeps it (ids are this spool's).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TapeDumpSummary {
+    pub id: u64,
+    pub volume: String,
+    pub time_ns: i64,
+    pub level: u8,
+    /// Ancestors from the level 0 up to the base, as in `DumpRecord::chain`.
+    pub chain: Vec<u64>,
+    /// Labels of the tapes a restore of it needs, oldest first (the tape's CATALOG
+    /// `tapes_needed`).
+    pub tapes_needed: Vec<String>,
+}
+
+/// Tape record version 1: version 2 without `summaries`.
+#[derive(Serialize, Deserialize)]
+struct TapeRecordV1 {
+    version: u32,
+    label: String,
+    created_ns: i64,
+    media_set: Option<String>,
+    sequence: u32,
+    bytes: u64,
+    volumes: u32,
+    dumps: Vec<(u64, u64)>,
+    packs: Vec<[u8; 32]>,
+    whole_file_bytes: u64,
+}
+
+impl Versioned for TapeRecord {
+    const KIND: &'static str = "tape record";
+    const VERSION: u32 = TAPE_RECORD_VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        self.label.clone()
+    }
+    fn read_older(b: &[u8]) -> Option<postcard::Result<TapeRecord>> {
+        let (version, _) = postcard::take_from_bytes::<u32>(b).ok()?;
+        (version == 1).then(|| {
+            postcard::from_bytes::<TapeRecordV1>(b).map(|r| TapeRecord {
+                version: TAPE_RECORD_VERSION,
+                label: r.label,
+                created_ns: r.created_ns,
+                media_set: r.media_set,
+                sequence: r.sequence,
+                bytes: r.bytes,
+                volumes: r.volumes,
+                dumps: r.dumps,
+                packs: r.packs,
+                whole_file_bytes: r.whole_file_bytes,
+                summaries: Vec::new(),
+            })
+        })
+    }
+}
+
+impl TapeRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<TapeRecord> {
+        decode(b)
+    }
+
+    /// What the record keeps of dump `id`, if it has a summary of it.
+    pub fn summary(&self, id: u64) -> Option<&TapeDumpSummary> {
+        self.summaries.iter().find(|s| s.id == id)
+    }
+}
 
 /// One plain export, as the catalog records it (postcard in `plain_exports`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -508,6 +599,53 @@ mod tests {
         );
         let e = decode::<Thing>(&[0xff]).unwrap_err().to_string();
         assert!(e.contains("thing record does not decode"), "{e}");
+    }
+
+    /// A version 1 tape record (no summaries) still reads; version 2 is version 1's fields
+    /// then the summaries; a newer version is refused.
+    #[test]
+    fn tape_records_of_version_1_still_read_and_version_2_appends_summaries() {
+        let v1 = TapeRecordV1 {
+            version: 1,
+            label: "T".into(),
+            created_ns: 1,
+            media_set: None,
+            sequence: 1,
+            bytes: 2,
+            volumes: 1,
+            dumps: vec![(4, 5)],
+            packs: vec![],
+            whole_file_bytes: 6,
+        };
+        let b1 = postcard::to_allocvec(&v1).unwrap();
+        assert_eq!(b1, [1, 1, b'T', 2, 0, 1, 2, 1, 1, 4, 5, 0, 6]);
+        let r = TapeRecord::decode(&b1).unwrap();
+        assert_eq!(
+            (r.version, r.label.as_str(), &r.dumps, r.summaries.len()),
+            (2, "T", &vec![(4, 5)], 0)
+        );
+        let mut r2 = r.clone();
+        r2.summaries = vec![TapeDumpSummary {
+            id: 4,
+            volume: "v".into(),
+            time_ns: 3,
+            level: 0,
+            chain: vec![],
+            tapes_needed: vec!["T".into()],
+        }];
+        let b2 = r2.encode();
+        assert_eq!(b2[0], 2);
+        assert_eq!(&b2[1..b1.len()], &b1[1..]);
+        assert_eq!(&b2[b1.len()..], [1, 4, 1, b'v', 6, 0, 0, 1, 1, b'T']);
+        assert_eq!(TapeRecord::decode(&b2).unwrap(), r2);
+        assert_eq!(r2.summary(4).map(|s| s.volume.as_str()), Some("v"));
+        let mut b3 = b2.clone();
+        b3[0] = 3;
+        let e = TapeRecord::decode(&b3).unwrap_err().to_string();
+        assert!(
+            e.contains("tape record T has version 3, this reel reads version 2"),
+            "{e}"
+        );
     }
 
     /// The records moved here keep their bytes: postcard of the fields in order.

@@ -5,6 +5,7 @@
 use crate::catalog::DumpRecord;
 use crate::clone::Tree;
 use crate::error::{Error, Result};
+use crate::record::TapeDumpSummary;
 use crate::spool::Spool;
 use crate::timefmt::{DayEdge, format_rfc3339, parse_time};
 
@@ -56,6 +57,44 @@ pub fn pick_dump(
                 "volume {volume} has no dumps yet; run `reel dump {volume} --level 0`"
             ))
         }),
+    }
+}
+
+/// What a restore reads: a dump of the catalog, or one that only tapes still hold.
+pub enum Picked {
+    Spool(DumpRecord),
+    /// Pruned or forgotten from the catalog; `label` is a tape holding it (its CATALOG has
+    /// the dump's record), and `dump.tapes_needed` the tapes a restore reads.
+    Tape {
+        label: String,
+        dump: TapeDumpSummary,
+    },
+}
+
+/// [`pick_dump`], where `--at T` also considers the dumps the media catalog's tapes hold that
+/// the catalog no longer has: the later of the two is the one current at T, so a pruned day
+/// restores from its tapes instead of from an older dump.
+pub fn pick_dump_or_tape(
+    spool: &Spool,
+    volume: &str,
+    at: Option<&str>,
+    id: Option<u64>,
+) -> Result<Picked> {
+    let (name, t) = match (volume.split_once('@'), at, id) {
+        (None, Some(t), None) => (volume, t),
+        (Some((v, t)), None, None) if t != "backup" => (v, t),
+        _ => return pick_dump(spool, volume, at, id).map(Picked::Spool),
+    };
+    spool.known_volume(name)?;
+    let at_ns = parse_time(t, DayEdge::End)?;
+    let on_spool = spool.catalog.dump_at(name, at_ns)?;
+    let on_tape = crate::tape::media::tape_only_dump_at(spool, name, at_ns)?;
+    match (on_spool, on_tape) {
+        (Some(d), Some((_, s))) if d.time_ns >= s.time_ns => Ok(Picked::Spool(d)),
+        (_, Some((label, dump))) => Ok(Picked::Tape { label, dump }),
+        (Some(d), None) => Ok(Picked::Spool(d)),
+        // pick_dump's own "no dump at or before" error.
+        (None, None) => pick_dump(spool, volume, at, id).map(Picked::Spool),
     }
 }
 

@@ -334,13 +334,8 @@ fn repair_drops_a_lost_pack_and_names_the_dumps_and_tapes_that_heal_them() {
 #[test]
 fn rebuild_from_tapes_after_a_purge_restores_exactly() {
     let work = tempfile::tempdir().unwrap();
+    let spool = replaced_file_days(work.path());
     let vol = work.path().join("vol");
-    rich_tree(&vol);
-    snapshot(&vol, &work.path().join("day1"));
-    let spool = spool_with_full_dump(&vol);
-    mutate_day(&vol, 1);
-    snapshot(&vol, &work.path().join("day2"));
-    spool.run(["dump", "v", "--level", "1", "--date", "2026-11-02"]);
     let tapes = work.path().join("tapes");
     fs::create_dir(&tapes).unwrap();
     let img = tapes.join("w1.tape");
@@ -350,11 +345,12 @@ fn rebuild_from_tapes_after_a_purge_restores_exactly() {
     let before = identity(&spool);
     fs::remove_file(catalog(&spool)).unwrap();
 
-    // Without the tapes the purged data is on no known tape: the dumps are incomplete.
+    // Without the tapes the purged data (the 2nd's) is on no known tape: that dump is
+    // incomplete.
     let out = spool.cmd().arg("rebuild-catalog").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("INCOMPLETE: dump 1"), "{text}");
+    assert!(text.contains("INCOMPLETE: dump 2"), "{text}");
     fs::remove_file(catalog(&spool)).unwrap();
 
     let out = spool
@@ -371,10 +367,15 @@ fn rebuild_from_tapes_after_a_purge_restores_exactly() {
     let tapes_out = spool.run(["tapes"]);
     assert!(tapes_out.contains("W1"), "{tapes_out}");
     spool.run(["check"]);
-    spool.restore_two_days_equal(work.path(), "f", &["--tapes", tapes.to_str().unwrap()]);
-    // Dumps go on: the new full re-reads what is on tape only.
-    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-03"]);
-    restore_and_compare(&spool, 3, &vol, &work.path().join("f3"));
+    spool.restore_days_equal(
+        work.path(),
+        "f",
+        &["--tapes", tapes.to_str().unwrap()],
+        &[1, 2, 3],
+    );
+    // Dumps go on.
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-04"]);
+    restore_and_compare(&spool, 4, &vol, &work.path().join("f4"));
 
     // A spool whose packs never held these dumps gets them from the tape (the import path).
     let other = Spool::new();
@@ -385,8 +386,8 @@ fn rebuild_from_tapes_after_a_purge_restores_exactly() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("tape W1: imported 2 dumps"), "{text}");
-    assert_eq!(identity(&other).len(), 2);
-    other.restore_two_days_equal(work.path(), "o", &[]);
+    assert!(text.contains("tape W1: imported 3 dumps"), "{text}");
+    assert_eq!(identity(&other).len(), 3);
+    other.restore_days_equal(work.path(), "o", &[], &[1, 2, 3]);
     other.run(["check", "--read-data"]);
 }

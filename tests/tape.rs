@@ -188,40 +188,55 @@ fn bad_images_are_refused_and_nothing_is_half_imported() {
     fresh.run(["check"]);
 }
 
+/// `reel cat ARGS...` of spool `s`, which must succeed: the file's bytes.
+fn cat_bytes(s: &Spool, args: &[&str]) -> Vec<u8> {
+    let out = s.cmd().arg("cat").args(args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out.stdout
+}
+
 #[test]
 fn purged_dumps_restore_from_the_tapes_the_plan_names() {
     let work = tempfile::tempdir().unwrap();
-    let spool = two_days(work.path());
+    let spool = replaced_file_days(work.path());
     let tapes = work.path().join("tapes");
     std::fs::create_dir(&tapes).unwrap();
     let img = tapes.join("w1.tape");
     spool.run(["export", "--to", img.to_str().unwrap(), "--label", "W1"]);
     let before = dir_size(&spool.path().join("packs"));
     let out = spool.run(["purge", "--exported"]);
-    assert!(out.contains("removed"), "{out}");
+    assert!(out.contains("removed 1 packs"), "{out}");
     let after = dir_size(&spool.path().join("packs"));
+    // The 2nd's big/x.bin (2 MiB of random bytes) is the data nothing current references.
     assert!(
-        after * 10 < before,
+        before - after > 1_900_000,
         "purge freed too little: {before} -> {after}"
     );
     // The catalog and the manifests stay: check is clean, ls works without tapes.
     spool.run(["check", "--read-data"]);
     assert!(
         spool
-            .run(["ls", "v", "--at", "2026-11-01"])
-            .contains("small.txt")
+            .run(["ls", "v", "--at", "2026-11-02"])
+            .contains("x.bin")
     );
     // The plan names the tape; without it the restore refuses and writes nothing.
-    let plan = spool.run([
-        "restore",
-        "v",
-        "--at",
-        "2026-11-02",
-        "--to",
-        "/nonexistent",
-        "--dry-run",
-    ]);
-    assert!(plan.contains("tapes needed, in this order: W1"), "{plan}");
+    let plan = |at: &str| {
+        spool.run([
+            "restore",
+            "v",
+            "--at",
+            at,
+            "--to",
+            "/nonexistent",
+            "--dry-run",
+        ])
+    };
+    let p2 = plan("2026-11-02");
+    assert!(p2.contains("tapes needed, in this order: W1"), "{p2}");
+    for at in ["2026-11-01", "2026-11-03"] {
+        let p = plan(at);
+        assert!(p.contains("no tape needed"), "{at}: {p}");
+    }
     let to = work.path().join("no-tape");
     let (code, err) = spool.fail([
         "restore",
@@ -235,55 +250,173 @@ fn purged_dumps_restore_from_the_tapes_the_plan_names() {
     assert!(err.contains("W1"), "{err}");
     assert!(!to.exists() || std::fs::read_dir(&to).unwrap().next().is_none());
     // With the tapes folder, or the tape named by label, every day comes back exactly.
-    spool.restore_two_days_equal(work.path(), "t", &["--tapes", tapes.to_str().unwrap()]);
-    // cat reads a purged file from the tape too.
-    let (code, err) = spool.fail(["cat", "v", "--at", "2026-11-01", "small.txt"]);
-    assert_eq!(code, 2, "{err}");
-    let small = spool.run([
-        "cat",
-        "v",
-        "--at",
-        "2026-11-01",
-        "small.txt",
-        "--tapes",
-        tapes.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        small.as_bytes(),
-        std::fs::read(work.path().join("day1/small.txt")).unwrap()
+    spool.restore_days_equal(
+        work.path(),
+        "t",
+        &["--tapes", tapes.to_str().unwrap()],
+        &[1, 2, 3],
     );
+    // cat reads a purged file from the tape too.
+    let (code, err) = spool.fail(["cat", "v", "--at", "2026-11-02", "big/x.bin"]);
+    assert_eq!(code, 2, "{err}");
+    let x = cat_bytes(
+        &spool,
+        &[
+            "v",
+            "--at",
+            "2026-11-02",
+            "big/x.bin",
+            "--tapes",
+            tapes.to_str().unwrap(),
+        ],
+    );
+    assert!(x == std::fs::read(work.path().join("day2/big/x.bin")).unwrap());
     let arg = format!("W1={}", img.display());
     spool.restore_equals(
         &["v", "--at", "2026-11-02", "--tape", &arg],
         &work.path().join("day2"),
         &work.path().join("by-label"),
     );
-    // A new full after the purge reads again the unchanged files whose chunks are on tape
-    // only (it owns them), so its own export carries them and restores with that tape alone.
-    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-03"]);
+    // A new full after the purge owns every chunk it references, so its own export carries
+    // them all and restores with that tape alone.
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-04"]);
     let img2 = work.path().join("w2.tape");
     spool.run(["export", "--to", img2.to_str().unwrap(), "--label", "W2"]);
     let fresh = Spool::new();
     fresh.run(["import", img2.to_str().unwrap()]);
     fresh.restore_equals(
         &["v"],
-        &work.path().join("day2"),
+        &work.path().join("day3"),
         &work.path().join("full-after-purge"),
     );
 }
 
-fn dir_size(p: &Path) -> u64 {
-    let mut n = 0;
-    for e in std::fs::read_dir(p).unwrap() {
-        let e = e.unwrap();
-        let md = e.metadata().unwrap();
-        n += if md.is_dir() {
-            dir_size(&e.path())
-        } else {
-            md.len()
-        };
-    }
-    n
+#[test]
+fn the_night_after_a_purge_adds_only_its_changes() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = replaced_file_days(work.path());
+    let tapes = work.path().join("tapes");
+    std::fs::create_dir(&tapes).unwrap();
+    let img = tapes.join("n1.tape");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "N1"]);
+    let packs = spool.path().join("packs");
+    let before = dir_size(&packs);
+    let out = spool.run(["purge", "--exported"]);
+    let after = dir_size(&packs);
+    assert!(after < before, "purge freed nothing: {out}");
+    // The next night changes one small file: its clone and dump add about that, not the
+    // volume again (the latest dump and clone, its base, stayed on the spool).
+    let vol = work.path().join("vol");
+    std::fs::write(vol.join("small.txt"), b"the next night's change\n").unwrap();
+    spool.run(["backup", "v", "--level", "1", "--date", "2026-11-04"]);
+    let added = dir_size(&packs) - after;
+    assert!(
+        added < 256 << 10,
+        "the night after the purge added {added} bytes (the spool held {before} before the purge)"
+    );
+    assert!(
+        out.contains("latest dumps and clones reference"),
+        "purge says what it kept: {out}"
+    );
+    // The purged day still restores, from its tape.
+    let plan = spool.run([
+        "restore",
+        "v",
+        "--at",
+        "2026-11-02",
+        "--to",
+        "/nonexistent",
+        "--dry-run",
+    ]);
+    assert!(plan.contains("tapes needed, in this order: N1"), "{plan}");
+    spool.restore_days_equal(
+        work.path(),
+        "r",
+        &["--tapes", tapes.to_str().unwrap()],
+        &[2],
+    );
+}
+
+#[test]
+fn a_pruned_dump_stays_on_its_tape_in_the_media_catalog_and_restores_from_it() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    snapshot(&vol, &work.path().join("day1"));
+    let spool = spool_with_full_dump(&vol);
+    mutate_day(&vol, 1);
+    snapshot(&vol, &work.path().join("day2"));
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-02"]);
+    let tapes = work.path().join("tapes");
+    std::fs::create_dir(&tapes).unwrap();
+    let img = tapes.join("p1.tape");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "P1"]);
+    // Dump 1 leaves the catalog, and gc takes what only it referenced.
+    spool.run(["prune", "--keep-last", "1"]);
+    spool.run(["gc"]);
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 1);
+
+    let tj: serde_json::Value = serde_json::from_str(&spool.run(["tapes", "--json"])).unwrap();
+    let dumps = tj[0]["dumps"].as_array().unwrap();
+    let d1 = dumps.iter().find(|d| d["id"] == 1).expect("dump 1 listed");
+    assert_eq!(d1["volume"], "v", "{tj}");
+    assert!(
+        d1["time"].as_str().unwrap_or("").starts_with("2026-11-01"),
+        "{tj}"
+    );
+    assert_eq!(d1["level"], 0, "{tj}");
+    assert_eq!(d1["chain"], serde_json::json!([]), "{tj}");
+    assert_eq!(d1["needs"], serde_json::json!(["P1"]), "{tj}");
+    assert_eq!(d1["in_catalog"], false, "{tj}");
+    let d2 = dumps.iter().find(|d| d["id"] == 2).expect("dump 2 listed");
+    assert_eq!(d2["in_catalog"], true, "{tj}");
+    let text = spool.run(["tapes"]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("dump     1  v 2026-11-01") && l.ends_with("restore needs: P1")),
+        "{text}"
+    );
+
+    // The pruned day is the one current at its date: the plan names its tape, and without
+    // the tape the restore refuses.
+    let plan = spool.run([
+        "restore",
+        "v",
+        "--at",
+        "2026-11-01",
+        "--to",
+        "/nonexistent",
+        "--dry-run",
+    ]);
+    assert!(plan.contains("tapes needed, in this order: P1"), "{plan}");
+    let to = work.path().join("no-tape");
+    let (code, err) = spool.fail([
+        "restore",
+        "v",
+        "--at",
+        "2026-11-01",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("P1"), "{err}");
+    spool.restore_equals(
+        &[
+            "v",
+            "--at",
+            "2026-11-01",
+            "--tapes",
+            tapes.to_str().unwrap(),
+        ],
+        &work.path().join("day1"),
+        &work.path().join("r1"),
+    );
+    // The kept day still reads from the spool alone.
+    spool.restore_equals(
+        &["v", "--at", "2026-11-02"],
+        &work.path().join("day2"),
+        &work.path().join("r2"),
+    );
 }
 
 #[test]
@@ -320,12 +453,9 @@ fn a_media_set_writes_less_and_its_restore_plan_names_every_tape_it_needs() {
     // The second full's chunks are all on the set's first tape: that is what it needs.
     let needs = &tj[1]["dumps"][0]["needs"];
     assert_eq!(needs, &serde_json::json!(["S1"]), "{tj}");
+    // A purge keeps what the latest dump references: it restores with no tape.
     spool.run(["purge", "--exported"]);
     let plan = spool.run(["restore", "v", "--to", "/nonexistent", "--dry-run"]);
-    assert!(plan.contains("tapes needed, in this order: S1"), "{plan}");
-    spool.restore_equals(
-        &["v", "--tapes", tapes.to_str().unwrap()],
-        &work.path().join("day1"),
-        &work.path().join("r"),
-    );
+    assert!(plan.contains("no tape needed"), "{plan}");
+    spool.restore_equals(&["v"], &work.path().join("day1"), &work.path().join("r"));
 }

@@ -84,7 +84,8 @@ enum Command {
     VerifyTape(tape::VerifyArgs),
     /// The media catalog: the tapes written or imported, and what they hold.
     Tapes(tape::TapesArgs),
-    /// Free the spool of packs whose every chunk is on tape.
+    /// Free the spool of packs whose every chunk is on tape, keeping what the latest dumps and
+    /// clones reference.
     Purge(tape::PurgeArgs),
     /// Forget the dumps a retention policy no longer keeps (their chunks go with `reel gc`).
     Prune(prune::PruneArgs),

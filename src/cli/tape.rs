@@ -240,6 +240,17 @@ pub struct TapesArgs {
     json: bool,
 }
 
+/// One dump of a tape as `reel tapes` shows it.
+struct Held {
+    id: u64,
+    bytes: u64,
+    /// (volume, time, level, chain), from the catalog or from the tape record's summary;
+    /// None for a dump pruned from the catalog that a version 1 tape record names only by id.
+    known: Option<(String, i64, u8, Vec<u64>)>,
+    needs: Vec<String>,
+    in_catalog: bool,
+}
+
 pub fn tapes(ctx: &Ctx, a: TapesArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
     let tapes = media::tapes(&spool)?;
@@ -247,13 +258,44 @@ pub fn tapes(ctx: &Ctx, a: TapesArgs) -> Result<ExitCode> {
     let mut rows = Vec::new();
     for t in &tapes {
         let mut dumps = Vec::new();
-        for (id, bytes) in &t.dumps {
-            let d = spool.catalog.dump(*id)?;
-            let needs = match &d {
-                Some(d) => media::tapes_needed(&spool, d)?,
-                None => Vec::new(),
+        for &(id, bytes) in &t.dumps {
+            let summary = t.summary(id);
+            // By id; after a prune and a re-import the catalog has it under another id.
+            let d = match spool.catalog.dump(id)? {
+                Some(d)
+                    if summary.is_none_or(|s| (&s.volume, s.time_ns) == (&d.volume, d.time_ns)) =>
+                {
+                    Some(d)
+                }
+                _ => match summary {
+                    Some(s) => media::in_catalog(&spool, s)?,
+                    None => None,
+                },
             };
-            dumps.push((*id, *bytes, d, needs));
+            let held = match (d, summary) {
+                (Some(d), _) => Held {
+                    id,
+                    bytes,
+                    needs: media::tapes_needed(&spool, &d)?,
+                    known: Some((d.volume, d.time_ns, d.level, d.chain)),
+                    in_catalog: true,
+                },
+                (None, Some(s)) => Held {
+                    id,
+                    bytes,
+                    known: Some((s.volume.clone(), s.time_ns, s.level, s.chain.clone())),
+                    needs: s.tapes_needed.clone(),
+                    in_catalog: false,
+                },
+                (None, None) => Held {
+                    id,
+                    bytes,
+                    known: None,
+                    needs: Vec::new(),
+                    in_catalog: false,
+                },
+            };
+            dumps.push(held);
         }
         rows.push((t, dumps));
     }
@@ -262,17 +304,24 @@ pub fn tapes(ctx: &Ctx, a: TapesArgs) -> Result<ExitCode> {
             .iter()
             .map(|(t, dumps)| {
                 let mut o = serde_json::to_value(t).expect("tape serialises");
+                if let Some(o) = o.as_object_mut() {
+                    // Shown per dump below.
+                    o.remove("summaries");
+                }
                 o["created"] = format_rfc3339(t.created_ns).into();
                 o["dumps"] = dumps
                     .iter()
-                    .map(|(id, bytes, d, needs)| {
+                    .map(|h| {
+                        let k = h.known.as_ref();
                         serde_json::json!({
-                            "id": id,
-                            "bytes": bytes,
-                            "volume": d.as_ref().map(|d| d.volume.clone()),
-                            "time": d.as_ref().map(|d| format_rfc3339(d.time_ns)),
-                            "level": d.as_ref().map(|d| d.level),
-                            "needs": needs,
+                            "id": h.id,
+                            "bytes": h.bytes,
+                            "volume": k.map(|k| k.0.clone()),
+                            "time": k.map(|k| format_rfc3339(k.1)),
+                            "level": k.map(|k| k.2),
+                            "chain": k.map(|k| k.3.clone()),
+                            "needs": h.needs,
+                            "in_catalog": h.in_catalog,
                         })
                     })
                     .collect();
@@ -298,22 +347,24 @@ pub fn tapes(ctx: &Ctx, a: TapesArgs) -> Result<ExitCode> {
                 .map(|m| format!("  media set {m} #{}", t.sequence))
                 .unwrap_or_default()
         );
-        for (id, bytes, d, needs) in dumps {
-            let what = d
-                .as_ref()
-                .map(|d| {
-                    format!(
-                        "{} {} level {}",
-                        d.volume,
-                        format_rfc3339(d.time_ns),
-                        d.level
-                    )
-                })
-                .unwrap_or_else(|| "(no longer in the catalog)".into());
+        for h in dumps {
+            let what = match &h.known {
+                Some((volume, time_ns, level, _)) => format!(
+                    "{volume} {} level {level}{}",
+                    format_rfc3339(*time_ns),
+                    if h.in_catalog {
+                        ""
+                    } else {
+                        " (pruned: restores from tapes)"
+                    }
+                ),
+                None => "(no longer in the catalog)".into(),
+            };
             println!(
-                "    dump {id:>5}  {what}  {}  restore needs: {}",
-                format_bytes(*bytes),
-                needs.join(", ")
+                "    dump {:>5}  {what}  {}  restore needs: {}",
+                h.id,
+                format_bytes(h.bytes),
+                h.needs.join(", ")
             );
         }
     }
@@ -368,13 +419,20 @@ pub fn purge(ctx: &Ctx, a: PurgeArgs) -> Result<ExitCode> {
         .map(|d| reel::timefmt::now_ns() - d);
     let s = reel::tape::purge::purge_exported(&spool, cutoff, a.dry_run)?;
     println!(
-        "{} {} packs ({}, {} chunks) whose every chunk is on tape; {} packs kept (chunks on no tape, or manifests)",
+        "{} {} packs ({}, {} chunks) whose every chunk is on tape",
         if a.dry_run { "would remove" } else { "removed" },
         s.packs.len(),
         format_bytes(s.bytes),
         s.chunks,
-        s.kept
     );
+    println!(
+        "kept {} packs ({}) on tape whose data the latest dumps and clones reference: the next dump's base and the users' .backup view",
+        s.latest,
+        format_bytes(s.latest_bytes)
+    );
+    if s.kept > 0 {
+        println!("kept {} packs with data on no tape", s.kept);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -654,8 +654,9 @@ fn read_tapes(spool: &Spool, dir: &Path, report: &mut RebuildReport) -> Result<(
             .collect();
         chunks.sort_unstable();
         chunks.dedup();
+        let id_of = |volume: &str, time_ns: i64| known.get(&(volume.to_string(), time_ns)).copied();
         let rec = media::TapeRecord {
-            version: 1,
+            version: crate::record::TAPE_RECORD_VERSION,
             label: cat.label.clone(),
             created_ns: cat.created_ns,
             media_set: cat.media_set.clone(),
@@ -669,6 +670,15 @@ fn read_tapes(spool: &Spool, dir: &Path, report: &mut RebuildReport) -> Result<(
                 .collect(),
             packs: cat.packs.iter().map(|p| p.name.0).collect(),
             whole_file_bytes: cat.dumps.iter().map(|d| d.whole_file_bytes).sum(),
+            summaries: cat
+                .dumps
+                .iter()
+                .map(|d| {
+                    let chain = d.chain_refs.iter();
+                    let chain = chain.filter_map(|r| id_of(&r.volume, r.time_ns));
+                    d.summary(known[&(d.volume.clone(), d.time_ns)], chain.collect())
+                })
+                .collect(),
         };
         let w = spool.catalog.writer()?;
         w.record_tape(&rec.label, &rec, chunks.into_iter())?;

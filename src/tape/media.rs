@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::catalog::{self, DumpRecord};
 use crate::error::Damaged;
-pub use crate::record::TapeRecord;
+pub use crate::record::{TapeDumpSummary, TapeRecord};
 use crate::spool::Spool;
 use crate::{ChunkId, Error, Result};
 
@@ -38,6 +38,40 @@ pub fn dump_on_tape(spool: &Spool, id: u64) -> Result<bool> {
     Ok(tapes(spool)?
         .iter()
         .any(|t| t.dumps.iter().any(|(d, _)| *d == id)))
+}
+
+/// The latest dump of `volume` at or before `at_ns` that a recorded tape holds and the
+/// catalog does not (prune or forget removed it), with the label of a tape holding it. Only
+/// tape records with summaries (version 2) know such dumps.
+pub fn tape_only_dump_at(
+    spool: &Spool,
+    volume: &str,
+    at_ns: i64,
+) -> Result<Option<(String, TapeDumpSummary)>> {
+    let mut best: Option<(String, TapeDumpSummary)> = None;
+    for t in tapes(spool)? {
+        for s in &t.summaries {
+            let later = best.as_ref().is_none_or(|(_, b)| s.time_ns > b.time_ns);
+            if s.volume == volume && s.time_ns <= at_ns && later {
+                best = Some((t.label.clone(), s.clone()));
+            }
+        }
+    }
+    // The catalog's own dump of that time is the one to read.
+    if let Some((_, s)) = &best
+        && in_catalog(spool, s)?.is_some()
+    {
+        return Ok(None);
+    }
+    Ok(best)
+}
+
+/// The catalog's dump that `s` describes (same volume and time), if the catalog has it.
+pub fn in_catalog(spool: &Spool, s: &TapeDumpSummary) -> Result<Option<DumpRecord>> {
+    Ok(spool
+        .catalog
+        .dump_at(&s.volume, s.time_ns)?
+        .filter(|d| d.time_ns == s.time_ns))
 }
 
 /// The next sequence number in media set `set` (1 for a new set).
@@ -182,7 +216,7 @@ mod tests {
 
     fn rec(label: &str, created: i64, dumps: Vec<(u64, u64)>) -> TapeRecord {
         TapeRecord {
-            version: 1,
+            version: crate::record::TAPE_RECORD_VERSION,
             label: label.into(),
             created_ns: created,
             media_set: Some("set".into()),
@@ -192,6 +226,7 @@ mod tests {
             dumps,
             packs: vec![[7u8; 32]],
             whole_file_bytes: 100,
+            summaries: vec![],
         }
     }
 

@@ -196,6 +196,18 @@ impl Spool {
         }
     }
 
+    /// The days `days` of a history of volume `v` (trees `work/dayN`, dumped on 2026-11-N)
+    /// restore with `--at` and `extra` into `work/<tag>N` and equal their trees.
+    pub fn restore_days_equal(&self, work: &Path, tag: &str, extra: &[&str], days: &[u32]) {
+        for day in days {
+            let at = format!("2026-11-{day:02}");
+            let mut args = vec!["v", "--at", &at];
+            args.extend_from_slice(extra);
+            let target = work.join(format!("{tag}{day}"));
+            self.restore_equals(&args, &work.join(format!("day{day}")), &target);
+        }
+    }
+
     /// The last row of `reel list --json`: the newest dump.
     pub fn last_dump(&self) -> serde_json::Value {
         let list = self.list_json();
@@ -210,6 +222,43 @@ pub fn spool_with_full_dump(vol: &Path) -> Spool {
     spool.add_volume("v", vol);
     spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
     spool
+}
+
+/// Volume `v` at `work/vol` (`rich_tree` plus `big/x.bin`, 2 MiB of random bytes) taken with
+/// `reel backup` on 2026-11-01 (level 0), then on the 2nd and the 3rd (level 1) after
+/// rewriting only `big/x.bin`; `work/dayN` holds each day's tree. Every backup writes packs of
+/// its own, and only the 2nd's hold no data that the latest dump references: after an export,
+/// `purge --exported` can free exactly those.
+pub fn replaced_file_days(work: &Path) -> Spool {
+    let vol = work.join("vol");
+    rich_tree(&vol);
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    let mut rng = Rng::new(0xB16F11E);
+    fs::create_dir_all(vol.join("big")).expect("mkdir big");
+    for day in 1..=3u32 {
+        fs::write(vol.join("big/x.bin"), rng.bytes(2 << 20)).expect("write x.bin");
+        snapshot(&vol, &work.join(format!("day{day}")));
+        let level = if day == 1 { "0" } else { "1" };
+        let date = format!("2026-11-{day:02}");
+        spool.run(["backup", "v", "--level", level, "--date", &date]);
+    }
+    spool
+}
+
+/// Bytes of the files under `p`, recursively.
+pub fn dir_size(p: &Path) -> u64 {
+    let mut n = 0;
+    for e in fs::read_dir(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())) {
+        let e = e.expect("directory entry");
+        let md = e.metadata().expect("metadata");
+        n += if md.is_dir() {
+            dir_size(&e.path())
+        } else {
+            md.len()
+        };
+    }
+    n
 }
 
 // ---------------------------------------------------------------------------------------------

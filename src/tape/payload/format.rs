@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Damaged;
 use crate::error::IoContext;
-use crate::record::{DumpRecord, ScanTotals};
+use crate::record::{DumpRecord, ScanTotals, TapeDumpSummary};
 use crate::timefmt::format_rfc3339;
 use crate::{ChunkId, Error, Result};
 
@@ -201,6 +201,24 @@ impl TapeDump {
         }
     }
 
+    /// What the media catalog keeps of this dump (`TapeRecord::summaries`), under this
+    /// spool's `id` and `chain`.
+    pub fn summary(&self, id: u64, chain: Vec<u64>) -> TapeDumpSummary {
+        TapeDumpSummary {
+            id,
+            volume: self.volume.clone(),
+            time_ns: self.time_ns,
+            level: self.level,
+            chain,
+            tapes_needed: self.tapes_needed.clone(),
+        }
+    }
+
+    /// The dump's record as the tape has it (ids are the exporting spool's).
+    pub fn to_record(&self) -> DumpRecord {
+        self.record(self.id, self.base, self.chain.clone(), self.merged_from)
+    }
+
     /// The `DumpRecord` under new ids (`id`, `base`, `chain`, `merged_from` given).
     pub(super) fn record(
         &self,
@@ -287,7 +305,8 @@ pub(super) fn catalog_chunks(cat: &TapeCatalog) -> Vec<ChunkId> {
     v
 }
 
-pub(super) fn read_catalog(dir: &Path) -> Result<TapeCatalog> {
+/// The CATALOG of the payload in `dir`, parsed (not verified: see `verify_payload`).
+pub fn read_catalog(dir: &Path) -> Result<TapeCatalog> {
     let path = dir.join(CATALOG_FILE);
     let f = File::open(&path).at(&path)?;
     let cat: TapeCatalog = serde_json::from_reader(BufReader::new(f)).map_err(|e| {

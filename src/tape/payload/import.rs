@@ -10,6 +10,7 @@ use crate::catalog::{ChunkLoc, DumpRecord};
 use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::pack::{BlobKind, PackId, StagedPack};
+use crate::record::{TAPE_RECORD_VERSION, TapeDumpSummary};
 use crate::spool::Spool;
 use crate::store::{ChunkReader, StoreWriter, stored_share};
 use crate::tape::media::{self, TapeRecord};
@@ -133,12 +134,15 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
     order.sort_by_key(|d| (d.time_ns, d.id));
     let mut new_dumps: Vec<(DumpRecord, &TapeDump)> = Vec::new();
     let mut tape_dumps: Vec<(u64, u64)> = Vec::new();
+    let mut summaries: Vec<TapeDumpSummary> = Vec::new();
     for td in order {
         if let Some(&id) = ids.get(&td.dump_ref()) {
             if known.contains_key(&td.dump_ref()) {
                 summary.dumps_present += 1;
             }
             tape_dumps.push((id, td.tape_bytes));
+            let chain = td.chain_refs.iter().filter_map(|r| ids.get(r).copied());
+            summaries.push(td.summary(id, chain.collect()));
             continue;
         }
         let resolve = |r: &DumpRef| {
@@ -162,6 +166,7 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
             .merged_from_ref
             .as_ref()
             .and_then(|r| ids.get(r).copied());
+        summaries.push(td.summary(next_id, chain.clone()));
         let rec = td.record(next_id, base, chain, merged_from);
         ids.insert(td.dump_ref(), next_id);
         tape_dumps.push((next_id, td.tape_bytes));
@@ -200,7 +205,7 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
         .sum::<Result<u64>>()?
         + cat.packs.iter().map(|p| p.size).sum::<u64>();
     let tape = existing_tape.is_none().then(|| TapeRecord {
-        version: 1,
+        version: TAPE_RECORD_VERSION,
         label: cat.label.clone(),
         created_ns: cat.created_ns,
         media_set: cat.media_set.clone(),
@@ -210,6 +215,7 @@ pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
         dumps: tape_dumps,
         packs: tape_packs,
         whole_file_bytes: cat.dumps.iter().map(|d| d.whole_file_bytes).sum(),
+        summaries,
     });
     let res = adopt_and_commit(
         spool,

@@ -41,7 +41,7 @@ mod write;
 
 pub use format::{
     CATALOG_FILE, DumpRef, HexId, LABEL_FILE, ManifestChunk, PACKS_DIR, PAYLOAD_DIR,
-    PAYLOAD_FORMAT, TapeCatalog, TapeDump, TapePack, validate_label,
+    PAYLOAD_FORMAT, TapeCatalog, TapeDump, TapePack, read_catalog, validate_label,
 };
 pub use import::{ImportSummary, import_payload};
 pub use packer::PACK_MAX;

@@ -12,6 +12,7 @@ use crate::error::IoContext;
 use crate::fsutil::fsync_dir;
 use crate::pack::{BlobKind, PackId};
 use crate::progress::Progress;
+use crate::record::TAPE_RECORD_VERSION;
 use crate::spool::Spool;
 use crate::store::ChunkReader;
 use crate::tape::media::{self, TapeRecord};
@@ -394,7 +395,7 @@ pub fn tape_record(summary: &PayloadSummary, dir: &Path) -> Result<(TapeRecord, 
     let cat = read_catalog(dir)?;
     let chunks = catalog_chunks(&cat);
     let rec = TapeRecord {
-        version: 1,
+        version: TAPE_RECORD_VERSION,
         label: summary.label.clone(),
         created_ns: summary.created_ns,
         media_set: summary.media_set.clone(),
@@ -404,6 +405,12 @@ pub fn tape_record(summary: &PayloadSummary, dir: &Path) -> Result<(TapeRecord, 
         dumps: summary.per_dump.clone(),
         packs: summary.packs.iter().map(|p| p.0).collect(),
         whole_file_bytes: summary.whole_file_bytes,
+        // The tape was written from this spool: its ids are this spool's.
+        summaries: cat
+            .dumps
+            .iter()
+            .map(|d| d.summary(d.id, d.chain.clone()))
+            .collect(),
     };
     Ok((rec, chunks))
 }
