@@ -265,6 +265,32 @@ fn level0_keeps_the_extended_attributes_restore_x_gives() {
 }
 
 #[test]
+fn attribute_blocks_and_directory_attributes_of_a_real_dump_are_kept() {
+    let Some(fx) = fixtures() else { return };
+    let s = Spool::new();
+    s.run(["ingest-dump", "xa", p(&fx.join("xattr.dump"))]);
+    let to = tempfile::tempdir().unwrap();
+    let dst = to.path().join("r");
+    s.run(["restore", "xa", "--to", p(&dst)]);
+    let attr = |n: &str, v: &[u8]| (n.as_bytes().to_vec(), v.to_vec());
+    // What restore -x gives (xattr.restore-x-getfattr.txt): block.txt's attributes come from
+    // an in-inode record and an attribute-block record, d's from a record after a directory.
+    let long: Vec<u8> = (0..2600).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut block = vec![attr("user.long", &long)];
+    for i in 0..5 {
+        block.push(attr(&format!("user.k{i}"), format!("v{i}").as_bytes()));
+    }
+    block.sort();
+    assert_eq!(xattrs(&dst.join("block.txt")), block);
+    assert_eq!(xattrs(&dst.join("inode.txt")), vec![attr("user.one", b"1")]);
+    assert_eq!(
+        xattrs(&dst.join("d")),
+        vec![attr("user.dir", b"on a directory")]
+    );
+    assert!(xattrs(&dst.join("d/plain.txt")).is_empty());
+}
+
+#[test]
 fn a_gap_in_the_chain_is_refused_and_nothing_is_committed() {
     let Some(fx) = fixtures() else { return };
     let s = Spool::new();
