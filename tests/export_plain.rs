@@ -261,7 +261,7 @@ fn bad_requests_are_refused() {
 }
 
 /// Every path under `root` (the root included, as ".") with its xattrs, where it has any.
-fn xattrs_by_path(root: &Path) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+fn xattrs_by_path(root: &Path) -> Vec<(String, reel::tape::bsd::Xattrs)> {
     let mut out: Vec<_> = std::iter::once(".".to_string())
         .chain(all_paths(root))
         .map(|rel| {
@@ -306,6 +306,22 @@ fn xattrs_reach_stock_restore_and_come_back_through_ingest() {
     if is_root() {
         fs::write(vol.join("trusted.txt"), "a trusted attribute\n").unwrap();
         set_xattr(&vol.join("trusted.txt"), "trusted.t", b"root only");
+        // A POSIX ACL (user 1000 may read and write), stored converted on tape.
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 6, 1000), (4, 4, u32::MAX)]
+            .into_iter()
+            .chain([(0x10, 6, u32::MAX), (0x20, 4, u32::MAX)])
+        {
+            acl.extend(
+                [
+                    &tag.to_le_bytes()[..],
+                    &perm.to_le_bytes(),
+                    &id.to_le_bytes(),
+                ]
+                .concat(),
+            );
+        }
+        set_xattr(&vol.join("trusted.txt"), "system.posix_acl_access", &acl);
     }
     let want = xattrs_by_path(&vol);
     let spool = spool_with_full_dump(&vol);
