@@ -62,8 +62,8 @@ impl Drop for TempInput {
 // BSD dump reader
 
 /// Read `data` as a single-volume BSD dump image: open, every inode, every piece of every file,
-/// then the `restore -t` path walk over the directories read. Then the same on a copy whose
-/// header checksums were fixed up.
+/// every inode's extended attributes, then the `restore -t` path walk over the directories
+/// read. Then the same on a copy whose header checksums were fixed up.
 pub fn fuzz_bsd_reader(data: &[u8]) {
     bsd_once(data);
     let fixed = fix_bsd_checksums(data);
@@ -88,14 +88,15 @@ fn bsd_once(data: &[u8]) {
         };
         if let InodeKind::Dir(entries) = inode.kind {
             dirs.insert(inode.ino, entries);
-            continue;
-        }
-        for _ in 0..MAX_ITEMS {
-            match r.piece() {
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+        } else {
+            for _ in 0..MAX_ITEMS {
+                match r.piece() {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
+        let _ = r.xattrs();
     }
     let _ = paths(&dirs, r.dumped());
 }

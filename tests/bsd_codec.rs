@@ -827,6 +827,60 @@ fn damaged_header_is_refused_with_its_record() {
 }
 
 #[test]
+fn reader_gives_the_fixture_xattrs() {
+    let Some(fx) = fixtures() else { return };
+    let mut r = DumpReader::open(&[fx.join("level0.dump")]).unwrap();
+    let mut got = Vec::new();
+    while let Some(i) = r.next().unwrap() {
+        let x = r.xattrs().unwrap();
+        if !x.is_empty() {
+            got.push((i.ino, x));
+        }
+    }
+    let want = vec![(b"user.comment".to_vec(), b"xattr-value".to_vec())];
+    assert_eq!(got, vec![(16, want)]);
+}
+
+#[test]
+fn malformed_or_oversized_xattr_records_are_refused_with_their_inode() {
+    let Some(fx) = fixtures() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("xattr.dump");
+    // Record 1115 is the attribute header of inode 16 (dir1/small.txt), record 1116 its
+    // in-inode attribute blob (§10): magic, then the entry of user.comment.
+    let blob = 1116 * TP_BSIZE;
+    for (off, bytes, want) in [
+        (4 + 8, u32::MAX.to_le_bytes(), "lies outside"), // e_value_size
+        (0, 0x1234_5678u32.to_le_bytes(), "unknown magic"),
+        (4, [7, 42, 0x50, 0], "name index 42"),
+        (4, [255, 1, 0x50, 0], "runs past the end"),
+    ] {
+        let mut data = fs::read(fx.join("level0.dump")).unwrap();
+        data[blob + off..blob + off + 4].copy_from_slice(&bytes);
+        fs::write(&p, &data).unwrap();
+        let e = read_err(&p);
+        assert!(
+            e.contains("xattr.dump: record 1115") && e.contains("inode 16") && e.contains(want),
+            "{want}: {e}"
+        );
+    }
+    // A header claiming a 1 GiB record: refused before anything is read or allocated.
+    let mut data = fs::read(fx.join("level0.dump")).unwrap();
+    let rec: &mut [u8; TP_BSIZE] = (&mut data[1115 * TP_BSIZE..1116 * TP_BSIZE])
+        .try_into()
+        .unwrap();
+    let (mut h, _) = Header::decode(rec).unwrap();
+    h.di_size = 1 << 30;
+    *rec = h.encode();
+    fs::write(&p, &data).unwrap();
+    let e = read_err(&p);
+    assert!(
+        e.contains("record 1115") && e.contains("inode 16") && e.contains("claims 1073741824"),
+        "{e}"
+    );
+}
+
+#[test]
 fn foreign_and_compressed_files_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("random.bin");

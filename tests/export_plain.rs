@@ -1,7 +1,8 @@
 //! `reel export-plain` end to end with the stock tools: a level 0 and level 1 plain export
 //! applied with `restore -r` in order rebuild the day-2 tree exactly (what the format
 //! carries), `restore -t` lists the level 0, the level 1 is much smaller, and a later level 1
-//! is based on the level 0, not on the earlier level 1.
+//! is based on the level 0, not on the earlier level 1; extended attributes reach the stock
+//! `restore` and come back through `reel ingest-dump`.
 
 mod common;
 
@@ -43,8 +44,8 @@ fn run_restore(args: &[&str], dir: &Path) -> (Vec<u8>, String) {
     )
 }
 
-/// `cp -a` of `src`, then what a BSD dump cannot carry taken away: xattrs, and mtimes below
-/// the microsecond.
+/// `cp -a` of `src`, then what a BSD dump cannot carry taken away: mtimes below the
+/// microsecond.
 fn expected_copy(src: &Path, dst: &Path) {
     snapshot(src, dst);
     let mut all = vec![dst.to_path_buf()];
@@ -59,9 +60,6 @@ fn expected_copy(src: &Path, dst: &Path) {
         }
     }
     for p in &all {
-        for (name, _) in xattrs(p) {
-            remove_xattr(p, std::str::from_utf8(&name).unwrap());
-        }
         let (s, ns) = mtime_of(p);
         set_mtime(p, s, ns / 1000 * 1000);
     }
@@ -260,4 +258,90 @@ fn bad_requests_are_refused() {
         to.to_str().unwrap(),
     ]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// Every path under `root` (the root included, as ".") with its xattrs, where it has any.
+fn xattrs_by_path(root: &Path) -> Vec<(String, reel::tape::bsd::Xattrs)> {
+    let mut out: Vec<_> = std::iter::once(".".to_string())
+        .chain(all_paths(root))
+        .map(|rel| {
+            let x = xattrs(&root.join(&rel));
+            (rel, x)
+        })
+        .filter(|(_, x)| !x.is_empty())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn xattrs_reach_stock_restore_and_come_back_through_ingest() {
+    if !restore_installed() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let vol = w.join("vol");
+    fs::create_dir_all(vol.join("sub")).unwrap();
+    for (name, body) in [
+        ("several.txt", "three attributes\n"),
+        ("long.txt", "one long value\n"),
+        ("none.txt", "no attributes\n"),
+        ("sub/inner.txt", "in a directory with an attribute\n"),
+    ] {
+        fs::write(vol.join(name), body).unwrap();
+    }
+    if !set_xattr(&vol.join("several.txt"), "user.a", b"1") {
+        eprintln!("skipped: the file system refuses user xattrs");
+        return;
+    }
+    set_xattr(&vol.join("several.txt"), "user.b", &[0, 1, 2, 255]);
+    set_xattr(&vol.join("several.txt"), "user.c", b"");
+    let long: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    set_xattr(&vol.join("long.txt"), "user.long", &long);
+    set_xattr(&vol.join("long.txt"), "user.short", b"s");
+    set_xattr(&vol.join("sub"), "user.dir", b"on a directory");
+    set_xattr(&vol.join("sub/inner.txt"), "user.x", b"y");
+    fs::hard_link(vol.join("several.txt"), vol.join("sub/link.txt")).unwrap();
+    if is_root() {
+        fs::write(vol.join("trusted.txt"), "a trusted attribute\n").unwrap();
+        set_xattr(&vol.join("trusted.txt"), "trusted.t", b"root only");
+        // A POSIX ACL (user 1000 may read and write), stored converted on tape.
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 6, 1000), (4, 4, u32::MAX)]
+            .into_iter()
+            .chain([(0x10, 6, u32::MAX), (0x20, 4, u32::MAX)])
+        {
+            acl.extend(
+                [
+                    &tag.to_le_bytes()[..],
+                    &perm.to_le_bytes(),
+                    &id.to_le_bytes(),
+                ]
+                .concat(),
+            );
+        }
+        set_xattr(&vol.join("trusted.txt"), "system.posix_acl_access", &acl);
+    }
+    let want = xattrs_by_path(&vol);
+    let spool = spool_with_full_dump(&vol);
+    let img = w.join("L0.dump");
+    export(&spool, "0", &img);
+
+    // The stock restore puts every attribute back.
+    let x = w.join("x");
+    fs::create_dir(&x).unwrap();
+    let (_, err) = run_restore(&["-x", "-a", "-y", "-f", img.to_str().unwrap()], &x);
+    let bad: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("set owner/mode for '.'"))
+        .collect();
+    assert!(bad.is_empty(), "restore -x:\n{err}");
+    assert_eq!(xattrs_by_path(&x), want, "after restore -x");
+
+    // And ingesting the image gives them back too.
+    spool.run(["ingest-dump", "back", img.to_str().unwrap()]);
+    let r = w.join("r");
+    spool.run(["restore", "back", "--to", r.to_str().unwrap()]);
+    assert_eq!(xattrs_by_path(&r), want, "after ingest-dump and restore");
 }

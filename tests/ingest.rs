@@ -4,8 +4,10 @@
 //! nothing.
 //!
 //! The restored tree is described in the fixtures' manifest format (tools/manifest.py) from
-//! the filesystem itself, so the comparison is independent of reel's own reader. Owners and
-//! device nodes need root: without it those tests print "skipped: ..." and return.
+//! the filesystem itself, so the comparison is independent of reel's own reader; extended
+//! attributes, which that format leaves out, are compared with what the stock `restore -x`
+//! put back. Owners and device nodes need root: without it those tests print "skipped: ..."
+//! and return.
 
 mod common;
 
@@ -17,7 +19,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use common::sha256::Sha256;
-use common::{Spool, is_root};
+use common::{Spool, is_root, xattrs};
 
 fn fixtures() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bsd-dump");
@@ -242,6 +244,50 @@ fn level0_alone_and_the_multivolume_set() {
         .collect();
     s.run(["ingest-dump", "mv2", &vols.join(",")]);
     assert_eq!(dumps(&s).len(), 3);
+}
+
+#[test]
+fn level0_keeps_the_extended_attributes_restore_x_gives() {
+    let Some(fx) = fixtures() else { return };
+    let s = Spool::new();
+    s.run(["ingest-dump", "old", p(&fx.join("level0.dump"))]);
+    let to = tempfile::tempdir().unwrap();
+    let dst = to.path().join("r");
+    s.run(["restore", "old", "--to", p(&dst)]);
+    // Inode 16 carries user.comment (an in-inode attribute record); both its names have it.
+    let want = vec![(b"user.comment".to_vec(), b"xattr-value".to_vec())];
+    for name in ["dir1/small.txt", "dir2/hardlink.txt"] {
+        assert_eq!(xattrs(&dst.join(name)), want, "{name}");
+    }
+    for name in ["dir1/exact1k.bin", "dir1", "big.bin"] {
+        assert!(xattrs(&dst.join(name)).is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn attribute_blocks_and_directory_attributes_of_a_real_dump_are_kept() {
+    let Some(fx) = fixtures() else { return };
+    let s = Spool::new();
+    s.run(["ingest-dump", "xa", p(&fx.join("xattr.dump"))]);
+    let to = tempfile::tempdir().unwrap();
+    let dst = to.path().join("r");
+    s.run(["restore", "xa", "--to", p(&dst)]);
+    let attr = |n: &str, v: &[u8]| (n.as_bytes().to_vec(), v.to_vec());
+    // What restore -x gives (xattr.restore-x-getfattr.txt): block.txt's attributes come from
+    // an in-inode record and an attribute-block record, d's from a record after a directory.
+    let long: Vec<u8> = (0..2600).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut block = vec![attr("user.long", &long)];
+    for i in 0..5 {
+        block.push(attr(&format!("user.k{i}"), format!("v{i}").as_bytes()));
+    }
+    block.sort();
+    assert_eq!(xattrs(&dst.join("block.txt")), block);
+    assert_eq!(xattrs(&dst.join("inode.txt")), vec![attr("user.one", b"1")]);
+    assert_eq!(
+        xattrs(&dst.join("d")),
+        vec![attr("user.dir", b"on a directory")]
+    );
+    assert!(xattrs(&dst.join("d/plain.txt")).is_empty());
 }
 
 #[test]

@@ -33,7 +33,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::bsd::format::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG};
-use super::bsd::{DirEntry, DumpInfo, DumpReader, InodeKind, InodeMeta, Piece, paths};
+use super::bsd::{DirEntry, DumpInfo, DumpReader, InodeKind, InodeMeta, Piece, Xattrs, paths};
 use crate::dirfd::{self, Dir};
 use crate::dump::{DumpOptions, DumpOutcome, dump_tree};
 use crate::error::Damaged;
@@ -103,6 +103,7 @@ struct Staging {
     tree: PathBuf,
     dirs: BTreeMap<u32, Vec<DirEntry>>,
     dir_meta: BTreeMap<u32, InodeMeta>,
+    dir_xattrs: BTreeMap<u32, Xattrs>,
     nodes: BTreeMap<u32, Node>,
     as_root: bool,
 }
@@ -152,6 +153,7 @@ impl Staging {
             tree,
             dirs: BTreeMap::new(),
             dir_meta: BTreeMap::new(),
+            dir_xattrs: BTreeMap::new(),
             nodes: BTreeMap::new(),
             as_root: is_root(),
         })
@@ -172,6 +174,7 @@ impl Staging {
         }
         self.dirs.clear();
         self.dir_meta.clear();
+        self.dir_xattrs.clear();
         Ok(())
     }
 
@@ -188,6 +191,7 @@ impl Staging {
     fn drop_inode(&mut self, ino: u32) -> Result<()> {
         self.dirs.remove(&ino);
         self.dir_meta.remove(&ino);
+        self.dir_xattrs.remove(&ino);
         if self.nodes.remove(&ino).is_some() {
             self.unlink_pool(ino)?;
         }
@@ -222,8 +226,11 @@ impl Staging {
                     if self.nodes.contains_key(&ino) {
                         self.drop_inode(ino)?;
                     }
+                    let xattrs = r.xattrs()?;
+                    self.warn_xattrs(ino, &xattrs, image, warnings);
                     self.dirs.insert(ino, entries);
                     self.dir_meta.insert(ino, inode.meta);
+                    self.dir_xattrs.insert(ino, xattrs);
                 }
                 kind => {
                     if self.dirs.contains_key(&ino) {
@@ -237,9 +244,11 @@ impl Staging {
                             ))
                         })?;
                         node.meta = inode.meta;
+                        let xattrs = r.xattrs()?;
                         if !node.skipped {
                             let p = self.pool_path(ino);
-                            let entry = entry_of(&inode.meta, Vec::new());
+                            let mut entry = entry_of(&inode.meta, Vec::new());
+                            entry.xattrs = xattrs;
                             self.pool_dir
                                 .open_node(&Self::pool_name(ino))
                                 .and_then(|n| n.apply_meta(&entry, self.as_root))
@@ -261,6 +270,27 @@ impl Staging {
         Ok(count)
     }
 
+    /// Without root only `user.*` attributes can be set: say which others are left out.
+    fn warn_xattrs(
+        &self,
+        ino: u32,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        image: &str,
+        warnings: &mut Vec<String>,
+    ) {
+        let others: Vec<String> = xattrs
+            .iter()
+            .filter(|(n, _)| !n.starts_with(b"user."))
+            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        if !self.as_root && !others.is_empty() {
+            warnings.push(format!(
+                "{image}: inode {ino} has extended attributes only root can set ({}); they are left out (ingest as root to keep them)",
+                others.join(", ")
+            ));
+        }
+    }
+
     /// Write a non-directory inode's node into the pool (beside, then renamed over the old
     /// one). Returns true when the node was skipped (a device, not root).
     fn write_node(
@@ -276,7 +306,7 @@ impl Staging {
             InodeKind::Symlink(t) => t,
             _ => Vec::new(),
         };
-        let entry = entry_of(meta, target);
+        let mut entry = entry_of(meta, target);
         if matches!(entry.kind, EntryKind::CharDev | EntryKind::BlockDev) && !self.as_root {
             warnings.push(format!(
                 "{image}: inode {ino} is a device node, which only root can create; it is left out (ingest as root to keep it)"
@@ -310,10 +340,14 @@ impl Staging {
                     ),
                 ));
             }
+            entry.xattrs = r.xattrs()?;
+            self.warn_xattrs(ino, &entry.xattrs, image, warnings);
             // No fsync: the staging area is scratch, read back by the dump and removed; a
             // crash leaves nothing that a later run relies on.
             dirfd::apply_file_meta(&file, &entry, self.as_root).at(&tmp)?;
         } else {
+            entry.xattrs = r.xattrs()?;
+            self.warn_xattrs(ino, &entry.xattrs, image, warnings);
             TreeWriter::special(&self.pool_dir, &tmp_name, &entry, self.as_root)?;
         }
         let dst = self.pool_path(ino);
@@ -355,6 +389,7 @@ impl Staging {
                 let meta = self.dir_meta.get(ino).copied().unwrap_or_default();
                 let mut entry = entry_of(&meta, Vec::new());
                 entry.kind = EntryKind::Dir;
+                entry.xattrs = self.dir_xattrs.get(ino).cloned().unwrap_or_default();
                 entry.path = rel.clone();
                 tree.dir(&entry)?;
             } else if let Some(node) = self.nodes.get(ino) {

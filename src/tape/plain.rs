@@ -18,8 +18,8 @@
 //!   numbers densely in path order (root = 2, then 3, 4, ...).
 //! * **What an incremental carries** (the simplest rule restore is verified with, §11): the full
 //!   in-use map, every directory, and every non-directory that is new, renumbered, changed
-//!   (kind, size, content, mode, owner, mtime, target, rdev; compared by a merge-join of the two
-//!   manifests in path order) or whose link count changed.
+//!   (kind, size, content, mode, owner, mtime, target, rdev, xattrs; compared by a merge-join of
+//!   the two manifests in path order) or whose link count changed.
 //! * **Memory.** The path → inode map and the directories' entries are held in memory (restore
 //!   itself holds the same); file content streams from the chunk store into the writer. Files
 //!   are written in ascending inode order as the format requires: the manifest is read a second
@@ -40,7 +40,9 @@ use crate::store::ChunkReader;
 use crate::tape::bsd::format::{
     S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK, dtype_of_mode,
 };
-use crate::tape::bsd::{BitMap, DirEntry, DumpInfo, DumpWriter, InodeMeta, Target, WriteSummary};
+use crate::tape::bsd::{
+    BitMap, DirEntry, DumpInfo, DumpWriter, InodeMeta, Target, WriteSummary, xattr,
+};
 use crate::types::path_cmp;
 use crate::{Entry, EntryKind, Error, Extent, Result};
 
@@ -166,6 +168,7 @@ fn changed(now: &Entry, base: &Entry) -> bool {
         || now.mtime_ns != base.mtime_ns
         || now.target != base.target
         || now.rdev != base.rdev
+        || now.xattrs != base.xattrs
 }
 
 fn type_bits(k: EntryKind) -> u32 {
@@ -191,6 +194,8 @@ struct DirInfo {
     parent: u32,
     meta: InodeMeta,
     entries: Vec<DirEntry>,
+    /// Its attribute records (`xattr::encode`).
+    xattrs: Vec<Vec<u8>>,
 }
 
 /// What pass 1 decides.
@@ -446,6 +451,7 @@ fn plan<R: Read, B: Read>(
                     parent,
                     meta,
                     entries: Vec::new(),
+                    xattrs: xattr_records(volume, &e)?,
                 },
             );
             continue;
@@ -562,6 +568,7 @@ fn write<R: Read>(
     let mut w = DumpWriter::create(target, info, maxino, &plan.used, &plan.dumped)?;
     for (&ino, d) in &plan.dirs {
         w.dir(ino, d.parent, &d.meta, &d.entries)?;
+        w.xattrs(ino, &d.meta, &d.xattrs)?;
     }
     // Non-directories in ascending inode order; entries the manifest yields early wait in
     // `pending` until every lower dumped inode is written.
@@ -621,6 +628,16 @@ fn write<R: Read>(
     Ok((w.finish()?, bytes))
 }
 
+/// The attribute records of `e`; an attribute the format cannot carry is refused by name.
+fn xattr_records(volume: &str, e: &Entry) -> Result<Vec<Vec<u8>>> {
+    xattr::encode(&e.xattrs).map_err(|why| {
+        Error::usage(format!(
+            "volume {volume}: {}: {why}, so a plain export cannot hold it",
+            e.display_path()
+        ))
+    })
+}
+
 fn write_one(
     w: &mut DumpWriter,
     reader: &ChunkReader,
@@ -640,7 +657,8 @@ fn write_one(
         ctime_ns: dump.time_ns,
         rdev: e.rdev,
     };
-    match e.kind {
+    let xattrs = xattr_records(&dump.volume, e)?;
+    let bytes = match e.kind {
         EntryKind::File => {
             let mut holes = Vec::new();
             let mut off = 0u64;
@@ -666,17 +684,19 @@ fn write_one(
                 format!("file {} of dump {}", e.display_path(), dump.id),
             );
             w.file(ino, &meta, &mut data, &holes)?;
-            Ok(e.size)
+            e.size
         }
         EntryKind::Symlink => {
             w.symlink(ino, &meta, &e.target)?;
-            Ok(0)
+            0
         }
         _ => {
             w.special(ino, &meta)?;
-            Ok(0)
+            0
         }
-    }
+    };
+    w.xattrs(ino, &meta, &xattrs)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -725,6 +745,9 @@ mod tests {
         let mut c = a.clone();
         c.mtime_ns = 1;
         assert!(changed(&c, &a));
+        let mut x = a.clone();
+        x.xattrs = vec![(b"user.day".to_vec(), b"2".to_vec())];
+        assert!(changed(&x, &a));
         assert!(same_class(EntryKind::File, EntryKind::HardLink));
         assert!(!same_class(EntryKind::File, EntryKind::Symlink));
         assert_eq!(parent_of(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));

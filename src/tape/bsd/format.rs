@@ -40,6 +40,8 @@ pub const DR_NEWINODEFMT: i32 = 0x0002;
 pub const DR_COMPRESSED: i32 = 0x0080;
 pub const DR_METAONLY: i32 = 0x0100;
 pub const DR_EXTATTRIBUTES: i32 = 0x8000;
+/// `c_extattributes` of a record holding Linux extended attributes (§10).
+pub const EXT_XATTR: i32 = 3;
 
 /// File type bits of `st_mode`.
 pub const S_IFMT: u32 = 0o170000;

@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 
 use super::format::{
     BitMap, DR_COMPRESSED, DR_EXTATTRIBUTES, DR_METAONLY, DR_NEWINODEFMT, DirEntry, DumpInfo,
-    FS_UFS2_MAGIC, Header, HeaderError, InodeMeta, ROOTINO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO,
-    S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, TP_BSIZE, TP_NINDIR, TS_ADDR, TS_BITS, TS_CLRI, TS_END,
-    TS_INODE, TS_TAPE, decode_dir,
+    EXT_XATTR, FS_UFS2_MAGIC, Header, HeaderError, InodeMeta, ROOTINO, S_IFBLK, S_IFCHR, S_IFDIR,
+    S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, TP_BSIZE, TP_NINDIR, TS_ADDR, TS_BITS, TS_CLRI,
+    TS_END, TS_INODE, TS_TAPE, decode_dir,
 };
+use super::xattr::{self, Xattrs};
 use crate::error::Damaged;
 use crate::error::{Error, IoContext, Result};
 
@@ -303,7 +304,8 @@ impl DumpReader {
         &self.dumped
     }
 
-    /// The next inode of the stream, or None after TS_END. Attribute records (§10) are skipped.
+    /// The next inode of the stream, or None after TS_END. Attribute records (§10) that
+    /// [`DumpReader::xattrs`] did not read are checked and skipped.
     #[allow(clippy::should_implement_trait)] // fallible, and `piece` borrows between calls
     pub fn next(&mut self) -> Result<Option<Inode>> {
         if self.ended {
@@ -320,8 +322,7 @@ impl DumpReader {
                     return Ok(None);
                 }
                 TS_INODE if h.c_flags & DR_EXTATTRIBUTES != 0 => {
-                    let cur = self.cur_of(&h, at)?;
-                    self.skip_inode(cur)?;
+                    self.xattr_record(&h, at)?;
                 }
                 TS_INODE => return self.start_inode(h, at).map(Some),
                 TS_ADDR => {
@@ -390,6 +391,73 @@ impl DumpReader {
                 ),
             ));
         }
+    }
+
+    /// The extended attributes of the inode `next` returned last, sorted by name: reads past
+    /// the rest of its data (what [`DumpReader::piece`] has not read is skipped) and every
+    /// attribute record that follows it (§10). Its data cannot be read after this.
+    pub fn xattrs(&mut self) -> Result<Xattrs> {
+        let Some(cur) = self.cur.take() else {
+            return Ok(Vec::new());
+        };
+        let ino = cur.ino;
+        self.skip_inode(cur)?;
+        let mut out = Vec::new();
+        loop {
+            let (h, at) = self.next_header()?;
+            if h.c_type != TS_INODE || h.c_flags & DR_EXTATTRIBUTES == 0 || h.c_inumber != ino {
+                self.peeked = Some(h);
+                break;
+            }
+            out.extend(self.xattr_record(&h, at)?);
+        }
+        out.sort();
+        if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
+            let at = self.position();
+            return Err(self.corrupt_at(
+                at,
+                &format!(
+                    "inode {ino}: extended attribute {} is recorded twice",
+                    String::from_utf8_lossy(&w[0].0)
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Read one attribute record whose header is `h` and decode it; records of other kinds
+    /// (Mac OS Finder data) are read and give nothing, as restore skips them. Every one of its
+    /// `c_count` records is read whatever `c_addr` says, as restore does (old versions of dump
+    /// wrote wrong `c_addr` bytes here).
+    fn xattr_record(&mut self, h: &Header, at: (PathBuf, u64)) -> Result<Xattrs> {
+        let ino = h.c_inumber;
+        let count = self.count_of(h, at.clone())?;
+        if h.di_size > xattr::MAX_RECORD || h.di_size > (count * TP_BSIZE) as u64 {
+            return Err(self.corrupt_at(
+                at,
+                &format!(
+                    "inode {ino}: its extended-attribute record claims {} bytes in {count} records (at most {} are read)",
+                    h.di_size,
+                    xattr::MAX_RECORD
+                ),
+            ));
+        }
+        let size = h.di_size as usize;
+        let mut rec = Vec::with_capacity(size);
+        for _ in 0..count {
+            self.src.read(&mut self.rec)?;
+            let n = (size - rec.len()).min(TP_BSIZE);
+            rec.extend_from_slice(&self.rec[..n]);
+        }
+        if h.c_extattributes != EXT_XATTR {
+            return Ok(Vec::new());
+        }
+        xattr::decode(&rec).map_err(|why| {
+            self.corrupt_at(
+                at,
+                &format!("inode {ino}: extended-attribute record: {why}"),
+            )
+        })
     }
 
     /// Current position, for messages: (volume file, record index within it of the last

@@ -16,9 +16,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    BitMap, DR_NEWHEADER, DR_NEWINODEFMT, DirEntry, DumpInfo, Header, InodeMeta, ROOTINO, S_IFBLK,
-    S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, TP_BSIZE, TP_NINDIR, TS_ADDR,
-    TS_BITS, TS_CLRI, TS_END, TS_INODE, TS_TAPE, encode_dir,
+    BitMap, DR_EXTATTRIBUTES, DR_NEWHEADER, DR_NEWINODEFMT, DirEntry, DumpInfo, EXT_XATTR, Header,
+    InodeMeta, ROOTINO, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
+    TP_BSIZE, TP_NINDIR, TS_ADDR, TS_BITS, TS_CLRI, TS_END, TS_INODE, TS_TAPE, encode_dir,
 };
 use crate::error::{Error, IoContext, Result};
 
@@ -323,6 +323,42 @@ impl DumpWriter {
         self.inode(ino, &meta, &|_| false, &mut |_, _| Ok(()))
     }
 
+    /// The extended attributes of the inode written last, as attribute records right after its
+    /// own (§10): `records` as [`super::xattr::encode`] makes them, `meta` the inode's.
+    pub fn xattrs(&mut self, ino: u32, meta: &InodeMeta, records: &[Vec<u8>]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if ino != self.last_ino || !self.written.get(ino) {
+            return Err(Error::usage(format!(
+                "the extended attributes of inode {ino} must follow its own records (the inode written last is {})",
+                self.last_ino
+            )));
+        }
+        for rec in records {
+            let n = rec.len() / TP_BSIZE;
+            if rec.is_empty() || !rec.len().is_multiple_of(TP_BSIZE) || n > TP_NINDIR {
+                return Err(Error::usage(format!(
+                    "inode {ino}: an attribute record of {} bytes is not a whole number of records",
+                    rec.len()
+                )));
+            }
+            let mut h = self.tmpl.clone();
+            h.set_inode(ino, meta)?;
+            h.c_type = TS_INODE;
+            h.di_size = rec.len() as u64;
+            h.c_flags |= DR_EXTATTRIBUTES;
+            h.c_extattributes = EXT_XATTR;
+            h.c_count = n as i32;
+            h.c_addr[..n].fill(1);
+            self.header(h, n as u32)?;
+            for r in rec.chunks_exact(TP_BSIZE) {
+                self.data(r)?;
+            }
+        }
+        Ok(())
+    }
+
     /// TS_END, padding to whole tape blocks, fsync; returns what was written.
     pub fn finish(mut self) -> Result<WriteSummary> {
         if self.written.count() != self.dumped.count() {
@@ -579,6 +615,7 @@ fn normalise_holes(ino: u32, holes: &[(u64, u64)], size: u64) -> Result<Vec<(u64
 mod tests {
     use super::super::format::{DT_REG, TS_TAPE};
     use super::super::reader::{DumpReader, InodeKind, Piece};
+    use super::super::xattr;
     use super::*;
 
     fn info() -> DumpInfo {
@@ -729,6 +766,116 @@ mod tests {
         assert_eq!(seen[1], (3, InodeKind::File));
         assert_eq!(seen[2], (4, InodeKind::Symlink(b"../target".to_vec())));
         assert_eq!(seen[3], (5, InodeKind::Special));
+    }
+
+    /// An image with a root directory and one file (inode 3), both with attributes.
+    fn image_with_xattrs(img: &Path, file_attrs: &[(Vec<u8>, Vec<u8>)]) {
+        let all = maps(&[2, 3], 4);
+        let mut w =
+            DumpWriter::create(Target::File(img.to_path_buf()), info(), 4, &all, &all).unwrap();
+        w.dir(2, 2, &dir_meta(), &[entry("f", 3)]).unwrap();
+        let dir_attrs = [(b"user.dir".to_vec(), b"d".to_vec())];
+        w.xattrs(2, &dir_meta(), &xattr::encode(&dir_attrs).unwrap())
+            .unwrap();
+        let f = content(1500);
+        let meta = file_meta(1500);
+        w.file(3, &meta, &mut &f[..], &[]).unwrap();
+        w.xattrs(3, &meta, &xattr::encode(file_attrs).unwrap())
+            .unwrap();
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn xattrs_round_trip_and_unread_ones_are_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("x.dump");
+        let mut attrs = vec![
+            (b"user.a".to_vec(), b"1".to_vec()),
+            (b"user.b".to_vec(), vec![0, 255]),
+            (b"user.long".to_vec(), vec![b'v'; 3000]),
+            (b"user.long2".to_vec(), vec![b'w'; 3000]),
+        ];
+        attrs.sort();
+        image_with_xattrs(&img, &attrs);
+        let mut r = DumpReader::open(std::slice::from_ref(&img)).unwrap();
+        r.next().unwrap().unwrap();
+        assert_eq!(
+            r.xattrs().unwrap(),
+            vec![(b"user.dir".to_vec(), b"d".to_vec())]
+        );
+        let f = r.next().unwrap().unwrap();
+        assert_eq!(f.ino, 3);
+        // Half the data read: the rest is skipped on the way to the attributes.
+        assert!(matches!(r.piece().unwrap(), Some(Piece::Data(_))));
+        assert_eq!(r.xattrs().unwrap(), attrs);
+        assert!(r.piece().unwrap().is_none());
+        assert!(r.next().unwrap().is_none());
+        // A reader that never asks sees the same inodes.
+        let mut r = DumpReader::open(&[img]).unwrap();
+        let mut inos = Vec::new();
+        while let Some(i) = r.next().unwrap() {
+            inos.push(i.ino);
+        }
+        assert_eq!(inos, vec![2, 3]);
+    }
+
+    #[test]
+    fn malformed_or_oversized_xattr_records_are_refused_by_image_and_inode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("x.dump");
+        image_with_xattrs(&img, &[(b"user.c".to_vec(), b"v".to_vec())]);
+        let bytes = std::fs::read(&img).unwrap();
+        // The file's attribute header: the second record with DR_EXTATTRIBUTES.
+        let at = bytes
+            .chunks_exact(TP_BSIZE)
+            .enumerate()
+            .filter(|(_, r)| {
+                Header::decode((*r).try_into().unwrap())
+                    .is_ok_and(|(h, _)| h.c_flags & DR_EXTATTRIBUTES != 0)
+            })
+            .map(|(i, _)| i)
+            .nth(1)
+            .unwrap();
+        let err_of = |patched: &[u8]| {
+            let p = tmp.path().join("patched.dump");
+            std::fs::write(&p, patched).unwrap();
+            let mut r = DumpReader::open(&[p]).unwrap();
+            let e = loop {
+                match r.next() {
+                    Ok(Some(_)) => match r.xattrs() {
+                        Ok(_) => {}
+                        Err(e) => break e,
+                    },
+                    Ok(None) => panic!("the patched image was read without an error"),
+                    Err(e) => break e,
+                }
+            };
+            e.to_string()
+        };
+        // A value size far past the record.
+        let mut bad = bytes.clone();
+        let data = (at + 1) * TP_BSIZE;
+        bad[data + 32 + 8..data + 32 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = err_of(&bad);
+        assert!(
+            err.contains("patched.dump") && err.contains("inode 3") && err.contains("lies outside"),
+            "{err}"
+        );
+        // A record that claims 1 GiB: refused before anything is allocated.
+        let mut big = bytes.clone();
+        let hdr: &mut [u8; TP_BSIZE] = (&mut big[at * TP_BSIZE..(at + 1) * TP_BSIZE])
+            .try_into()
+            .unwrap();
+        let (mut h, _) = Header::decode(hdr).unwrap();
+        h.di_size = 1 << 30;
+        *hdr = h.encode();
+        let err = err_of(&big);
+        assert!(
+            err.contains("patched.dump")
+                && err.contains("inode 3")
+                && err.contains("claims 1073741824 bytes"),
+            "{err}"
+        );
     }
 
     #[test]
