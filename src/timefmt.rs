@@ -52,7 +52,9 @@ pub fn parse_time(s: &str, edge: DayEdge) -> Result<i64> {
         return to_ns(local.timestamp(), local.timestamp_subsec_nanos(), s);
     }
     if let Some(why) = s.get(..10).and_then(no_such_day) {
-        return Err(Error::usage(why));
+        return Err(Error::usage(format!(
+            "{why} (times are RFC 3339, 2026-11-20T03:00:00+01:00, or a date, 2026-11-20)"
+        )));
     }
     Err(Error::usage(format!(
         "cannot read time {s:?}: use RFC 3339 (2026-11-20T03:00:00+01:00) or a date (2026-11-20)"
