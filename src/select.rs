@@ -1,6 +1,7 @@
 //! Which dump a command reads: a volume's latest dump, the one current at a time (`--at T`, or
 //! `NAME@T`), a dump by id (`--dump ID`), or the volume's latest clone (`NAME@backup`), the
-//! users' "yesterday". `ls`, `cat`, `restore` and `export-plain` name dumps this way.
+//! users' "yesterday". `NAME@latest` is the latest dump, as `NAME` alone. `ls`, `cat`,
+//! `restore` and `export-plain` name dumps this way.
 
 use crate::catalog::DumpRecord;
 use crate::clone::Tree;
@@ -10,7 +11,8 @@ use crate::spool::Spool;
 use crate::timefmt::{DayEdge, format_rfc3339, parse_time};
 
 /// Pick what to read: the dump of `volume` current at `at` (latest when None), or dump `id`.
-/// `volume` may be `NAME@T` (the same as `--at T`) or `NAME@backup` (the latest clone).
+/// `volume` may be `NAME@T` (the same as `--at T`), `NAME@backup` (the latest clone) or
+/// `NAME@latest` (the latest dump).
 pub fn pick_dump(
     spool: &Spool,
     volume: &str,
@@ -25,6 +27,7 @@ pub fn pick_dump(
             )));
         }
         Some((v, "backup")) => return backup_record(spool, v),
+        Some((v, "latest")) => (v, None),
         Some((v, t)) => (v, Some(t)),
     };
     spool.known_volume(volume)?;
@@ -82,7 +85,7 @@ pub fn pick_dump_or_tape(
 ) -> Result<Picked> {
     let (name, t) = match (volume.split_once('@'), at, id) {
         (None, Some(t), None) => (volume, t),
-        (Some((v, t)), None, None) if t != "backup" => (v, t),
+        (Some((v, t)), None, None) if t != "backup" && t != "latest" => (v, t),
         _ => return pick_dump(spool, volume, at, id).map(Picked::Spool),
     };
     spool.known_volume(name)?;

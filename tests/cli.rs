@@ -1322,3 +1322,34 @@ fn an_empty_volume_reports_no_ratio_or_rate() {
     assert!(out.contains("dedup ratio  - (no file data)"), "{out}");
     assert!(!out.contains("0.0x") && !out.contains("B/s"), "{out}");
 }
+
+/// `NAME@latest` reads the latest dump, as `NAME` alone, in `cat`, `ls` and `restore`.
+#[test]
+fn name_at_latest_is_the_latest_dump() {
+    let (work, vol, spool) = dumped();
+    write(&vol.join("hello.txt"), b"the second day\n");
+    ok(
+        &spool,
+        &["dump", "v", "--level", "1", "--date", "2026-11-02"],
+    );
+    assert_eq!(
+        ok(&spool, &["cat", "v@latest", "hello.txt"]),
+        "the second day\n"
+    );
+    assert_eq!(
+        ok(&spool, &["cat", "v@2026-11-01", "hello.txt"]),
+        "hello, reel\n"
+    );
+    assert_eq!(ls_json(&spool, &["v@latest"]), ls_json(&spool, &["v"]));
+    let target = work.path().join("latest-restore");
+    ok(&spool, &["restore", "v@latest", "--to", s(&target)]);
+    assert_eq!(
+        fs::read_to_string(target.join("hello.txt")).unwrap(),
+        "the second day\n"
+    );
+    let (code, err) = fail(
+        &spool,
+        &["cat", "v@latest", "hello.txt", "--at", "2026-11-01"],
+    );
+    assert_eq!(code, 2, "{err}");
+}
