@@ -177,7 +177,7 @@ impl Filter {
     }
 }
 
-fn prefix(id: &[u8; 32]) -> u64 {
+pub(super) fn prefix(id: &[u8; 32]) -> u64 {
     u64::from_be_bytes(id[..8].try_into().expect("8 bytes"))
 }
 

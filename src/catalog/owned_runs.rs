@@ -1,5 +1,5 @@
 //! The chunks a dump owns, staged as sorted runs while the dump is written and folded into
-//! `owned` at its end (docs/FORMAT.md, "Owned chunks").
+//! `owned` at its end (docs/FORMAT.md, "Owning").
 //!
 //! Chunk ids are hashes: inserted into `owned` as the dump meets them, the rows land on random
 //! leaves, and every checkpoint commit copied (copy-on-write) most of the dump's part of the
@@ -10,6 +10,7 @@
 //! twice over.
 
 use super::Writer;
+use super::chunk_runs::prefix;
 use super::tables::{OWNED, OWNED_RUNS};
 use crate::{ChunkId, Result};
 
@@ -18,10 +19,6 @@ fn id_at(prefix: u64, fill: u8) -> [u8; 32] {
     let mut id = [fill; 32];
     id[..8].copy_from_slice(&prefix.to_be_bytes());
     id
-}
-
-fn prefix(id: &ChunkId) -> u64 {
-    u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"))
 }
 
 /// Cut the id space into ranges of the ids' first 8 bytes (`lo..=hi`, in order) that hold about
@@ -50,8 +47,8 @@ impl Writer {
 
     /// Fold the rows `dump` owns whose ids' first 8 bytes are in `lo..=hi` into `owned`: those
     /// of its staged runs `0..runs`, which are deleted, and those of `mem` (sorted by id, staged
-    /// after the runs). An id staged more than once is one row, with the value staged first. Returns how many rows were new to `owned` and
-    /// their stored bytes.
+    /// after the runs). An id staged more than once is one row, with the value staged first.
+    /// Returns how many rows were new to `owned` and their stored bytes.
     pub fn fold_owned(
         &self,
         dump: u64,
@@ -61,8 +58,8 @@ impl Writer {
     ) -> Result<(u64, u64)> {
         let (from, to) = (id_at(lo, 0), id_at(hi, 0xff));
         let in_range = |rows: &[(ChunkId, u32)]| {
-            let start = rows.partition_point(|r| prefix(&r.0) < lo);
-            let end = rows.partition_point(|r| prefix(&r.0) <= hi);
+            let start = rows.partition_point(|r| prefix(&r.0.0) < lo);
+            let end = rows.partition_point(|r| prefix(&r.0.0) <= hi);
             rows[start..end].to_vec()
         };
         let mut rows = Vec::new();
