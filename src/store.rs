@@ -10,6 +10,7 @@
 //! writing thread goes on reading; a chunk accepted but not yet appended is in `unindexed`, so
 //! lookups see it too. Frames are appended in the order they were filled.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::sync::{Arc, Mutex, mpsc};
@@ -38,6 +39,9 @@ pub struct StoreStats {
     /// Bytes of the packs written (what the spool grew by).
     pub stored_bytes: u64,
     pub packs: u64,
+    /// Chunk ids looked up in the catalog's chunk index or ownership rows (each costs a read
+    /// of a page once the catalog is not in memory); a measure of what locality saves.
+    pub index_lookups: u64,
 }
 
 pub struct StoreWriter<'a> {
@@ -59,6 +63,8 @@ pub struct StoreWriter<'a> {
     owning: VecDeque<DeferredOwn>,
     /// Rows each dump owns, not yet folded into the catalog's `owned` (`fold_owned`).
     staged: HashMap<u64, StagedOwned>,
+    /// `StoreStats::index_lookups` so far (counted by `missing`, which only reads).
+    lookups: Cell<u64>,
 }
 
 /// A dump's owned rows on their way to the catalog: the newest in memory, the others staged
@@ -149,12 +155,16 @@ impl<'a> StoreWriter<'a> {
             frames_sent: 0,
             owning: VecDeque::new(),
             staged: HashMap::new(),
+            lookups: Cell::new(0),
         })
     }
 
     /// What this session added so far.
     pub fn stats(&self) -> StoreStats {
-        self.out.stats
+        StoreStats {
+            index_lookups: self.lookups.get(),
+            ..self.out.stats
+        }
     }
 
     /// The open write transaction (it also carries this session's other catalog rows). Data
@@ -167,7 +177,13 @@ impl<'a> StoreWriter<'a> {
     pub fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>> {
         let index = self.catalog().chunk_index()?;
         ids.iter()
-            .map(|id| Ok(!self.unindexed.contains(id) && !index.contains(id)?))
+            .map(|id| {
+                if self.unindexed.contains(id) {
+                    return Ok(false);
+                }
+                self.lookups.set(self.lookups.get() + 1);
+                Ok(!index.contains(id)?)
+            })
             .collect()
     }
 
@@ -356,16 +372,25 @@ impl<'a> StoreWriter<'a> {
         // In key order: neighbouring lookups share the pages of the B-trees.
         refs.sort_unstable();
         refs.dedup();
+        // A chunk this session stored was in no pack before, so no ancestor owns it, unless a
+        // purge left an ancestor owning a chunk that is on tape only.
+        let purged = txn.purges() > 0;
+        let mut looked_up = 0;
         for id in &refs {
-            if owned.owned_by_any(chain, id)? {
-                continue;
+            let fresh = self.out.fresh_shares.remove(id);
+            if fresh.is_none() || purged {
+                looked_up += 1;
+                if owned.owned_by_any(chain, id)? {
+                    continue;
+                }
             }
-            let stored = match self.out.fresh_shares.remove(id) {
+            let stored = match fresh {
                 Some(share) => share,
                 None => self.indexed_share(&owned, id)?,
             };
             rows.push((*id, stored));
         }
+        self.lookups.set(self.lookups.get() + looked_up);
         drop(owned);
         // A chunk met again later in the volume is a second row here; staging and the fold
         // keep one.
@@ -435,7 +460,7 @@ impl<'a> StoreWriter<'a> {
         self.settle()?;
         self.out.checkpoints = false;
         self.packer.seal(&mut self.out)?;
-        let stats = self.out.stats;
+        let stats = self.stats();
         let txn = self.out.txn.take().expect("transaction open");
         last(&txn, &stats)?;
         self.out.name_persisted(&txn)?;

@@ -174,3 +174,69 @@ fn frames_group_a_windows_files_by_type() {
         "order of the files' chunks in the frames"
     );
 }
+
+/// A changed file's chunks that its previous version already had are known to be stored (and
+/// owned in the chain) without asking the catalog: an incremental after scattered rewrites looks
+/// up only its new chunks. A level 0 after it still owns every chunk it references.
+#[test]
+fn a_changed_files_old_chunks_need_no_catalog_lookups() {
+    use reel::dump::{DumpOptions, dump_volume};
+    use reel::progress::NoProgress;
+    use reel::spool::Access;
+    const PAGES: u64 = 4096; // 32 MiB of 8 KiB pages: read in segments
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    fs::create_dir_all(&vol).unwrap();
+    let db = vol.join("db.dat");
+    write_file(&db, &Rng::new(31).bytes((PAGES * 8192) as usize));
+    // A file read with the window's small files.
+    let mut text = Rng::new(32).text(512 << 10);
+    write_file(&vol.join("notes.txt"), &text);
+    let spool = spool_with_full_dump(&vol);
+    let l0_chunks = spool.list_json()[0]["new_chunks"].as_u64().unwrap();
+    {
+        let mut f = OpenOptions::new().write(true).open(&db).unwrap();
+        let mut rng = Rng::new(33);
+        for _ in 0..PAGES / 100 {
+            f.seek(SeekFrom::Start(rng.below(PAGES) * 8192)).unwrap();
+            f.write_all(&rng.bytes(8192)).unwrap();
+        }
+    }
+    text[300_000] ^= 1;
+    write_file(&vol.join("notes.txt"), &text);
+
+    let dump = |level: u8, reread: bool| {
+        let sp = reel::spool::Spool::open(spool.path(), Access::Write).unwrap();
+        let opts = DumpOptions {
+            level,
+            time_ns: None,
+            reread,
+        };
+        dump_volume(&sp, "v", &opts, &NoProgress).unwrap()
+    };
+    let l1 = dump(1, false);
+    let new = l1.record.totals.new_chunks;
+    assert!(new > 0 && new * 10 < l0_chunks, "{new} of {l0_chunks} new");
+    // Each new chunk is looked up once, to store it (owning it needs no lookup: it was in no
+    // pack before); the manifest's chunks add a few. Without the previous versions, every chunk
+    // of both files, twice.
+    assert!(
+        l1.index_lookups <= new + 64 && l1.index_lookups * 4 < l0_chunks,
+        "{} lookups for {new} new chunks of {l0_chunks}",
+        l1.index_lookups
+    );
+    assert_eq!(
+        l1.record.owned_chunks, new,
+        "a level 1 owns exactly its new chunks"
+    );
+    let target = work.path().join("r");
+    spool.restore_equals(&["v"], &vol, &target);
+
+    // A level 0 owns all it references, whether or not the previous manifest is used.
+    let again = dump(0, false);
+    let reread = dump(0, true);
+    let files_owned =
+        |o: &reel::dump::DumpOutcome| o.record.owned_chunks - o.record.manifest.len() as u64;
+    assert_eq!(files_owned(&again), files_owned(&reread));
+    assert!(files_owned(&again) * 10 > l0_chunks * 9);
+}

@@ -19,7 +19,9 @@
 #                          in a memory cgroup of that many MiB (cgroup v1 or v2): its RSS and
 #                          the page cache it uses together (the catalog's pages, the volume's,
 #                          the packs'), so the index no longer stays cached; reported as its
-#                          own row with its throughput against the unconstrained dump's
+#                          own row with its throughput against the unconstrained dump's. The
+#                          incremental too, on a copy of the spool taken before it (the disk
+#                          then needs room for a second copy of the largest spool)
 #
 # Volumes are files of 128 MiB of random bytes (incompressible, no duplicates): the chunk
 # index grows by one row per 12 KiB, the case that stresses it. Run as root (the page cache
@@ -77,9 +79,11 @@ squeeze_setup() {
 squeeze_teardown() { [ -n "$CG_PROCS" ] && rmdir "$(dirname "$CG_PROCS")" 2>/dev/null || true; }
 trap squeeze_teardown EXIT
 
-# measure SPOOL ARGS...: run reel, sampling the catalog's size; prints "seconds rss_kb peak end
-# compacted": the catalog's largest size, its size when the command's work was done, and after
-# the CLI's compaction (the live size, when it compacted).
+# measure SPOOL ARGS...: run reel, sampling the catalog's size; prints "seconds rss_kb peak
+# peak_on_disk end compacted disk_read": the catalog's largest size, its size when the command's
+# work was done, and after the CLI's compaction (the live size, when it compacted), and the
+# bytes the command read from the disk (the volume's, the catalog's and the packs' together;
+# the page cache was dropped before it, so this counts what was not served from memory).
 measure() {
     local spool=$1; shift
     local stop=$DIR/.stop peakf=$DIR/.peak
@@ -105,7 +109,7 @@ measure() {
     local wrap=()
     # shellcheck disable=SC2016 # expanded by the inner shell
     [ -n "${IN_CGROUP:-}" ] && wrap=(sh -c 'echo $$ > "$0" && exec "$@"' "$CG_PROCS")
-    "${wrap[@]}" /usr/bin/time -f "%M" -o "$DIR/.rss" "$REEL_BIN" --spool "$spool" "$@" > "$DIR/.log" 2>&1 ||
+    "${wrap[@]}" /usr/bin/time -f "%M %I" -o "$DIR/.rss" "$REEL_BIN" --spool "$spool" "$@" > "$DIR/.log" 2>&1 ||
         { cat "$DIR/.log" >&2; touch "$stop"; wait "$sampler"; return 1; }
     t1=$(date +%s.%N)
     touch "$stop"; wait "$sampler"
@@ -122,8 +126,10 @@ measure() {
     else
         before=$final
     fi
-    printf '%.2f %s %s %s %s %s\n' "$(echo "$t1 - $t0" | bc)" "$(tail -1 "$DIR/.rss")" "$(cat "$peakf")" \
-        "$before" "$final"
+    local rss inputs
+    read -r rss inputs < <(tail -1 "$DIR/.rss")
+    printf '%.2f %s %s %s %s %s\n' "$(echo "$t1 - $t0" | bc)" "$rss" "$(cat "$peakf")" \
+        "$before" "$final" "$((inputs * 512))"
 }
 
 mib() { echo "scale=1; $1 / 1048576" | bc; }
@@ -141,9 +147,9 @@ for g in $SIZES; do
         sed -i "s/^checkpoint_mb = .*/checkpoint_mb = $SCALE_CHECKPOINT_MB/" "$spool/reel.toml"
     fi
     drop_caches
-    read -r secs rss peak peak_alloc end final < <(measure "$spool" dump v --level 0)
+    read -r secs rss peak peak_alloc end final disk < <(measure "$spool" dump v --level 0)
     mbs=$(echo "scale=0; $g * 1024 / $secs" | bc)
-    rows+=("| $g GiB | level 0 | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") |")
+    rows+=("| $g GiB | level 0 | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") | $(mib "$disk") |")
     echo "[scale]   ${secs}s, $mbs MiB/s, rss $((rss / 1024)) MB, catalog peak $(mib "$peak") MiB ($(mib "$peak_alloc") MiB on disk), end $(mib "$end") MiB, compacted $(mib "$final") MiB" >&2
     if [ -n "${SCALE_SQUEEZE_MB:-}" ]; then
         [ -n "$CG_PROCS" ] || squeeze_setup "$SCALE_SQUEEZE_MB"
@@ -152,10 +158,10 @@ for g in $SIZES; do
         "$REEL_BIN" --spool "$spool" init > /dev/null
         "$REEL_BIN" --spool "$spool" volume add v "$DIR/v$g" > /dev/null
         drop_caches
-        read -r secs rss peak peak_alloc end final < <(IN_CGROUP=1 measure "$spool" dump v --level 0)
+        read -r secs rss peak peak_alloc end final disk < <(IN_CGROUP=1 measure "$spool" dump v --level 0)
         mbs=$(echo "scale=0; $g * 1024 / $secs" | bc)
         pct=$(echo "scale=0; 100 * $mbs / $free" | bc)
-        rows+=("| $g GiB | level 0 in a ${SCALE_SQUEEZE_MB} MiB cgroup ($pct%) | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") |")
+        rows+=("| $g GiB | level 0 in a ${SCALE_SQUEEZE_MB} MiB cgroup ($pct%) | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") | $(mib "$disk") |")
         echo "[scale]   squeezed to ${SCALE_SQUEEZE_MB} MiB: ${secs}s, $mbs MiB/s ($pct% of unconstrained)" >&2
     fi
     # Only the last (largest) spool is used again: the others go, so the disk holds one spool.
@@ -179,25 +185,41 @@ for _ in range(total // 100 // 8192):
         fh.seek(rng.randrange(0, os.path.getsize(f) - 8192) // 8192 * 8192)
         fh.write(os.urandom(8192))
 EOF
+if [ -n "${SCALE_SQUEEZE_MB:-}" ]; then
+    rm -rf "$spool.before-l1"
+    cp -a "$spool" "$spool.before-l1"
+fi
 drop_caches
-read -r secs rss peak peak_alloc end final < <(measure "$spool" dump v --level 1)
+read -r secs rss peak peak_alloc end final disk < <(measure "$spool" dump v --level 1)
 mbs=$(echo "scale=0; $g * 1024 / $secs" | bc)
-rows+=("| $g GiB | level 1 after 1% rewritten | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") |")
+rows+=("| $g GiB | level 1 after 1% rewritten | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") | $(mib "$disk") |")
+echo "[scale]   level 1: ${secs}s, $mbs MiB/s, rss $((rss / 1024)) MB, read $(mib "$disk") MiB from disk" >&2
+if [ -n "${SCALE_SQUEEZE_MB:-}" ]; then
+    [ -n "$CG_PROCS" ] || squeeze_setup "$SCALE_SQUEEZE_MB"
+    free=$mbs
+    drop_caches
+    read -r secs rss peak peak_alloc end final disk < <(IN_CGROUP=1 measure "$spool.before-l1" dump v --level 1)
+    mbs=$(echo "scale=0; $g * 1024 / $secs" | bc)
+    pct=$(echo "scale=0; 100 * $mbs / $free" | bc)
+    rows+=("| $g GiB | level 1 in a ${SCALE_SQUEEZE_MB} MiB cgroup ($pct%) | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") | $(mib "$disk") |")
+    echo "[scale]   level 1 squeezed to ${SCALE_SQUEEZE_MB} MiB: ${secs}s, $mbs MiB/s ($pct% of unconstrained), read $(mib "$disk") MiB from disk" >&2
+    rm -rf "$spool.before-l1"
+fi
 rm -rf "$DIR/restore"
 drop_caches
-read -r secs rss peak peak_alloc end final < <(measure "$spool" restore v --to "$DIR/restore")
+read -r secs rss peak peak_alloc end final disk < <(measure "$spool" restore v --to "$DIR/restore")
 mbs=$(echo "scale=0; $g * 1024 / $secs" | bc)
-rows+=("| $g GiB | restore | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") |")
+rows+=("| $g GiB | restore | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") | $(mib "$disk") |")
 cmp -s <(cd "$DIR/v$g" && cat $(ls | sort)) <(cd "$DIR/restore" && cat $(ls | sort)) ||
     { echo "[scale] the restore differs from the volume" >&2; exit 1; }
 rm -rf "$DIR/restore"
 drop_caches
-read -r secs rss peak peak_alloc end final < <(measure "$spool" gc)
-rows+=("| $g GiB | gc | $secs | – | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") |")
+read -r secs rss peak peak_alloc end final disk < <(measure "$spool" gc)
+rows+=("| $g GiB | gc | $secs | – | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") | $(mib "$disk") |")
 drop_caches
-read -r secs rss peak peak_alloc end final < <(measure "$spool" check --read-data)
+read -r secs rss peak peak_alloc end final disk < <(measure "$spool" check --read-data)
 mbs=$(echo "scale=0; $g * 1024 / $secs" | bc)
-rows+=("| $g GiB | check --read-data | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") |")
+rows+=("| $g GiB | check --read-data | $secs | $mbs | $((rss / 1024)) | $(mib "$peak") | $(mib "$peak_alloc") | $(mib "$end") | $(mib "$final") | $(mib "$disk") |")
 
 report() {
     echo "## Scale: level 0 dumps of volumes of ${SIZES// /, } GiB"
@@ -208,8 +230,8 @@ report() {
     echo "  disk space it took, which leaves out the part of a grown file not written yet), at its"
     echo "  end, and after the CLI's compaction (which runs when a command grew the file by 64 MiB)"
     echo
-    echo "| volume | command | seconds | MiB/s | peak RSS MB | catalog MiB, peak | catalog MiB on disk, peak | catalog MiB, end | catalog MiB, compacted |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| volume | command | seconds | MiB/s | peak RSS MB | catalog MiB, peak | catalog MiB on disk, peak | catalog MiB, end | catalog MiB, compacted | MiB read from disk |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
 }
 if [ -n "$OUT" ]; then report > "$OUT"; echo "[scale] report written to $OUT" >&2; else report; fi

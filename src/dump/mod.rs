@@ -21,7 +21,7 @@ use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::record::{CloneRecord, CloneView};
 use crate::spool::{CloneMethod, Spool};
-use crate::store::{ChunkReader, StoreWriter};
+use crate::store::{ChunkReader, StoreStats, StoreWriter};
 use crate::timefmt::{self, format_rfc3339};
 use crate::{ChunkId, Entry, EntryKind, Error, Result};
 use pass::Owner;
@@ -49,6 +49,8 @@ pub struct DumpOutcome {
     /// the commit (it is written in it); this one includes the last pack's fsync and the
     /// commit, which a volume of a million files makes take seconds.
     pub elapsed_ns: u64,
+    /// Chunk ids the dump looked up in the catalog (`StoreStats::index_lookups`).
+    pub index_lookups: u64,
 }
 
 /// Dump volume `name` at `opts.level`: its latest clone when that has not been dumped yet,
@@ -193,12 +195,13 @@ fn dump_tree_as(
     };
     rec.duration_ns = started.elapsed().as_nanos() as u64;
     let from_clone = clone.as_ref().map(|c| c.method);
-    let rec = commit_record(s.store, rec, started, clone)?;
+    let (rec, stats) = commit_record(s.store, rec, started, clone)?;
     Ok(DumpOutcome {
         promoted: level != opts.level,
         record: rec,
         from_clone,
         elapsed_ns: started.elapsed().as_nanos() as u64,
+        index_lookups: stats.index_lookups,
     })
 }
 
@@ -209,11 +212,11 @@ fn commit_record(
     mut rec: DumpRecord,
     started: std::time::Instant,
     clone: Option<CloneRecord>,
-) -> Result<DumpRecord> {
+) -> Result<(DumpRecord, StoreStats)> {
     let blob = rec.encode();
     store.put_one(ChunkId::of(&blob), &blob, BlobKind::DumpRecord)?;
     let id = rec.id;
-    store.finish(|txn, stats| {
+    let stats = store.finish(|txn, stats| {
         rec.totals.new_chunks += stats.new_chunks;
         rec.totals.stored_bytes += stats.stored_bytes;
         rec.duration_ns = started.elapsed().as_nanos() as u64;
@@ -224,7 +227,11 @@ fn commit_record(
         }
         txn.set_next_dump_id(id + 1)
     })?;
-    Ok(rec)
+    tracing::debug!(
+        "dump {id}: {} chunk ids looked up in the catalog",
+        stats.index_lookups
+    );
+    Ok((rec, stats))
 }
 
 /// Turn volume `name`'s undumped clone into a dump at `level`.
@@ -329,12 +336,13 @@ fn commit_store_clone(
         manifest_bytes: *bytes,
         warnings: clone.warnings.clone(),
     };
-    let rec = commit_record(store, rec, started, Some(clone))?;
+    let (rec, stats) = commit_record(store, rec, started, Some(clone))?;
     Ok(DumpOutcome {
         promoted: level != level_asked,
         record: rec,
         from_clone: Some(CloneMethod::Store),
         elapsed_ns: started.elapsed().as_nanos() as u64,
+        index_lookups: stats.index_lookups,
     })
 }
 

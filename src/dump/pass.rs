@@ -36,7 +36,7 @@ use super::read_engine::{
     WINDOW_BYTES, WINDOW_ENTRIES, Work, changed_while_read, fstat, refreshed_xattrs,
     wait_to_settle, window_buffer,
 };
-use super::reuse::{PrevManifest, StatMap, unchanged};
+use super::reuse::{KnownChunks, PrevManifest, Previous, StatMap, previous};
 
 /// Manifest bytes buffered before they are cut and stored.
 const MANIFEST_FLUSH: usize = 4 << 20;
@@ -66,6 +66,9 @@ struct Session<'a> {
     store: StoreWriter<'a>,
     params: ChunkerParams,
     owner: Option<Owner>,
+    /// Whether the previous manifest's chunks are all owned in the owner's chain, so a changed
+    /// file's known chunks (`Work::known`) need no ownership rows.
+    known_owned: bool,
     /// Scanning a copy of the volume: keep the volume's own ctime (from the stat map), not
     /// the copy's, when a file is read.
     keep_ctime: bool,
@@ -102,6 +105,7 @@ impl<'a> Session<'a> {
             store,
             params,
             owner,
+            known_owned: false,
             keep_ctime,
             manifest_buf: SharedBuf::default(),
             manifest_chunks: Vec::new(),
@@ -194,6 +198,7 @@ pub(crate) fn scan<'a>(
     let prev_in_chain = prev.as_ref().is_some_and(|p| p.in_chain);
     let mut s = Session::new(store, spool.chunker(), owner, statmap.is_some(), progress);
     let owning = s.owner.is_some();
+    s.known_owned = prev_in_chain;
     // After a purge, an unchanged file's chunks may be on tape only. A dump that may own them
     // (and a clone, whose owner is not known yet) must have them on the spool, or its export
     // could not write them: such a file is read again.
@@ -249,28 +254,37 @@ pub(crate) fn scan<'a>(
             }
             let mut action = Action::None;
             let mut may_own = false;
+            let mut known = None;
             if entry.kind == EntryKind::File && entry.size > 0 {
                 action = Action::Read;
                 may_own = owning;
-                if let Some((prev_iter, prev_scan)) = prev_entries.as_mut()
-                    && let Some(old) = unchanged(prev_iter, &entry, *prev_scan)?
-                {
-                    let own = owning && !prev_in_chain;
-                    let on_spool = !(purged && (own || !owning)) || {
-                        let ids: Vec<ChunkId> = old
-                            .iter()
-                            .filter_map(|x| match x {
-                                Extent::Chunk { id, .. } => Some(*id),
-                                Extent::Hole(_) => None,
-                            })
-                            .collect();
-                        s.store.missing(&ids)?.iter().all(|m| !m)
-                    };
-                    if on_spool {
-                        entry.extents = old;
-                        action = Action::Reuse;
-                        may_own = own;
+                let before = match prev_entries.as_mut() {
+                    Some((prev_iter, prev_scan)) => previous(prev_iter, &entry, *prev_scan)?,
+                    None => Previous::Absent,
+                };
+                match before {
+                    Previous::Unchanged(old) => {
+                        let own = owning && !prev_in_chain;
+                        let on_spool = !(purged && (own || !owning)) || {
+                            let ids: Vec<ChunkId> = old
+                                .iter()
+                                .filter_map(|x| match x {
+                                    Extent::Chunk { id, .. } => Some(*id),
+                                    Extent::Hole(_) => None,
+                                })
+                                .collect();
+                            s.store.missing(&ids)?.iter().all(|m| !m)
+                        };
+                        if on_spool {
+                            entry.extents = old;
+                            action = Action::Reuse;
+                            may_own = own;
+                        }
                     }
+                    // Without a purge every chunk the previous manifest names is on the spool
+                    // (`purges` says so): its chunks can be trusted without a lookup.
+                    Previous::Changed(old) if !purged => known = KnownChunks::of(&old),
+                    Previous::Changed(_) | Previous::Absent => {}
                 }
             }
             if matches!(action, Action::Read) {
@@ -285,6 +299,7 @@ pub(crate) fn scan<'a>(
                 },
                 action,
                 may_own,
+                known,
                 left_out: None,
             });
             if window_bytes >= WINDOW_BYTES
@@ -383,10 +398,13 @@ impl Session<'_> {
         }
         // Into the frames by file type, then in path order: see `type_key`.
         read.sort_by_cached_key(|(i, _, _)| type_key(&window[*i].src.name));
-        for (_, start, c) in &read {
+        for (i, start, c) in &read {
             let data = c.own.as_deref().unwrap_or(&buf[*start..*start + c.len]);
+            let known = window[*i].known.as_ref();
             for (id, r) in &c.chunks {
-                batch.push((*id, &data[r.clone()]));
+                if !known.is_some_and(|k| k.contains(id)) {
+                    batch.push((*id, &data[r.clone()]));
+                }
             }
         }
         self.store.put_batch(&batch, BlobKind::Data)?;
@@ -429,7 +447,7 @@ impl Session<'_> {
                 ahead = Some((j, LargeRead::start(window[j].src.clone(), self.params)));
             }
             let w = &mut window[i];
-            match self.store_large(&w.src, this)? {
+            match self.store_large(&w.src, w.known.as_ref(), this)? {
                 Got::Read(done) => {
                     apply_read_stat(
                         &mut w.entry,
@@ -458,7 +476,14 @@ impl Session<'_> {
             }
             manifest.push(&w.entry)?;
             if w.may_own {
-                refs.extend(w.entry.chunks().map(|(id, _)| id));
+                // Chunks of the previous version are owned in the chain when it is.
+                let known = w.known.as_ref().filter(|_| self.known_owned);
+                refs.extend(
+                    w.entry
+                        .chunks()
+                        .map(|(id, _)| id)
+                        .filter(|id| !known.is_some_and(|k| k.contains(id))),
+                );
             }
         }
         self.progress.entries(window.len() as u64);
@@ -506,6 +531,7 @@ impl Session<'_> {
     fn store_large(
         &mut self,
         src: &Source,
+        known: Option<&KnownChunks>,
         mut ahead: Option<Result<Got<LargeRead>>>,
     ) -> Result<Got<LargeDone>> {
         let mut attempt = 0;
@@ -533,6 +559,7 @@ impl Session<'_> {
                         let batch: Vec<(ChunkId, &[u8])> = ids
                             .iter()
                             .zip(&seg.chunks)
+                            .filter(|(id, _)| !known.is_some_and(|k| k.contains(id)))
                             .map(|(id, r)| (*id, &seg.data[r.clone()]))
                             .collect();
                         self.store.put_batch(&batch, BlobKind::Data)?;

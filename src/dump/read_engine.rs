@@ -55,6 +55,9 @@ pub(super) struct Work {
     /// Whether this entry's chunks may be ones the dump owns (read, or reused from a previous
     /// dump outside the chain).
     pub(super) may_own: bool,
+    /// For a changed file, the chunks of its previous version (when they are known to be
+    /// stored): see `reuse::KnownChunks`.
+    pub(super) known: Option<super::reuse::KnownChunks>,
     /// Set, with the reason, when the file could not be read as a file (it vanished or changed
     /// type since the walk): it is left out and the dump's warnings name it.
     pub(super) left_out: Option<String>,
