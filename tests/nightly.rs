@@ -675,8 +675,21 @@ fn a_shrunk_volume_fails_its_night_alone_and_is_not_retried() {
         spool.run(["volume", "set", name, "--schedule", "FIIIIII"]);
     }
     spool.run(["volume", "set", "copyshrunk", "--clone", "copy"]);
+    // "good" as a volume added before reel recorded filesystems: its night records it.
+    let toml = spool.path().join("reel.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let start = text.find("[volumes.good.filesystem]").expect(&text);
+    let end = start + text[start..].find("\n\n").unwrap() + 2;
+    std::fs::write(&toml, format!("{}{}", &text[..start], &text[end..])).unwrap();
     let (ok, report) = spool.nightly_json(&["--date", &date(1)]);
     assert!(ok, "{report}");
+    let notes = volume_report(&report, "good")["notes"].to_string();
+    assert!(
+        notes.contains("recorded the filesystem of its root"),
+        "{notes}"
+    );
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("[volumes.good.filesystem]"), "{text}");
 
     let vol = |name: &str| work.path().join(name);
     for i in 0..10 {
