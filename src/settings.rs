@@ -178,7 +178,7 @@ pub struct FsIdentity {
     pub fs_type: u64,
     /// `statfs(2)` `f_fsid`. Compared only for the types whose kernel driver derives it from
     /// the filesystem's UUID ([`FSID_FROM_UUID`]); others derive it from the device number
-    /// (xfs, f2fs), which may change at a reboot, or make it up at each mount (tmpfs).
+    /// (xfs, f2fs), which may change at a reboot, or give 0 or a new one at each mount (tmpfs).
     #[serde(with = "hex")]
     pub fsid: u64,
     /// Whether the root is the root of a mount (`STATX_ATTR_MOUNT_ROOT`, or a device number
