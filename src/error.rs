@@ -29,6 +29,12 @@ pub enum Error {
     /// A volume's tree cannot be dumped (its path is missing or unreadable).
     #[error("{0}")]
     Volume(String),
+    /// A volume's tree looks like a lost volume, not a backup (its root on another filesystem,
+    /// empty, or far smaller than its previous dump): the shrink guard refused the dump before
+    /// committing anything. The same tree fails the same way until the admin acts, so the
+    /// nightly retry pass leaves it.
+    #[error("{0}")]
+    Refused(String),
     /// A hook (freeze, thaw, snapshot, release) failed, hung or could not start.
     #[error("{0}")]
     Hook(String),

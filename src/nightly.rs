@@ -8,10 +8,11 @@ use serde::Serialize;
 
 use crate::catalog::DumpRecord;
 use crate::clone::{self, CloneOptions, CloneOutcome};
-use crate::dump::{self, DumpOutcome};
+use crate::dump::{self, DumpOutcome, Shrink};
 use crate::error::IoContext;
 use crate::progress::Progress;
 use crate::schedule::Schedule;
+use crate::settings::FsIdentity;
 use crate::spool::Spool;
 use crate::timefmt::{self, format_bytes, format_duration, format_rfc3339};
 use crate::{Error, Result};
@@ -25,6 +26,8 @@ pub struct NightlyOptions {
     pub replay: bool,
     /// Dump volumes even if they already have a dump on `date`.
     pub force: bool,
+    /// The shrink guard for every volume of the night (`--allow-shrink` is `Shrink::Allow`).
+    pub shrink: Shrink,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -107,12 +110,44 @@ struct Job {
     clone: Option<CloneOutcome>,
     done: bool,
     /// The last failure cannot pass on a second try (a usage error: the volume's settings or
-    /// dates are wrong), so the retry pass leaves it.
+    /// dates are wrong; a refusal of the shrink guard: the tree is the same a minute later),
+    /// so the retry pass leaves it.
     permanent: bool,
+    /// The filesystem of the volume's root, to record once the night is done (a volume added
+    /// before reel recorded them).
+    filesystem: Option<FsIdentity>,
 }
 
 /// Run the night for every scheduled volume of the spool (opened for writing).
-pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Result<NightlyReport> {
+pub fn run(
+    spool: &mut Spool,
+    opts: &NightlyOptions,
+    progress: &dyn Progress,
+) -> Result<NightlyReport> {
+    let (mut report, filesystems) = run_jobs(spool, opts, progress)?;
+    // Volumes dumped tonight that had no filesystem recorded get theirs now (reel.toml is
+    // written once the work is done, while the spool is still held).
+    for (name, fs) in filesystems {
+        let note = match dump::record_filesystem(spool, &name, fs) {
+            Ok(()) => format!("recorded the filesystem of its root: {fs}"),
+            Err(e) => format!("could not record the filesystem of its root: {e}"),
+        };
+        if let Some(v) = report.volumes.iter_mut().find(|v| v.volume == name) {
+            v.notes.push(note);
+        }
+    }
+    Ok(report)
+}
+
+/// Volumes and the filesystems of their roots, to record in reel.toml.
+type ToRecord = Vec<(String, FsIdentity)>;
+
+/// The night's work, and the filesystems to record.
+fn run_jobs(
+    spool: &Spool,
+    opts: &NightlyOptions,
+    progress: &dyn Progress,
+) -> Result<(NightlyReport, ToRecord)> {
     let started_ns = timefmt::now_ns();
     let mut jobs: Vec<Job> = Vec::new();
     let mut unscheduled = Vec::new();
@@ -152,6 +187,7 @@ pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Res
                     clone: None,
                     done: true,
                     permanent: true,
+                    filesystem: None,
                 });
                 continue;
             }
@@ -177,6 +213,7 @@ pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Res
             clone: None,
             done,
             permanent: false,
+            filesystem: None,
         });
     }
 
@@ -193,7 +230,7 @@ pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Res
         if interrupted.is_some() {
             break;
         }
-        interrupted = take_dump(spool, job, progress);
+        interrupted = take_dump(spool, job, opts, progress);
     }
     for job in jobs
         .iter_mut()
@@ -209,7 +246,7 @@ pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Res
             interrupted = take_clone(spool, job, opts, progress);
         }
         if job.clone.is_some() && interrupted.is_none() {
-            interrupted = take_dump(spool, job, progress);
+            interrupted = take_dump(spool, job, opts, progress);
         }
     }
     for job in jobs.iter_mut().filter(|j| !j.done) {
@@ -223,6 +260,10 @@ pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Res
     }
 
     let finished_ns = timefmt::now_ns();
+    let filesystems = jobs
+        .iter_mut()
+        .filter_map(|j| Some((j.report.volume.clone(), j.filesystem.take()?)))
+        .collect();
     let volumes: Vec<VolumeReport> = jobs.into_iter().map(|j| j.report).collect();
     let mut totals = Totals::default();
     for v in &volumes {
@@ -248,7 +289,7 @@ pub fn run(spool: &Spool, opts: &NightlyOptions, progress: &dyn Progress) -> Res
         interrupted,
         saved: Vec::new(),
     };
-    Ok(report)
+    Ok((report, filesystems))
 }
 
 /// The volume's latest dump recorded on local date `date`, if any.
@@ -279,6 +320,7 @@ fn take_clone(
     let copts = CloneOptions {
         time_ns,
         reread: false,
+        shrink: opts.shrink,
     };
     match clone::clone_volume(spool, &job.report.volume, &copts, progress) {
         Ok(c) => {
@@ -292,7 +334,12 @@ fn take_clone(
 }
 
 /// Dump one volume's clone at its level; returns the signal number if the night must stop.
-fn take_dump(spool: &Spool, job: &mut Job, progress: &dyn Progress) -> Option<i32> {
+fn take_dump(
+    spool: &Spool,
+    job: &mut Job,
+    opts: &NightlyOptions,
+    progress: &dyn Progress,
+) -> Option<i32> {
     let c = job.clone.as_ref().expect("cloned");
     let started = std::time::Instant::now();
     match dump::dump_clone(
@@ -300,10 +347,12 @@ fn take_dump(spool: &Spool, job: &mut Job, progress: &dyn Progress) -> Option<i3
         &job.report.volume,
         c.record.clone(),
         job.level,
+        opts.shrink,
         progress,
     ) {
         Ok(out) => {
             job.report.dump_ns = started.elapsed().as_nanos() as u64;
+            job.filesystem = out.filesystem_to_record;
             succeed(job, &out);
             None
         }
@@ -351,7 +400,7 @@ fn fail(job: &mut Job, phase: &str, e: Error) -> Option<i32> {
     job.report.status = Status::Failed;
     job.report.phase = Some(phase.to_string());
     job.report.error = Some(message);
-    job.permanent = matches!(e, Error::Usage(_));
+    job.permanent = matches!(e, Error::Usage(_) | Error::Refused(_));
     match e {
         Error::Interrupted(sig) => Some(sig),
         _ => None,
@@ -475,4 +524,54 @@ pub fn save(spool: &Spool, r: &mut NightlyReport) -> Result<()> {
     let body = serde_json::to_string_pretty(r).expect("report serialises");
     std::fs::write(&json, body).at(&json)?;
     Ok(())
+}
+
+/// Remove the nightly reports in the spool's logs/ saved more than `keep_days` days before
+/// `now` (0 keeps them all): the files `save` writes, `nightly-DATE-STAMP.txt` and `.json`,
+/// aged by the STAMP in their name (when they were saved, also for a replayed night). Other
+/// files in logs/ are never touched. Returns the files removed.
+pub fn remove_old_reports(
+    spool: &Spool,
+    keep_days: u32,
+    now: chrono::NaiveDateTime,
+) -> Result<Vec<std::path::PathBuf>> {
+    let mut removed = Vec::new();
+    if keep_days == 0 {
+        return Ok(removed);
+    }
+    let cutoff = now - chrono::Duration::days(i64::from(keep_days));
+    let dir = spool.logs_dir();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.at(&dir)?;
+        let name = entry.file_name();
+        let Some(saved) = name.to_str().and_then(report_saved_at) else {
+            continue;
+        };
+        let path = entry.path();
+        // A report is a file reel wrote; anything else of that name is left alone.
+        if saved >= cutoff || !entry.file_type().at(&path)?.is_file() {
+            continue;
+        }
+        std::fs::remove_file(&path).at(&path)?;
+        removed.push(path);
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// When the report named `name` was saved, if `name` is one `save` writes
+/// (`nightly-YYYY-MM-DD-YYYYMMDDTHHMMSS.txt` or `.json`).
+fn report_saved_at(name: &str) -> Option<chrono::NaiveDateTime> {
+    let rest = name.strip_prefix("nightly-")?;
+    let rest = rest
+        .strip_suffix(".txt")
+        .or_else(|| rest.strip_suffix(".json"))?;
+    let (date, stamp) = rest.rsplit_once('-')?;
+    chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S").ok()
 }

@@ -486,6 +486,8 @@ mod tests {
             chunker: Default::default(),
             compression_level: 3,
             checkpoint_mb: 256,
+            min_share_percent: 50,
+            keep_reports_days: 60,
             volumes,
         }
     }

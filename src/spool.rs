@@ -26,7 +26,10 @@ pub use crate::settings::{
     ChunkerSettings, CloneMethod, DEFAULT_HOOK_TIMEOUT, Settings, VolumeSettings,
     validate_volume_name,
 };
-use crate::settings::{default_checkpoint_mb, default_compression};
+use crate::settings::{
+    default_checkpoint_mb, default_compression, default_keep_reports_days,
+    default_min_share_percent,
+};
 use crate::{Error, Result};
 
 pub const SETTINGS_FILE: &str = "reel.toml";
@@ -108,6 +111,8 @@ impl Spool {
             chunker: ChunkerSettings::default(),
             compression_level: default_compression(),
             checkpoint_mb: default_checkpoint_mb(),
+            min_share_percent: default_min_share_percent(),
+            keep_reports_days: default_keep_reports_days(),
             volumes: BTreeMap::new(),
         };
         let catalog = Catalog::create(&root.join(CATALOG_FILE))?;

@@ -649,3 +649,226 @@ fn a_permanent_failure_is_not_retried_and_is_told_once() {
         "the volume is named twice: {stderr}"
     );
 }
+
+/// `n` files of 4 KiB in `vol`.
+fn numbered_files(vol: &std::path::Path, n: usize, seed: u64) {
+    std::fs::create_dir_all(vol).unwrap();
+    let mut rng = Rng::new(seed);
+    for i in 0..n {
+        std::fs::write(vol.join(format!("f{i:02}")), rng.bytes(4096)).unwrap();
+    }
+}
+
+/// An emptied volume and a mostly deleted one (a `store` clone, refused at its clone, and a
+/// `copy` clone, refused at its dump) fail their night with the shrink guard's message, once
+/// (a second try would find the same tree), while the other volumes go on; the users'
+/// yesterday view keeps the last good clone; `--allow-shrink` dumps them.
+#[test]
+fn a_shrunk_volume_fails_its_night_alone_and_is_not_retried() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = Spool::new();
+    let names = ["good", "emptied", "shrunk", "copyshrunk"];
+    for name in names {
+        let vol = work.path().join(name);
+        numbered_files(&vol, 10, name.len() as u64);
+        spool.add_volume(name, &vol);
+        spool.run(["volume", "set", name, "--schedule", "FIIIIII"]);
+    }
+    spool.run(["volume", "set", "copyshrunk", "--clone", "copy"]);
+    // "good" as a volume added before reel recorded filesystems: its night records it.
+    let toml = spool.path().join("reel.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let start = text.find("[volumes.good.filesystem]").expect(&text);
+    let end = start + text[start..].find("\n\n").unwrap() + 2;
+    std::fs::write(&toml, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let (ok, report) = spool.nightly_json(&["--date", &date(1)]);
+    assert!(ok, "{report}");
+    let notes = volume_report(&report, "good")["notes"].to_string();
+    assert!(
+        notes.contains("recorded the filesystem of its root"),
+        "{notes}"
+    );
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("[volumes.good.filesystem]"), "{text}");
+
+    let vol = |name: &str| work.path().join(name);
+    for i in 0..10 {
+        std::fs::remove_file(vol("emptied").join(format!("f{i:02}"))).unwrap();
+    }
+    for name in ["shrunk", "copyshrunk"] {
+        for i in 0..6 {
+            std::fs::remove_file(vol(name).join(format!("f{i:02}"))).unwrap();
+        }
+    }
+    std::fs::write(vol("good").join("new"), b"a new file").unwrap();
+    let (ok, report) = spool.nightly_json(&["--date", &date(2)]);
+    assert!(!ok, "a refused volume makes the night fail: {report}");
+    assert_eq!(volume_report(&report, "good")["status"], "succeeded");
+    assert_eq!(volume_report(&report, "good")["files"], 11);
+    for (name, phase, says) in [
+        ("emptied", "clone", "is empty"),
+        ("shrunk", "clone", "40% of the files"),
+        ("copyshrunk", "dump", "40% of the files"),
+    ] {
+        let v = volume_report(&report, name);
+        assert_eq!(v["status"], "failed", "{v}");
+        assert_eq!(v["phase"], phase, "{v}");
+        assert_eq!(v["attempts"], 1, "not retried: {v}");
+        let err = v["error"].as_str().unwrap();
+        assert!(
+            err.contains(says) && err.contains(&format!("volume {name}")),
+            "{name}: {err}"
+        );
+    }
+    // Only the good volume got a dump of the 2nd; the store clone of the shrunk volume was not
+    // recorded, so its users still see the 1st's tree.
+    let days: Vec<(String, String)> = spool
+        .list_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let v = d["volume"].as_str().unwrap().to_string();
+            (v, d["time"].as_str().unwrap()[..10].to_string())
+        })
+        .collect();
+    assert_eq!(
+        days.iter().filter(|(_, t)| *t == date(2)).count(),
+        1,
+        "{days:?}"
+    );
+    let listed = spool.run(["ls", "shrunk@backup"]);
+    assert!(listed.contains("f00") && listed.contains("f05"), "{listed}");
+
+    let (ok, report) = spool.nightly_json(&["--date", &date(3), "--allow-shrink"]);
+    assert!(ok, "{report}");
+    assert_eq!(volume_report(&report, "emptied")["files"], 0);
+    assert_eq!(volume_report(&report, "shrunk")["files"], 4);
+    assert_eq!(volume_report(&report, "copyshrunk")["files"], 4);
+}
+
+/// `nightly` removes its own saved reports older than keep_reports_days (by the time in their
+/// names), keeps the recent ones and tonight's, never touches other files in logs/, and keeps
+/// everything with 0.
+#[test]
+fn nightly_removes_its_old_reports_and_nothing_else() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("v");
+    numbered_files(&vol, 2, 7);
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    spool.run(["volume", "set", "v", "--schedule", "F"]);
+    let toml = spool.path().join("reel.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let ten = text.replace("keep_reports_days = 60", "keep_reports_days = 10");
+    assert_ne!(
+        ten, text,
+        "reel.toml has no default keep_reports_days:\n{text}"
+    );
+    std::fs::write(&toml, &ten).unwrap();
+
+    let logs = spool.path().join("logs");
+    let now = chrono::Local::now().naive_local();
+    let stamp = |days: i64| {
+        (now - chrono::Duration::days(days))
+            .format("%Y%m%dT%H%M%S")
+            .to_string()
+    };
+    let old = [
+        format!("nightly-2026-01-01-{}.txt", stamp(11)),
+        format!("nightly-2026-01-01-{}.json", stamp(11)),
+        format!("nightly-2025-06-30-{}.json", stamp(400)),
+    ];
+    let recent = [
+        format!("nightly-2026-01-09-{}.txt", stamp(9)),
+        format!("nightly-2026-01-09-{}.json", stamp(9)),
+    ];
+    let others = [
+        "notes.txt".to_string(),
+        "nightly-old.txt".to_string(),
+        format!("nightly-2026-01-01-{}.log", stamp(30)),
+        format!("nightly-2026-01-01-{}.txt.bak", stamp(30)),
+        format!("dump-{}.json", stamp(30)),
+    ];
+    for name in old.iter().chain(&recent).chain(&others) {
+        std::fs::write(logs.join(name), b"{}").unwrap();
+    }
+
+    let out = spool.run(["nightly"]);
+    assert!(
+        out.contains("removed 3 saved report file(s) older than 10 days"),
+        "{out}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for name in &old {
+        assert!(!left.contains(name), "{name} was kept: {left:?}");
+    }
+    for name in recent.iter().chain(&others) {
+        assert!(left.contains(name), "{name} was removed: {left:?}");
+    }
+    // Tonight's report is there, as text and JSON.
+    left.retain(|n| !recent.contains(n) && !others.contains(n));
+    assert_eq!(left.len(), 2, "{left:?}");
+
+    // 0 keeps every report.
+    std::fs::write(
+        &toml,
+        ten.replace("keep_reports_days = 10", "keep_reports_days = 0"),
+    )
+    .unwrap();
+    let ancient = format!("nightly-2020-01-01-{}.txt", stamp(2000));
+    std::fs::write(logs.join(&ancient), b"").unwrap();
+    let out = spool.run(["nightly", "--force"]);
+    assert!(!out.contains("removed"), "{out}");
+    assert!(logs.join(&ancient).exists());
+}
+
+/// The systemd units in tools/systemd/ pass `systemd-analyze verify` (where it is installed)
+/// as an instance for a spool, with reel's binary and man pages where the units expect them,
+/// and run `reel nightly` for the instance's spool with a persistent, randomized timer.
+#[test]
+fn the_systemd_units_verify() {
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/systemd");
+    let service = std::fs::read_to_string(units.join("reel-nightly@.service")).unwrap();
+    let timer = std::fs::read_to_string(units.join("reel-nightly@.timer")).unwrap();
+    assert!(
+        service.contains("ExecStart=/usr/local/sbin/reel --spool %f -q nightly"),
+        "{service}"
+    );
+    assert!(service.contains("RequiresMountsFor=%f"), "{service}");
+    assert!(timer.contains("Persistent=true"), "{timer}");
+    assert!(timer.contains("RandomizedDelaySec="), "{timer}");
+    let analyze = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output();
+    if !analyze.is_ok_and(|o| o.status.success()) {
+        println!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let man = work.path().join("man");
+    std::fs::create_dir_all(man.join("man1")).unwrap();
+    run_ok(reel().arg("man").arg(man.join("man1")));
+    let exe = env!("CARGO_BIN_EXE_reel");
+    let instance = work.path().join("reel-nightly@backup-spool.service");
+    std::fs::write(&instance, service.replace("/usr/local/sbin/reel", exe)).unwrap();
+    let timer_instance = work.path().join("reel-nightly@backup-spool.timer");
+    std::fs::write(&timer_instance, &timer).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&instance)
+        .arg(&timer_instance)
+        .env("MANPATH", &man)
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

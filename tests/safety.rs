@@ -455,3 +455,397 @@ fn restore_onto_a_full_target_speaks_of_the_target() {
     // The spool is untouched: the same dump restores elsewhere.
     restore_and_compare(&spool, 1, &vol, &work.path().join("elsewhere"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The shrink guard: an unmounted, emptied or mostly deleted volume is not a successful dump
+// ---------------------------------------------------------------------------------------------
+
+/// `n` files `f00`..., of 4 KiB of random bytes each, in `vol`.
+fn numbered_files(vol: &Path, n: usize, seed: u64) {
+    fs::create_dir_all(vol).unwrap();
+    let mut rng = Rng::new(seed);
+    for i in 0..n {
+        fs::write(vol.join(format!("f{i:02}")), rng.bytes(4096)).unwrap();
+    }
+}
+
+/// Every file under the spool with its size, but the writer's lock, the catalog (compared by
+/// what `list` and `check` read) and the freeze locks (made once by a volume's first freeze,
+/// and kept): a refused dump must leave it as it was (no pack, no staging file, no clone).
+fn spool_files(spool: &Path) -> Vec<(String, u64)> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, u64)>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            if rel == "locks" {
+                continue;
+            }
+            if md.is_dir() {
+                out.push((format!("{rel}/"), 0));
+                walk(&p, base, out);
+            } else if rel != "lock" && rel != "catalog.redb" {
+                out.push((rel, md.len()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(spool, spool, &mut out);
+    out.sort();
+    out
+}
+
+/// The spool's catalog as `list --json` and `check` see it, and its files.
+fn spool_state(spool: &Spool) -> (serde_json::Value, Vec<(String, u64)>) {
+    spool.run(["check"]);
+    (spool.list_json(), spool_files(spool.path()))
+}
+
+#[test]
+fn an_emptied_volume_is_refused_until_allowed_and_leaves_the_spool_as_it_was() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    numbered_files(&vol, 10, 1);
+    let spool = spool_with_full_dump(&vol);
+    for f in fs::read_dir(&vol).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let before = spool_state(&spool);
+    for args in [
+        vec!["dump", "v", "--level", "1", "--date", "2026-11-02"],
+        vec!["backup", "v", "--level", "1", "--date", "2026-11-02"],
+        vec!["clone", "v", "--date", "2026-11-02"],
+    ] {
+        let (code, err) = spool.fail(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("volume v") && err.contains(&vol.display().to_string()),
+            "the error names the volume and its root: {err}"
+        );
+        assert!(
+            err.contains("is empty") && err.contains("--allow-shrink"),
+            "{err}"
+        );
+        assert_eq!(spool_state(&spool), before, "{args:?} changed the spool");
+    }
+    // The admin knows: the empty tree dumps.
+    let out = spool.run([
+        "dump",
+        "v",
+        "--level",
+        "1",
+        "--date",
+        "2026-11-02",
+        "--allow-shrink",
+    ]);
+    assert!(out.contains("files        0 "), "{out}");
+    assert_eq!(spool.last_dump()["files"], 0);
+}
+
+#[test]
+fn a_volume_shrunk_under_its_share_is_refused_and_one_above_it_dumps() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    numbered_files(&vol, 10, 2);
+    let spool = spool_with_full_dump(&vol);
+    let keep = work.path().join("keep");
+    snapshot(&vol, &keep);
+
+    // 60% of the files (and of the bytes) deleted: refused, by `dump` and by `backup`, with
+    // the figures, and nothing is committed.
+    for i in 0..6 {
+        fs::remove_file(vol.join(format!("f{i:02}"))).unwrap();
+    }
+    let before = spool_state(&spool);
+    for cmd in ["dump", "backup"] {
+        let (code, err) = spool.fail([cmd, "v", "--level", "1", "--date", "2026-11-02"]);
+        assert_eq!(code, 1, "{cmd}: {err}");
+        for says in [
+            "volume v",
+            "4 files",
+            "40% of the files",
+            "40% of the bytes",
+            "previous dump 1",
+            "10 files",
+            "50%",
+            "Nothing was committed",
+            "--allow-shrink",
+        ] {
+            assert!(err.contains(says), "{cmd}: no {says:?} in: {err}");
+        }
+        assert_eq!(
+            spool_state(&spool),
+            before,
+            "the refused {cmd} changed the spool"
+        );
+    }
+
+    // 40% deleted: a level 1 of the remaining 6 files, none of them changed, dumps. Its file
+    // count is the whole tree's, not the changed files'.
+    fs::copy(keep.join("f00"), vol.join("f00")).unwrap();
+    fs::copy(keep.join("f01"), vol.join("f01")).unwrap();
+    let out = spool.run(["dump", "v", "--level", "1", "--date", "2026-11-02"]);
+    assert!(out.contains("files        6 "), "{out}");
+
+    // The share is the spool's min_share_percent, and a volume's own overrides it.
+    let toml = spool.path().join("reel.toml");
+    let text = fs::read_to_string(&toml).unwrap();
+    fs::write(
+        &toml,
+        text.replace("min_share_percent = 50", "min_share_percent = 90"),
+    )
+    .unwrap();
+    fs::remove_file(vol.join("f09")).unwrap(); // 5 of 6: 83%
+    let (_, err) = spool.fail(["dump", "v", "--level", "1", "--date", "2026-11-03"]);
+    assert!(
+        err.contains("83% of the files") && err.contains("90%"),
+        "{err}"
+    );
+    let text = fs::read_to_string(&toml).unwrap();
+    let own = text.replace("[volumes.v]\n", "[volumes.v]\nmin_share_percent = 80\n");
+    assert_ne!(own, text);
+    fs::write(&toml, own).unwrap();
+    spool.run(["dump", "v", "--level", "1", "--date", "2026-11-03"]);
+
+    // --allow-shrink dumps a tree of one file out of five, and restores it.
+    for i in 1..10 {
+        let _ = fs::remove_file(vol.join(format!("f{i:02}")));
+    }
+    let (_, err) = spool.fail(["backup", "v", "--level", "1", "--date", "2026-11-04"]);
+    assert!(err.contains("1 files"), "{err}");
+    spool.run([
+        "backup",
+        "v",
+        "--level",
+        "1",
+        "--date",
+        "2026-11-04",
+        "--allow-shrink",
+    ]);
+    let dump = spool.last_dump();
+    assert_eq!(dump["files"], 1, "{dump}");
+    restore_and_compare(
+        &spool,
+        dump["id"].as_u64().unwrap(),
+        &vol,
+        &work.path().join("r"),
+    );
+}
+
+#[test]
+fn the_first_dump_of_a_small_volume_is_not_refused_but_an_empty_one_is() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = Spool::new();
+    let small = work.path().join("small");
+    numbered_files(&small, 1, 3);
+    spool.add_volume("small", &small);
+    spool.run(["dump", "small", "--level", "0"]);
+
+    let empty = work.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let out = spool.run(["volume", "add", "empty", empty.to_str().unwrap()]);
+    assert!(
+        out.contains("is empty"),
+        "volume add warns of an empty root: {out}"
+    );
+    let (code, err) = spool.fail(["dump", "empty", "--level", "0"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("volume empty") && err.contains("is empty"),
+        "{err}"
+    );
+    spool.run(["dump", "empty", "--level", "0", "--allow-shrink"]);
+    assert_eq!(spool.list_json().as_array().unwrap().len(), 2);
+}
+
+/// A volume added before reel recorded filesystems (no `filesystem` in its reel.toml section)
+/// records its root's at its next successful dump, and is guarded from then on.
+#[test]
+fn a_volume_without_a_recorded_filesystem_records_it_at_its_next_dump() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    numbered_files(&vol, 4, 4);
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    let toml = spool.path().join("reel.toml");
+    let text = fs::read_to_string(&toml).unwrap();
+    let start = text.find("[volumes.v.filesystem]").expect(&text);
+    let end = text[start..].find("mount_root").unwrap() + start;
+    let end = text[end..].find('\n').unwrap() + end + 1;
+    fs::write(&toml, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    assert!(!fs::read_to_string(&toml).unwrap().contains("filesystem"));
+
+    let out = spool.run(["dump", "v", "--level", "0"]);
+    assert!(
+        out.contains("recorded     the filesystem of its root"),
+        "{out}"
+    );
+    let text = fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("[volumes.v.filesystem]"), "{text}");
+    let out = spool.run(["dump", "v", "--level", "1"]);
+    assert!(!out.contains("recorded"), "recorded once: {out}");
+}
+
+/// An ext4 filesystem in an image file, loop-mounted at `dir` (created), unmounted when
+/// dropped. None (after saying why) when the test cannot mount one.
+struct Ext4Mount {
+    dir: PathBuf,
+}
+
+impl Ext4Mount {
+    fn new(image: &Path, dir: &Path) -> Option<Ext4Mount> {
+        if !is_root() {
+            println!("skipped: needs root to mount a loop filesystem");
+            return None;
+        }
+        fs::write(image, b"").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(image)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let made = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(image)
+            .status()
+            .is_ok_and(|s| s.success());
+        fs::create_dir_all(dir).unwrap();
+        let mounted = made
+            && std::process::Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(image)
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !mounted {
+            println!("skipped: cannot make and loop-mount an ext4 filesystem here");
+            return None;
+        }
+        Some(Ext4Mount {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Ext4Mount {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+/// The volume is an ext4 filesystem mounted at its path. When it is not mounted and the same
+/// files sit in the mount point on the filesystem below (so neither the empty check nor the
+/// share check would see it), or another ext4 filesystem with the same files is mounted in
+/// its place, the dump is refused for its filesystem; `--allow-shrink` dumps it, and
+/// `volume set --record-fs` makes the new filesystem the volume's.
+#[test]
+fn a_root_on_another_filesystem_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    let seeded = work.path().join("files");
+    numbered_files(&seeded, 8, 5);
+    let Some(first) = Ext4Mount::new(&work.path().join("a.img"), &vol) else {
+        return;
+    };
+    copy_files(&seeded, &vol);
+    let spool = Spool::new();
+    let out = spool.run(["volume", "add", "v", vol.to_str().unwrap()]);
+    assert!(
+        out.contains("root on ext2/ext3/ext4") && out.contains("the root of a mount"),
+        "{out}"
+    );
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    drop(first);
+
+    // Not mounted: the mount point holds the same files, on the filesystem below.
+    copy_files(&seeded, &vol);
+    let refused = |what: &str| {
+        let before = spool_state(&spool);
+        for cmd in ["dump", "backup"] {
+            let (code, err) = spool.fail([cmd, "v", "--level", "1", "--date", "2026-11-02"]);
+            assert_eq!(code, 1, "{what}, {cmd}: {err}");
+            for says in [
+                "volume v",
+                "another filesystem",
+                "recorded:",
+                "mounted",
+                "--record-fs",
+            ] {
+                assert!(err.contains(says), "{what}, {cmd}: no {says:?} in: {err}");
+            }
+            assert_eq!(
+                spool_state(&spool),
+                before,
+                "{what}: {cmd} changed the spool"
+            );
+        }
+    };
+    refused("not mounted");
+    for f in fs::read_dir(&vol).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
+
+    // Another ext4 filesystem with the same files in its place.
+    let Some(_second) = Ext4Mount::new(&work.path().join("b.img"), &vol) else {
+        return;
+    };
+    copy_files(&seeded, &vol);
+    refused("another ext4 mounted");
+    spool.run([
+        "dump",
+        "v",
+        "--level",
+        "1",
+        "--date",
+        "2026-11-02",
+        "--allow-shrink",
+    ]);
+    // Allowed once, not recorded: the next dump is refused again until --record-fs.
+    let (_, err) = spool.fail(["dump", "v", "--level", "1", "--date", "2026-11-03"]);
+    assert!(err.contains("another filesystem"), "{err}");
+    let out = spool.run(["volume", "set", "v", "--record-fs"]);
+    assert!(out.contains("root on ext2/ext3/ext4"), "{out}");
+    spool.run(["dump", "v", "--level", "1", "--date", "2026-11-03"]);
+}
+
+/// A plain directory as the volume, then a tmpfs mounted over it with the same files: another
+/// type of filesystem, and a mount root where there was none.
+#[test]
+fn a_filesystem_mounted_over_the_root_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    numbered_files(&vol, 8, 6);
+    let saved = work.path().join("saved");
+    snapshot(&vol, &saved);
+    let spool = spool_with_full_dump(&vol);
+    let Some(_tmpfs) = common::faults::TmpfsMount::new(&vol, 16) else {
+        println!("skipped: needs root to mount a tmpfs over the volume");
+        return;
+    };
+    copy_files(&saved, &vol);
+    let (code, err) = spool.fail(["dump", "v", "--level", "1", "--date", "2026-11-02"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("another filesystem") && err.contains("now: tmpfs"),
+        "{err}"
+    );
+}
+
+/// Copy the files at the top of `from` into `to`.
+fn copy_files(from: &Path, to: &Path) {
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}

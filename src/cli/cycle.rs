@@ -11,7 +11,7 @@ use reel::spool::{Access, Spool};
 use reel::timefmt::{self, format_bytes, format_duration, format_rfc3339};
 use reel::{Error, Result};
 
-use super::dump::print_dump;
+use super::dump::{print_dump, record_root_filesystem, shrink};
 use super::{Ctx, compact_catalog, dump_date, print_json};
 
 #[derive(Args)]
@@ -27,6 +27,10 @@ pub struct CloneArgs {
     /// `store` method: read every file, even those whose stat data is unchanged.
     #[arg(long)]
     reread: bool,
+    /// Clone the volume even if its root is on another filesystem than recorded, is empty, or
+    /// (`store` method) holds less than min_share_percent of the previous dump's files or bytes.
+    #[arg(long)]
+    allow_shrink: bool,
 }
 
 pub fn clone(ctx: &Ctx, a: CloneArgs) -> Result<ExitCode> {
@@ -34,6 +38,7 @@ pub fn clone(ctx: &Ctx, a: CloneArgs) -> Result<ExitCode> {
     let opts = CloneOptions {
         time_ns: dump_date(a.date.as_deref(), a.force_date)?,
         reread: a.reread,
+        shrink: shrink(a.allow_shrink),
     };
     let bar = ctx.progress();
     let out = clone_volume(&spool, &a.name, &opts, &bar)?;
@@ -82,6 +87,10 @@ pub struct BackupArgs {
     /// Accept a --date more than a day ahead of the clock.
     #[arg(long, requires = "date")]
     force_date: bool,
+    /// Back the volume up even if its root is on another filesystem than recorded, is empty,
+    /// or holds less than min_share_percent (reel.toml) of the previous dump's files or bytes.
+    #[arg(long)]
+    allow_shrink: bool,
 }
 
 /// Clone, then dump the clone.
@@ -101,12 +110,21 @@ pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let opts = CloneOptions {
         time_ns,
         reread: false,
+        shrink: shrink(a.allow_shrink),
     };
     let cloned = clone_volume(&spool, &a.name, &opts, &bar)?;
-    let out = dump_clone(&spool, &a.name, cloned.record.clone(), level, &bar)?;
+    let out = dump_clone(
+        &spool,
+        &a.name,
+        cloned.record.clone(),
+        level,
+        opts.shrink,
+        &bar,
+    )?;
     drop(bar);
     print_clone(&cloned);
     print_dump(&out);
+    record_root_filesystem(&mut spool, &out);
     if let Some(line) = compact_catalog(&mut spool, catalog_len) {
         println!("{line}");
     }
@@ -138,6 +156,10 @@ pub struct NightlyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Dump every volume even if its root is on another filesystem than recorded, is empty, or
+    /// holds less than min_share_percent (reel.toml) of the previous dump's files or bytes.
+    #[arg(long)]
+    allow_shrink: bool,
 }
 
 pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
@@ -156,13 +178,17 @@ pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
         date,
         replay: a.date.is_some(),
         force: a.force,
+        shrink: shrink(a.allow_shrink),
     };
     let bar = ctx.progress();
-    let mut report = nightly::run(&spool, &opts, &bar)?;
+    let mut report = nightly::run(&mut spool, &opts, &bar)?;
     drop(bar);
     // The nightly report has its own format (and a JSON form); the compaction is not in it.
     let _ = compact_catalog(&mut spool, catalog_len);
     let saved = nightly::save(&spool, &mut report);
+    // Reports past keep_reports_days go once tonight's is written (no logrotate needed).
+    let keep = spool.settings.keep_reports_days;
+    let removed = nightly::remove_old_reports(&spool, keep, chrono::Local::now().naive_local());
     if a.json {
         print_json(&serde_json::to_value(&report).expect("report serialises"));
     } else {
@@ -170,6 +196,17 @@ pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
         if let Some(p) = report.saved.first() {
             println!("report saved in {p}");
         }
+        if let Ok(r) = &removed
+            && !r.is_empty()
+        {
+            println!(
+                "removed {} saved report file(s) older than {keep} days (keep_reports_days in reel.toml)",
+                r.len()
+            );
+        }
+    }
+    if let Err(e) = &removed {
+        eprintln!("reel: warning: old nightly reports were not removed: {e}");
     }
     if let Err(e) = saved {
         eprintln!("reel: the report could not be saved: {e}");

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use reel::Result;
-use reel::dump::{DumpOptions, DumpOutcome, dump_volume};
-use reel::spool::Access;
+use reel::dump::{DumpOptions, DumpOutcome, Shrink, dump_volume_with, record_filesystem};
+use reel::spool::{Access, Spool};
 use reel::timefmt::{format_bytes, format_duration, format_rfc3339};
 
 use super::{Ctx, compact_catalog, dump_date};
@@ -26,6 +26,15 @@ pub struct DumpArgs {
     /// Read every file, even those whose stat data is unchanged.
     #[arg(long)]
     reread: bool,
+    /// Dump the volume even if its root is on another filesystem than recorded, is empty, or
+    /// holds less than min_share_percent (reel.toml) of the previous dump's files or bytes.
+    #[arg(long)]
+    allow_shrink: bool,
+}
+
+/// The shrink guard's setting for `--allow-shrink`.
+pub fn shrink(allow: bool) -> Shrink {
+    if allow { Shrink::Allow } else { Shrink::Refuse }
 }
 
 pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
@@ -37,13 +46,29 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
         reread: a.reread,
     };
     let bar = ctx.progress();
-    let out = dump_volume(&spool, &a.name, &opts, &bar)?;
+    let out = dump_volume_with(&spool, &a.name, &opts, shrink(a.allow_shrink), &bar)?;
     drop(bar);
     print_dump(&out);
+    record_root_filesystem(&mut spool, &out);
     if let Some(line) = compact_catalog(&mut spool, catalog_len) {
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Record the filesystem of the dumped volume's root in reel.toml when the dump found none
+/// recorded, and say so (the dump itself is committed either way).
+pub fn record_root_filesystem(spool: &mut Spool, out: &DumpOutcome) {
+    let Some(fs) = out.filesystem_to_record else {
+        return;
+    };
+    let name = &out.record.volume;
+    match record_filesystem(spool, name, fs) {
+        Ok(()) => println!("  recorded     the filesystem of its root: {fs}"),
+        Err(e) => eprintln!(
+            "reel: warning: volume {name}: the filesystem of its root was not recorded: {e}"
+        ),
+    }
 }
 
 /// The dump's summary, as `dump`, `backup` and `nightly` print it.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use reel::schedule::Schedule;
+use reel::settings::FsIdentity;
 use reel::spool::{Access, CloneMethod, Spool, VolumeSettings};
 use reel::timefmt::format_rfc3339;
 use reel::{Error, Result};
@@ -36,6 +37,10 @@ pub enum VolumeCmd {
         /// Remove the volume's schedule (`reel nightly` then skips it).
         #[arg(long, conflicts_with = "schedule")]
         no_schedule: bool,
+        /// Record the filesystem the volume's root is on now (after it moved to another one,
+        /// for good): dumps whose root is on another filesystem are refused.
+        #[arg(long)]
+        record_fs: bool,
         #[command(flatten)]
         opts: VolumeOpts,
     },
@@ -148,6 +153,28 @@ fn describe(name: &str, v: &VolumeSettings) -> String {
     s
 }
 
+/// The filesystem volume `name`'s root is on now.
+fn root_filesystem(spool: &Spool, name: &str) -> Result<FsIdentity> {
+    FsIdentity::of_path(&spool.volume(name)?.path)
+}
+
+/// What `volume add` and `volume set --record-fs` recorded, and a word when the root is empty
+/// (an empty root may be a mount point whose filesystem is not mounted yet).
+fn print_filesystem(name: &str, v: &VolumeSettings, fs: Result<FsIdentity>) {
+    match fs {
+        Ok(fs) => println!("volume {name}: root on {fs}"),
+        Err(e) => eprintln!(
+            "reel: warning: volume {name}: the filesystem of its root was not recorded ({e}); its first dump records it"
+        ),
+    }
+    if std::fs::read_dir(&v.path).is_ok_and(|mut d| d.next().is_none()) {
+        println!(
+            "note: the root {} is empty: if the volume's filesystem is not mounted yet, mount it and run `reel volume set {name} --record-fs`; dumps of an empty root are refused",
+            v.path.display()
+        );
+    }
+}
+
 pub fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<ExitCode> {
     match cmd {
         VolumeCmd::Add { name, path, opts } => {
@@ -155,6 +182,12 @@ pub fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<ExitCode> {
             let wanted = opts.apply(&name, &VolumeSettings::default(), false)?;
             let mut spool = ctx.open(Access::Write)?;
             spool.add_volume(&name, &path)?;
+            // The shrink guard refuses a dump whose root is on another filesystem than this.
+            let fs = root_filesystem(&spool, &name);
+            let wanted = VolumeSettings {
+                filesystem: fs.as_ref().ok().copied(),
+                ..wanted
+            };
             if wanted != VolumeSettings::default() {
                 spool.update_volume(&name, |v| {
                     *v = VolumeSettings {
@@ -167,18 +200,31 @@ pub fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<ExitCode> {
             let v = spool.volume(&name)?;
             println!("added volume {name} at {}", v.path.display());
             println!("{}", describe(&name, v));
+            print_filesystem(&name, v, fs);
         }
         VolumeCmd::Set {
             name,
             no_schedule,
+            record_fs,
             opts,
         } => {
             let mut spool = ctx.open(Access::Write)?;
+            let fs = record_fs.then(|| root_filesystem(&spool, &name));
+            if let Some(Err(e)) = fs {
+                return Err(e);
+            }
             spool.update_volume(&name, |v| {
                 *v = opts.apply(&name, v, no_schedule)?;
+                if let Some(Ok(fs)) = &fs {
+                    v.filesystem = Some(*fs);
+                }
                 Ok(())
             })?;
-            println!("{}", describe(&name, spool.volume(&name)?));
+            let v = spool.volume(&name)?;
+            println!("{}", describe(&name, v));
+            if let Some(fs) = fs {
+                print_filesystem(&name, v, fs);
+            }
         }
         VolumeCmd::List { json } => {
             let spool = ctx.open(Access::Read)?;

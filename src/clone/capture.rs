@@ -1,7 +1,7 @@
 //! The `store` clone method: a volume captured straight into the store by the dump's own pass
 //! over a tree (`scan`), with no owner yet: its dump settles what it owns.
 
-use crate::dump::{PrevManifest, scan};
+use crate::dump::{PrevManifest, check_share, scan};
 use crate::fsutil;
 use crate::progress::Progress;
 use crate::record::{CloneRecord, CloneView};
@@ -12,14 +12,16 @@ use crate::{ChunkId, Result};
 
 /// Capture volume `name` straight into the store as its new clone (`store` method): the
 /// stat cache comes from its newest manifest (latest dump, or the clone it replaces), so only
-/// changed files are read. Nothing is owned yet; `dump_clone` settles that.
+/// changed files are read. Nothing is owned yet; `dump_clone` settles that. A tree the shrink
+/// guard refuses (`opts.shrink`) is not committed.
 pub fn capture_clone(
     spool: &Spool,
     name: &str,
     time_ns: i64,
-    reread: bool,
+    opts: &super::CloneOptions,
     progress: &dyn Progress,
 ) -> Result<CloneRecord> {
+    let reread = opts.reread;
     let vol = spool.volume(name)?;
     let root = vol.path.clone();
     fsutil::check_root(name, &root)?;
@@ -54,6 +56,7 @@ pub fn capture_clone(
     let store = StoreWriter::new(spool)?;
     progress.message(&format!("cloning {name}"));
     let s = scan(spool, store, &root, prev, None, None, progress)?;
+    check_share(spool, name, dumps.last(), &s.totals(), opts.shrink)?;
     let mut rec = CloneRecord {
         version: 1,
         volume: name.to_string(),

@@ -57,6 +57,9 @@ pub struct CloneOptions {
     pub time_ns: Option<i64>,
     /// `store` method: read every file, ignoring the stat-data cache.
     pub reread: bool,
+    /// The shrink guard (`crate::dump::Shrink`): the volume's root is checked before the
+    /// freeze, and a `store` clone's tree after its walk, before its commit.
+    pub shrink: crate::dump::Shrink,
 }
 
 /// A clone taken, with what the admin wants to hear about it.
@@ -89,8 +92,8 @@ pub fn clone_volume(
             "volume {name} clones with the hook method but has no snapshot command: set one with `reel volume set {name} --snapshot-cmd CMD`"
         )));
     }
-    // Before freezing: a missing volume fails alone, with nothing to thaw.
-    crate::fsutil::check_root(name, &vol.path)?;
+    // Before freezing: a missing, unmounted or emptied volume fails alone, with nothing to thaw.
+    crate::dump::check_live_root(spool, name, opts.shrink)?;
     let old = spool.catalog.clone_of(name)?;
     let timeout = vol.hook_timeout();
 
@@ -107,7 +110,7 @@ pub fn clone_volume(
     let frozen_ok = made.is_ok();
     if made.is_ok() {
         made = crate::signal::check_interrupted()
-            .and_then(|()| take(spool, name, &vol, time_ns, opts.reread, progress).map(Some));
+            .and_then(|()| take(spool, name, &vol, time_ns, opts, progress).map(Some));
     }
     // Thaw after a failed freeze too: a freeze hook that failed part way may have frozen
     // (`fsfreeze -f` done, a later step failed). REEL_FREEZE tells the thaw hook which it was.
@@ -161,7 +164,7 @@ fn take(
     name: &str,
     vol: &VolumeSettings,
     time_ns: i64,
-    reread: bool,
+    opts: &CloneOptions,
     progress: &dyn Progress,
 ) -> Result<CloneRecord> {
     let scan_started_ns = timefmt::now_ns();
@@ -185,7 +188,7 @@ fn take(
         warnings: Vec::new(),
     };
     match vol.clone {
-        CloneMethod::Store => capture::capture_clone(spool, name, time_ns, reread, progress),
+        CloneMethod::Store => capture::capture_clone(spool, name, time_ns, opts, progress),
         CloneMethod::Reflink | CloneMethod::Copy => {
             let dir = spool.clones_dir(name);
             std::fs::create_dir_all(&dir).at(&dir)?;

@@ -4,9 +4,11 @@
 //! `pass` is one pass over a tree (the walk, windows, storing, the manifest), shared with the
 //! clone's `store` method; `read_engine` reads, cuts and hashes the files of a window; `reuse`
 //! is what a pass takes from before (the previous manifest's stat data, a directory clone's
-//! stat map). This module makes a dump of a pass: its level and base, its record and commit,
-//! and the dump of a clone.
+//! stat map). `guard` is the shrink guard: a volume whose tree vanished is refused, not dumped.
+//! This module makes a dump of a pass: its level and base, its record and commit, and the dump
+//! of a clone.
 
+mod guard;
 mod pass;
 mod read_engine;
 mod reuse;
@@ -20,10 +22,13 @@ use crate::manifest::ManifestReader;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::record::{CloneRecord, CloneView};
+use crate::settings::FsIdentity;
 use crate::spool::{CloneMethod, Spool};
 use crate::store::{ChunkReader, StoreStats, StoreWriter};
 use crate::timefmt::{self, format_rfc3339};
 use crate::{ChunkId, Entry, EntryKind, Error, Result};
+pub(crate) use guard::check_share;
+pub use guard::{Shrink, check_live_root, record_filesystem};
 use pass::Owner;
 pub(crate) use pass::scan;
 pub(crate) use reuse::PrevManifest;
@@ -51,14 +56,29 @@ pub struct DumpOutcome {
     pub elapsed_ns: u64,
     /// Chunk ids the dump looked up in the catalog (`StoreStats::index_lookups`).
     pub index_lookups: u64,
+    /// The filesystem of the volume's root, for the caller to record in reel.toml
+    /// (`record_filesystem`): set when the volume had none recorded (it was added before reel
+    /// recorded them) and its root is not empty.
+    pub filesystem_to_record: Option<FsIdentity>,
 }
 
-/// Dump volume `name` at `opts.level`: its latest clone when that has not been dumped yet,
-/// otherwise its live tree.
+/// Dump volume `name` at `opts.level` under the shrink guard (`Shrink::Refuse`): its latest
+/// clone when that has not been dumped yet, otherwise its live tree.
 pub fn dump_volume(
     spool: &Spool,
     name: &str,
     opts: &DumpOptions,
+    progress: &dyn Progress,
+) -> Result<DumpOutcome> {
+    dump_volume_with(spool, name, opts, Shrink::Refuse, progress)
+}
+
+/// `dump_volume`, with what the shrink guard does (`--allow-shrink` is `Shrink::Allow`).
+pub fn dump_volume_with(
+    spool: &Spool,
+    name: &str,
+    opts: &DumpOptions,
+    shrink: Shrink,
     progress: &dyn Progress,
 ) -> Result<DumpOutcome> {
     let vol = spool.volume(name)?;
@@ -69,9 +89,14 @@ pub fn dump_volume(
                 format_rfc3339(clone.time_ns)
             )));
         }
-        return dump_clone(spool, name, clone, opts.level, progress);
+        return dump_clone(spool, name, clone, opts.level, shrink, progress);
     }
-    dump_tree(spool, name, &vol.path.clone(), opts, progress)
+    let root = vol.path.clone();
+    // The root's filesystem and emptiness before anything begins; the share after the walk.
+    check_live_root(spool, name, shrink)?;
+    let mut out = dump_tree_as(spool, name, &root, opts, None, Some(shrink), progress)?;
+    out.filesystem_to_record = guard::filesystem_to_record(spool, name);
+    Ok(out)
 }
 
 fn check_level(level: u8) -> Result<()> {
@@ -99,7 +124,8 @@ pub fn check_not_ahead(time_ns: i64, now_ns: i64) -> Result<()> {
     Ok(())
 }
 
-/// Dump the tree at `root` as a dump of volume `name` (the volume's path, or a clone of it).
+/// Dump the tree at `root` as a dump of volume `name`, with no shrink guard: for a tree that
+/// is not the volume's own (a BSD dump image's, read in by `ingest-dump`).
 pub fn dump_tree(
     spool: &Spool,
     name: &str,
@@ -107,17 +133,19 @@ pub fn dump_tree(
     opts: &DumpOptions,
     progress: &dyn Progress,
 ) -> Result<DumpOutcome> {
-    dump_tree_as(spool, name, root, opts, None, progress)
+    dump_tree_as(spool, name, root, opts, None, None, progress)
 }
 
 /// `dump_tree`, optionally for a directory clone (`clone`): then the stat map gives the
-/// volume's inodes and ctimes, and the clone is marked dumped with the dump.
+/// volume's inodes and ctimes, and the clone is marked dumped with the dump. With `guard`,
+/// the shrink guard's share check runs after the walk, before anything is committed.
 fn dump_tree_as(
     spool: &Spool,
     name: &str,
     root: &Path,
     opts: &DumpOptions,
     clone: Option<CloneRecord>,
+    guard: Option<Shrink>,
     progress: &dyn Progress,
 ) -> Result<DumpOutcome> {
     check_level(opts.level)?;
@@ -164,6 +192,11 @@ fn dump_tree_as(
         statmap.as_deref(),
         progress,
     )?;
+    if let Some(shrink) = guard {
+        // Dropping the store on a refusal rolls its transaction back and removes the packs it
+        // sealed: the spool is as it was (docs/NIGHTLY.md says what a checkpoint keeps).
+        check_share(spool, name, dumps.last(), &s.totals(), shrink)?;
+    }
 
     let (owned_chunks, owned_bytes) = s.store.fold_owned(id)?;
     let mut rec = DumpRecord {
@@ -202,6 +235,7 @@ fn dump_tree_as(
         from_clone,
         elapsed_ns: started.elapsed().as_nanos() as u64,
         index_lookups: stats.index_lookups,
+        filesystem_to_record: None,
     })
 }
 
@@ -234,12 +268,14 @@ fn commit_record(
     Ok((rec, stats))
 }
 
-/// Turn volume `name`'s undumped clone into a dump at `level`.
+/// Turn volume `name`'s undumped clone into a dump at `level`, under the shrink guard's share
+/// check (`shrink`); the clone's root was checked when it was taken.
 pub fn dump_clone(
     spool: &Spool,
     name: &str,
     clone: CloneRecord,
     level: u8,
+    shrink: Shrink,
     progress: &dyn Progress,
 ) -> Result<DumpOutcome> {
     check_level(level)?;
@@ -248,16 +284,21 @@ pub fn dump_clone(
         time_ns: Some(clone.time_ns),
         reread: false,
     };
-    match &clone.view {
+    let mut out = match &clone.view {
         CloneView::Dir { path, .. } => {
             let path = PathBuf::from(path);
             let method = clone.method;
-            let mut out = dump_tree_as(spool, name, &path, &opts, Some(clone), progress)?;
+            let guard = Some(shrink);
+            let mut out = dump_tree_as(spool, name, &path, &opts, Some(clone), guard, progress)?;
             out.from_clone = Some(method);
-            Ok(out)
+            out
         }
-        CloneView::Manifest { .. } => commit_store_clone(spool, name, clone, level, progress),
-    }
+        CloneView::Manifest { .. } => {
+            commit_store_clone(spool, name, clone, level, shrink, progress)?
+        }
+    };
+    out.filesystem_to_record = guard::filesystem_to_record(spool, name);
+    Ok(out)
 }
 
 /// A `store` clone is already in the store: its dump only settles what it owns (by comparing
@@ -268,11 +309,14 @@ fn commit_store_clone(
     name: &str,
     clone: CloneRecord,
     level_asked: u8,
+    shrink: Shrink,
     progress: &dyn Progress,
 ) -> Result<DumpOutcome> {
     let started = std::time::Instant::now();
     let dumps = spool.catalog.dumps(Some(name))?;
     timefmt::check_time(name, &dumps, clone.time_ns)?;
+    // The clone's counts are the tree's: refuse before the store is opened.
+    check_share(spool, name, dumps.last(), &clone.totals, shrink)?;
     let base = level::choose_base(&dumps, level_asked).cloned();
     let level = if base.is_none() { 0 } else { level_asked };
     let chain = base.as_ref().map(|b| b.full_chain()).unwrap_or_default();
@@ -343,6 +387,7 @@ fn commit_store_clone(
         from_clone: Some(CloneMethod::Store),
         elapsed_ns: started.elapsed().as_nanos() as u64,
         index_lookups: stats.index_lookups,
+        filesystem_to_record: None,
     })
 }
 
