@@ -496,6 +496,39 @@ fn write_index(
     Ok(dumps)
 }
 
+/// A dump's owned rows on their way to `owned`: the newest in memory, the rest staged runs.
+#[derive(Default)]
+struct Staged {
+    mem: Vec<(ChunkId, u32)>,
+    runs: u32,
+    rows: u64,
+}
+
+impl Staged {
+    fn sort(&mut self) {
+        self.mem.sort_unstable_by_key(|r| r.0);
+        self.mem.dedup_by_key(|r| r.0);
+    }
+
+    fn spill(&mut self, w: &catalog::Writer, dump: u64) -> Result<()> {
+        self.sort();
+        w.stage_owned(dump, self.runs, &self.mem)?;
+        self.runs += 1;
+        self.rows += self.mem.len() as u64;
+        self.mem.clear();
+        Ok(())
+    }
+
+    fn fold(mut self, w: &catalog::Writer, dump: u64, slice_rows: u64) -> Result<()> {
+        self.sort();
+        let rows = self.rows + self.mem.len() as u64;
+        for slice in catalog::owned_slices(rows, slice_rows) {
+            w.fold_owned(dump, self.runs, &self.mem, slice)?;
+        }
+        Ok(())
+    }
+}
+
 /// Record the chunks each dump owns, in chain order (ids grow along a chain), and report the
 /// dumps whose chunks are missing. `from_packs` are the dumps the packs gave: the dumps a tape
 /// import added own their chunks already.
@@ -512,24 +545,35 @@ fn settle_owned(
     let reader = ChunkReader::new(spool)?;
     let tapes = spool.catalog.reader()?.tape_index()?;
     let w = spool.catalog.writer()?;
+    let tuning = spool.catalog.tuning();
     for d in order {
         let own = from_packs.contains(&d.id);
         let mut missing = Missing::default();
+        // The rows `d` owns are staged as sorted runs and folded into `owned` in key order (as a
+        // dump's are, FORMAT.md "Owning"), not inserted at random keys as the manifest meets them.
+        let mut staged = Staged::default();
         let note = walk_refs(&reader, d, &mut |ids| {
-            let mut owned = w.ownership()?;
+            let owned = w.ownership()?;
             for id in ids {
                 let loc = owned.location(id)?;
                 if loc.is_none() {
                     missing.add(id, &tapes)?;
                 }
-                if !own || owned.owns(d.id, id)? || owned.owned_by_any(&d.chain, id)? {
+                if !own || owned.owned_by_any(&d.chain, id)? {
                     continue;
                 }
                 // On tape only (or lost): owned, with no bytes on the spool.
-                owned.own(d.id, id, loc.as_ref().map_or(0, stored_share))?;
+                staged.mem.push((*id, loc.as_ref().map_or(0, stored_share)));
+            }
+            drop(owned);
+            if staged.mem.len() >= tuning.owned_mem_rows {
+                staged.spill(&w, d.id)?;
             }
             Ok(())
         })?;
+        if own {
+            staged.fold(&w, d.id, tuning.slice_rows)?;
+        }
         any_missing |= !missing.chunks.is_empty();
         if note.is_some() || missing.on_no_tape > 0 {
             report.incomplete.push(missing.incomplete(d, note));

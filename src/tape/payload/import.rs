@@ -321,6 +321,8 @@ fn adopt_and_commit(
                 }
             }
         }
+        // In key order: each leaf of `owned` is written once, full.
+        owned_rows.sort_unstable_by_key(|r| (r.0, r.1));
         {
             let mut owned = txn.ownership()?;
             for (dump, id, share) in owned_rows {
