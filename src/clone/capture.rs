@@ -55,7 +55,7 @@ pub fn capture_clone(
     progress.message(&format!("cloning {name}"));
     let s = scan(spool, store, &root, prev, None, None, progress)?;
     let mut rec = CloneRecord {
-        version: 1,
+        version: crate::record::CLONE_RECORD_VERSION,
         volume: name.to_string(),
         time_ns,
         method: CloneMethod::Store,
@@ -73,6 +73,7 @@ pub fn capture_clone(
     s.store.finish(|txn, stats| {
         rec.totals.new_chunks = stats.new_chunks;
         rec.totals.stored_bytes = stats.stored_bytes;
+        rec.totals.new_raw_bytes = stats.new_raw_bytes;
         txn.put_clone(&rec)
     })?;
     Ok(rec)
