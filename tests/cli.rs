@@ -545,7 +545,8 @@ fn a_dump_on_a_pipe_prints_no_progress_and_nothing_on_stderr() {
         "logical",
         "new chunks",
         "added",
-        "dedup ratio",
+        "dedup ",
+        "compression ",
         "time",
     ] {
         assert!(stdout.contains(word), "summary lacks {word:?}: {stdout}");
@@ -1319,7 +1320,7 @@ fn an_empty_volume_reports_no_ratio_or_rate() {
     let spool = Spool::new();
     spool.add_volume("e", &vol);
     let out = ok(&spool, &["dump", "e", "--level", "0"]);
-    assert!(out.contains("dedup ratio  - (no file data)"), "{out}");
+    assert!(out.contains("ratios       - (no file data)"), "{out}");
     assert!(!out.contains("0.0x") && !out.contains("B/s"), "{out}");
 }
 

@@ -37,6 +37,8 @@ pub fn dump_json(d: &DumpRecord) -> serde_json::Value {
         "read_bytes": d.totals.read_bytes,
         "new_chunks": d.totals.new_chunks,
         "stored_bytes": d.totals.stored_bytes,
+        "new_raw_bytes": d.totals.new_raw_bytes,
+        "host": d.host,
         "owned_chunks": d.owned_chunks,
         "owned_bytes": d.owned_bytes,
         "manifest_bytes": d.manifest_bytes,
