@@ -509,3 +509,33 @@ fn every_object_document_names_its_reel_version() {
         has_version(&v);
     }
 }
+
+/// `rebuild-catalog` recomputes what a dump record's copy in its pack cannot carry
+/// (`new_raw_bytes`, like `new_chunks` and `stored_bytes`) and keeps the host.
+#[test]
+fn a_rebuilt_catalog_keeps_new_raw_bytes_and_the_host() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = dup_and_text(work.path());
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
+    spool.run(["dump", "t", "--level", "0", "--date", "2026-11-01"]);
+    let before = spool.list_json();
+    spool.run(["rebuild-catalog"]);
+    let after = spool.list_json();
+    let rows = |v: &Value| -> Vec<(Value, Value, Value, Value)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["id"].clone(),
+                    d["new_raw_bytes"].clone(),
+                    d["stored_bytes"].clone(),
+                    d["host"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(rows(&after), rows(&before));
+    assert!(int(&after[0], "new_raw_bytes") >= 256 << 10);
+    assert_eq!(string(&after[1], "host"), host());
+}
