@@ -151,6 +151,11 @@ fn dump_json_has_the_record_the_host_and_separate_ratios() {
     let (dedup, compression) = summary_ratios(&out);
     assert!((0.95..=1.01).contains(&dedup), "{out}");
     assert!(compression > 2.0, "{out}");
+    let text = spool.run(["show", "2"]);
+    assert!(
+        text.contains(&format!("host         {}\n", host())),
+        "{text}"
+    );
     let shown = json(&spool, &["show", "2", "--json"]);
     has_version(&shown);
     assert_eq!(string(&shown, "host"), host());

@@ -131,6 +131,12 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<ExitCode> {
     println!("chain        {}", chain.join(" -> "));
     println!("source       {}", d.source);
     println!(
+        "host         {}",
+        d.host
+            .as_deref()
+            .unwrap_or("- (recorded before reel kept it)")
+    );
+    println!(
         "entries      {} ({} files, {} directories)",
         d.totals.entries, d.totals.files, d.totals.dirs
     );
@@ -140,9 +146,10 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<ExitCode> {
         format_bytes(d.totals.read_bytes)
     );
     println!(
-        "stored       {} added to the spool, {} new chunks",
+        "stored       {} added to the spool, {} new chunks ({} before compression)",
         format_bytes(d.totals.stored_bytes),
-        d.totals.new_chunks
+        d.totals.new_chunks,
+        format_bytes(d.totals.new_raw_bytes)
     );
     println!(
         "owned        {} in {} chunks",

@@ -57,10 +57,6 @@ pub struct Cli {
 enum Command {
     /// Create a new spool.
     Init,
-    /// What takes space: per volume and dump the logical, deduplicated, compressed, owned and
-    /// tape-only bytes, and the spool's totals.
-    #[command(visible_alias = "du")]
-    Info(info::InfoArgs),
     /// Add, list or remove volumes.
     #[command(subcommand)]
     Volume(manage::VolumeCmd),
@@ -70,6 +66,10 @@ enum Command {
     List(list::ListArgs),
     /// Print one dump's header: volume, time, level, chain, counts and sizes.
     Show(list::ShowArgs),
+    /// What takes space: per volume and dump the logical, deduplicated, compressed, owned and
+    /// tape-only bytes, and the spool's totals.
+    #[command(visible_alias = "du")]
+    Info(info::InfoArgs),
     /// List the entries of a dump without restoring it.
     Ls(browse::LsArgs),
     /// Write one file of a dump to standard output.
