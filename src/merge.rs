@@ -50,6 +50,7 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
             read_bytes: 0,
             new_chunks: 0,
             stored_bytes: 0,
+            new_raw_bytes: 0,
             ..src.totals
         },
         owned_chunks,

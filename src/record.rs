@@ -20,6 +20,12 @@ pub const RECORD_VERSION: u32 = 1;
 /// The version tape records are written with; version 1 is still read (`TapeRecordV1`).
 pub const TAPE_RECORD_VERSION: u32 = 2;
 
+/// The version dump records are written with; version 1 is still read (`DumpRecordV1`).
+pub const DUMP_RECORD_VERSION: u32 = 2;
+
+/// The version clone records are written with; version 1 is still read (`CloneRecordV1`).
+pub const CLONE_RECORD_VERSION: u32 = 2;
+
 /// A record type: what it is called in messages, and how one is named.
 pub trait Versioned: Serialize + DeserializeOwned {
     /// What it is, for messages ("dump record").
@@ -124,12 +130,49 @@ pub struct ScanTotals {
     pub new_chunks: u64,
     /// Bytes of packs added to the spool.
     pub stored_bytes: u64,
+    /// Uncompressed bytes of the chunks added (`new_chunks`): the data after deduplication,
+    /// before compression, so a dump's dedup and compression ratios can be told apart. 0 in a
+    /// record read from version 1, and absent (read as 0) from a tape written before it.
+    #[serde(default)]
+    pub new_raw_bytes: u64,
+}
+
+/// `ScanTotals` as version 1 records lay it out (no `new_raw_bytes`).
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct ScanTotalsV1 {
+    entries: u64,
+    files: u64,
+    dirs: u64,
+    logical_bytes: u64,
+    read_bytes: u64,
+    new_chunks: u64,
+    stored_bytes: u64,
+}
+
+impl From<ScanTotalsV1> for ScanTotals {
+    fn from(t: ScanTotalsV1) -> ScanTotals {
+        ScanTotals {
+            entries: t.entries,
+            files: t.files,
+            dirs: t.dirs,
+            logical_bytes: t.logical_bytes,
+            read_bytes: t.read_bytes,
+            new_chunks: t.new_chunks,
+            stored_bytes: t.stored_bytes,
+            new_raw_bytes: 0,
+        }
+    }
+}
+
+/// The version a record starts with, when `b` starts with `version`.
+fn is_version(b: &[u8], version: u32) -> bool {
+    postcard::take_from_bytes::<u32>(b).is_ok_and(|(v, _)| v == version)
 }
 
 /// One dump: the catalog row, also stored as a `DumpRecord` blob in the dump's last pack.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DumpRecord {
-    /// Record layout version (1).
+    /// Record layout version (`DUMP_RECORD_VERSION`).
     pub version: u32,
     pub id: u64,
     pub volume: String,
@@ -157,11 +200,80 @@ pub struct DumpRecord {
     pub manifest_bytes: u64,
     /// Files that changed while they were read, and similar notices, by name.
     pub warnings: Vec<String>,
+    /// The name of the host that made the dump (`gethostname`): the one that read the tree
+    /// (a `merge` keeps its source dump's). None in a record read from version 1 or imported
+    /// from a tape written before records had it.
+    pub host: Option<String>,
 }
 
-versioned!(DumpRecord, "dump record", |r| r.id.to_string());
+/// Dump record version 1: version 2 without `totals.new_raw_bytes` and `host`.
+#[derive(Serialize, Deserialize)]
+struct DumpRecordV1 {
+    version: u32,
+    id: u64,
+    volume: String,
+    time_ns: i64,
+    level: u8,
+    requested_level: u8,
+    base: Option<u64>,
+    chain: Vec<u64>,
+    merged_from: Option<u64>,
+    source: String,
+    scan_started_ns: i64,
+    duration_ns: u64,
+    totals: ScanTotalsV1,
+    owned_chunks: u64,
+    owned_bytes: u64,
+    manifest: Vec<([u8; 32], u32)>,
+    manifest_bytes: u64,
+    warnings: Vec<String>,
+}
+
+impl Versioned for DumpRecord {
+    const KIND: &'static str = "dump record";
+    const VERSION: u32 = DUMP_RECORD_VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        self.id.to_string()
+    }
+    fn read_older(b: &[u8]) -> Option<postcard::Result<DumpRecord>> {
+        is_version(b, 1).then(|| {
+            postcard::from_bytes::<DumpRecordV1>(b).map(|r| DumpRecord {
+                version: DUMP_RECORD_VERSION,
+                id: r.id,
+                volume: r.volume,
+                time_ns: r.time_ns,
+                level: r.level,
+                requested_level: r.requested_level,
+                base: r.base,
+                chain: r.chain,
+                merged_from: r.merged_from,
+                source: r.source,
+                scan_started_ns: r.scan_started_ns,
+                duration_ns: r.duration_ns,
+                totals: r.totals.into(),
+                owned_chunks: r.owned_chunks,
+                owned_bytes: r.owned_bytes,
+                manifest: r.manifest,
+                manifest_bytes: r.manifest_bytes,
+                warnings: r.warnings,
+                host: None,
+            })
+        })
+    }
+}
 
 impl DumpRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<DumpRecord> {
+        decode(b)
+    }
+
     pub fn manifest_chunks(&self) -> Vec<(ChunkId, u32)> {
         self.manifest
             .iter()
@@ -174,7 +286,7 @@ impl DumpRecord {
     #[cfg(test)]
     pub(crate) fn sample(id: u64, level: u8, time_ns: i64, chain: Vec<u64>) -> DumpRecord {
         DumpRecord {
-            version: 1,
+            version: DUMP_RECORD_VERSION,
             id,
             volume: "v".into(),
             time_ns,
@@ -192,6 +304,7 @@ impl DumpRecord {
             manifest: vec![],
             manifest_bytes: 0,
             warnings: vec![],
+            host: None,
         }
     }
 
@@ -281,7 +394,7 @@ pub enum CloneView {
 /// A volume's latest clone: the users' "yesterday" view and the input of its next dump.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CloneRecord {
-    /// Record layout version (1).
+    /// Record layout version (`CLONE_RECORD_VERSION`).
     pub version: u32,
     pub volume: String,
     /// When the volume was frozen; the dump made from this clone records this time.
@@ -296,15 +409,65 @@ pub struct CloneRecord {
     pub view: CloneView,
     /// The dump made from this clone, once there is one.
     pub dumped: Option<u64>,
-    /// `new_chunks` and `stored_bytes`: what the clone added to the spool (`store` method).
+    /// `new_chunks`, `stored_bytes` and `new_raw_bytes`: what the clone added to the spool
+    /// (`store` method).
     pub totals: ScanTotals,
     pub warnings: Vec<String>,
 }
 
-versioned!(CloneRecord, "clone record", |r| format!(
-    "of volume {}",
-    r.volume
-));
+/// Clone record version 1: version 2 without `totals.new_raw_bytes`.
+#[derive(Serialize, Deserialize)]
+struct CloneRecordV1 {
+    version: u32,
+    volume: String,
+    time_ns: i64,
+    method: CloneMethod,
+    frozen_ns: u64,
+    scan_started_ns: i64,
+    source: String,
+    view: CloneView,
+    dumped: Option<u64>,
+    totals: ScanTotalsV1,
+    warnings: Vec<String>,
+}
+
+impl Versioned for CloneRecord {
+    const KIND: &'static str = "clone record";
+    const VERSION: u32 = CLONE_RECORD_VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn named(&self) -> String {
+        format!("of volume {}", self.volume)
+    }
+    fn read_older(b: &[u8]) -> Option<postcard::Result<CloneRecord>> {
+        is_version(b, 1).then(|| {
+            postcard::from_bytes::<CloneRecordV1>(b).map(|r| CloneRecord {
+                version: CLONE_RECORD_VERSION,
+                volume: r.volume,
+                time_ns: r.time_ns,
+                method: r.method,
+                frozen_ns: r.frozen_ns,
+                scan_started_ns: r.scan_started_ns,
+                source: r.source,
+                view: r.view,
+                dumped: r.dumped,
+                totals: r.totals.into(),
+                warnings: r.warnings,
+            })
+        })
+    }
+}
+
+impl CloneRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<CloneRecord> {
+        decode(b)
+    }
+}
 
 /// What `prune` writes into a pack (blob kind `Forget`) besides removing the dumps from the
 /// catalog: the dumps it removed, so `rebuild-catalog`, which finds dump records in the packs
@@ -415,8 +578,7 @@ impl Versioned for TapeRecord {
         self.label.clone()
     }
     fn read_older(b: &[u8]) -> Option<postcard::Result<TapeRecord>> {
-        let (version, _) = postcard::take_from_bytes::<u32>(b).ok()?;
-        (version == 1).then(|| {
+        is_version(b, 1).then(|| {
             postcard::from_bytes::<TapeRecordV1>(b).map(|r| TapeRecord {
                 version: TAPE_RECORD_VERSION,
                 label: r.label,
@@ -510,6 +672,7 @@ mod tests {
         read_bytes: u64,
         new_chunks: u64,
         stored_bytes: u64,
+        new_raw_bytes: u64,
         warnings: Vec<String>,
     }
 
@@ -523,13 +686,14 @@ mod tests {
             read_bytes: 500,
             new_chunks: 6,
             stored_bytes: 700,
+            new_raw_bytes: 800,
         };
         let view = CloneView::Manifest {
             chunks: vec![([9; 32], 10)],
             bytes: 11,
         };
         let rec = CloneRecord {
-            version: 1,
+            version: CLONE_RECORD_VERSION,
             volume: "v".into(),
             time_ns: 12,
             method: CloneMethod::Store,
@@ -542,7 +706,7 @@ mod tests {
             warnings: vec!["w".into()],
         };
         let flat = FlatClone {
-            version: 1,
+            version: CLONE_RECORD_VERSION,
             volume: "v".into(),
             time_ns: 12,
             method: CloneMethod::Store,
@@ -558,6 +722,7 @@ mod tests {
             read_bytes: 500,
             new_chunks: 6,
             stored_bytes: 700,
+            new_raw_bytes: 800,
             warnings: vec!["w".into()],
         };
         assert_eq!(rec.encode(), postcard::to_allocvec(&flat).unwrap());
@@ -672,7 +837,7 @@ mod tests {
         assert_eq!(ForgetRecord::decode(&f.encode()).unwrap(), f);
 
         let c = CloneRecord {
-            version: 1,
+            version: CLONE_RECORD_VERSION,
             volume: "v".into(),
             time_ns: 1,
             method: CloneMethod::Hook,
@@ -690,10 +855,180 @@ mod tests {
         let b = c.encode();
         assert_eq!(
             &b[..6],
-            [1, 1, b'v', 2, 3, 0],
+            [2, 1, b'v', 2, 3, 0],
             "version, volume, time, method (hook = 3)"
         );
         assert_eq!(CloneRecord::decode(&b).unwrap(), c);
         assert_eq!("copy".parse::<CloneMethod>().unwrap(), CloneMethod::Copy);
+    }
+
+    /// A dump record with every field set, for the layout tests.
+    fn full_dump_record() -> DumpRecord {
+        DumpRecord {
+            version: DUMP_RECORD_VERSION,
+            id: 3,
+            volume: "v".into(),
+            time_ns: 1,
+            level: 1,
+            requested_level: 2,
+            base: Some(2),
+            chain: vec![2],
+            merged_from: None,
+            source: "/v".into(),
+            scan_started_ns: -1,
+            duration_ns: 5,
+            totals: ScanTotals {
+                entries: 6,
+                files: 7,
+                dirs: 8,
+                logical_bytes: 9,
+                read_bytes: 10,
+                new_chunks: 11,
+                stored_bytes: 12,
+                new_raw_bytes: 13,
+            },
+            owned_chunks: 14,
+            owned_bytes: 15,
+            manifest: vec![],
+            manifest_bytes: 16,
+            warnings: vec![],
+            host: Some("h".into()),
+        }
+    }
+
+    /// Version 2 of the dump record, byte by byte as docs/FORMAT.md lays it out: version 1's
+    /// fields with `new_raw_bytes` after `stored_bytes` and `host` at the end.
+    #[test]
+    fn dump_record_version_2_bytes_are_as_documented() {
+        let r = full_dump_record();
+        let b = r.encode();
+        assert_eq!(
+            b,
+            [
+                2, // version
+                3, 1, b'v', 2, // id, volume, time_ns (zigzag 1 = 2)
+                1, 2, 1, 2, 1, 2,
+                0, // level, requested_level, base Some(2), chain [2], merged_from None
+                2, b'/', b'v', 1, 5, // source, scan_started_ns (zigzag -1 = 1), duration_ns
+                6, 7, 8, 9, 10, 11, 12, 13, // totals, new_raw_bytes last
+                14, 15, 0, 16,
+                0, // owned_chunks, owned_bytes, manifest, manifest_bytes, warnings
+                1, 1, b'h', // host Some("h")
+            ]
+        );
+        assert_eq!(DumpRecord::decode(&b).unwrap(), r);
+    }
+
+    /// A version 1 dump record (no `new_raw_bytes`, no `host`) still reads, with those as 0 and
+    /// None; a version above 2 is refused.
+    #[test]
+    fn dump_records_of_version_1_still_read() {
+        let r = full_dump_record();
+        let t = r.totals;
+        let v1 = DumpRecordV1 {
+            version: 1,
+            id: r.id,
+            volume: r.volume.clone(),
+            time_ns: r.time_ns,
+            level: r.level,
+            requested_level: r.requested_level,
+            base: r.base,
+            chain: r.chain.clone(),
+            merged_from: r.merged_from,
+            source: r.source.clone(),
+            scan_started_ns: r.scan_started_ns,
+            duration_ns: r.duration_ns,
+            totals: ScanTotalsV1 {
+                entries: t.entries,
+                files: t.files,
+                dirs: t.dirs,
+                logical_bytes: t.logical_bytes,
+                read_bytes: t.read_bytes,
+                new_chunks: t.new_chunks,
+                stored_bytes: t.stored_bytes,
+            },
+            owned_chunks: r.owned_chunks,
+            owned_bytes: r.owned_bytes,
+            manifest: vec![([7; 32], 99)],
+            manifest_bytes: r.manifest_bytes,
+            warnings: vec!["w".into()],
+        };
+        let b1 = postcard::to_allocvec(&v1).unwrap();
+        assert_eq!(
+            &b1[..30],
+            [
+                1, 3, 1, b'v', 2, 1, 2, 1, 2, 1, 2, 0, 2, b'/', b'v', 1, 5, 6, 7, 8, 9, 10, 11, 12,
+                14, 15, 1, 7, 7, 7
+            ]
+        );
+        let back = DumpRecord::decode(&b1).unwrap();
+        let want = DumpRecord {
+            totals: ScanTotals {
+                new_raw_bytes: 0,
+                ..t
+            },
+            manifest: vec![([7; 32], 99)],
+            warnings: vec!["w".into()],
+            host: None,
+            ..r.clone()
+        };
+        assert_eq!(back, want);
+        // Written again, it is a version 2 record.
+        assert_eq!(back.encode()[0], 2);
+        let mut b3 = r.encode();
+        b3[0] = 3;
+        let e = DumpRecord::decode(&b3).unwrap_err().to_string();
+        assert!(
+            e.contains("dump record 3 has version 3, this reel reads version 2"),
+            "{e}"
+        );
+        // Damage is still damage, in either layout.
+        assert!(DumpRecord::decode(&b1[..20]).is_err());
+        assert!(DumpRecord::decode(&r.encode()[..20]).is_err());
+    }
+
+    /// A version 1 clone record still reads, `new_raw_bytes` 0.
+    #[test]
+    fn clone_records_of_version_1_still_read() {
+        let v1 = CloneRecordV1 {
+            version: 1,
+            volume: "v".into(),
+            time_ns: 1,
+            method: CloneMethod::Store,
+            frozen_ns: 2,
+            scan_started_ns: 3,
+            source: "/v".into(),
+            view: CloneView::Manifest {
+                chunks: vec![],
+                bytes: 4,
+            },
+            dumped: None,
+            totals: ScanTotalsV1 {
+                entries: 5,
+                files: 6,
+                dirs: 7,
+                logical_bytes: 8,
+                read_bytes: 9,
+                new_chunks: 10,
+                stored_bytes: 11,
+            },
+            warnings: vec![],
+        };
+        let b1 = postcard::to_allocvec(&v1).unwrap();
+        assert_eq!(
+            b1,
+            [
+                1, 1, b'v', 2, 0, 2, 6, 2, b'/', b'v', 0, 0, 4, 0, 5, 6, 7, 8, 9, 10, 11, 0
+            ]
+        );
+        let c = CloneRecord::decode(&b1).unwrap();
+        assert_eq!(
+            (c.version, c.totals.stored_bytes, c.totals.new_raw_bytes),
+            (2, 11, 0)
+        );
+        let b2 = c.encode();
+        assert_eq!(b2[0], 2);
+        assert_eq!(&b2[1..b1.len() - 1], &b1[1..b1.len() - 1]);
+        assert_eq!(&b2[b1.len() - 1..], [0, 0], "new_raw_bytes, then warnings");
     }
 }

@@ -120,7 +120,7 @@ fn backup_record(spool: &Spool, volume: &str) -> Result<DumpRecord> {
     }
     match tree {
         Tree::Manifest(chunks) => Ok(DumpRecord {
-            version: 1,
+            version: crate::record::DUMP_RECORD_VERSION,
             id: 0,
             volume: format!("{volume}@backup"),
             time_ns: c.time_ns,
@@ -138,6 +138,7 @@ fn backup_record(spool: &Spool, volume: &str) -> Result<DumpRecord> {
             manifest: chunks.iter().map(|(id, n)| (id.0, *n)).collect(),
             manifest_bytes: 0,
             warnings: c.warnings.clone(),
+            host: None,
         }),
         Tree::Dir(p) => Err(Error::usage(format!(
             "the clone of {volume} ({}) is the read-only directory {}: read it there, or dump it first with `reel dump {volume} --level N`",

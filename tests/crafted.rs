@@ -284,7 +284,7 @@ impl Fixture {
         let count = |k: u8| entries.iter().filter(|e| e.kind == k).count() as u64;
         let time_ns = first.time_ns + id as i64 * DAY_NS;
         let rec = DumpRecord {
-            version: 1,
+            version: reel::record::DUMP_RECORD_VERSION,
             id,
             volume: "v".into(),
             time_ns,
@@ -311,6 +311,7 @@ impl Fixture {
                 .collect(),
             manifest_bytes: manifest.len() as u64,
             warnings: Vec::new(),
+            host: None,
         };
         let blob = rec.encode();
         store

@@ -189,7 +189,7 @@ fn bad_times_and_missing_dumps_are_usage_errors() {
 fn put_clone(spool: &Spool, view: reel::record::CloneView, dumped: Option<u64>) {
     let s = reel::spool::Spool::open(spool.path(), reel::spool::Access::Write).expect("open");
     let rec = reel::record::CloneRecord {
-        version: 1,
+        version: reel::record::CLONE_RECORD_VERSION,
         volume: "v".into(),
         time_ns: 1_793_000_000_000_000_000,
         method: reel::spool::CloneMethod::Store,

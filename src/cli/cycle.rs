@@ -11,7 +11,8 @@ use reel::spool::{Access, Spool};
 use reel::timefmt::{self, format_bytes, format_duration, format_rfc3339};
 use reel::{Error, Result};
 
-use super::dump::{print_dump, record_root_filesystem, shrink};
+use super::dump::{dump_outcome_json, print_dump, record_root_filesystem, shrink};
+use super::json::{seconds, time};
 use super::{Ctx, compact_catalog, dump_date, print_json};
 
 #[derive(Args)]
@@ -31,6 +32,9 @@ pub struct CloneArgs {
     /// (`store` method) holds less than min_share_percent of the previous dump's files or bytes.
     #[arg(long)]
     allow_shrink: bool,
+    /// Print the result as JSON (field names in docs/CLI.md).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn clone(ctx: &Ctx, a: CloneArgs) -> Result<ExitCode> {
@@ -43,8 +47,41 @@ pub fn clone(ctx: &Ctx, a: CloneArgs) -> Result<ExitCode> {
     let bar = ctx.progress();
     let out = clone_volume(&spool, &a.name, &opts, &bar)?;
     drop(bar);
-    print_clone(&out);
+    if a.json {
+        print_json(&clone_json(&out));
+    } else {
+        print_clone(&out);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The JSON of a clone (docs/CLI.md, `reel clone --json`).
+fn clone_json(out: &CloneOutcome) -> serde_json::Value {
+    let c = &out.record;
+    let (view, path) = match &c.view {
+        reel::record::CloneView::Manifest { .. } => ("manifest", None),
+        reel::record::CloneView::Dir { path, .. } => ("dir", Some(path.clone())),
+    };
+    let t = &c.totals;
+    serde_json::json!({
+        "volume": c.volume,
+        "time": time(c.time_ns),
+        "method": c.method.to_string(),
+        "frozen_seconds": seconds(out.frozen.as_nanos() as u64),
+        "source": c.source,
+        "view": view,
+        "path": path,
+        "entries": t.entries,
+        "files": t.files,
+        "dirs": t.dirs,
+        "logical_bytes": t.logical_bytes,
+        "read_bytes": t.read_bytes,
+        "new_chunks": t.new_chunks,
+        "new_raw_bytes": t.new_raw_bytes,
+        "stored_bytes": t.stored_bytes,
+        "notes": out.notes,
+        "warnings": c.warnings,
+    })
 }
 
 fn print_clone(out: &CloneOutcome) {
@@ -91,6 +128,9 @@ pub struct BackupArgs {
     /// or holds less than min_share_percent (reel.toml) of the previous dump's files or bytes.
     #[arg(long)]
     allow_shrink: bool,
+    /// Print the result as JSON (field names in docs/CLI.md).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Clone, then dump the clone.
@@ -122,10 +162,22 @@ pub fn backup(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
         &bar,
     )?;
     drop(bar);
+    let recorded = record_root_filesystem(&mut spool, &out);
+    let compacted = compact_catalog(&mut spool, catalog_len);
+    if a.json {
+        print_json(&serde_json::json!({
+            "volume": a.name,
+            "clone": clone_json(&cloned),
+            "dump": dump_outcome_json(&out, compacted.is_some()),
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
     print_clone(&cloned);
     print_dump(&out);
-    record_root_filesystem(&mut spool, &out);
-    if let Some(line) = compact_catalog(&mut spool, catalog_len) {
+    if let Some(line) = recorded {
+        println!("{line}");
+    }
+    if let Some(line) = compacted {
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
@@ -190,7 +242,9 @@ pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
     let keep = spool.settings.keep_reports_days;
     let removed = nightly::remove_old_reports(&spool, keep, chrono::Local::now().naive_local());
     if a.json {
-        print_json(&serde_json::to_value(&report).expect("report serialises"));
+        let mut v = serde_json::to_value(&report).expect("report serialises");
+        with_seconds(&mut v);
+        print_json(&v);
     } else {
         print!("{}", nightly::render(&report));
         if let Some(p) = report.saved.first() {
@@ -220,4 +274,27 @@ pub fn nightly(ctx: &Ctx, a: NightlyArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The nightly report's durations in seconds beside its nanosecond fields (`elapsed_ns`,
+/// `freeze_ns`, `dump_ns` in the report, its totals and each volume), as every other document
+/// gives durations; the `_ns` fields stay, as docs/CLI.md promises.
+fn with_seconds(v: &mut serde_json::Value) {
+    fn add(o: &mut serde_json::Value) {
+        let Some(o) = o.as_object_mut() else { return };
+        let ns: Vec<(String, u64)> = o
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_suffix("_ns")?.to_string(), v.as_u64()?)))
+            .collect();
+        for (k, n) in ns {
+            o.insert(format!("{k}_seconds"), seconds(n).into());
+        }
+    }
+    add(v);
+    if let Some(t) = v.get_mut("totals") {
+        add(t);
+    }
+    if let Some(vs) = v.get_mut("volumes").and_then(|v| v.as_array_mut()) {
+        vs.iter_mut().for_each(add);
+    }
 }

@@ -8,7 +8,8 @@ use reel::dump::{DumpOptions, DumpOutcome, Shrink, dump_volume_with, record_file
 use reel::spool::{Access, Spool};
 use reel::timefmt::{format_bytes, format_duration, format_rfc3339};
 
-use super::{Ctx, compact_catalog, dump_date};
+use super::json::{ratio, seconds};
+use super::{Ctx, compact_catalog, dump_date, print_json};
 
 #[derive(Args)]
 pub struct DumpArgs {
@@ -30,6 +31,9 @@ pub struct DumpArgs {
     /// holds less than min_share_percent (reel.toml) of the previous dump's files or bytes.
     #[arg(long)]
     allow_shrink: bool,
+    /// Print the result as JSON (field names in docs/CLI.md).
+    #[arg(long)]
+    json: bool,
 }
 
 /// The shrink guard's setting for `--allow-shrink`.
@@ -48,27 +52,70 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
     let bar = ctx.progress();
     let out = dump_volume_with(&spool, &a.name, &opts, shrink(a.allow_shrink), &bar)?;
     drop(bar);
+    let recorded = record_root_filesystem(&mut spool, &out);
+    let compacted = compact_catalog(&mut spool, catalog_len);
+    if a.json {
+        print_json(&dump_outcome_json(&out, compacted.is_some()));
+        return Ok(ExitCode::SUCCESS);
+    }
     print_dump(&out);
-    record_root_filesystem(&mut spool, &out);
-    if let Some(line) = compact_catalog(&mut spool, catalog_len) {
+    if let Some(line) = recorded {
+        println!("{line}");
+    }
+    if let Some(line) = compacted {
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Record the filesystem of the dumped volume's root in reel.toml when the dump found none
-/// recorded, and say so (the dump itself is committed either way).
-pub fn record_root_filesystem(spool: &mut Spool, out: &DumpOutcome) {
-    let Some(fs) = out.filesystem_to_record else {
-        return;
-    };
+/// recorded; the line that says so, for the caller to print (the dump itself is committed
+/// either way).
+pub fn record_root_filesystem(spool: &mut Spool, out: &DumpOutcome) -> Option<String> {
+    let fs = out.filesystem_to_record?;
     let name = &out.record.volume;
     match record_filesystem(spool, name, fs) {
-        Ok(()) => println!("  recorded     the filesystem of its root: {fs}"),
-        Err(e) => eprintln!(
-            "reel: warning: volume {name}: the filesystem of its root was not recorded: {e}"
-        ),
+        Ok(()) => Some(format!("  recorded     the filesystem of its root: {fs}")),
+        Err(e) => {
+            eprintln!(
+                "reel: warning: volume {name}: the filesystem of its root was not recorded: {e}"
+            );
+            None
+        }
     }
+}
+
+/// The JSON of a finished dump: its record as `reel show --json` gives it, and what the dump
+/// command adds (docs/CLI.md, `reel dump --json`).
+pub fn dump_outcome_json(out: &DumpOutcome, compacted: bool) -> serde_json::Value {
+    let r = &out.record;
+    let mut v = super::list::dump_json(r);
+    let o = v.as_object_mut().expect("a dump is an object");
+    o.insert("promoted".into(), out.promoted.into());
+    o.insert(
+        "from_clone".into(),
+        out.from_clone.map(|m| m.to_string()).into(),
+    );
+    o.insert("elapsed_seconds".into(), seconds(out.elapsed_ns).into());
+    let (dedup, compression) = ratios(r);
+    o.insert("dedup_ratio".into(), dedup);
+    o.insert("compression_ratio".into(), compression);
+    o.insert("catalog_compacted".into(), compacted.into());
+    v
+}
+
+/// The dump's dedup ratio (logical bytes over the raw bytes of the chunks it added) and its
+/// compression ratio (those raw bytes over the bytes its packs took); null when the divisor
+/// is 0 (nothing new, or a record from before raw bytes were kept).
+fn ratios(r: &reel::catalog::DumpRecord) -> (serde_json::Value, serde_json::Value) {
+    let t = &r.totals;
+    if t.new_raw_bytes == 0 {
+        return (serde_json::Value::Null, serde_json::Value::Null);
+    }
+    (
+        ratio(t.logical_bytes, t.new_raw_bytes),
+        ratio(t.new_raw_bytes, t.stored_bytes),
+    )
 }
 
 /// The dump's summary, as `dump`, `backup` and `nightly` print it.
@@ -104,7 +151,11 @@ pub fn print_dump(out: &DumpOutcome) {
     );
     println!("  logical      {}", format_bytes(r.totals.logical_bytes));
     println!("  read         {}", format_bytes(r.totals.read_bytes));
-    println!("  new chunks   {}", r.totals.new_chunks);
+    println!(
+        "  new chunks   {} ({} before compression)",
+        r.totals.new_chunks,
+        format_bytes(r.totals.new_raw_bytes)
+    );
     println!(
         "  added        {} to the spool",
         format_bytes(r.totals.stored_bytes)
@@ -114,19 +165,7 @@ pub fn print_dump(out: &DumpOutcome) {
         format_bytes(r.owned_bytes),
         r.owned_chunks
     );
-    println!(
-        "  dedup ratio  {}",
-        if r.totals.logical_bytes == 0 {
-            "- (no file data)".to_string()
-        } else if r.totals.stored_bytes == 0 {
-            "all data already stored".to_string()
-        } else {
-            format!(
-                "{:.1}x",
-                r.totals.logical_bytes as f64 / r.totals.stored_bytes as f64
-            )
-        }
-    );
+    println!("  ratios       {}", ratio_text(r));
     if r.totals.logical_bytes == 0 {
         println!("  time         {}", format_duration(out.elapsed_ns));
     } else {
@@ -138,5 +177,23 @@ pub fn print_dump(out: &DumpOutcome) {
     }
     for w in &r.warnings {
         println!("  warning: {w}");
+    }
+}
+
+/// "dedup x.xx×, compression y.yy×": the dump's logical bytes over the raw bytes of the chunks
+/// it added, and those over the bytes its packs took. Kept apart because they answer different
+/// questions (how much repeats, how well the new data packs) that one ratio would blur.
+pub fn ratio_text(r: &reel::catalog::DumpRecord) -> String {
+    let t = &r.totals;
+    if t.logical_bytes == 0 {
+        "- (no file data)".to_string()
+    } else if t.new_raw_bytes == 0 {
+        "all data already stored".to_string()
+    } else {
+        format!(
+            "dedup {:.2}\u{d7}, compression {:.2}\u{d7}",
+            t.logical_bytes as f64 / t.new_raw_bytes as f64,
+            t.new_raw_bytes as f64 / t.stored_bytes.max(1) as f64
+        )
     }
 }

@@ -37,6 +37,8 @@ pub fn dump_json(d: &DumpRecord) -> serde_json::Value {
         "read_bytes": d.totals.read_bytes,
         "new_chunks": d.totals.new_chunks,
         "stored_bytes": d.totals.stored_bytes,
+        "new_raw_bytes": d.totals.new_raw_bytes,
+        "host": d.host,
         "owned_chunks": d.owned_chunks,
         "owned_bytes": d.owned_bytes,
         "manifest_bytes": d.manifest_bytes,
@@ -129,6 +131,12 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<ExitCode> {
     println!("chain        {}", chain.join(" -> "));
     println!("source       {}", d.source);
     println!(
+        "host         {}",
+        d.host
+            .as_deref()
+            .unwrap_or("- (recorded before reel kept it)")
+    );
+    println!(
         "entries      {} ({} files, {} directories)",
         d.totals.entries, d.totals.files, d.totals.dirs
     );
@@ -138,9 +146,10 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<ExitCode> {
         format_bytes(d.totals.read_bytes)
     );
     println!(
-        "stored       {} added to the spool, {} new chunks",
+        "stored       {} added to the spool, {} new chunks ({} before compression)",
         format_bytes(d.totals.stored_bytes),
-        d.totals.new_chunks
+        d.totals.new_chunks,
+        format_bytes(d.totals.new_raw_bytes)
     );
     println!(
         "owned        {} in {} chunks",

@@ -238,6 +238,7 @@ pub fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<ExitCode> {
                     rows.iter()
                         .map(|(n, v, c, l)| {
                             serde_json::json!({
+                                "volume": n,
                                 "name": n,
                                 "path": v.path.display().to_string(),
                                 "dumps": c,

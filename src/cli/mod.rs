@@ -7,7 +7,9 @@ mod cycle;
 mod diff;
 mod dump;
 mod gc;
+mod info;
 mod ingest;
+mod json;
 mod list;
 mod manage;
 mod mount;
@@ -28,6 +30,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reel::spool::{Access, Spool};
 use reel::timefmt::{DayEdge, parse_time};
 use reel::{Error, Result};
+
+pub use json::print_json;
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +66,10 @@ enum Command {
     List(list::ListArgs),
     /// Print one dump's header: volume, time, level, chain, counts and sizes.
     Show(list::ShowArgs),
+    /// What takes space: per volume and dump the logical, deduplicated, compressed, owned and
+    /// tape-only bytes, and the spool's totals.
+    #[command(visible_alias = "du")]
+    Info(info::InfoArgs),
     /// List the entries of a dump without restoring it.
     Ls(browse::LsArgs),
     /// Write one file of a dump to standard output.
@@ -252,10 +260,6 @@ fn disk_full_advice(e: &Error, spool: Option<&std::path::Path>) -> Option<String
     })
 }
 
-pub fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("json"));
-}
-
 /// The dump and restore pipelines allocate and free buffers of a few MiB all the time (read
 /// buffers, frames, compressed blobs). glibc serves such sizes with fresh mmaps by default,
 /// and the kernel must fault in and zero every page again: 8-10% of a full dump's CPU
@@ -312,6 +316,7 @@ pub fn main() -> ExitCode {
         Command::Init => manage::init(&ctx),
         Command::Volume(c) => manage::volume(&ctx, c),
         Command::Dump(a) => dump::run(&ctx, a),
+        Command::Info(a) => info::run(&ctx, a),
         Command::List(a) => list::list(&ctx, a),
         Command::Show(a) => list::show(&ctx, a),
         Command::Ls(a) => browse::ls(&ctx, a),

@@ -14,7 +14,8 @@ use reel::tape::payload;
 use reel::timefmt::{format_bytes, format_rfc3339};
 use reel::{Error, Result};
 
-use super::Ctx;
+use super::json::{seconds, time};
+use super::{Ctx, print_json};
 
 #[derive(Args)]
 pub struct RestoreArgs {
@@ -43,6 +44,9 @@ pub struct RestoreArgs {
     /// Print the chain, the tapes needed and the bytes; write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print the result (or with --dry-run the plan) as JSON (field names in docs/CLI.md).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
@@ -60,6 +64,21 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         Picked::Tape { label, dump } => return from_tapes(ctx, &spool, &a, &opts, &label, &dump),
     };
     let (missing, labels) = reel::tape::media::tapes_for_restore(&spool, &d, &opts.paths)?;
+    if a.dry_run && a.json {
+        print_json(&serde_json::json!({
+            "dry_run": true,
+            "id": d.id,
+            "volume": d.volume,
+            "time": time(d.time_ns),
+            "level": d.level,
+            "in_catalog": true,
+            "logical_bytes": d.totals.logical_bytes,
+            "chain": chain_json(&spool, &d.full_chain())?,
+            "tape_only_bytes": missing,
+            "tapes_needed": labels,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
     if a.dry_run {
         println!(
             "dump {} of volume {} ({}, level {}): {}",
@@ -87,26 +106,60 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     restore_and_report(ctx, &reader, &d, &a, &opts)
 }
 
-/// The chain, newest first: from the catalog, or from the tape records for dumps it no
-/// longer has.
-fn print_chain(spool: &reel::spool::Spool, chain: &[u64]) -> Result<()> {
+/// The chain as JSON, level 0 first: `id`, `level`, `time`, `in_catalog` per dump.
+fn chain_json(spool: &reel::spool::Spool, chain: &[u64]) -> Result<serde_json::Value> {
+    let mut out = Vec::new();
+    for (id, found) in chain_dumps(spool, chain)? {
+        out.push(match found {
+            Some((level, time_ns, in_catalog)) => serde_json::json!({
+                "id": id,
+                "level": level,
+                "time": time(time_ns),
+                "in_catalog": in_catalog,
+            }),
+            None => serde_json::json!({
+                "id": id, "level": null, "time": null, "in_catalog": false,
+            }),
+        });
+    }
+    Ok(out.into())
+}
+
+/// Each dump of `chain`: (level, time, whether the catalog has it), from the catalog or from
+/// the tape records for dumps it no longer has; None when neither knows it.
+#[allow(clippy::type_complexity)]
+fn chain_dumps(
+    spool: &reel::spool::Spool,
+    chain: &[u64],
+) -> Result<Vec<(u64, Option<(u8, i64, bool)>)>> {
     let on_tapes: Vec<TapeDumpSummary> = media::tapes(spool)?
         .into_iter()
         .flat_map(|t| t.summaries)
         .collect();
-    // Level 0 first: the order the dumps are read in, and the tapes' order.
+    let mut out = Vec::new();
     for &id in chain {
         let found = match spool.catalog.dump(id)? {
-            Some(c) => Some((c.level, c.time_ns, "")),
+            Some(c) => Some((c.level, c.time_ns, true)),
             None => on_tapes
                 .iter()
                 .find(|s| s.id == id)
-                .map(|s| (s.level, s.time_ns, " (on tape only)")),
+                .map(|s| (s.level, s.time_ns, false)),
         };
-        if let Some((level, time_ns, note)) = found {
+        out.push((id, found));
+    }
+    Ok(out)
+}
+
+/// The chain, newest first: from the catalog, or from the tape records for dumps it no
+/// longer has.
+fn print_chain(spool: &reel::spool::Spool, chain: &[u64]) -> Result<()> {
+    // Level 0 first: the order the dumps are read in, and the tapes' order.
+    for (id, found) in chain_dumps(spool, chain)? {
+        if let Some((level, time_ns, in_catalog)) = found {
             println!(
-                "  chain: dump {id} level {level} {}{note}",
-                format_rfc3339(time_ns)
+                "  chain: dump {id} level {level} {}{}",
+                format_rfc3339(time_ns),
+                if in_catalog { "" } else { " (on tape only)" }
             );
         }
     }
@@ -124,6 +177,23 @@ fn from_tapes(
     s: &TapeDumpSummary,
 ) -> Result<ExitCode> {
     let labels = &s.tapes_needed;
+    if a.dry_run && a.json {
+        let mut chain = s.chain.clone();
+        chain.push(s.id);
+        print_json(&serde_json::json!({
+            "dry_run": true,
+            "id": s.id,
+            "volume": s.volume,
+            "time": time(s.time_ns),
+            "level": s.level,
+            "in_catalog": false,
+            "logical_bytes": null,
+            "chain": chain_json(spool, &chain)?,
+            "tape_only_bytes": null,
+            "tapes_needed": labels,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
     if a.dry_run {
         println!(
             "dump {} of volume {} ({}, level {}): not in the catalog any more (pruned), on tape {label}",
@@ -184,6 +254,24 @@ fn restore_and_report(
     let stats = restore_dump_with(reader, d, &a.to, opts, &bar)?;
     drop(bar);
     let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        print_json(&serde_json::json!({
+            "dry_run": false,
+            "id": d.id,
+            "volume": d.volume,
+            "time": time(d.time_ns),
+            "level": d.level,
+            "to": a.to.display().to_string(),
+            "paths": opts.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
+            "entries": stats.entries,
+            "files": stats.files,
+            "bytes": stats.bytes,
+            "chunks_read": stats.chunks_read,
+            "skipped": stats.skipped,
+            "duration_seconds": seconds(started.elapsed().as_nanos() as u64),
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "restored dump {} of volume {} ({}, level {}) to {}: {} entries, {} files, {} in {:.2} s ({}/s)",
         d.id,

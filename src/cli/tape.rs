@@ -11,6 +11,7 @@ use reel::tape::{media, payload};
 use reel::timefmt::{format_bytes, format_rfc3339};
 use reel::{Error, Result};
 
+use super::json::time;
 use super::{Ctx, print_json};
 
 /// A size like 4G, 700M, 1500000 (bytes; K/M/G/T are powers of 1024).
@@ -49,6 +50,9 @@ pub struct ExportArgs {
     media_set: Option<String>,
     /// Only these volumes (default: all).
     volumes: Vec<String>,
+    /// Print the result as JSON (field names in docs/CLI.md).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
@@ -71,9 +75,40 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
         image: written,
     }) = exported
     else {
-        println!("nothing to export: every dump is on tape already");
+        if a.json {
+            print_json(&serde_json::json!({
+                "label": null, "media_set": null, "sequence": null, "bytes": 0,
+                "image_files": [], "dumps": [],
+            }));
+        } else {
+            println!("nothing to export: every dump is on tape already");
+        }
         return Ok(ExitCode::SUCCESS);
     };
+    let of = |list: &[(u64, u64)], id: u64| {
+        list.iter()
+            .find(|(d, _)| *d == id)
+            .map(|(_, b)| *b)
+            .unwrap_or(0)
+    };
+    if a.json {
+        print_json(&serde_json::json!({
+            "label": label,
+            "media_set": summary.media_set,
+            "sequence": summary.sequence,
+            "bytes": written.bytes,
+            "image_files": written.volumes.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "dumps": plan.dumps.iter().map(|d| serde_json::json!({
+                "id": d.id,
+                "volume": d.volume,
+                "time": time(d.time_ns),
+                "level": d.level,
+                "bytes": of(&summary.per_dump, d.id),
+                "whole_file_bytes": of(&summary.whole_file, d.id),
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "tape {label}: {} in {} volume(s) ({}), {} dumps",
         format_bytes(written.bytes),
@@ -91,18 +126,8 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
         "dump", "volume", "time", "level", "on tape", "whole-file"
     );
     for d in &plan.dumps {
-        let bytes = summary
-            .per_dump
-            .iter()
-            .find(|(id, _)| *id == d.id)
-            .map(|(_, b)| *b)
-            .unwrap_or(0);
-        let whole = summary
-            .whole_file
-            .iter()
-            .find(|(id, _)| *id == d.id)
-            .map(|(_, b)| *b)
-            .unwrap_or(0);
+        let bytes = of(&summary.per_dump, d.id);
+        let whole = of(&summary.whole_file, d.id);
         println!(
             "  {:>6}  {:<16} {:<25} {:>5} {:>12} {:>14}",
             d.id,
@@ -139,15 +164,35 @@ pub struct ImportArgs {
     /// Tape images (files, PATH prefixes of split images, or directories `restore -x` wrote).
     #[arg(required = true)]
     images: Vec<PathBuf>,
+    /// Print the result as JSON (field names in docs/CLI.md).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Write)?;
+    let mut out = Vec::new();
     for (n, img) in a.images.iter().enumerate() {
         let staged = image_volumes(img)
             .and_then(|v| locate::stage(&spool, &v, "import", n))
             .map_err(|e| in_image(img, e))?;
         let s = payload::import_payload(&spool, staged.dir()).map_err(|e| in_image(img, e))?;
+        if a.json {
+            out.push(serde_json::json!({
+                "image": img.display().to_string(),
+                "label": s.label,
+                "dumps_added": s.dumps_added.iter().map(|(id, volume, t, level)| serde_json::json!({
+                    "id": id, "volume": volume, "time": time(*t), "level": level,
+                })).collect::<Vec<_>>(),
+                "dumps_present": s.dumps_present,
+                "packs_adopted": s.packs_adopted,
+                "pack_bytes": s.pack_bytes,
+                "chunks_added": s.chunks_added,
+                "tape_recorded": s.tape_recorded,
+                "tapes_also_needed": s.tapes_also_needed,
+            }));
+            continue;
+        }
         println!(
             "{}: tape {}: {} dumps added, {} already here; {} packs adopted ({}), {} new chunks",
             img.display(),
@@ -170,6 +215,9 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<ExitCode> {
                 s.tapes_also_needed.join(", ")
             );
         }
+    }
+    if a.json {
+        print_json(&serde_json::json!({ "images": out }));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -406,6 +454,9 @@ pub struct PurgeArgs {
     /// Say what would go, remove nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Print the result as JSON (field names in docs/CLI.md).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn purge(ctx: &Ctx, a: PurgeArgs) -> Result<ExitCode> {
@@ -418,6 +469,18 @@ pub fn purge(ctx: &Ctx, a: PurgeArgs) -> Result<ExitCode> {
         .transpose()?
         .map(|d| reel::timefmt::now_ns() - d);
     let s = reel::tape::purge::purge_exported(&spool, cutoff, a.dry_run)?;
+    if a.json {
+        print_json(&serde_json::json!({
+            "dry_run": a.dry_run,
+            "packs_removed": s.packs.len(),
+            "bytes_removed": s.bytes,
+            "chunks_removed": s.chunks,
+            "packs_kept_latest": s.latest,
+            "bytes_kept_latest": s.latest_bytes,
+            "packs_kept_not_on_tape": s.kept,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{} {} packs ({}, {} chunks) whose every chunk is on tape",
         if a.dry_run { "would remove" } else { "removed" },

@@ -58,7 +58,7 @@ pub fn capture_clone(
     let s = scan(spool, store, &root, prev, None, None, progress)?;
     check_share(spool, name, dumps.last(), &s.totals(), opts.shrink)?;
     let mut rec = CloneRecord {
-        version: 1,
+        version: crate::record::CLONE_RECORD_VERSION,
         volume: name.to_string(),
         time_ns,
         method: CloneMethod::Store,
@@ -76,6 +76,7 @@ pub fn capture_clone(
     s.store.finish(|txn, stats| {
         rec.totals.new_chunks = stats.new_chunks;
         rec.totals.stored_bytes = stats.stored_bytes;
+        rec.totals.new_raw_bytes = stats.new_raw_bytes;
         txn.put_clone(&rec)
     })?;
     Ok(rec)

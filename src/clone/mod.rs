@@ -169,7 +169,7 @@ fn take(
 ) -> Result<CloneRecord> {
     let scan_started_ns = timefmt::now_ns();
     let record = |view, stats: CopyStats| CloneRecord {
-        version: 1,
+        version: crate::record::CLONE_RECORD_VERSION,
         volume: name.to_string(),
         time_ns,
         method: vol.clone,

@@ -21,7 +21,7 @@ use crate::level;
 use crate::manifest::ManifestReader;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
-use crate::record::{CloneRecord, CloneView};
+use crate::record::{CloneRecord, CloneView, DUMP_RECORD_VERSION};
 use crate::settings::FsIdentity;
 use crate::spool::{CloneMethod, Spool};
 use crate::store::{ChunkReader, StoreStats, StoreWriter};
@@ -200,7 +200,7 @@ fn dump_tree_as(
 
     let (owned_chunks, owned_bytes) = s.store.fold_owned(id)?;
     let mut rec = DumpRecord {
-        version: 1,
+        version: DUMP_RECORD_VERSION,
         id,
         volume: name.to_string(),
         time_ns,
@@ -225,6 +225,7 @@ fn dump_tree_as(
         manifest: s.manifest_chunks.clone(),
         manifest_bytes: s.manifest_bytes,
         warnings: s.warnings.clone(),
+        host: host_name(),
     };
     rec.duration_ns = started.elapsed().as_nanos() as u64;
     let from_clone = clone.as_ref().map(|c| c.method);
@@ -253,6 +254,7 @@ fn commit_record(
     let stats = store.finish(|txn, stats| {
         rec.totals.new_chunks += stats.new_chunks;
         rec.totals.stored_bytes += stats.stored_bytes;
+        rec.totals.new_raw_bytes += stats.new_raw_bytes;
         rec.duration_ns = started.elapsed().as_nanos() as u64;
         txn.record_dump(&rec)?;
         if let Some(mut c) = clone {
@@ -361,7 +363,7 @@ fn commit_store_clone(
     drop(base_entries);
 
     let rec = DumpRecord {
-        version: 1,
+        version: DUMP_RECORD_VERSION,
         id,
         volume: name.to_string(),
         time_ns: clone.time_ns,
@@ -379,6 +381,7 @@ fn commit_store_clone(
         manifest: chunks.clone(),
         manifest_bytes: *bytes,
         warnings: clone.warnings.clone(),
+        host: host_name(),
     };
     let (rec, stats) = commit_record(store, rec, started, Some(clone))?;
     Ok(DumpOutcome {
@@ -389,6 +392,21 @@ fn commit_store_clone(
         index_lookups: stats.index_lookups,
         filesystem_to_record: None,
     })
+}
+
+/// The name of this host, as `hostname` prints it, for the dump record: a spool that several
+/// hosts dump into (or whose dumps are imported elsewhere) says where each dump was made.
+/// None when the system will not say.
+pub fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!name.is_empty()).then_some(name)
 }
 
 /// Merge-join step for ownership: whether the base has `e.path` as a file with the same

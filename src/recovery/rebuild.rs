@@ -456,25 +456,26 @@ fn write_index(
     } = chosen;
     let w = spool.catalog.writer()?;
     let mut no = 1u64;
-    // A dump record blob is written before the store's totals are known (its new_chunks
-    // and stored_bytes are 0): they are the packs written since the previous dump's record
-    // up to the pack holding this one, as the store writes them in order.
-    let mut added: HashMap<u64, (u64, u64)> = HashMap::new();
-    let (mut pending_bytes, mut pending_new) = (0u64, 0u64);
+    // A dump record blob is written before the store's totals are known (its new_chunks,
+    // new_raw_bytes and stored_bytes are 0): they are the packs written since the previous
+    // dump's record up to the pack holding this one, as the store writes them in order.
+    let mut added: HashMap<u64, (u64, u64, u64)> = HashMap::new();
+    let (mut pending_bytes, mut pending_new, mut pending_raw) = (0u64, 0u64, 0u64);
     for p in packs {
         // A chunk in several packs: the first (oldest) pack keeps it.
         record_scanned_pack(&w, no, p, |_, loc| {
             report.chunks += 1;
             if matches!(loc.kind, BlobKind::Data | BlobKind::Manifest) {
                 pending_new += 1;
+                pending_raw += u64::from(loc.raw_len);
             }
         })?;
         pending_bytes += p.size;
         for d in &p.dump_records {
             let is_chosen = by_id.get(&d.id).is_some_and(|c| same_dump(c, d));
             if is_chosen && !added.contains_key(&d.id) {
-                added.insert(d.id, (pending_new, pending_bytes));
-                (pending_bytes, pending_new) = (0, 0);
+                added.insert(d.id, (pending_new, pending_raw, pending_bytes));
+                (pending_bytes, pending_new, pending_raw) = (0, 0, 0);
             }
         }
         report.packs_read += 1;
@@ -482,10 +483,11 @@ fn write_index(
         no += 1;
     }
     for d in &mut dumps {
-        if let Some((new, bytes)) = added.get(&d.id)
+        if let Some((new, raw, bytes)) = added.get(&d.id)
             && d.totals.stored_bytes == 0
         {
             d.totals.new_chunks = *new;
+            d.totals.new_raw_bytes = *raw;
             d.totals.stored_bytes = *bytes;
         }
         w.record_dump(d)?;

@@ -92,6 +92,9 @@ pub struct TapeDump {
     pub manifest: Vec<ManifestChunk>,
     pub manifest_bytes: u64,
     pub warnings: Vec<String>,
+    /// The host that made the dump; absent (null) on a tape written before records had it.
+    #[serde(default)]
+    pub host: Option<String>,
     /// Pack bytes (blob headers and stored bytes) written for this dump.
     pub tape_bytes: u64,
     /// What a whole-file dump at this level would have written: the sizes of the files whose
@@ -170,6 +173,7 @@ impl TapeDump {
                 .collect(),
             manifest_bytes: d.manifest_bytes,
             warnings: d.warnings.clone(),
+            host: d.host.clone(),
             tape_bytes: on_tape.tape_bytes,
             whole_file_bytes: on_tape.whole_file_bytes,
             tapes_needed: on_tape.tapes_needed,
@@ -228,7 +232,7 @@ impl TapeDump {
         merged_from: Option<u64>,
     ) -> DumpRecord {
         DumpRecord {
-            version: 1,
+            version: crate::record::DUMP_RECORD_VERSION,
             id,
             volume: self.volume.clone(),
             time_ns: self.time_ns,
@@ -246,6 +250,7 @@ impl TapeDump {
             manifest: self.manifest.iter().map(|m| (m.id.0, m.len)).collect(),
             manifest_bytes: self.manifest_bytes,
             warnings: self.warnings.clone(),
+            host: self.host.clone(),
         }
     }
 }
