@@ -1355,3 +1355,31 @@ fn name_at_latest_is_the_latest_dump() {
     );
     assert_eq!(code, 2, "{err}");
 }
+
+/// `export`'s table of the dumps it wrote has its rows aligned under its header.
+#[test]
+fn export_table_columns_line_up() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    let spool = spool_with_full_dump(&vol);
+    // A dump at the clock's time, to the nanosecond.
+    spool.run(["dump", "v", "--level", "1"]);
+    let img = work.path().join("tape.img");
+    let out = spool.run(["export", "--to", img.to_str().unwrap()]);
+    let lines: Vec<&str> = out.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("dump") && l.contains("whole-file"))
+        .unwrap_or_else(|| panic!("no table header: {out}"));
+    let level_end = lines[header].find("level").unwrap() + "level".len();
+    for (row, level) in lines[header + 1..header + 3].iter().zip(["0", "1"]) {
+        assert_eq!(
+            lines[header].len(),
+            row.len(),
+            "header and row differ in width:\n{}\n{row}",
+            lines[header]
+        );
+        assert_eq!(&row[level_end - 1..level_end], level, "{out}");
+    }
+}

@@ -293,15 +293,18 @@ pub fn main() -> ExitCode {
     keep_freed_memory();
     reel::catalog::install_damage_report_hook();
     let cli = Cli::parse();
-    let filter = match cli.verbose {
+    let level = match cli.verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
+    // fuser warns "Unmount failed" when it finds its mount already gone, which is how every
+    // `fusermount -u` or `umount` of `reel mount` ends: not a problem, so not shown.
+    let filter = format!("{level},fuser::mnt=error");
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(colour_on_stderr())

@@ -8,7 +8,7 @@ use reel::spool::{Access, Spool};
 use reel::tape::export::{self, ExportOptions, Exported};
 use reel::tape::locate::{self, Staged, image_volumes};
 use reel::tape::{media, payload};
-use reel::timefmt::{format_bytes, format_rfc3339};
+use reel::timefmt::{format_bytes, format_rfc3339, format_short};
 use reel::{Error, Result};
 
 use super::json::time;
@@ -121,18 +121,19 @@ pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
             .join(", "),
         plan.dumps.len()
     );
+    // Times as `reel list` shows them (local, to the second): the columns stay aligned.
     println!(
-        "  {:>6}  {:<16} {:<25} {:>5} {:>12} {:>14}",
+        "  {:>6}  {:<16} {:<19} {:>5} {:>12} {:>14}",
         "dump", "volume", "time", "level", "on tape", "whole-file"
     );
     for d in &plan.dumps {
         let bytes = of(&summary.per_dump, d.id);
         let whole = of(&summary.whole_file, d.id);
         println!(
-            "  {:>6}  {:<16} {:<25} {:>5} {:>12} {:>14}",
+            "  {:>6}  {:<16} {:<19} {:>5} {:>12} {:>14}",
             d.id,
             d.volume,
-            format_rfc3339(d.time_ns),
+            format_short(d.time_ns),
             d.level,
             format_bytes(bytes),
             format_bytes(whole)
