@@ -24,6 +24,8 @@ mod unix;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -151,14 +153,30 @@ impl Ctx {
             b.enable_steady_tick(std::time::Duration::from_millis(200));
             b
         };
-        Bar(bar)
+        Bar(bar, Mutex::new(None))
     }
 }
 
-pub struct Bar(ProgressBar);
+/// The progress bar, and the phase it shows with its start: each phase is logged when it
+/// starts (`-v`) and with its time when it ends (`-vv`), whether the bar is drawn or not.
+pub struct Bar(ProgressBar, Mutex<Option<(String, Instant)>>);
+
+impl Bar {
+    fn end_phase(&self) {
+        let done = self.1.lock().map(|mut p| p.take()).unwrap_or(None);
+        if let Some((phase, started)) = done {
+            tracing::debug!("{phase}: {:.3} s", started.elapsed().as_secs_f64());
+        }
+    }
+}
 
 impl reel::progress::Progress for Bar {
     fn message(&self, msg: &str) {
+        self.end_phase();
+        tracing::info!("{msg}");
+        if let Ok(mut p) = self.1.lock() {
+            *p = Some((msg.to_string(), Instant::now()));
+        }
         self.0.set_message(msg.to_string());
     }
     fn set_total(&self, bytes: u64) {
@@ -180,6 +198,7 @@ impl reel::progress::Progress for Bar {
 
 impl Drop for Bar {
     fn drop(&mut self) {
+        self.end_phase();
         self.0.finish_and_clear();
     }
 }
