@@ -256,9 +256,34 @@ fn purged_dumps_restore_from_the_tapes_the_plan_names() {
         &["--tapes", tapes.to_str().unwrap()],
         &[1, 2, 3],
     );
-    // cat reads a purged file from the tape too.
+    // cat reads a purged file from the tape too; without it the refusal names the tape and
+    // how to give it, and does not call the spool damaged.
     let (code, err) = spool.fail(["cat", "v", "--at", "2026-11-02", "big/x.bin"]);
     assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("W1") && err.contains("--tapes DIR") && err.contains("--tape IMAGE"),
+        "{err}"
+    );
+    assert!(!err.contains("reel check"), "{err}");
+    let day2_x = std::fs::read(work.path().join("day2/big/x.bin")).unwrap();
+    // The image itself, as restore, export-plain and mount take it: its header names the tape.
+    let x = cat_bytes(
+        &spool,
+        &[
+            "v",
+            "--at",
+            "2026-11-02",
+            "big/x.bin",
+            "--tape",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert!(x == day2_x, "cat --tape IMAGE printed other bytes");
+    spool.restore_equals(
+        &["v", "--at", "2026-11-02", "--tape", img.to_str().unwrap()],
+        &work.path().join("day2"),
+        &work.path().join("by-image"),
+    );
     let x = cat_bytes(
         &spool,
         &[
@@ -270,7 +295,7 @@ fn purged_dumps_restore_from_the_tapes_the_plan_names() {
             tapes.to_str().unwrap(),
         ],
     );
-    assert!(x == std::fs::read(work.path().join("day2/big/x.bin")).unwrap());
+    assert!(x == day2_x);
     let arg = format!("W1={}", img.display());
     spool.restore_equals(
         &["v", "--at", "2026-11-02", "--tape", &arg],

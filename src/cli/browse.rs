@@ -147,12 +147,8 @@ pub struct CatArgs {
     /// A dump by id.
     #[arg(long, conflicts_with = "at")]
     dump: Option<u64>,
-    /// A folder of tape images, for a file whose data is on tape only.
-    #[arg(long, value_name = "DIR")]
-    tapes: Option<std::path::PathBuf>,
-    /// A tape image for a label (repeat for several): LABEL=PATH.
-    #[arg(long, value_name = "LABEL=PATH")]
-    tape: Vec<String>,
+    #[command(flatten)]
+    tapes: super::restore::TapeArgs,
 }
 
 pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
@@ -162,8 +158,7 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     let mut reader = ChunkReader::new(&spool)?;
     let (_, labels) =
         reel::tape::media::tapes_for_restore(&spool, &d, std::slice::from_ref(&path))?;
-    let _guards =
-        super::tape::supply_tapes(&spool, &mut reader, &labels, &a.tape, a.tapes.as_deref())?;
+    let _guards = reel::tape::locate::supply(&spool, &mut reader, &labels, &a.tapes.sources())?;
     let mut e = find_entry(&reader, &d, &path)?.ok_or_else(|| {
         Error::usage(format!(
             "{} is not in dump {} of volume {}",

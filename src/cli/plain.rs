@@ -34,6 +34,8 @@ pub struct ExportPlainArgs {
     /// Records (1 KiB) per tape block (dump's -b).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     block_size: u32,
+    #[command(flatten)]
+    tapes: super::restore::TapeArgs,
 }
 
 pub fn run(ctx: &Ctx, a: ExportPlainArgs) -> Result<ExitCode> {
@@ -52,7 +54,12 @@ pub fn run(ctx: &Ctx, a: ExportPlainArgs) -> Result<ExitCode> {
         },
         None => Target::File(a.to.clone()),
     };
-    let s = export_plain(&spool, &d, a.level, target, a.block_size)?;
+    // Data purge removed from the spool is read from the tapes that hold it, as a restore of
+    // the whole dump reads it; none are needed when every chunk is on the spool.
+    let mut reader = reel::store::ChunkReader::new(&spool)?;
+    let (_, labels) = reel::tape::media::tapes_for_restore(&spool, &d, &[])?;
+    let _guards = reel::tape::locate::supply(&spool, &mut reader, &labels, &a.tapes.sources())?;
+    let s = export_plain(&spool, &reader, &d, a.level, target, a.block_size)?;
     if let Some(note) = &s.note {
         println!("{note}");
     }

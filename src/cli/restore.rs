@@ -9,12 +9,36 @@ use reel::catalog::DumpRecord;
 use reel::restore::{RestoreOptions, normalise_path, restore_dump_with};
 use reel::select::{Picked, pick_dump_or_tape};
 use reel::spool::Access;
+use reel::tape::locate::{self, TapeSources};
 use reel::tape::media::{self, TapeDumpSummary};
 use reel::tape::payload;
 use reel::timefmt::{format_bytes, format_rfc3339};
 use reel::{Error, Result};
 
 use super::Ctx;
+
+/// Where a read finds the tapes holding data that purge removed from the spool: the same
+/// arguments for `restore`, `cat`, `export-plain` and `mount`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct TapeArgs {
+    /// A folder of tape images (files, split sets, folders `restore -x` extracted), searched
+    /// for the tapes the read needs.
+    #[arg(long, value_name = "DIR")]
+    tapes: Option<PathBuf>,
+    /// A tape image (repeat for several): a file, the prefix of a split set, or LABEL=PATH for
+    /// an image whose header does not say which tape it is.
+    #[arg(long, value_name = "IMAGE")]
+    tape: Vec<String>,
+}
+
+impl TapeArgs {
+    pub fn sources(&self) -> TapeSources {
+        TapeSources {
+            dir: self.tapes.clone(),
+            images: self.tape.clone(),
+        }
+    }
+}
 
 #[derive(Args)]
 pub struct RestoreArgs {
@@ -34,12 +58,8 @@ pub struct RestoreArgs {
     /// Write into a non-empty directory.
     #[arg(long)]
     overwrite: bool,
-    /// A folder of tape images, searched for the tapes the restore needs.
-    #[arg(long, value_name = "DIR")]
-    tapes: Option<PathBuf>,
-    /// A tape image for a label (repeat for several): LABEL=PATH.
-    #[arg(long, value_name = "LABEL=PATH")]
-    tape: Vec<String>,
+    #[command(flatten)]
+    tapes: TapeArgs,
     /// Print the chain, the tapes needed and the bytes; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -82,8 +102,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut reader = reel::store::ChunkReader::new(&spool)?;
-    let _guards =
-        super::tape::supply_tapes(&spool, &mut reader, &labels, &a.tape, a.tapes.as_deref())?;
+    let _guards = locate::supply(&spool, &mut reader, &labels, &a.tapes.sources())?;
     restore_and_report(ctx, &reader, &d, &a, &opts)
 }
 
@@ -142,8 +161,7 @@ fn from_tapes(
         return Ok(ExitCode::SUCCESS);
     }
     let mut reader = reel::store::ChunkReader::new(spool)?;
-    let guards =
-        super::tape::supply_tapes(spool, &mut reader, labels, &a.tape, a.tapes.as_deref())?;
+    let guards = locate::supply(spool, &mut reader, labels, &a.tapes.sources())?;
     let mut record = None;
     for g in &guards {
         let cat = payload::read_catalog(g.dir())?;
