@@ -436,6 +436,57 @@ fn a_pruned_dump_stays_on_its_tape_in_the_media_catalog_and_restores_from_it() {
         &work.path().join("day1"),
         &work.path().join("r1"),
     );
+    // ls, cat, export-plain and restore --dump reach the pruned dump too, from its tape, and
+    // without the tape they name it.
+    let (code, err) = spool.fail(["ls", "v", "--at", "2026-11-01"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("P1") && err.contains("--tapes DIR"), "{err}");
+    let listed = spool.run([
+        "ls",
+        "v",
+        "--at",
+        "2026-11-01",
+        "--tapes",
+        tapes.to_str().unwrap(),
+    ]);
+    assert!(
+        listed.contains("docs/readme.md") && !listed.contains("daily/d1"),
+        "the pruned day's listing: {listed}"
+    );
+    let readme = cat_bytes(
+        &spool,
+        &[
+            "v",
+            "--dump",
+            "1",
+            "docs/readme.md",
+            "--tape",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert!(readme == std::fs::read(work.path().join("day1/docs/readme.md")).unwrap());
+    let (code, err) = spool.fail(["cat", "v", "--dump", "1", "docs/readme.md"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("P1"), "{err}");
+    spool.restore_equals(
+        &["v", "--dump", "1", "--tapes", tapes.to_str().unwrap()],
+        &work.path().join("day1"),
+        &work.path().join("r1-by-id"),
+    );
+    let plain = work.path().join("day1.dump");
+    let out = spool.run([
+        "export-plain",
+        "v",
+        "--at",
+        "2026-11-01",
+        "--level",
+        "0",
+        "--to",
+        plain.to_str().unwrap(),
+        "--tapes",
+        tapes.to_str().unwrap(),
+    ]);
+    assert!(out.contains("of dump 1 "), "{out}");
     // The kept day still reads from the spool alone.
     spool.restore_equals(
         &["v", "--at", "2026-11-02"],

@@ -8,12 +8,12 @@ use clap::Args;
 use reel::error::Damaged;
 use reel::restore::{cat_entry, find_entry, normalise_path, selected};
 use reel::spool::Access;
-use reel::store::ChunkReader;
 use reel::timefmt::{format_rfc3339, format_short};
 use reel::{EntryKind, Error, Result};
 
+use super::restore::open_picked;
 use super::{Ctx, print_json};
-use reel::select::pick_dump;
+use reel::select::pick_dump_or_tape;
 
 #[derive(Args)]
 pub struct LsArgs {
@@ -30,6 +30,8 @@ pub struct LsArgs {
     /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tapes: super::restore::TapeArgs,
 }
 
 fn mode_string(kind: EntryKind, mode: u32) -> String {
@@ -68,14 +70,17 @@ fn mode_string(kind: EntryKind, mode: u32) -> String {
 
 pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
-    let d = pick_dump(&spool, &a.name, a.at.as_deref(), a.dump)?;
-    let reader = ChunkReader::new(&spool)?;
+    // A dump only tapes hold (pruned) lists from its tapes; a dump of the catalog from the
+    // spool, where its manifest stays after a purge.
+    let picked = pick_dump_or_tape(&spool, &a.name, a.at.as_deref(), a.dump)?;
+    let reading = open_picked(&spool, picked, &[], false, &a.tapes)?;
+    let (d, reader) = (&reading.dump, &reading.reader);
     let filter: Vec<Vec<u8>> = a
         .path
         .iter()
         .map(|p| normalise_path(p.as_os_str().as_bytes()))
         .collect();
-    let manifest = reader.manifest(&d)?;
+    let manifest = reader.manifest(d)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut json = Vec::new();
@@ -153,13 +158,11 @@ pub struct CatArgs {
 
 pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
-    let d = pick_dump(&spool, &a.name, a.at.as_deref(), a.dump)?;
     let path = normalise_path(a.path.as_os_str().as_bytes());
-    let mut reader = ChunkReader::new(&spool)?;
-    let (_, labels) =
-        reel::tape::media::tapes_for_restore(&spool, &d, std::slice::from_ref(&path))?;
-    let _guards = reel::tape::locate::supply(&spool, &mut reader, &labels, &a.tapes.sources())?;
-    let mut e = find_entry(&reader, &d, &path)?.ok_or_else(|| {
+    let picked = pick_dump_or_tape(&spool, &a.name, a.at.as_deref(), a.dump)?;
+    let reading = open_picked(&spool, picked, std::slice::from_ref(&path), true, &a.tapes)?;
+    let (d, reader) = (&reading.dump, &reading.reader);
+    let mut e = find_entry(reader, d, &path)?.ok_or_else(|| {
         Error::usage(format!(
             "{} is not in dump {} of volume {}",
             a.path.display(),
@@ -168,7 +171,7 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
         ))
     })?;
     if e.kind == EntryKind::HardLink {
-        e = find_entry(&reader, &d, &e.target.clone())?.ok_or_else(|| {
+        e = find_entry(reader, d, &e.target.clone())?.ok_or_else(|| {
             Error::damaged(
                 Damaged::Entry(e.path.clone()),
                 format!("hard link {} points to a missing entry", a.path.display()),
@@ -184,7 +187,7 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    cat_entry(&reader, &e, &mut out)?;
+    cat_entry(reader, &e, &mut out)?;
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
     Ok(ExitCode::SUCCESS)
 }

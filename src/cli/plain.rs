@@ -12,7 +12,7 @@ use reel::timefmt::{format_bytes, format_rfc3339};
 use reel::{Error, Result};
 
 use super::Ctx;
-use reel::select::pick_dump;
+use reel::select::pick_dump_or_tape;
 
 #[derive(Args)]
 pub struct ExportPlainArgs {
@@ -40,7 +40,12 @@ pub struct ExportPlainArgs {
 
 pub fn run(ctx: &Ctx, a: ExportPlainArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Write)?;
-    let d = pick_dump(&spool, &a.name, a.at.as_deref(), None)?;
+    // Data purge removed from the spool is read from the tapes that hold it, as a restore of
+    // the whole dump reads it (none are needed when every chunk is on the spool); a dump only
+    // tapes hold (pruned) is read from its tapes.
+    let picked = pick_dump_or_tape(&spool, &a.name, a.at.as_deref(), None)?;
+    let reading = super::restore::open_picked(&spool, picked, &[], true, &a.tapes)?;
+    let d = &reading.dump;
     if d.id == 0 {
         return Err(Error::usage(format!(
             "{} is a clone that is not dumped yet; dump it first with `reel dump`",
@@ -54,12 +59,7 @@ pub fn run(ctx: &Ctx, a: ExportPlainArgs) -> Result<ExitCode> {
         },
         None => Target::File(a.to.clone()),
     };
-    // Data purge removed from the spool is read from the tapes that hold it, as a restore of
-    // the whole dump reads it; none are needed when every chunk is on the spool.
-    let mut reader = reel::store::ChunkReader::new(&spool)?;
-    let (_, labels) = reel::tape::media::tapes_for_restore(&spool, &d, &[])?;
-    let _guards = reel::tape::locate::supply(&spool, &mut reader, &labels, &a.tapes.sources())?;
-    let s = export_plain(&spool, &reader, &d, a.level, target, a.block_size)?;
+    let s = export_plain(&spool, &reading.reader, d, a.level, target, a.block_size)?;
     if let Some(note) = &s.note {
         println!("{note}");
     }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::record::{DumpRecord, TapeDumpSummary};
 use crate::spool::Spool;
 use crate::store::ChunkReader;
 use crate::tape::{bsd, image, payload};
@@ -294,6 +295,33 @@ pub fn supply(
     let (packs, guards, _) = stage_tapes(spool, labels, sources, true)?;
     reader.add_packs(&packs)?;
     Ok(guards)
+}
+
+/// The record of dump `s`, which only tapes hold (prune or forget removed it from the catalog;
+/// the media catalog places it on tape `label`), read from the CATALOG of the `staged` tapes
+/// and named by this spool's ids, as `reel tapes` lists it.
+pub fn tape_dump_record(staged: &[Staged], label: &str, s: &TapeDumpSummary) -> Result<DumpRecord> {
+    for g in staged {
+        let cat = payload::read_catalog(g.dir())?;
+        if let Some(td) = cat
+            .dumps
+            .iter()
+            .find(|d| d.volume == s.volume && d.time_ns == s.time_ns)
+        {
+            let mut d = td.to_record();
+            d.id = s.id;
+            d.base = s.chain.last().copied();
+            d.chain = s.chain.clone();
+            return Ok(d);
+        }
+    }
+    Err(Error::usage(format!(
+        "the tapes {} do not hold dump {} of volume {} ({}), which the media catalog places on tape {label}",
+        s.tapes_needed.join(", "),
+        s.id,
+        s.volume,
+        crate::timefmt::format_rfc3339(s.time_ns)
+    )))
 }
 
 #[cfg(test)]
