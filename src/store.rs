@@ -696,7 +696,7 @@ impl<'a> ChunkReader<'a> {
         }
         let msg = format!(
             "{} is on tape only (purge removed it from the spool): chunk {} is on {} {}; give \
-             --tapes DIR (a folder of tape images) or --tape FILE (an image) to read it",
+             --tapes DIR (a folder of tape images) or --tape IMAGE to read it",
             what(),
             id.short(),
             if tapes.len() == 1 { "tape" } else { "tapes" },

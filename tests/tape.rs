@@ -535,3 +535,52 @@ fn a_media_set_writes_less_and_its_restore_plan_names_every_tape_it_needs() {
     assert!(plan.contains("no tape needed"), "{plan}");
     spool.restore_equals(&["v"], &work.path().join("day1"), &work.path().join("r"));
 }
+
+/// `cat` of a hard link whose group's data purge removed reads the tapes holding the data of
+/// the group's first name, which is where the link's bytes are.
+#[test]
+fn cat_of_a_purged_hard_link_reads_its_groups_tape() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    std::fs::create_dir_all(vol.join("big")).unwrap();
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    let mut rng = Rng::new(0x11A4D);
+    let mut days = Vec::new();
+    for day in 1..=3u32 {
+        // Written in place: big/z.bin stays a second name of big/x.bin.
+        let bytes = rng.bytes(1 << 20);
+        std::fs::write(vol.join("big/x.bin"), &bytes).unwrap();
+        if day == 1 {
+            std::fs::hard_link(vol.join("big/x.bin"), vol.join("big/z.bin")).unwrap();
+        }
+        days.push(bytes);
+        let level = if day == 1 { "0" } else { "1" };
+        spool.run([
+            "backup",
+            "v",
+            "--level",
+            level,
+            "--date",
+            &format!("2026-11-0{day}"),
+        ]);
+    }
+    let img = work.path().join("h1.tape");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "H1"]);
+    spool.run(["purge", "--exported"]);
+    let (code, err) = spool.fail(["cat", "v", "--at", "2026-11-02", "big/z.bin"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("H1"), "{err}");
+    let z = cat_bytes(
+        &spool,
+        &[
+            "v",
+            "--at",
+            "2026-11-02",
+            "big/z.bin",
+            "--tape",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert!(z == days[1], "cat of the link printed other bytes");
+}

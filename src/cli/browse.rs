@@ -13,7 +13,8 @@ use reel::{EntryKind, Error, Result};
 
 use super::restore::open_picked;
 use super::{Ctx, print_json};
-use reel::select::pick_dump_or_tape;
+use reel::select::{Picked, pick_dump_or_tape};
+use reel::store::ChunkReader;
 
 #[derive(Args)]
 pub struct LsArgs {
@@ -160,7 +161,15 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
     let path = normalise_path(a.path.as_os_str().as_bytes());
     let picked = pick_dump_or_tape(&spool, &a.name, a.at.as_deref(), a.dump)?;
-    let reading = open_picked(&spool, picked, std::slice::from_ref(&path), true, &a.tapes)?;
+    // A hard link's data is its group's first name's: the tapes to read are that file's.
+    let mut wanted = vec![path.clone()];
+    if let Picked::Spool(d) = &picked
+        && let Some(e) = find_entry(&ChunkReader::new(&spool)?, d, &path)?
+        && e.kind == EntryKind::HardLink
+    {
+        wanted.push(e.target);
+    }
+    let reading = open_picked(&spool, picked, &wanted, true, &a.tapes)?;
     let (d, reader) = (&reading.dump, &reading.reader);
     let mut e = find_entry(reader, d, &path)?.ok_or_else(|| {
         Error::usage(format!(
