@@ -212,9 +212,9 @@ pub fn stage_tapes(
     let mut packs = Vec::new();
     let mut staged = Vec::new();
     let mut missing = Vec::new();
-    let mut wrong = Vec::new();
     for (n, label) in labels.iter().enumerate() {
         let mut found = None;
+        let mut wrong = Vec::new();
         for (volumes, _) in candidates
             .iter()
             .filter(|(_, l)| l.as_deref().is_some_and(|l| may_hold(l, label)))
