@@ -26,6 +26,15 @@ pub enum Error {
     /// `msg` is the whole message for people.
     #[error("{msg}")]
     Corrupt { object: Damaged, msg: String },
+    /// A chunk a read needs is not on the spool any more (`purge` removed its pack) but the
+    /// media catalog places it on tapes: nothing is damaged, the read needs those tapes.
+    /// `tapes` are their labels, as `reel tapes` lists them.
+    #[error("{msg}")]
+    OnTape {
+        chunk: ChunkId,
+        tapes: Vec<String>,
+        msg: String,
+    },
     /// A volume's tree cannot be dumped (its path is missing or unreadable).
     #[error("{0}")]
     Volume(String),

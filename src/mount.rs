@@ -24,8 +24,14 @@
 //! a group would need a pass over the whole manifest). A `backup` clone that is a plain
 //! directory (reflink, copy and hook clones not dumped yet) is left out of the mount; it can
 //! be read where it is. The set of dumps is read when the mount starts.
+//!
+//! Data that purge removed from the spool is read from tape images given at mount time
+//! (`--tapes DIR`, `--tape IMAGE`: the tapes the volume's dumps need that are among them are
+//! staged when the mount starts, [`tapes_needed`]). A read of a file whose data is on tapes
+//! not given fails with EIO, since a file system cannot ask for a tape; the log names the
+//! tapes once per file, so the admin knows what to mount with.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -104,6 +110,20 @@ pub fn folders(spool: &Spool, volume: &str) -> Result<(Vec<Folder>, Option<Strin
     Ok((out, note))
 }
 
+/// The tapes the dumps of `volume` need for data not on the spool, in the order `reel tapes`
+/// lists them: those holding chunks the dumps' chains own.
+pub fn tapes_needed(spool: &Spool, volume: &str) -> Result<Vec<String>> {
+    let mut needed = HashSet::new();
+    for d in spool.catalog.dumps(Some(volume))? {
+        needed.extend(crate::tape::media::tapes_needed(spool, &d)?);
+    }
+    Ok(crate::tape::media::tapes(spool)?
+        .into_iter()
+        .map(|t| t.label)
+        .filter(|l| needed.contains(l))
+        .collect())
+}
+
 /// One inode. Metadata only: a file's extents are loaded on open.
 struct Node {
     /// Index into `folders`; None for the mount's root.
@@ -139,6 +159,9 @@ struct State {
     next_fh: u64,
     cache: Vec<(ChunkId, Arc<Vec<u8>>)>,
     started: SystemTime,
+    /// Files whose reads failed for want of a tape, by inode: the log names the tapes once
+    /// per file, not once per 128 KiB read.
+    told: HashSet<u64>,
 }
 
 /// The parent path of a manifest path ("" for top-level names).
@@ -415,7 +438,7 @@ impl State {
             at += x.len();
         }
         Ok(Some(OpenFile {
-            path: e.display_path(),
+            path: format!("{}/{}", self.folders[folder].name, e.display_path()),
             extents: e.extents,
             starts,
             size: at,
@@ -477,8 +500,13 @@ pub struct ReelFs {
 }
 
 impl ReelFs {
-    /// `spool` is leaked by the caller for the life of the mount (the process).
-    pub fn new(spool: &'static Spool, folders: Vec<Folder>) -> Result<ReelFs> {
+    /// `spool` is leaked by the caller for the life of the mount (the process); `tape_packs`
+    /// are pack files staged from tapes, read for data no longer on the spool.
+    pub fn new(
+        spool: &'static Spool,
+        folders: Vec<Folder>,
+        tape_packs: &[std::path::PathBuf],
+    ) -> Result<ReelFs> {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let root = Node {
@@ -496,9 +524,11 @@ impl ReelFs {
             children: None,
         };
         let n = folders.len();
+        let mut reader = ChunkReader::new(spool)?;
+        reader.add_packs(tape_packs)?;
         Ok(ReelFs {
             state: Mutex::new(State {
-                reader: ChunkReader::new(spool)?,
+                reader,
                 folders,
                 nodes: vec![root],
                 by_path: HashMap::new(),
@@ -507,6 +537,7 @@ impl ReelFs {
                 next_fh: 1,
                 cache: Vec::new(),
                 started: SystemTime::now(),
+                told: HashSet::new(),
             }),
         })
     }
@@ -578,7 +609,7 @@ impl Filesystem for ReelFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -592,6 +623,12 @@ impl Filesystem for ReelFs {
         };
         match s.read(&f, offset, size) {
             Ok(data) => reply.data(&data),
+            Err(e @ Error::OnTape { .. }) => {
+                if s.told.insert(ino.0) {
+                    tracing::error!("{e}");
+                }
+                reply.error(Errno::EIO)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -733,12 +770,13 @@ fn catch_signals() {
 pub fn serve(
     spool: &'static Spool,
     folders: Vec<Folder>,
+    tape_packs: &[std::path::PathBuf],
     dir: &Path,
     volume: &str,
     allow_other: bool,
     ready: impl FnOnce(),
 ) -> Result<()> {
-    let fs = ReelFs::new(spool, folders)?;
+    let fs = ReelFs::new(spool, folders, tape_packs)?;
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         MountOption::RO,

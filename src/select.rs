@@ -1,7 +1,8 @@
 //! Which dump a command reads: a volume's latest dump, the one current at a time (`--at T`, or
 //! `NAME@T`), a dump by id (`--dump ID`), or the volume's latest clone (`NAME@backup`), the
 //! users' "yesterday". `NAME@latest` is the latest dump, as `NAME` alone. `ls`, `cat`,
-//! `restore` and `export-plain` name dumps this way.
+//! `restore` and `export-plain` name dumps this way, and all of them also reach a dump that
+//! only tapes hold (`pick_dump_or_tape`).
 
 use crate::catalog::DumpRecord;
 use crate::clone::Tree;
@@ -76,7 +77,8 @@ pub enum Picked {
 
 /// [`pick_dump`], where `--at T` also considers the dumps the media catalog's tapes hold that
 /// the catalog no longer has: the later of the two is the one current at T, so a pruned day
-/// restores from its tapes instead of from an older dump.
+/// restores from its tapes instead of from an older dump. `--dump ID` of a dump only tapes
+/// hold picks it too.
 pub fn pick_dump_or_tape(
     spool: &Spool,
     volume: &str,
@@ -86,6 +88,12 @@ pub fn pick_dump_or_tape(
     let (name, t) = match (volume.split_once('@'), at, id) {
         (None, Some(t), None) => (volume, t),
         (Some((v, t)), None, None) if t != "backup" && t != "latest" => (v, t),
+        (None, None, Some(id)) if spool.catalog.dump(id)?.is_none() => {
+            return match tape_only_dump(spool, volume, id)? {
+                Some((label, dump)) => Ok(Picked::Tape { label, dump }),
+                None => pick_dump(spool, volume, at, Some(id)).map(Picked::Spool),
+            };
+        }
         _ => return pick_dump(spool, volume, at, id).map(Picked::Spool),
     };
     spool.known_volume(name)?;
@@ -99,6 +107,28 @@ pub fn pick_dump_or_tape(
         // pick_dump's own "no dump at or before" error.
         (None, None) => pick_dump(spool, volume, at, id).map(Picked::Spool),
     }
+}
+
+/// Dump `id` of `volume` as the media catalog keeps it, when only tapes hold it (prune or
+/// forget removed it from the catalog), with the label of a tape holding it.
+fn tape_only_dump(
+    spool: &Spool,
+    volume: &str,
+    id: u64,
+) -> Result<Option<(String, TapeDumpSummary)>> {
+    spool.known_volume(volume)?;
+    for t in crate::tape::media::tapes(spool)? {
+        if let Some(s) = t.summaries.iter().find(|s| s.id == id) {
+            if s.volume != volume {
+                return Err(Error::usage(format!(
+                    "dump {id} is of volume {}, not {volume}",
+                    s.volume
+                )));
+            }
+            return Ok(Some((t.label.clone(), s.clone())));
+        }
+    }
+    Ok(None)
 }
 
 /// The latest clone of `volume` as a record to read: its dump once it has one, else (a

@@ -701,14 +701,55 @@ impl<'a> ChunkReader<'a> {
         }
     }
 
+    /// Where chunk `id` is, or an error: `Error::OnTape` naming the tapes that hold it when
+    /// the media catalog knows it (purge removed it from the spool, nothing is damaged), else
+    /// a damaged chunk. `what` names the reader of the chunk (a file, a manifest).
     pub fn locate_required(&self, id: &ChunkId, what: &dyn Fn() -> String) -> Result<ChunkLoc> {
-        self.locate(id)?.ok_or_else(|| {
-            Error::damaged(Damaged::Chunk(*id), format!(
-                "chunk {} of {} is not in the spool's chunk index; run `reel check` to see what is damaged",
-                id.short(),
-                what()
-            ))
+        if let Some(loc) = self.locate(id)? {
+            return Ok(loc);
+        }
+        let tapes = self.tapes_holding(id)?;
+        if tapes.is_empty() {
+            return Err(Error::damaged(
+                Damaged::Chunk(*id),
+                format!(
+                    "chunk {} of {} is not in the spool's chunk index; run `reel check` to see what is damaged",
+                    id.short(),
+                    what()
+                ),
+            ));
+        }
+        let msg = format!(
+            "{} is on tape only (purge removed it from the spool): chunk {} is on {} {}; give \
+             --tapes DIR (a folder of tape images) or --tape IMAGE to read it",
+            what(),
+            id.short(),
+            if tapes.len() == 1 { "tape" } else { "tapes" },
+            tapes.join(", ")
+        );
+        Err(Error::OnTape {
+            chunk: *id,
+            tapes,
+            msg,
         })
+    }
+
+    /// The labels of the tapes the media catalog says hold `id`, oldest tape first (the
+    /// order `reel tapes` lists them in).
+    fn tapes_holding(&self, id: &ChunkId) -> Result<Vec<String>> {
+        let mut labels = self.catalog.tape_index()?.tapes_of(id)?;
+        if labels.len() > 1 {
+            let mut order: Vec<_> = self
+                .catalog
+                .tapes()?
+                .into_iter()
+                .map(|t| (t.created_ns, t.sequence, t.label))
+                .collect();
+            order.sort();
+            let rank = |l: &String| order.iter().position(|(_, _, o)| o == l);
+            labels.sort_by_key(|l| (rank(l).is_none(), rank(l)));
+        }
+        Ok(labels)
     }
 
     /// The open reader of a pack, by number.

@@ -345,3 +345,64 @@ fn xattrs_reach_stock_restore_and_come_back_through_ingest() {
     spool.run(["restore", "back", "--to", r.to_str().unwrap()]);
     assert_eq!(xattrs_by_path(&r), want, "after ingest-dump and restore");
 }
+
+/// A day whose file data purge removed from the spool (it is on tape W1 only) exports with
+/// `--tapes`, to the image the spool wrote before the purge, and without it the refusal names
+/// the tape instead of calling the spool damaged.
+#[test]
+fn a_purged_day_exports_from_the_tape_that_holds_it() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let spool = replaced_file_days(w);
+    let tapes = w.join("tapes");
+    fs::create_dir(&tapes).unwrap();
+    let img = tapes.join("w1.tape");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "W1"]);
+    let plain = |to: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "export-plain",
+            "v",
+            "--at",
+            "2026-11-02",
+            "--level",
+            "0",
+            "--to",
+            to.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let before = w.join("before.dump");
+    spool.run(plain(&before, &[]));
+    let out = spool.run(["purge", "--exported"]);
+    assert!(out.contains("removed 1 packs"), "{out}");
+    spool.run(["check", "--read-data"]);
+
+    let refused = w.join("refused.dump");
+    let (code, err) = spool.fail(plain(&refused, &[]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("W1") && err.contains("--tapes DIR") && err.contains("--tape IMAGE"),
+        "the refusal names the tape and how to give it: {err}"
+    );
+    assert!(!err.contains("reel check"), "nothing is damaged: {err}");
+    assert!(!refused.exists(), "a refused export leaves no image");
+
+    let from_dir = w.join("from-dir.dump");
+    spool.run(plain(&from_dir, &["--tapes", tapes.to_str().unwrap()]));
+    let from_file = w.join("from-file.dump");
+    spool.run(plain(&from_file, &["--tape", img.to_str().unwrap()]));
+    let want = fs::read(&before).unwrap();
+    for got in [&from_dir, &from_file] {
+        assert!(
+            fs::read(got).unwrap() == want,
+            "{} differs from the export made before the purge",
+            got.display()
+        );
+    }
+    if restore_installed() {
+        restore_chain(&[&from_dir], &w.join("r2"));
+        expected_copy(&w.join("day2"), &w.join("exp2"));
+        assert_restored(&w.join("exp2"), &w.join("r2"));
+    }
+}

@@ -51,6 +51,68 @@ impl Drop for Mounted {
     }
 }
 
+/// Start `reel mount v MNT EXTRA...` and wait until it is mounted; None (having said why)
+/// where this machine does not let FUSE mount.
+fn start(spool: &Spool, mnt: &Path, extra: &[&str]) -> Option<Mounted> {
+    let child = spool
+        .cmd()
+        .args(["mount", "v"])
+        .arg(mnt)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reel mount");
+    let mut m = Mounted {
+        child: Some(child),
+        dir: mnt.to_path_buf(),
+    };
+    let start = Instant::now();
+    while !mounted(mnt) {
+        if let Some(st) = m.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+            let out = m
+                .child
+                .take()
+                .expect("child")
+                .wait_with_output()
+                .expect("out");
+            let err = String::from_utf8_lossy(&out.stderr);
+            // /dev/fuse opens but the kernel refuses the mount (a container without
+            // CAP_SYS_ADMIN, no fusermount): the test cannot run here; say so.
+            if err.contains("Operation not permitted") || err.contains("Permission denied") {
+                println!("skipped: mounting FUSE is not permitted here: {err}");
+                return None;
+            }
+            panic!("reel mount exited with {st}: {err}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "mount never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(m)
+}
+
+/// SIGINT the mount, which must unmount and exit 0; returns what it wrote to standard error.
+fn stop(m: &mut Mounted) -> String {
+    let child = m.child.take().expect("child");
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let out = child.wait_with_output().expect("wait for reel mount");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "reel mount after SIGINT: {}: {err}",
+        out.status
+    );
+    assert!(!mounted(&m.dir), "still mounted after SIGINT");
+    err
+}
+
 #[test]
 fn mount_shows_every_dump_and_unmounts_on_sigint() {
     if !fuse_available() {
@@ -74,42 +136,9 @@ fn mount_shows_every_dump_and_unmounts_on_sigint() {
 
     let mnt = work.path().join("mnt");
     fs::create_dir(&mnt).expect("mkdir mnt");
-    let child = spool
-        .cmd()
-        .args(["mount", "v"])
-        .arg(&mnt)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn reel mount");
-    let mut m = Mounted {
-        child: Some(child),
-        dir: mnt.clone(),
+    let Some(mut m) = start(&spool, &mnt, &[]) else {
+        return;
     };
-    let start = Instant::now();
-    while !mounted(&mnt) {
-        if let Some(st) = m.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
-            let out = m
-                .child
-                .take()
-                .expect("child")
-                .wait_with_output()
-                .expect("out");
-            let err = String::from_utf8_lossy(&out.stderr);
-            // /dev/fuse opens but the kernel refuses the mount (a container without
-            // CAP_SYS_ADMIN, no fusermount): the test cannot run here; say so.
-            if err.contains("Operation not permitted") || err.contains("Permission denied") {
-                println!("skipped: mounting FUSE is not permitted here: {err}");
-                return;
-            }
-            panic!("reel mount exited with {st}: {err}");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "mount never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let mut names: Vec<String> = fs::read_dir(&mnt)
         .expect("read mount root")
@@ -126,18 +155,56 @@ fn mount_shows_every_dump_and_unmounts_on_sigint() {
     // Read-only.
     assert!(fs::write(mnt.join("2026-11-02T00:00:00/new"), b"x").is_err());
 
-    let child = m.child.take().expect("child");
-    // SAFETY: plain kill(2) on our own child's pid.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
-    );
-    let out = child.wait_with_output().expect("wait for reel mount");
-    assert!(
-        out.status.success(),
-        "reel mount after SIGINT: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop(&mut m);
     assert!(!mounted(&mnt), "still mounted after SIGINT");
+}
+
+/// After a purge, a file whose data is on tape only reads as EIO (a file system cannot ask
+/// for a tape) and the log names the tape once for that file, however often it is read; the
+/// rest of the day reads from the spool. Mounted with the tapes folder, the day reads whole.
+#[test]
+fn purged_files_name_their_tape_and_read_from_images_given_at_mount() {
+    if !fuse_available() {
+        println!("skipped: /dev/fuse not available");
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let spool = common::replaced_file_days(work.path());
+    let tapes = work.path().join("tapes");
+    fs::create_dir(&tapes).expect("mkdir tapes");
+    let img = tapes.join("w1.tape");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "W1"]);
+    spool.run(["purge", "--exported"]);
+    let day2 = work.path().join("day2");
+    let mnt = work.path().join("mnt");
+    fs::create_dir(&mnt).expect("mkdir mnt");
+
+    let Some(mut m) = start(&spool, &mnt, &[]) else {
+        return;
+    };
+    let x = mnt.join("2026-11-02T00:00:00/big/x.bin");
+    for _ in 0..3 {
+        let e = fs::read(&x).expect_err("a file on tape only does not read");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    }
+    assert_eq!(
+        fs::read(mnt.join("2026-11-02T00:00:00/small.txt")).expect("read small.txt"),
+        fs::read(day2.join("small.txt")).expect("day2 small.txt")
+    );
+    let err = stop(&mut m);
+    let told: Vec<&str> = err.lines().filter(|l| l.contains("big/x.bin")).collect();
+    assert_eq!(told.len(), 1, "one line for the file: {err}");
+    assert!(
+        told[0].contains("W1")
+            && told[0].contains("--tapes DIR")
+            && !told[0].contains("reel check"),
+        "{err}"
+    );
+
+    let Some(mut m) = start(&spool, &mnt, &["--tapes", tapes.to_str().unwrap()]) else {
+        return;
+    };
+    assert_trees_equal(&day2, &mnt.join("2026-11-02T00:00:00"));
+    let err = stop(&mut m);
+    assert!(!err.contains("ERROR"), "{err}");
 }

@@ -256,9 +256,34 @@ fn purged_dumps_restore_from_the_tapes_the_plan_names() {
         &["--tapes", tapes.to_str().unwrap()],
         &[1, 2, 3],
     );
-    // cat reads a purged file from the tape too.
+    // cat reads a purged file from the tape too; without it the refusal names the tape and
+    // how to give it, and does not call the spool damaged.
     let (code, err) = spool.fail(["cat", "v", "--at", "2026-11-02", "big/x.bin"]);
     assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("W1") && err.contains("--tapes DIR") && err.contains("--tape IMAGE"),
+        "{err}"
+    );
+    assert!(!err.contains("reel check"), "{err}");
+    let day2_x = std::fs::read(work.path().join("day2/big/x.bin")).unwrap();
+    // The image itself, as restore, export-plain and mount take it: its header names the tape.
+    let x = cat_bytes(
+        &spool,
+        &[
+            "v",
+            "--at",
+            "2026-11-02",
+            "big/x.bin",
+            "--tape",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert!(x == day2_x, "cat --tape IMAGE printed other bytes");
+    spool.restore_equals(
+        &["v", "--at", "2026-11-02", "--tape", img.to_str().unwrap()],
+        &work.path().join("day2"),
+        &work.path().join("by-image"),
+    );
     let x = cat_bytes(
         &spool,
         &[
@@ -270,7 +295,7 @@ fn purged_dumps_restore_from_the_tapes_the_plan_names() {
             tapes.to_str().unwrap(),
         ],
     );
-    assert!(x == std::fs::read(work.path().join("day2/big/x.bin")).unwrap());
+    assert!(x == day2_x);
     let arg = format!("W1={}", img.display());
     spool.restore_equals(
         &["v", "--at", "2026-11-02", "--tape", &arg],
@@ -411,6 +436,57 @@ fn a_pruned_dump_stays_on_its_tape_in_the_media_catalog_and_restores_from_it() {
         &work.path().join("day1"),
         &work.path().join("r1"),
     );
+    // ls, cat, export-plain and restore --dump reach the pruned dump too, from its tape, and
+    // without the tape they name it.
+    let (code, err) = spool.fail(["ls", "v", "--at", "2026-11-01"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("P1") && err.contains("--tapes DIR"), "{err}");
+    let listed = spool.run([
+        "ls",
+        "v",
+        "--at",
+        "2026-11-01",
+        "--tapes",
+        tapes.to_str().unwrap(),
+    ]);
+    assert!(
+        listed.contains("docs/readme.md") && !listed.contains("daily/d1"),
+        "the pruned day's listing: {listed}"
+    );
+    let readme = cat_bytes(
+        &spool,
+        &[
+            "v",
+            "--dump",
+            "1",
+            "docs/readme.md",
+            "--tape",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert!(readme == std::fs::read(work.path().join("day1/docs/readme.md")).unwrap());
+    let (code, err) = spool.fail(["cat", "v", "--dump", "1", "docs/readme.md"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("P1"), "{err}");
+    spool.restore_equals(
+        &["v", "--dump", "1", "--tapes", tapes.to_str().unwrap()],
+        &work.path().join("day1"),
+        &work.path().join("r1-by-id"),
+    );
+    let plain = work.path().join("day1.dump");
+    let out = spool.run([
+        "export-plain",
+        "v",
+        "--at",
+        "2026-11-01",
+        "--level",
+        "0",
+        "--to",
+        plain.to_str().unwrap(),
+        "--tapes",
+        tapes.to_str().unwrap(),
+    ]);
+    assert!(out.contains("of dump 1 "), "{out}");
     // The kept day still reads from the spool alone.
     spool.restore_equals(
         &["v", "--at", "2026-11-02"],
@@ -458,4 +534,53 @@ fn a_media_set_writes_less_and_its_restore_plan_names_every_tape_it_needs() {
     let plan = spool.run(["restore", "v", "--to", "/nonexistent", "--dry-run"]);
     assert!(plan.contains("no tape needed"), "{plan}");
     spool.restore_equals(&["v"], &work.path().join("day1"), &work.path().join("r"));
+}
+
+/// `cat` of a hard link whose group's data purge removed reads the tapes holding the data of
+/// the group's first name, which is where the link's bytes are.
+#[test]
+fn cat_of_a_purged_hard_link_reads_its_groups_tape() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    std::fs::create_dir_all(vol.join("big")).unwrap();
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    let mut rng = Rng::new(0x11A4D);
+    let mut days = Vec::new();
+    for day in 1..=3u32 {
+        // Written in place: big/z.bin stays a second name of big/x.bin.
+        let bytes = rng.bytes(1 << 20);
+        std::fs::write(vol.join("big/x.bin"), &bytes).unwrap();
+        if day == 1 {
+            std::fs::hard_link(vol.join("big/x.bin"), vol.join("big/z.bin")).unwrap();
+        }
+        days.push(bytes);
+        let level = if day == 1 { "0" } else { "1" };
+        spool.run([
+            "backup",
+            "v",
+            "--level",
+            level,
+            "--date",
+            &format!("2026-11-0{day}"),
+        ]);
+    }
+    let img = work.path().join("h1.tape");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "H1"]);
+    spool.run(["purge", "--exported"]);
+    let (code, err) = spool.fail(["cat", "v", "--at", "2026-11-02", "big/z.bin"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("H1"), "{err}");
+    let z = cat_bytes(
+        &spool,
+        &[
+            "v",
+            "--at",
+            "2026-11-02",
+            "big/z.bin",
+            "--tape",
+            img.to_str().unwrap(),
+        ],
+    );
+    assert!(z == days[1], "cat of the link printed other bytes");
 }

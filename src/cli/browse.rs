@@ -8,12 +8,13 @@ use clap::Args;
 use reel::error::Damaged;
 use reel::restore::{cat_entry, find_entry, normalise_path, selected};
 use reel::spool::Access;
-use reel::store::ChunkReader;
 use reel::timefmt::{format_rfc3339, format_short};
 use reel::{EntryKind, Error, Result};
 
+use super::restore::open_picked;
 use super::{Ctx, print_json};
-use reel::select::pick_dump;
+use reel::select::{Picked, pick_dump_or_tape};
+use reel::store::ChunkReader;
 
 #[derive(Args)]
 pub struct LsArgs {
@@ -30,6 +31,8 @@ pub struct LsArgs {
     /// Print the result as JSON (field names in docs/CLI.md).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tapes: super::restore::TapeArgs,
 }
 
 fn mode_string(kind: EntryKind, mode: u32) -> String {
@@ -68,14 +71,17 @@ fn mode_string(kind: EntryKind, mode: u32) -> String {
 
 pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
-    let d = pick_dump(&spool, &a.name, a.at.as_deref(), a.dump)?;
-    let reader = ChunkReader::new(&spool)?;
+    // A dump only tapes hold (pruned) lists from its tapes; a dump of the catalog from the
+    // spool, where its manifest stays after a purge.
+    let picked = pick_dump_or_tape(&spool, &a.name, a.at.as_deref(), a.dump)?;
+    let reading = open_picked(&spool, picked, &[], false, &a.tapes)?;
+    let (d, reader) = (&reading.dump, &reading.reader);
     let filter: Vec<Vec<u8>> = a
         .path
         .iter()
         .map(|p| normalise_path(p.as_os_str().as_bytes()))
         .collect();
-    let manifest = reader.manifest(&d)?;
+    let manifest = reader.manifest(d)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut json = Vec::new();
@@ -147,24 +153,25 @@ pub struct CatArgs {
     /// A dump by id.
     #[arg(long, conflicts_with = "at")]
     dump: Option<u64>,
-    /// A folder of tape images, for a file whose data is on tape only.
-    #[arg(long, value_name = "DIR")]
-    tapes: Option<std::path::PathBuf>,
-    /// A tape image for a label (repeat for several): LABEL=PATH.
-    #[arg(long, value_name = "LABEL=PATH")]
-    tape: Vec<String>,
+    #[command(flatten)]
+    tapes: super::restore::TapeArgs,
 }
 
 pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
-    let d = pick_dump(&spool, &a.name, a.at.as_deref(), a.dump)?;
     let path = normalise_path(a.path.as_os_str().as_bytes());
-    let mut reader = ChunkReader::new(&spool)?;
-    let (_, labels) =
-        reel::tape::media::tapes_for_restore(&spool, &d, std::slice::from_ref(&path))?;
-    let _guards =
-        super::tape::supply_tapes(&spool, &mut reader, &labels, &a.tape, a.tapes.as_deref())?;
-    let mut e = find_entry(&reader, &d, &path)?.ok_or_else(|| {
+    let picked = pick_dump_or_tape(&spool, &a.name, a.at.as_deref(), a.dump)?;
+    // A hard link's data is its group's first name's: the tapes to read are that file's.
+    let mut wanted = vec![path.clone()];
+    if let Picked::Spool(d) = &picked
+        && let Some(e) = find_entry(&ChunkReader::new(&spool)?, d, &path)?
+        && e.kind == EntryKind::HardLink
+    {
+        wanted.push(e.target);
+    }
+    let reading = open_picked(&spool, picked, &wanted, true, &a.tapes)?;
+    let (d, reader) = (&reading.dump, &reading.reader);
+    let mut e = find_entry(reader, d, &path)?.ok_or_else(|| {
         Error::usage(format!(
             "{} is not in dump {} of volume {}",
             a.path.display(),
@@ -173,7 +180,7 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
         ))
     })?;
     if e.kind == EntryKind::HardLink {
-        e = find_entry(&reader, &d, &e.target.clone())?.ok_or_else(|| {
+        e = find_entry(reader, d, &e.target.clone())?.ok_or_else(|| {
             Error::damaged(
                 Damaged::Entry(e.path.clone()),
                 format!("hard link {} points to a missing entry", a.path.display()),
@@ -189,7 +196,7 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    cat_entry(&reader, &e, &mut out)?;
+    cat_entry(reader, &e, &mut out)?;
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
     Ok(ExitCode::SUCCESS)
 }

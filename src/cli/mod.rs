@@ -379,7 +379,7 @@ pub fn main() -> ExitCode {
                 eprintln!("reel: {advice}");
             }
             match e {
-                Error::Usage(_) => ExitCode::from(2),
+                Error::Usage(_) | Error::OnTape { .. } => ExitCode::from(2),
                 Error::Interrupted(sig) => ExitCode::from(128u8.saturating_add(sig as u8)),
                 _ => ExitCode::FAILURE,
             }

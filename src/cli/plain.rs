@@ -12,7 +12,7 @@ use reel::timefmt::{format_bytes, format_rfc3339};
 use reel::{Error, Result};
 
 use super::Ctx;
-use reel::select::pick_dump;
+use reel::select::pick_dump_or_tape;
 
 #[derive(Args)]
 pub struct ExportPlainArgs {
@@ -34,11 +34,18 @@ pub struct ExportPlainArgs {
     /// Records (1 KiB) per tape block (dump's -b).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     block_size: u32,
+    #[command(flatten)]
+    tapes: super::restore::TapeArgs,
 }
 
 pub fn run(ctx: &Ctx, a: ExportPlainArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Write)?;
-    let d = pick_dump(&spool, &a.name, a.at.as_deref(), None)?;
+    // Data purge removed from the spool is read from the tapes that hold it, as a restore of
+    // the whole dump reads it (none are needed when every chunk is on the spool); a dump only
+    // tapes hold (pruned) is read from its tapes.
+    let picked = pick_dump_or_tape(&spool, &a.name, a.at.as_deref(), None)?;
+    let reading = super::restore::open_picked(&spool, picked, &[], true, &a.tapes)?;
+    let d = &reading.dump;
     if d.id == 0 {
         return Err(Error::usage(format!(
             "{} is a clone that is not dumped yet; dump it first with `reel dump`",
@@ -52,7 +59,7 @@ pub fn run(ctx: &Ctx, a: ExportPlainArgs) -> Result<ExitCode> {
         },
         None => Target::File(a.to.clone()),
     };
-    let s = export_plain(&spool, &d, a.level, target, a.block_size)?;
+    let s = export_plain(&spool, &reading.reader, d, a.level, target, a.block_size)?;
     if let Some(note) = &s.note {
         println!("{note}");
     }

@@ -5,17 +5,89 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use reel::Result;
 use reel::catalog::DumpRecord;
 use reel::restore::{RestoreOptions, normalise_path, restore_dump_with};
 use reel::select::{Picked, pick_dump_or_tape};
-use reel::spool::Access;
+use reel::spool::{Access, Spool};
+use reel::store::ChunkReader;
+use reel::tape::locate::{self, Staged, TapeSources};
 use reel::tape::media::{self, TapeDumpSummary};
-use reel::tape::payload;
 use reel::timefmt::{format_bytes, format_rfc3339};
-use reel::{Error, Result};
 
 use super::json::{seconds, time};
 use super::{Ctx, print_json};
+
+/// Where a read finds the tapes holding data that purge removed from the spool: the same
+/// arguments for `restore`, `cat`, `export-plain` and `mount`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct TapeArgs {
+    /// A folder of tape images (files, split sets, folders `restore -x` extracted), searched
+    /// for the tapes the read needs.
+    #[arg(long, value_name = "DIR")]
+    tapes: Option<PathBuf>,
+    /// A tape image (repeat for several): a file, the prefix of a split set, or LABEL=PATH for
+    /// an image whose header does not say which tape it is.
+    #[arg(long, value_name = "IMAGE")]
+    tape: Vec<String>,
+}
+
+impl TapeArgs {
+    pub fn sources(&self) -> TapeSources {
+        TapeSources {
+            dir: self.tapes.clone(),
+            images: self.tape.clone(),
+        }
+    }
+}
+
+/// A dump opened for reading: its record, and a chunk reader that also reads the tapes the
+/// read needs (staged while `_tapes` lives).
+pub struct Reading<'a> {
+    pub dump: DumpRecord,
+    pub reader: ChunkReader<'a>,
+    _tapes: Vec<Staged>,
+}
+
+/// Open the dump `picked` names for `ls`, `cat` or `export-plain`. A dump of the catalog reads
+/// the tapes that hold the data of the entries `paths` selects (every entry when empty; none
+/// when `data` is false: its manifest is on the spool); a dump only tapes hold reads the tapes
+/// its record names, its manifest included. Tapes come from `tapes`, and needed tapes not
+/// given are named in the error.
+pub fn open_picked<'a>(
+    spool: &'a Spool,
+    picked: Picked,
+    paths: &[Vec<u8>],
+    data: bool,
+    tapes: &TapeArgs,
+) -> Result<Reading<'a>> {
+    let mut reader = ChunkReader::new(spool)?;
+    let sources = tapes.sources();
+    match picked {
+        Picked::Spool(dump) => {
+            let labels = if data {
+                media::tapes_for_restore(spool, &dump, paths)?.1
+            } else {
+                Vec::new()
+            };
+            let staged = locate::supply(spool, &mut reader, &labels, &sources)?;
+            Ok(Reading {
+                dump,
+                reader,
+                _tapes: staged,
+            })
+        }
+        Picked::Tape { label, dump: s } => {
+            let staged = locate::supply(spool, &mut reader, &s.tapes_needed, &sources)?;
+            let dump = locate::tape_dump_record(&staged, &label, &s)?;
+            Ok(Reading {
+                dump,
+                reader,
+                _tapes: staged,
+            })
+        }
+    }
+}
 
 #[derive(Args)]
 pub struct RestoreArgs {
@@ -35,12 +107,8 @@ pub struct RestoreArgs {
     /// Write into a non-empty directory.
     #[arg(long)]
     overwrite: bool,
-    /// A folder of tape images, searched for the tapes the restore needs.
-    #[arg(long, value_name = "DIR")]
-    tapes: Option<PathBuf>,
-    /// A tape image for a label (repeat for several): LABEL=PATH.
-    #[arg(long, value_name = "LABEL=PATH")]
-    tape: Vec<String>,
+    #[command(flatten)]
+    tapes: TapeArgs,
     /// Print the chain, the tapes needed and the bytes; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -101,8 +169,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut reader = reel::store::ChunkReader::new(&spool)?;
-    let _guards =
-        super::tape::supply_tapes(&spool, &mut reader, &labels, &a.tape, a.tapes.as_deref())?;
+    let _guards = locate::supply(&spool, &mut reader, &labels, &a.tapes.sources())?;
     restore_and_report(ctx, &reader, &d, &a, &opts)
 }
 
@@ -212,33 +279,8 @@ fn from_tapes(
         return Ok(ExitCode::SUCCESS);
     }
     let mut reader = reel::store::ChunkReader::new(spool)?;
-    let guards =
-        super::tape::supply_tapes(spool, &mut reader, labels, &a.tape, a.tapes.as_deref())?;
-    let mut record = None;
-    for g in &guards {
-        let cat = payload::read_catalog(g.dir())?;
-        if let Some(td) = cat
-            .dumps
-            .iter()
-            .find(|d| d.volume == s.volume && d.time_ns == s.time_ns)
-        {
-            record = Some(td.to_record());
-            break;
-        }
-    }
-    let Some(mut d) = record else {
-        return Err(Error::usage(format!(
-            "the tapes {} do not hold dump {} of volume {} ({}), which the media catalog places on tape {label}",
-            labels.join(", "),
-            s.id,
-            s.volume,
-            format_rfc3339(s.time_ns)
-        )));
-    };
-    // Named by this spool's ids, as `reel tapes` lists it.
-    d.id = s.id;
-    d.base = s.chain.last().copied();
-    d.chain = s.chain.clone();
+    let guards = locate::supply(spool, &mut reader, labels, &a.tapes.sources())?;
+    let d = locate::tape_dump_record(&guards, label, s)?;
     restore_and_report(ctx, &reader, &d, a, opts)
 }
 

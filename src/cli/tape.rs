@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use reel::spool::{Access, Spool};
+use reel::spool::Access;
 use reel::tape::export::{self, ExportOptions, Exported};
-use reel::tape::locate::{self, Staged, image_volumes};
+use reel::tape::locate::{self, image_volumes};
 use reel::tape::{media, payload};
 use reel::timefmt::{format_bytes, format_rfc3339, format_short};
 use reel::{Error, Result};
@@ -498,91 +498,4 @@ pub fn purge(ctx: &Ctx, a: PurgeArgs) -> Result<ExitCode> {
         println!("kept {} packs with data on no tape", s.kept);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Find the images of `labels`: `--tape LABEL=PATH` first, then the images in `--tapes DIR`
-/// whose dump label matches. Each found image is extracted (read once, front to back) under
-/// the spool's tmp/; returns the pack files to read from, and the staged folders that hold them.
-pub fn fetch_tapes(
-    spool: &Spool,
-    labels: &[String],
-    given: &[(String, PathBuf)],
-    dir: Option<&Path>,
-) -> Result<(Vec<PathBuf>, Vec<Staged>)> {
-    let mut packs = Vec::new();
-    let mut staged = Vec::new();
-    let candidates = match dir {
-        Some(d) => locate::images_in(d)?,
-        None => Vec::new(),
-    };
-    for (n, label) in labels.iter().enumerate() {
-        let volumes = match given.iter().find(|(l, _)| l == label) {
-            Some((_, p)) => image_volumes(p)?,
-            None => candidates
-                .iter()
-                .find(|v| {
-                    reel::tape::bsd::DumpReader::open(&v[..1])
-                        .is_ok_and(|r| label.starts_with(r.info().label.as_str()) && !r.info().label.is_empty())
-                })
-                .cloned()
-                .ok_or_else(|| {
-                    Error::usage(format!(
-                        "this restore needs tapes {} (in that order); tape {label} was not found{}; give it with --tape {label}=PATH",
-                        labels.join(", "),
-                        dir.map(|d| format!(" in {}", d.display())).unwrap_or_default()
-                    ))
-                })?,
-        };
-        let tape = locate::stage(spool, &volumes, "restore", n)?;
-        let cat = payload::verify_payload(tape.dir())?;
-        if &cat.label != label {
-            return Err(Error::usage(format!(
-                "{} holds tape {}, not {label}",
-                volumes[0].display(),
-                cat.label
-            )));
-        }
-        let pdir = tape.dir().join("reel/packs");
-        let mut list: Vec<PathBuf> = std::fs::read_dir(&pdir)
-            .map_err(|e| Error::io(&pdir, e))?
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        list.sort();
-        packs.extend(list);
-        staged.push(tape);
-    }
-    Ok((packs, staged))
-}
-
-/// When `labels` (the tapes a read needs) is not empty, find and extract those tapes (from
-/// `--tape LABEL=PATH` values and the `--tapes` folder) and let `reader` read their packs.
-/// The returned guards remove the extracted files when dropped.
-pub fn supply_tapes(
-    spool: &Spool,
-    reader: &mut reel::store::ChunkReader,
-    labels: &[String],
-    tape_args: &[String],
-    dir: Option<&Path>,
-) -> Result<Vec<Staged>> {
-    if labels.is_empty() {
-        return Ok(Vec::new());
-    }
-    let given = tape_args
-        .iter()
-        .map(|t| {
-            t.split_once('=')
-                .map(|(l, p)| (l.to_string(), PathBuf::from(p)))
-                .ok_or_else(|| Error::usage(format!("--tape {t:?}: use LABEL=PATH")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if dir.is_none() && given.is_empty() {
-        return Err(Error::usage(format!(
-            "some of this data is on tape only: it needs tapes {} (in that order); give --tapes DIR or --tape LABEL=PATH (`reel restore --dry-run` shows the plan)",
-            labels.join(", ")
-        )));
-    }
-    let (packs, guards) = fetch_tapes(spool, labels, &given, dir)?;
-    reader.add_packs(&packs)?;
-    Ok(guards)
 }

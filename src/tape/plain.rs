@@ -210,10 +210,12 @@ struct Plan {
     max_ino: u32,
 }
 
-/// Write the tree of `dump` as a BSD dump at `level` to `target` and record the export.
-/// `ntrec` is the tape blocking factor (records of 1 KiB per block).
+/// Write the tree of `dump` as a BSD dump at `level` to `target` and record the export,
+/// reading file data through `reader` (which holds the packs of the tapes given for data purge
+/// removed from the spool). `ntrec` is the tape blocking factor (records of 1 KiB per block).
 pub fn export_plain(
     spool: &Spool,
+    reader: &ChunkReader,
     dump: &DumpRecord,
     level: u8,
     target: Target,
@@ -252,7 +254,6 @@ pub fn export_plain(
         }
     };
     let high_water = history.iter().map(|r| r.max_ino).max().unwrap_or(ROOTINO);
-    let reader = ChunkReader::new(spool)?;
     let manifest = |d: &DumpRecord| -> Result<_> { reader.manifest(d) };
     let base_ctx = match base {
         None => None,
@@ -290,7 +291,7 @@ pub fn export_plain(
         ntrec,
     };
     let cleanup_target = target.clone();
-    let written = write(&reader, dump, &plan, target, info, &mut manifest(dump)?);
+    let written = write(reader, dump, &plan, target, info, &mut manifest(dump)?);
     let (written, file_bytes) = match written {
         Ok(w) => w,
         Err(e) => {
