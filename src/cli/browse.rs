@@ -13,13 +13,14 @@ use reel::timefmt::{format_rfc3339, format_short};
 use reel::{EntryKind, Error, Result};
 
 use super::{Ctx, print_json};
-use reel::select::pick_dump;
+use reel::select::{PathPattern, is_glob, pick_dump};
 
 #[derive(Args)]
 pub struct LsArgs {
     /// The volume; NAME@T for the dump current at T, NAME@backup for the latest clone.
     name: String,
-    /// Path inside the volume (default: everything).
+    /// Path inside the volume (default: everything), or a glob pattern ('alice/*.txt',
+    /// '**/*.jpg'; quote it) for every entry it matches and what matched directories hold.
     path: Option<std::path::PathBuf>,
     /// The dump current at this time (default: the latest).
     #[arg(long)]
@@ -75,6 +76,13 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
         .iter()
         .map(|p| normalise_path(p.as_os_str().as_bytes()))
         .collect();
+    let pattern = match filter.first() {
+        Some(p) if is_glob(p) => Some(PathPattern::new(p)?),
+        _ => None,
+    };
+    // Under a pattern: the last matched entry, whose subtree is listed with it (manifest order
+    // is depth-first, so the subtree follows it).
+    let mut inside: Option<Vec<u8>> = None;
     let manifest = reader.manifest(&d)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -82,9 +90,22 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
     let mut found = filter.is_empty();
     for e in manifest {
         let e = e?;
-        let (take, ancestor) = selected(&e.path, &filter);
-        if !take || ancestor {
-            continue;
+        if let Some(p) = &pattern {
+            let take = inside
+                .as_ref()
+                .is_some_and(|top| reel::types::is_under(&e.path, top))
+                || (p.matches(&e.path) && {
+                    inside = Some(e.path.clone());
+                    true
+                });
+            if !take {
+                continue;
+            }
+        } else {
+            let (take, ancestor) = selected(&e.path, &filter);
+            if !take || ancestor {
+                continue;
+            }
         }
         found = true;
         if a.json {
@@ -125,6 +146,9 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
     }
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
     if !found {
+        if let Some(p) = pattern {
+            return Err(p.matched_nothing(&d));
+        }
         return Err(Error::usage(format!(
             "{} is not in dump {} of volume {}",
             a.path.map(|p| p.display().to_string()).unwrap_or_default(),
@@ -139,7 +163,8 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
 pub struct CatArgs {
     /// The volume; NAME@T for the dump current at T, NAME@backup for the latest clone.
     name: String,
-    /// Path of a file inside the volume.
+    /// Path of a file inside the volume, or a glob pattern ('alice/*.txt'; quote it): every
+    /// regular file it matches, in path order, one after another.
     path: std::path::PathBuf,
     /// The dump current at this time (default: the latest).
     #[arg(long)]
@@ -159,6 +184,9 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
     let d = pick_dump(&spool, &a.name, a.at.as_deref(), a.dump)?;
     let path = normalise_path(a.path.as_os_str().as_bytes());
+    if is_glob(&path) {
+        return cat_matching(&spool, &d, &a, &path);
+    }
     let mut reader = ChunkReader::new(&spool)?;
     let (_, labels) =
         reel::tape::media::tapes_for_restore(&spool, &d, std::slice::from_ref(&path))?;
@@ -190,6 +218,52 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     cat_entry(&reader, &e, &mut out)?;
+    out.flush().map_err(|e| Error::io("<stdout>", e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cat` of a pattern: every regular file (or hard link to one) it matches, in path order, one
+/// after another as `cat a*` writes them; other kinds are passed over. A pattern that matches
+/// no such file is an error, before anything is written.
+fn cat_matching(
+    spool: &reel::spool::Spool,
+    d: &reel::catalog::DumpRecord,
+    a: &CatArgs,
+    pattern: &[u8],
+) -> Result<ExitCode> {
+    let p = PathPattern::new(pattern)?;
+    let mut reader = ChunkReader::new(spool)?;
+    let mut hits = Vec::new();
+    for e in reader.manifest(d)? {
+        let e = e?;
+        if matches!(e.kind, EntryKind::File | EntryKind::HardLink) && p.matches(&e.path) {
+            hits.push(e);
+        }
+    }
+    if hits.is_empty() {
+        return Err(Error::usage(format!(
+            "pattern {} matches no regular file in dump {} of volume {}; `reel ls {} '{}'` lists what it matches",
+            p.shown, d.id, d.volume, d.volume, p.shown
+        )));
+    }
+    let paths: Vec<Vec<u8>> = hits.iter().map(|e| e.path.clone()).collect();
+    let (_, labels) = reel::tape::media::tapes_for_restore(spool, d, &paths)?;
+    let _guards =
+        super::tape::supply_tapes(spool, &mut reader, &labels, &a.tape, a.tapes.as_deref())?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for mut e in hits {
+        if e.kind == EntryKind::HardLink {
+            let shown = e.display_path();
+            e = find_entry(&reader, d, &e.target.clone())?.ok_or_else(|| {
+                Error::damaged(
+                    Damaged::Entry(e.path.clone()),
+                    format!("hard link {shown} points to a missing entry"),
+                )
+            })?;
+        }
+        cat_entry(&reader, &e, &mut out)?;
+    }
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
     Ok(ExitCode::SUCCESS)
 }

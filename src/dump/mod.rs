@@ -25,7 +25,7 @@ use crate::store::{ChunkReader, StoreWriter};
 use crate::timefmt::{self, format_rfc3339};
 use crate::{ChunkId, Entry, EntryKind, Error, Result};
 use pass::Owner;
-pub(crate) use pass::scan;
+pub(crate) use pass::{exclusions, scan};
 pub(crate) use reuse::PrevManifest;
 
 #[derive(Clone, Debug, Default)]
@@ -157,6 +157,7 @@ fn dump_tree_as(
         spool,
         store,
         root,
+        pass::exclusions(spool, name)?,
         prev,
         Some(owner),
         statmap.as_deref(),
