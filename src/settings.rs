@@ -94,7 +94,7 @@ pub struct VolumeSettings {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exclude_caches: bool,
     /// Dump entries flagged `nodump` (`chattr +d`) too; by default they are left out of
-    /// every dump (docs/CLI.md, "Excludes", says why every level).
+    /// every dump (docs/DESIGN-NOTES.md, "Excludes", says why at every level).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_nodump: bool,
 }
