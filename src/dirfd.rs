@@ -52,6 +52,9 @@ pub struct Stat {
     pub blocks: u64,
     pub mtime_ns: i64,
     pub ctime_ns: i64,
+    /// The `nodump` file flag (`chattr +d`, `STATX_ATTR_NODUMP`), as `Dir::stat` reads it;
+    /// false where the stat data came from `fstat` or the filesystem has no such flag.
+    pub nodump: bool,
 }
 
 impl Stat {
@@ -70,6 +73,26 @@ impl Stat {
             blocks: s.st_blocks.max(0) as u64,
             mtime_ns: time_ns(s.st_mtime as i64, s.st_mtime_nsec as i64),
             ctime_ns: time_ns(s.st_ctime as i64, s.st_ctime_nsec as i64),
+            nodump: false,
+        }
+    }
+
+    /// Stat data from `statx`, with the `nodump` flag from its attributes.
+    pub fn from_statx(s: &rustix::fs::Statx) -> Stat {
+        use rustix::fs::StatxAttributes;
+        Stat {
+            dev: rustix::fs::makedev(s.stx_dev_major, s.stx_dev_minor),
+            ino: s.stx_ino,
+            mode: u32::from(s.stx_mode),
+            nlink: u64::from(s.stx_nlink),
+            uid: s.stx_uid,
+            gid: s.stx_gid,
+            rdev: rustix::fs::makedev(s.stx_rdev_major, s.stx_rdev_minor),
+            size: s.stx_size,
+            blocks: s.stx_blocks,
+            mtime_ns: time_ns(s.stx_mtime.tv_sec, i64::from(s.stx_mtime.tv_nsec)),
+            ctime_ns: time_ns(s.stx_ctime.tv_sec, i64::from(s.stx_ctime.tv_nsec)),
+            nodump: s.stx_attributes.contains(StatxAttributes::NODUMP),
         }
     }
 
@@ -276,10 +299,24 @@ impl Dir {
         Ok(Stat::from_raw(&rustix::fs::fstat(&self.fd)?))
     }
 
-    /// Stat data of entry `name`, not following a symlink.
+    /// Stat data of entry `name`, not following a symlink. `statx`, the same one call as
+    /// `fstatat`, because its attributes carry the `nodump` flag the walk honours; where the
+    /// kernel or a sandbox refuses `statx`, `fstatat` (and no flag).
     pub fn stat(&self, name: &[u8]) -> io::Result<Stat> {
-        let st = rustix::fs::statat(&self.fd, cname(name)?.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
-        Ok(Stat::from_raw(&st))
+        let name = cname(name)?;
+        match rustix::fs::statx(
+            &self.fd,
+            name.as_c_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+            rustix::fs::StatxFlags::BASIC_STATS,
+        ) {
+            Ok(st) => Ok(Stat::from_statx(&st)),
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                let st = rustix::fs::statat(&self.fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+                Ok(Stat::from_raw(&st))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The names in this directory (not `.` and `..`), in the order the filesystem gives them.

@@ -25,6 +25,10 @@
 //! a warning naming it if it keeps changing. Every other error (a directory we may not read, an
 //! I/O error) is returned as an `Err` naming the path, and the walk can go on after it if the
 //! caller wishes.
+//!
+//! What the volume excludes ([`exclude`]: patterns, cache directories, `nodump`) is decided
+//! from a name's stat data before anything is opened: an excluded entry is not yielded and an
+//! excluded directory is not opened, here or by the look-ahead.
 
 use std::fs::File;
 use std::io;
@@ -36,7 +40,9 @@ use crate::dirfd::{Dir, Stat, entry_from_stat};
 use crate::error::{Error, Result};
 use crate::types::{Entry, EntryKind};
 
+pub mod exclude;
 mod links;
+pub use exclude::Exclude;
 use links::LinkTable;
 
 pub(crate) use crate::dirfd::with_what;
@@ -163,10 +169,15 @@ fn note_lookups(avg: &mut f64, ns: f64, n: usize) {
 
 /// Look up every name of `names` in `dir`, in parallel on the look-ahead threads, in order, with
 /// the time the lookups took (the sum over the threads, so the hand-over is not counted).
-fn look_all(dir: &Arc<Dir>, names: &Arc<Vec<Vec<u8>>>, dev: u64) -> (Vec<Looked>, u128) {
+fn look_all(
+    dir: &Arc<Dir>,
+    names: &Arc<Vec<Vec<u8>>>,
+    dev: u64,
+    ex: &Excluding,
+) -> (Vec<Looked>, u128) {
     let here = || {
         let started = std::time::Instant::now();
-        let looked = names.iter().map(|name| look(dir, name, None)).collect();
+        let looked = names.iter().map(|name| look(dir, name, None, ex)).collect();
         (looked, started.elapsed().as_nanos())
     };
     let Some(pool) = look_ahead() else {
@@ -181,10 +192,11 @@ fn look_all(dir: &Arc<Dir>, names: &Arc<Vec<Vec<u8>>>, dev: u64) -> (Vec<Looked>
         for p in 0..parts {
             let (dir, names, tx) = (Arc::clone(dir), Arc::clone(names), tx.clone());
             let open_ahead = Arc::clone(&open_ahead);
+            let ex = ex.clone();
             q.push_back(Box::new(move || {
                 let started = std::time::Instant::now();
                 let looked = (p * n / parts..(p + 1) * n / parts)
-                    .map(|i| look(&dir, &names[i], Some((dev, &open_ahead))))
+                    .map(|i| look(&dir, &names[i], Some((dev, &open_ahead)), &ex))
                     .collect();
                 let _ = tx.send((p, looked, started.elapsed().as_nanos()));
             }));
@@ -205,13 +217,30 @@ fn look_all(dir: &Arc<Dir>, names: &Arc<Vec<Vec<u8>>>, dev: u64) -> (Vec<Looked>
     (done.into_iter().flatten().flatten().collect(), spent)
 }
 
+/// What a directory's lookups need to know to leave excluded entries unopened: the rules and
+/// the directory's path relative to the root. None when the volume excludes nothing.
+type Excluding = Option<(Arc<Exclude>, Arc<Vec<u8>>)>;
+
+/// `name`'s path relative to the root, in the directory at `parent`.
+fn child_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut rel = Vec::with_capacity(parent.len() + 1 + name.len());
+    if !parent.is_empty() {
+        rel.extend_from_slice(parent);
+        rel.push(b'/');
+    }
+    rel.extend_from_slice(name);
+    rel
+}
+
 /// Look up `name` in `dir`. `open_ahead`: the volume's device and how many more
-/// subdirectories may be opened ahead; a directory on that device is then opened and listed
-/// too (anything that goes wrong there is left for the visit to meet and report).
+/// subdirectories may be opened ahead; a directory on that device (that `ex` does not exclude)
+/// is then opened and listed too (anything that goes wrong there is left for the visit to meet
+/// and report).
 fn look(
     dir: &Dir,
     name: &[u8],
     open_ahead: Option<(u64, &std::sync::atomic::AtomicUsize)>,
+    ex: &Excluding,
 ) -> Looked {
     use std::sync::atomic::Ordering::Relaxed;
     let stat = dir.stat(name);
@@ -223,11 +252,14 @@ fn look(
     if let (Ok(st), Some((dev, budget))) = (&stat, open_ahead)
         && st.is_dir()
         && st.dev == dev
+        && !ex
+            .as_ref()
+            .is_some_and(|(ex, parent)| ex.excludes(&child_rel(parent, name), st))
         && budget
             .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1))
             .is_ok()
     {
-        opened = open_ahead_dir(dir, name);
+        opened = open_ahead_dir(dir, name, ex.as_ref().map(|(ex, _)| &**ex));
     }
     Looked {
         stat,
@@ -236,11 +268,14 @@ fn look(
     }
 }
 
-fn open_ahead_dir(dir: &Dir, name: &[u8]) -> Option<Opened> {
+fn open_ahead_dir(dir: &Dir, name: &[u8], ex: Option<&Exclude>) -> Option<Opened> {
     let sub = dir.open_dir(name).ok()?;
     let stat = sub.stat_self().ok()?;
     let xattrs = sub.own_xattrs().ok()?;
     let mut names = sub.names().ok()?;
+    if let Some(ex) = ex {
+        names = ex.names_to_walk(&sub, names);
+    }
     names.sort_unstable_by(|a, b| b.cmp(a));
     Some(Opened {
         dir: sub,
@@ -265,6 +300,8 @@ pub struct Walker {
     /// Looking ahead pays when the inodes wait on the disk and costs a little when they are in
     /// memory, so it is done only while lookups are slow (`LOOK_AHEAD_SLOW_NS`).
     lookup_ns: f64,
+    /// What the volume leaves out; None when nothing (the walk then asks nothing).
+    exclude: Option<Arc<Exclude>>,
 }
 
 /// A name that takes longer than this to look up is waiting on the disk (in memory it takes a
@@ -275,6 +312,12 @@ impl Walker {
     /// Start a walk of `root`, which must be a directory. The root is followed if it is a
     /// symlink (a volume may be configured through one); nothing below it is.
     pub fn new(root: &Path) -> Result<Walker> {
+        Walker::with_exclude(root, Exclude::nothing())
+    }
+
+    /// [`Walker::new`], leaving out what `exclude` excludes (never the root itself).
+    pub fn with_exclude(root: &Path, exclude: Exclude) -> Result<Walker> {
+        let exclude = exclude.is_active().then(|| Arc::new(exclude));
         crate::dirfd::raise_fd_limit();
         let dir = Dir::open(root).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENOTDIR) {
@@ -292,7 +335,7 @@ impl Walker {
         let dir = Arc::new(dir);
         // Until the first lookups tell, assume the volume is on the disk, not in memory.
         let mut lookup_ns = LOOK_AHEAD_SLOW_NS * 2.0;
-        let names = read_names(&dir, st.dev, &mut lookup_ns)?;
+        let names = read_names(&dir, st.dev, &mut lookup_ns, excluding(&exclude, b""))?;
         let first = ScanItem {
             entry,
             dir: Arc::clone(&dir),
@@ -311,6 +354,7 @@ impl Walker {
             links: LinkTable::new(links::IN_MEMORY),
             warnings: Vec::new(),
             lookup_ns,
+            exclude,
         })
     }
 
@@ -330,12 +374,7 @@ impl Walker {
     fn visit(&mut self, name: Vec<u8>, mut looked: Option<Looked>) -> Result<Option<ScanItem>> {
         let frame = self.stack.last().expect("visit has a frame");
         let dir = Arc::clone(&frame.dir);
-        let mut rel = Vec::with_capacity(frame.rel.len() + 1 + name.len());
-        if !frame.rel.is_empty() {
-            rel.extend_from_slice(&frame.rel);
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(&name);
+        let rel = child_rel(&frame.rel, &name);
         let shown = || dir.shown_child(&name);
         for _ in 0..TYPE_ATTEMPTS {
             // What was looked up ahead serves the first look; a retry looks again.
@@ -343,7 +382,7 @@ impl Walker {
                 Some(l) => (l.stat, l.xattrs, l.opened),
                 None => {
                     let started = std::time::Instant::now();
-                    let l = look(&dir, &name, None);
+                    let l = look(&dir, &name, None, &None);
                     note_lookups(&mut self.lookup_ns, started.elapsed().as_nanos() as f64, 1);
                     (l.stat, l.xattrs, None)
                 }
@@ -353,6 +392,12 @@ impl Walker {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(self.vanished(shown())),
                 Err(e) => return Err(Error::io(shown(), with_what("cannot stat", e))),
             };
+            if let Some(ex) = &self.exclude
+                && ex.excludes(&rel, &st)
+            {
+                tracing::debug!("{}: excluded", shown().display());
+                return Ok(None);
+            }
             let mut entry = entry_from_stat(&rel, &st);
             let mut stat = st;
             match entry.kind {
@@ -370,8 +415,13 @@ impl Walker {
                         Some(o) => {
                             stat = o.stat;
                             let sub = Arc::new(o.dir);
-                            let names =
-                                look_names(&sub, o.names, self.root_dev, &mut self.lookup_ns);
+                            let names = look_names(
+                                &sub,
+                                o.names,
+                                self.root_dev,
+                                &mut self.lookup_ns,
+                                excluding(&self.exclude, &rel),
+                            );
                             (sub, names, o.xattrs)
                         }
                         None => {
@@ -391,7 +441,12 @@ impl Walker {
                             stat = sub.stat_self().map_err(|e| Error::io(shown(), e))?;
                             let own = sub.own_xattrs().map_err(|e| Error::io(shown(), e))?;
                             let sub = Arc::new(sub);
-                            let names = read_names(&sub, self.root_dev, &mut self.lookup_ns)?;
+                            let names = read_names(
+                                &sub,
+                                self.root_dev,
+                                &mut self.lookup_ns,
+                                excluding(&self.exclude, &rel),
+                            )?;
                             (sub, names, own)
                         }
                     };
@@ -467,12 +522,23 @@ fn read_names(
     dir: &Arc<Dir>,
     dev: u64,
     lookup_ns: &mut f64,
+    ex: Excluding,
 ) -> Result<Vec<(Vec<u8>, Option<Looked>)>> {
     let mut names = dir
         .names()
         .map_err(|e| Error::io(dir.shown(), with_what("cannot read directory", e)))?;
+    if let Some((ex, _)) = &ex {
+        names = ex.names_to_walk(dir, names);
+    }
     names.sort_unstable_by(|a, b| b.cmp(a));
-    Ok(look_names(dir, names, dev, lookup_ns))
+    Ok(look_names(dir, names, dev, lookup_ns, ex))
+}
+
+/// The lookups' view of `exclude` for the directory at `rel`.
+fn excluding(exclude: &Option<Arc<Exclude>>, rel: &[u8]) -> Excluding {
+    exclude
+        .as_ref()
+        .map(|ex| (Arc::clone(ex), Arc::new(rel.to_vec())))
 }
 
 /// A directory's sorted names, each with its stat data and xattrs (and, for a subdirectory,
@@ -482,12 +548,13 @@ fn look_names(
     names: Vec<Vec<u8>>,
     dev: u64,
     lookup_ns: &mut f64,
+    ex: Excluding,
 ) -> Vec<(Vec<u8>, Option<Looked>)> {
     if names.len() < LOOK_AHEAD_MIN || *lookup_ns < LOOK_AHEAD_SLOW_NS {
         return names.into_iter().map(|n| (n, None)).collect();
     }
     let names = Arc::new(names);
-    let (looked, spent_ns) = look_all(dir, &names, dev);
+    let (looked, spent_ns) = look_all(dir, &names, dev, &ex);
     note_lookups(lookup_ns, spent_ns as f64 / names.len() as f64, names.len());
     let names = Arc::try_unwrap(names).unwrap_or_else(|shared| (*shared).clone());
     names
@@ -879,6 +946,31 @@ pub(crate) mod tests {
                 .iter()
                 .any(|r| matches!(r, Ok(i) if i.entry.path == b"after"))
         );
+    }
+
+    #[test]
+    fn excluded_entries_are_not_walked_ahead_or_in_turn() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // Nine names at the root: enough for the look-ahead (which also opens directories).
+        for i in 0..6 {
+            fs::write(root.join(format!("f{i}.o")), b"o").unwrap();
+        }
+        fs::write(root.join("keep.o"), b"k").unwrap();
+        fs::create_dir_all(root.join("build/deep")).unwrap();
+        fs::write(root.join("build/deep/x"), b"x").unwrap();
+        fs::create_dir_all(root.join("c/sub")).unwrap();
+        fs::write(root.join("c/CACHEDIR.TAG"), exclude::CACHEDIR_SIGNATURE).unwrap();
+        fs::write(root.join("c/sub/y"), b"y").unwrap();
+        let patterns = ["*.o", "!keep.o", "build/"].map(String::from);
+        let ex = Exclude::new(&patterns, true, true).unwrap();
+        let mut w = Walker::with_exclude(root, ex).unwrap();
+        let paths: Vec<Vec<u8>> = w.by_ref().map(|r| r.unwrap().entry.path).collect();
+        let expected: [&[u8]; 4] = [b"", b"c", b"c/CACHEDIR.TAG", b"keep.o"];
+        assert_eq!(paths, expected.map(|p| p.to_vec()));
+        assert!(w.warnings().is_empty(), "{:?}", w.warnings());
+        // The same tree with nothing excluded walks everything.
+        assert_eq!(walk_all(root).len(), 15);
     }
 
     /// Unmounts on drop, so a failing assertion leaves no mount behind.

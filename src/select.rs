@@ -3,6 +3,11 @@
 //! users' "yesterday". `NAME@latest` is the latest dump, as `NAME` alone. `ls`, `cat`,
 //! `restore` and `export-plain` name dumps this way, and all of them also reach a dump that
 //! only tapes hold (`pick_dump_or_tape`).
+//!
+//! Paths inside a dump, for `ls`, `cat` and `restore`, may be glob patterns
+//! ([`PathPattern`]), as restic's `--include`: `'alice/docs/*.txt'`, `'**/*.jpg'`. A path with
+//! no glob character (`*`, `?`, `[`, `{`) keeps its exact meaning, so existing scripts and
+//! names with none of them are unchanged.
 
 use crate::catalog::DumpRecord;
 use crate::clone::Tree;
@@ -10,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::record::TapeDumpSummary;
 use crate::spool::Spool;
 use crate::timefmt::{DayEdge, format_rfc3339, parse_time};
+use crate::types::{Entry, is_under};
 
 /// Pick what to read: the dump of `volume` current at `at` (latest when None), or dump `id`.
 /// `volume` may be `NAME@T` (the same as `--at T`), `NAME@backup` (the latest clone) or
@@ -176,6 +182,102 @@ fn backup_record(spool: &Spool, volume: &str) -> Result<DumpRecord> {
             p.display()
         ))),
     }
+}
+
+/// Does a path argument hold a glob character? One that does not names itself.
+pub fn is_glob(path: &[u8]) -> bool {
+    path.iter().any(|c| matches!(c, b'*' | b'?' | b'[' | b'{'))
+}
+
+/// A glob pattern over paths in a dump, matched from the volume's root against whole paths
+/// (`globset`, the matcher ripgrep and the `ignore` crate use): `*`, `?` and `[...]` stay
+/// within one name, `**` crosses directories, `{a,b}` is either, `\` escapes.
+pub struct PathPattern {
+    matcher: globset::GlobMatcher,
+    /// The pattern as given, for messages.
+    pub shown: String,
+}
+
+impl PathPattern {
+    /// `pattern` (normalised: no leading `/` or `./`); a bad one is a usage error naming it.
+    pub fn new(pattern: &[u8]) -> Result<PathPattern> {
+        let shown = String::from_utf8_lossy(pattern).into_owned();
+        let norm = crate::restore::normalise_path(pattern);
+        let text = std::str::from_utf8(&norm).map_err(|_| {
+            Error::usage(format!(
+                "pattern {shown:?} is not UTF-8; give the path without glob characters"
+            ))
+        })?;
+        let glob = globset::GlobBuilder::new(text)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| Error::usage(format!("bad path pattern {shown:?}: {e}")))?;
+        Ok(PathPattern {
+            matcher: glob.compile_matcher(),
+            shown,
+        })
+    }
+
+    /// Does the pattern match the entry at `path` (relative to the root)?
+    /// The root (empty path) is matched by no pattern: `'*'` means what the root holds.
+    pub fn matches(&self, path: &[u8]) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        !path.is_empty()
+            && self
+                .matcher
+                .is_match(std::path::Path::new(std::ffi::OsStr::from_bytes(path)))
+    }
+
+    /// The usage error for a pattern that matched nothing in dump `rec`.
+    pub fn matched_nothing(&self, rec: &DumpRecord) -> Error {
+        Error::usage(format!(
+            "pattern {} matches nothing in dump {} of volume {}; `reel ls {}` lists what it holds",
+            self.shown, rec.id, rec.volume, rec.volume
+        ))
+    }
+}
+
+/// Path arguments for a restore of dump `rec` (normalised): each glob pattern is replaced by
+/// the paths it matches in `manifest` (in manifest order, without those inside another match,
+/// which the subtree of that match holds); a path without glob characters stays as given, for
+/// the restore to check. A pattern that matches nothing is a usage error naming it, before
+/// anything is written.
+pub fn expand_paths(
+    manifest: impl Iterator<Item = Result<Entry>>,
+    args: &[Vec<u8>],
+    rec: &DumpRecord,
+) -> Result<Vec<Vec<u8>>> {
+    let mut out: Vec<Vec<u8>> = args.iter().filter(|a| !is_glob(a)).cloned().collect();
+    let patterns = args
+        .iter()
+        .filter(|a| is_glob(a))
+        .map(|a| PathPattern::new(a))
+        .collect::<Result<Vec<_>>>()?;
+    if patterns.is_empty() {
+        return Ok(out);
+    }
+    let mut matched = vec![false; patterns.len()];
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    for e in manifest {
+        let e = e?;
+        let mut hit = false;
+        for (m, p) in matched.iter_mut().zip(&patterns) {
+            if p.matches(&e.path) {
+                *m = true;
+                hit = true;
+            }
+        }
+        // Depth-first order: what lies inside the last match follows it.
+        if hit && found.last().is_none_or(|last| !is_under(&e.path, last)) {
+            found.push(e.path);
+        }
+    }
+    if let Some((_, p)) = matched.iter().zip(&patterns).find(|(m, _)| !**m) {
+        return Err(p.matched_nothing(rec));
+    }
+    out.extend(found);
+    Ok(out)
 }
 
 #[cfg(test)]

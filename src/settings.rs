@@ -131,6 +131,17 @@ pub struct VolumeSettings {
     /// another filesystem is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<FsIdentity>,
+    /// What dumps leave out (`crate::scan::exclude`): gitignore lines matched from the
+    /// volume's root, in order (a later `!pattern` takes back an earlier one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Leave out the contents of directories tagged with a valid `CACHEDIR.TAG` (not the tag).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_caches: bool,
+    /// Dump entries flagged `nodump` (`chattr +d`) too; by default they are left out of
+    /// every dump (docs/DESIGN-NOTES.md, "Excludes", says why at every level).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_nodump: bool,
 }
 
 /// Default seconds a hook may run.
@@ -142,6 +153,11 @@ impl VolumeSettings {
             path,
             ..Default::default()
         }
+    }
+
+    /// What the volume's dumps and clones leave out.
+    pub fn exclusions(&self) -> Result<crate::scan::Exclude> {
+        crate::scan::Exclude::new(&self.exclude, self.exclude_caches, !self.ignore_nodump)
     }
 
     pub fn hook_timeout(&self) -> std::time::Duration {

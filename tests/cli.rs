@@ -1383,3 +1383,423 @@ fn export_table_columns_line_up() {
         assert_eq!(&row[level_end - 1..level_end], level, "{out}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Excludes: patterns, cache directories, nodump; glob paths in ls, cat and restore
+// ---------------------------------------------------------------------------------------------
+
+/// The paths `reel ls ARGS` lists, in order.
+fn ls_paths(spool: &Spool, args: &[&str]) -> Vec<String> {
+    ls_json(spool, args)
+        .iter()
+        .map(|r| r["path"].as_str().expect("a path").to_string())
+        .collect()
+}
+
+/// Asserts which of `paths` the listing holds (`true`) and which it does not.
+fn assert_listed(listed: &[String], expect: &[(&str, bool)], what: &str) {
+    for (p, there) in expect {
+        assert_eq!(
+            listed.iter().any(|l| l == p),
+            *there,
+            "{what}: {p} should {}be listed; listed: {listed:?}",
+            if *there { "" } else { "not " }
+        );
+    }
+}
+
+#[test]
+fn excludes_leave_entries_out_and_a_change_takes_effect_at_the_next_dump() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    write(&vol.join("alice/docs/a.txt"), b"a\n");
+    write(&vol.join("alice/main.o"), b"object\n");
+    write(&vol.join("alice/keep.o"), b"kept object\n");
+    write(&vol.join("alice/build/out.bin"), b"built\n");
+    // `tmp/` is for directories only: the file alice/tmp stays, the directory bob/tmp goes.
+    write(&vol.join("alice/tmp"), b"a file named tmp\n");
+    write(&vol.join("bob/tmp/scratch"), b"scratch\n");
+    write(&vol.join("bob/notes"), b"notes\n");
+    let spool = Spool::new();
+    ok(
+        &spool,
+        &[
+            "volume",
+            "add",
+            "v",
+            s(&vol),
+            "--exclude",
+            "/alice/build",
+            "--exclude",
+            "*.o",
+            "--exclude",
+            "!keep.o",
+            "--exclude",
+            "tmp/",
+        ],
+    );
+    let toml = fs::read_to_string(spool.path().join("reel.toml")).unwrap();
+    assert!(toml.contains("!keep.o"), "{toml}");
+    ok(
+        &spool,
+        &["dump", "v", "--level", "0", "--date", "2026-11-01"],
+    );
+    let day1 = ls_paths(&spool, &["v"]);
+    assert_listed(
+        &day1,
+        &[
+            ("alice/docs/a.txt", true),
+            ("alice/main.o", false),
+            ("alice/keep.o", true),
+            ("alice/build", false),
+            ("alice/build/out.bin", false),
+            ("alice/tmp", true),
+            ("bob/tmp", false),
+            ("bob/tmp/scratch", false),
+            ("bob/notes", true),
+        ],
+        "day 1",
+    );
+    let r1 = work.path().join("r1");
+    ok(&spool, &["restore", "v", "--to", s(&r1)]);
+    assert!(!r1.join("alice/main.o").exists() && !r1.join("alice/build").exists());
+    assert!(!r1.join("bob/tmp").exists());
+    assert_eq!(fs::read(r1.join("alice/keep.o")).unwrap(), b"kept object\n");
+    assert_eq!(
+        fs::read(r1.join("alice/tmp")).unwrap(),
+        b"a file named tmp\n"
+    );
+
+    // Add an exclude: the next dump (a level 1) leaves bob out, and restores without it; the
+    // day before keeps it.
+    ok(&spool, &["volume", "set", "v", "--exclude", "bob/"]);
+    ok(
+        &spool,
+        &["dump", "v", "--level", "1", "--date", "2026-11-02"],
+    );
+    let day2 = ls_paths(&spool, &["v", "--at", "2026-11-02"]);
+    assert_listed(
+        &day2,
+        &[("bob", false), ("bob/notes", false), ("alice/keep.o", true)],
+        "day 2",
+    );
+    assert_listed(
+        &ls_paths(&spool, &["v", "--at", "2026-11-01"]),
+        &[("bob/notes", true)],
+        "day 1 again",
+    );
+    let r2 = work.path().join("r2");
+    ok(
+        &spool,
+        &["restore", "v", "--at", "2026-11-02", "--to", s(&r2)],
+    );
+    assert!(!r2.join("bob").exists());
+    assert_eq!(fs::read(r2.join("alice/docs/a.txt")).unwrap(), b"a\n");
+
+    // Remove one: what it left out comes back at the next dump.
+    ok(
+        &spool,
+        &["volume", "set", "v", "--no-exclude", "/alice/build"],
+    );
+    ok(
+        &spool,
+        &["dump", "v", "--level", "1", "--date", "2026-11-03"],
+    );
+    let day3 = ls_paths(&spool, &["v", "--at", "2026-11-03"]);
+    assert_listed(
+        &day3,
+        &[("alice/build/out.bin", true), ("bob", false)],
+        "day 3",
+    );
+    let list = json(&ok(&spool, &["volume", "list", "--json"]));
+    assert_eq!(
+        list[0]["exclude"],
+        serde_json::json!(["*.o", "!keep.o", "tmp/", "bob/"])
+    );
+    assert_eq!(list[0]["honor_nodump"], true);
+
+    // Clearing them all brings everything back.
+    ok(&spool, &["volume", "set", "v", "--clear-excludes"]);
+    ok(
+        &spool,
+        &["dump", "v", "--level", "1", "--date", "2026-11-04"],
+    );
+    let day4 = ls_paths(&spool, &["v", "--at", "2026-11-04"]);
+    assert_listed(
+        &day4,
+        &[("alice/main.o", true), ("bob/tmp/scratch", true)],
+        "day 4",
+    );
+}
+
+#[test]
+fn bad_exclude_flags_are_refused_naming_the_pattern_and_change_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    write(&vol.join("f"), b"f");
+    let spool = Spool::new();
+    ok(
+        &spool,
+        &["volume", "add", "v", s(&vol), "--exclude", "*.tmp"],
+    );
+    let before = fs::read_to_string(spool.path().join("reel.toml")).unwrap();
+    let (code, err) = fail(&spool, &["volume", "set", "v", "--no-exclude", "*.o"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("\"*.o\"") && err.contains("*.tmp"), "{err}");
+    let (code, err) = fail(&spool, &["volume", "set", "v", "--exclude", "a{b"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("a{b"), "{err}");
+    let (code, err) = fail(&spool, &["volume", "set", "v", "--exclude", "#notes"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("comment") && err.contains("\\#notes"), "{err}");
+    let (code, _) = fail(&spool, &["volume", "add", "w", s(&vol), "--exclude", ""]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        fs::read_to_string(spool.path().join("reel.toml")).unwrap(),
+        before,
+        "a refused flag changed reel.toml"
+    );
+}
+
+#[test]
+fn exclude_caches_keeps_the_tag_of_a_valid_cachedir_and_drops_the_rest() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    let sig = b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache directory tag\n";
+    write(&vol.join("cache/CACHEDIR.TAG"), sig);
+    write(&vol.join("cache/blob"), b"cached bytes");
+    write(&vol.join("cache/sub/more"), b"more cached bytes");
+    // One byte of the signature wrong: not a cache directory.
+    write(
+        &vol.join("fake/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc56\n",
+    );
+    write(&vol.join("fake/data"), b"real data");
+    // A signature cut short is no tag either.
+    write(&vol.join("short/CACHEDIR.TAG"), b"Signature: 8a477f");
+    write(&vol.join("short/data"), b"real data");
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    ok(
+        &spool,
+        &["dump", "v", "--level", "0", "--date", "2026-11-01"],
+    );
+    assert_listed(
+        &ls_paths(&spool, &["v"]),
+        &[("cache/blob", true)],
+        "before --exclude-caches",
+    );
+
+    ok(&spool, &["volume", "set", "v", "--exclude-caches"]);
+    ok(
+        &spool,
+        &["dump", "v", "--level", "1", "--date", "2026-11-02"],
+    );
+    let listed = ls_paths(&spool, &["v"]);
+    assert_listed(
+        &listed,
+        &[
+            ("cache", true),
+            ("cache/CACHEDIR.TAG", true),
+            ("cache/blob", false),
+            ("cache/sub", false),
+            ("cache/sub/more", false),
+            ("fake/CACHEDIR.TAG", true),
+            ("fake/data", true),
+            ("short/data", true),
+        ],
+        "with --exclude-caches",
+    );
+    let r = work.path().join("r");
+    ok(&spool, &["restore", "v", "--to", s(&r)]);
+    assert_eq!(fs::read(r.join("cache/CACHEDIR.TAG")).unwrap(), sig);
+    assert!(!r.join("cache/blob").exists());
+    assert_eq!(fs::read(r.join("fake/data")).unwrap(), b"real data");
+
+    ok(&spool, &["volume", "set", "v", "--no-exclude-caches"]);
+    ok(
+        &spool,
+        &["dump", "v", "--level", "1", "--date", "2026-11-03"],
+    );
+    assert_listed(
+        &ls_paths(&spool, &["v"]),
+        &[("cache/sub/more", true)],
+        "after --no-exclude-caches",
+    );
+}
+
+/// `chattr +d PATH`; false where the filesystem has no such flag (tmpfs).
+fn chattr_nodump(p: &Path) -> bool {
+    Command::new("chattr")
+        .arg("+d")
+        .arg(p)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn files_flagged_nodump_are_left_out_unless_the_volume_ignores_the_flag() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    write(&vol.join("keep"), b"keep");
+    write(&vol.join("huge.iso"), b"not worth a backup");
+    write(&vol.join("scratch/inner"), b"inner");
+    if !chattr_nodump(&vol.join("huge.iso")) || !chattr_nodump(&vol.join("scratch")) {
+        println!(
+            "skipped: chattr +d does not work under {} (the filesystem has no nodump flag)",
+            work.path().display()
+        );
+        return;
+    }
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    ok(
+        &spool,
+        &["dump", "v", "--level", "0", "--date", "2026-11-01"],
+    );
+    assert_listed(
+        &ls_paths(&spool, &["v"]),
+        &[
+            ("keep", true),
+            ("huge.iso", false),
+            ("scratch", false),
+            ("scratch/inner", false),
+        ],
+        "nodump honoured",
+    );
+    let r = work.path().join("r");
+    ok(&spool, &["restore", "v", "--to", s(&r)]);
+    assert!(!r.join("huge.iso").exists() && !r.join("scratch").exists());
+
+    ok(&spool, &["volume", "set", "v", "--ignore-nodump"]);
+    ok(
+        &spool,
+        &["dump", "v", "--level", "1", "--date", "2026-11-02"],
+    );
+    assert_listed(
+        &ls_paths(&spool, &["v"]),
+        &[("huge.iso", true), ("scratch/inner", true)],
+        "nodump ignored",
+    );
+    ok(&spool, &["volume", "set", "v", "--honor-nodump"]);
+    // A `copy` clone honours the flag while it is still on the volume (the copy loses it).
+    ok(&spool, &["volume", "set", "v", "--clone", "copy"]);
+    ok(
+        &spool,
+        &["backup", "v", "--level", "1", "--date", "2026-11-03"],
+    );
+    assert_listed(
+        &ls_paths(&spool, &["v"]),
+        &[("keep", true), ("huge.iso", false)],
+        "copy clone",
+    );
+}
+
+/// A volume for the glob tests, dumped once.
+fn globbed() -> (tempfile::TempDir, Spool) {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    write(&vol.join("alice/docs/a.txt"), b"A\n");
+    write(&vol.join("alice/docs/b.txt"), b"B\n");
+    write(&vol.join("alice/docs/c.md"), b"C\n");
+    write(&vol.join("alice/docs/sub/d.txt"), b"D\n");
+    write(&vol.join("bob/docs/e.txt"), b"E\n");
+    write(&vol.join("lit[1]"), b"a name with brackets\n");
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    ok(
+        &spool,
+        &["dump", "v", "--level", "0", "--date", "2026-11-01"],
+    );
+    (work, spool)
+}
+
+#[test]
+fn ls_and_cat_take_glob_patterns() {
+    let (_work, spool) = globbed();
+    assert_eq!(
+        ls_paths(&spool, &["v", "alice/docs/*.txt"]),
+        vec!["alice/docs/a.txt", "alice/docs/b.txt"]
+    );
+    assert_eq!(
+        ls_paths(&spool, &["v", "**/*.txt"]),
+        vec![
+            "alice/docs/a.txt",
+            "alice/docs/b.txt",
+            "alice/docs/sub/d.txt",
+            "bob/docs/e.txt"
+        ]
+    );
+    // A matched directory is listed with what it holds, as `ls PATH` lists a subtree.
+    assert_eq!(
+        ls_paths(&spool, &["v", "*/docs/sub"]),
+        vec!["alice/docs/sub", "alice/docs/sub/d.txt"]
+    );
+    assert_eq!(
+        ok_bytes(&spool, &["cat", "v", "alice/docs/*.txt"]),
+        b"A\nB\n"
+    );
+    assert_eq!(
+        ok_bytes(&spool, &["cat", "v", "{bob,alice}/docs/[ab].txt"]),
+        b"A\nB\n"
+    );
+    // No glob character in `lit[1]`? It has one: `[1]` is a class, and the escaped form names
+    // the file; a plain path keeps its exact meaning.
+    assert_eq!(
+        ok_bytes(&spool, &["cat", "v", "lit\\[1\\]"]),
+        b"a name with brackets\n"
+    );
+    assert_eq!(ok_bytes(&spool, &["cat", "v", "alice/docs/c.md"]), b"C\n");
+    for args in [&["ls", "v", "nothing/*"][..], &["cat", "v", "nothing/*"]] {
+        let (code, err) = fail(&spool, args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("nothing/*"), "{args:?}: {err}");
+    }
+    let (code, err) = fail(&spool, &["ls", "v", "alice/[z"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("alice/[z"), "{err}");
+}
+
+#[test]
+fn restore_takes_glob_patterns_and_refuses_one_that_matches_nothing_before_writing() {
+    let (work, spool) = globbed();
+    let r = work.path().join("r");
+    ok(
+        &spool,
+        &[
+            "restore",
+            "v",
+            "--to",
+            s(&r),
+            "alice/docs/*.txt",
+            "bob/docs",
+        ],
+    );
+    let got: Vec<PathBuf> = contents(&r)
+        .into_iter()
+        .filter(|(_, data)| data.is_some())
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            PathBuf::from("alice/docs/a.txt"),
+            PathBuf::from("alice/docs/b.txt"),
+            PathBuf::from("bob/docs/e.txt")
+        ]
+    );
+    let r2 = work.path().join("r2");
+    let (code, err) = fail(
+        &spool,
+        &["restore", "v", "--to", s(&r2), "alice/docs/a.txt", "zz*"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("zz*"), "{err}");
+    assert!(!r2.exists(), "a refused restore made its target");
+    let (code, err) = fail(
+        &spool,
+        &["restore", "v", "--dry-run", "--to", s(&r2), "zz*"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("zz*"), "{err}");
+}

@@ -37,6 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "tape::image",
             "dirfd",
             "scan",
+            "scan::exclude",
             "dump::read_engine",
             "dump::reuse",
             "tree_writer",

@@ -13,14 +13,15 @@ use reel::{EntryKind, Error, Result};
 
 use super::restore::open_picked;
 use super::{Ctx, print_json};
-use reel::select::{Picked, pick_dump_or_tape};
+use reel::select::{PathPattern, Picked, is_glob, pick_dump_or_tape};
 use reel::store::ChunkReader;
 
 #[derive(Args)]
 pub struct LsArgs {
     /// The volume; NAME@T for the dump current at T, NAME@backup for the latest clone.
     name: String,
-    /// Path inside the volume (default: everything).
+    /// Path inside the volume (default: everything), or a glob pattern ('alice/*.txt',
+    /// '**/*.jpg'; quote it) for every entry it matches and what matched directories hold.
     path: Option<std::path::PathBuf>,
     /// The dump current at this time (default: the latest).
     #[arg(long)]
@@ -81,6 +82,13 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
         .iter()
         .map(|p| normalise_path(p.as_os_str().as_bytes()))
         .collect();
+    let pattern = match filter.first() {
+        Some(p) if is_glob(p) => Some(PathPattern::new(p)?),
+        _ => None,
+    };
+    // Under a pattern: the last matched entry, whose subtree is listed with it (manifest order
+    // is depth-first, so the subtree follows it).
+    let mut inside: Option<Vec<u8>> = None;
     let manifest = reader.manifest(d)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -88,9 +96,22 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
     let mut found = filter.is_empty();
     for e in manifest {
         let e = e?;
-        let (take, ancestor) = selected(&e.path, &filter);
-        if !take || ancestor {
-            continue;
+        if let Some(p) = &pattern {
+            let take = inside
+                .as_ref()
+                .is_some_and(|top| reel::types::is_under(&e.path, top))
+                || (p.matches(&e.path) && {
+                    inside = Some(e.path.clone());
+                    true
+                });
+            if !take {
+                continue;
+            }
+        } else {
+            let (take, ancestor) = selected(&e.path, &filter);
+            if !take || ancestor {
+                continue;
+            }
         }
         found = true;
         if a.json {
@@ -131,6 +152,9 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
     }
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
     if !found {
+        if let Some(p) = pattern {
+            return Err(p.matched_nothing(&d));
+        }
         return Err(Error::usage(format!(
             "{} is not in dump {} of volume {}",
             a.path.map(|p| p.display().to_string()).unwrap_or_default(),
@@ -145,7 +169,8 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
 pub struct CatArgs {
     /// The volume; NAME@T for the dump current at T, NAME@backup for the latest clone.
     name: String,
-    /// Path of a file inside the volume.
+    /// Path of a file inside the volume, or a glob pattern ('alice/*.txt'; quote it): every
+    /// regular file it matches, in path order, one after another.
     path: std::path::PathBuf,
     /// The dump current at this time (default: the latest).
     #[arg(long)]
@@ -161,6 +186,9 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Read)?;
     let path = normalise_path(a.path.as_os_str().as_bytes());
     let picked = pick_dump_or_tape(&spool, &a.name, a.at.as_deref(), a.dump)?;
+    if is_glob(&path) {
+        return cat_matching(&spool, picked, &a, &path);
+    }
     // A hard link's data is its group's first name's: the tapes to read are that file's.
     let mut wanted = vec![path.clone()];
     if let Picked::Spool(d) = &picked
@@ -199,4 +227,75 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
     cat_entry(reader, &e, &mut out)?;
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cat` of a pattern: every regular file (or hard link to one) it matches, in path order, one
+/// after another as `cat a*` writes them; other kinds are passed over. A pattern that matches
+/// no such file is an error, before anything is written.
+fn cat_matching(
+    spool: &reel::spool::Spool,
+    picked: Picked,
+    a: &CatArgs,
+    pattern: &[u8],
+) -> Result<ExitCode> {
+    let p = PathPattern::new(pattern)?;
+    let none = |d: &reel::catalog::DumpRecord| {
+        Error::usage(format!(
+            "pattern {} matches no regular file in dump {} of volume {}; `reel ls {} '{}'` lists what it matches",
+            p.shown, d.id, d.volume, d.volume, p.shown
+        ))
+    };
+    // The tapes to read are those of the matches and of their hard links' first names, found
+    // in the manifest on the spool; a dump only tapes hold reads the tapes its record names.
+    let mut wanted = Vec::new();
+    if let Picked::Spool(d) = &picked {
+        let hits = matching_files(&ChunkReader::new(spool)?, d, &p)?;
+        if hits.is_empty() {
+            return Err(none(d));
+        }
+        for e in hits {
+            if e.kind == EntryKind::HardLink {
+                wanted.push(e.target.clone());
+            }
+            wanted.push(e.path);
+        }
+    }
+    let reading = open_picked(spool, picked, &wanted, true, &a.tapes)?;
+    let (d, reader) = (&reading.dump, &reading.reader);
+    let hits = matching_files(reader, d, &p)?;
+    if hits.is_empty() {
+        return Err(none(d));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for mut e in hits {
+        if e.kind == EntryKind::HardLink {
+            let shown = e.display_path();
+            e = find_entry(reader, d, &e.target.clone())?.ok_or_else(|| {
+                Error::damaged(
+                    Damaged::Entry(e.path.clone()),
+                    format!("hard link {shown} points to a missing entry"),
+                )
+            })?;
+        }
+        cat_entry(reader, &e, &mut out)?;
+    }
+    out.flush().map_err(|e| Error::io("<stdout>", e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The regular files and hard links of dump `d` that `p` matches, in path order.
+fn matching_files(
+    reader: &ChunkReader,
+    d: &reel::catalog::DumpRecord,
+    p: &PathPattern,
+) -> Result<Vec<reel::Entry>> {
+    let mut hits = Vec::new();
+    for e in reader.manifest(d)? {
+        let e = e?;
+        if matches!(e.kind, EntryKind::File | EntryKind::HardLink) && p.matches(&e.path) {
+            hits.push(e);
+        }
+    }
+    Ok(hits)
 }

@@ -85,6 +85,29 @@ pub struct VolumeOpts {
     /// Seconds a hook may run before it is killed (default 300).
     #[arg(long, value_name = "SECS")]
     hook_timeout: Option<u64>,
+    /// Leave out what this gitignore line matches, from the volume's root ('alice/cache/',
+    /// '*.o', '!keep.o'); repeat for several. `volume set` adds to the list.
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// `volume set`: remove this pattern from the list (as listed); repeat for several.
+    #[arg(long, value_name = "PATTERN")]
+    no_exclude: Vec<String>,
+    /// `volume set`: remove every pattern (before adding any --exclude).
+    #[arg(long)]
+    clear_excludes: bool,
+    /// Leave out the contents of directories tagged with a valid CACHEDIR.TAG (the directory
+    /// and its tag stay).
+    #[arg(long, conflicts_with = "no_exclude_caches")]
+    exclude_caches: bool,
+    /// Dump the contents of tagged cache directories again.
+    #[arg(long)]
+    no_exclude_caches: bool,
+    /// Dump files flagged nodump (`chattr +d`) too; by default they are left out.
+    #[arg(long, conflicts_with = "honor_nodump")]
+    ignore_nodump: bool,
+    /// Leave out files flagged nodump again (the default).
+    #[arg(long)]
+    honor_nodump: bool,
 }
 
 impl VolumeOpts {
@@ -121,6 +144,44 @@ impl VolumeOpts {
             }
             n.hook_timeout = Some(t);
         }
+        if self.clear_excludes {
+            n.exclude.clear();
+        }
+        for p in &self.no_exclude {
+            let before = n.exclude.len();
+            n.exclude.retain(|x| x != p);
+            if n.exclude.len() == before {
+                return Err(Error::usage(format!(
+                    "volume {name:?}: --no-exclude {p:?} is not one of its exclude patterns ({}); give it as `reel volume list` shows it",
+                    if v.exclude.is_empty() {
+                        "it has none".to_string()
+                    } else {
+                        format!("{:?}", v.exclude)
+                    }
+                )));
+            }
+        }
+        for p in &self.exclude {
+            reel::scan::exclude::check_pattern(p)
+                .map_err(|e| Error::usage(format!("volume {name:?}: {e}")))?;
+            if !n.exclude.contains(p) {
+                n.exclude.push(p.clone());
+            }
+        }
+        if self.exclude_caches {
+            n.exclude_caches = true;
+        }
+        if self.no_exclude_caches {
+            n.exclude_caches = false;
+        }
+        if self.ignore_nodump {
+            n.ignore_nodump = true;
+        }
+        if self.honor_nodump {
+            n.ignore_nodump = false;
+        }
+        n.exclusions()
+            .map_err(|e| Error::usage(format!("volume {name:?}: {e}")))?;
         if n.clone == CloneMethod::Hook && n.snapshot_cmd.is_none() {
             return Err(Error::usage(format!(
                 "volume {name:?}: clone method hook needs a snapshot command: add --snapshot-cmd CMD (it prints the path of a read-only view of the volume)"
@@ -149,6 +210,15 @@ fn describe(name: &str, v: &VolumeSettings) -> String {
     }
     if let Some(t) = v.hook_timeout {
         s.push_str(&format!(", hook timeout {t} s"));
+    }
+    if !v.exclude.is_empty() {
+        s.push_str(&format!(", exclude {:?}", v.exclude));
+    }
+    if v.exclude_caches {
+        s.push_str(", excludes caches");
+    }
+    if v.ignore_nodump {
+        s.push_str(", ignores nodump");
     }
     s
 }
@@ -250,6 +320,9 @@ pub fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<ExitCode> {
                                 "snapshot_cmd": v.snapshot_cmd,
                                 "release_cmd": v.release_cmd,
                                 "hook_timeout": v.hook_timeout().as_secs(),
+                                "exclude": v.exclude,
+                                "exclude_caches": v.exclude_caches,
+                                "honor_nodump": !v.ignore_nodump,
                             })
                         })
                         .collect(),

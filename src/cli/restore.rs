@@ -8,7 +8,7 @@ use clap::Args;
 use reel::Result;
 use reel::catalog::DumpRecord;
 use reel::restore::{RestoreOptions, normalise_path, restore_dump_with};
-use reel::select::{Picked, pick_dump_or_tape};
+use reel::select::{Picked, expand_paths, is_glob, pick_dump_or_tape};
 use reel::spool::{Access, Spool};
 use reel::store::ChunkReader;
 use reel::tape::locate::{self, Staged, TapeSources};
@@ -131,6 +131,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         Picked::Spool(d) => d,
         Picked::Tape { label, dump } => return from_tapes(ctx, &spool, &a, &opts, &label, &dump),
     };
+    let opts = with_globs_expanded(&spool, None, &d, opts)?;
     let (missing, labels) = reel::tape::media::tapes_for_restore(&spool, &d, &opts.paths)?;
     if a.dry_run && a.json {
         print_json(&serde_json::json!({
@@ -281,7 +282,32 @@ fn from_tapes(
     let mut reader = reel::store::ChunkReader::new(spool)?;
     let guards = locate::supply(spool, &mut reader, labels, &a.tapes.sources())?;
     let d = locate::tape_dump_record(&guards, label, s)?;
-    restore_and_report(ctx, &reader, &d, a, opts)
+    let opts = with_globs_expanded(spool, Some(&reader), &d, opts.clone())?;
+    restore_and_report(ctx, &reader, &d, a, &opts)
+}
+
+/// `opts` with its glob patterns replaced by the paths they match in `d`'s manifest (read by
+/// `reader`, or from the spool): a pattern that matches nothing fails before anything is
+/// written. Without patterns, `opts` as it is and no read.
+fn with_globs_expanded(
+    spool: &reel::spool::Spool,
+    reader: Option<&reel::store::ChunkReader>,
+    d: &DumpRecord,
+    opts: RestoreOptions,
+) -> Result<RestoreOptions> {
+    if !opts.paths.iter().any(|p| is_glob(p)) {
+        return Ok(opts);
+    }
+    let own;
+    let reader = match reader {
+        Some(r) => r,
+        None => {
+            own = reel::store::ChunkReader::new(spool)?;
+            &own
+        }
+    };
+    let paths = expand_paths(reader.manifest(d)?, &opts.paths, d)?;
+    Ok(RestoreOptions { paths, ..opts })
 }
 
 fn restore_and_report(

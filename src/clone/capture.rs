@@ -1,7 +1,7 @@
 //! The `store` clone method: a volume captured straight into the store by the dump's own pass
 //! over a tree (`scan`), with no owner yet: its dump settles what it owns.
 
-use crate::dump::{PrevManifest, check_share, scan};
+use crate::dump::{PrevManifest, check_share, exclusions, scan};
 use crate::fsutil;
 use crate::progress::Progress;
 use crate::record::{CloneRecord, CloneView};
@@ -55,7 +55,8 @@ pub fn capture_clone(
     };
     let store = StoreWriter::new(spool)?;
     progress.message(&format!("cloning {name}"));
-    let s = scan(spool, store, &root, prev, None, None, progress)?;
+    let exclude = exclusions(spool, name)?;
+    let s = scan(spool, store, &root, exclude, prev, None, None, progress)?;
     check_share(spool, name, dumps.last(), &s.totals(), opts.shrink)?;
     let mut rec = CloneRecord {
         version: crate::record::CLONE_RECORD_VERSION,

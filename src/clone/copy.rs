@@ -39,7 +39,7 @@ use rayon::prelude::*;
 use crate::dirfd::{self, Dir};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::ManifestWriter;
-use crate::scan::{Walker, data_ranges, with_what};
+use crate::scan::{Exclude, Walker, data_ranges, with_what};
 use crate::tree_writer::{TreeWriter, is_root};
 use crate::types::{Entry, EntryKind, Extent};
 
@@ -84,6 +84,19 @@ pub fn copy_tree(
     statmap: &Path,
     check: &dyn Fn() -> Result<()>,
 ) -> Result<CopyStats> {
+    copy_tree_excluding(src, dst, mode, statmap, check, Exclude::nothing())
+}
+
+/// [`copy_tree`], leaving out what the volume excludes: a clone holds what its dump will, and
+/// the `nodump` flag, which a copy does not carry, is honoured while it is still on the source.
+pub fn copy_tree_excluding(
+    src: &Path,
+    dst: &Path,
+    mode: CopyMode,
+    statmap: &Path,
+    check: &dyn Fn() -> Result<()>,
+    exclude: Exclude,
+) -> Result<CopyStats> {
     match fs::symlink_metadata(dst) {
         Ok(_) => {
             return Err(Error::Volume(format!(
@@ -99,7 +112,7 @@ pub fn copy_tree(
         fs::create_dir_all(parent).at(parent)?;
     }
     // From here on, whatever exists at dst and statmap is ours to remove on failure.
-    let result = copy_inner(src, dst, mode, statmap, check);
+    let result = copy_inner(src, dst, mode, statmap, check, exclude);
     if result.is_err() {
         if let Err(e) = remove_tree(dst) {
             tracing::warn!("cannot remove the partial clone: {e}");
@@ -130,9 +143,10 @@ fn copy_inner(
     mode: CopyMode,
     statmap: &Path,
     check: &dyn Fn() -> Result<()>,
+    exclude: Exclude,
 ) -> Result<CopyStats> {
     let as_root = is_root();
-    let mut walker = Walker::new(src)?;
+    let mut walker = Walker::with_exclude(src, exclude)?;
     if let Some(dir) = statmap.parent() {
         walker.spill_links_in(dir);
     }

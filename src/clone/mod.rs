@@ -203,12 +203,13 @@ fn take(
                 copy::CopyMode::Copy
             };
             progress.message(&format!("cloning {name} ({})", vol.clone));
-            let stats = copy::copy_tree(
+            let stats = copy::copy_tree_excluding(
                 &vol.path,
                 &dst,
                 mode,
                 &statmap,
                 &crate::signal::check_interrupted,
+                vol.exclusions()?,
             )
             .map_err(|e| match e {
                 // The copy does not know the volume's name; its advice should.

@@ -30,7 +30,7 @@ use crate::{ChunkId, Entry, EntryKind, Error, Result};
 pub(crate) use guard::check_share;
 pub use guard::{Shrink, check_live_root, record_filesystem};
 use pass::Owner;
-pub(crate) use pass::scan;
+pub(crate) use pass::{exclusions, scan};
 pub(crate) use reuse::PrevManifest;
 
 #[derive(Clone, Debug, Default)]
@@ -187,6 +187,7 @@ fn dump_tree_as(
         spool,
         store,
         root,
+        pass::exclusions(spool, name)?,
         prev,
         Some(owner),
         statmap.as_deref(),

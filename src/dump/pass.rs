@@ -25,7 +25,7 @@ use crate::manifest::{ManifestReader, ManifestWriter};
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::record::ScanTotals;
-use crate::scan::Walker;
+use crate::scan::{Exclude, Walker};
 use crate::spool::Spool;
 use crate::store::{ChunkReader, StoreWriter};
 use crate::timefmt;
@@ -183,12 +183,23 @@ impl Scanned<'_> {
     }
 }
 
-/// Walk `root` and store what changed since `prev`: the shared first half of a dump and of a
-/// `store` clone.
+/// What a dump or clone of volume `name` leaves out (nothing for a volume `reel.toml` does
+/// not list).
+pub(crate) fn exclusions(spool: &Spool, name: &str) -> Result<Exclude> {
+    match spool.settings.volumes.get(name) {
+        Some(v) => v.exclusions(),
+        None => Ok(Exclude::nothing()),
+    }
+}
+
+/// Walk `root`, leaving out what `exclude` excludes, and store what changed since `prev`: the
+/// shared first half of a dump and of a `store` clone.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn scan<'a>(
     spool: &Spool,
     store: StoreWriter<'a>,
     root: &Path,
+    exclude: Exclude,
     prev: Option<PrevManifest>,
     owner: Option<Owner>,
     statmap: Option<&Path>,
@@ -215,7 +226,7 @@ pub(crate) fn scan<'a>(
     };
 
     let mut manifest = ManifestWriter::new(s.manifest_buf.clone())?;
-    let mut walker = Walker::new(root)?;
+    let mut walker = Walker::with_exclude(root, exclude)?;
     walker.spill_links_in(&spool.tmp_dir());
     // The walk and the decoding of the previous manifest run on threads of their own, a few
     // batches ahead of this one, which merges them (see `crate::ahead`).
