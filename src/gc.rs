@@ -745,7 +745,7 @@ pub fn plan_cost(spool: &Spool, forgotten: &HashSet<u64>) -> Result<PlanCost> {
             continue;
         }
         if seen.insert(rec.manifest.iter().map(|(id, _)| *id).collect()) {
-            cost.manifest_bytes += rec.manifest_bytes;
+            cost.manifest_bytes += rec.manifest.iter().map(|(_, n)| u64::from(*n)).sum::<u64>();
         }
     }
     for rec in r.clones()? {

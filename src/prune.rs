@@ -372,8 +372,8 @@ pub struct VolumeReport {
 
 /// The most `prune` and `forget` read to plan what gc will free: the bytes of the manifests
 /// the mark reads (4 GiB, some 70 million entries) and of the packs whose chunk index rows it
-/// scans (1 TiB, some 90 million chunks). Planning costs what `reel gc --dry-run` costs, a
-/// few minutes at these sizes; above them the removed dumps' owned bytes are reported.
+/// scans (1 TiB, some 90 million chunks). Planning costs what `reel gc --dry-run` costs;
+/// above either limit the removed dumps' owned bytes are reported instead.
 pub const PLAN_LIMITS: PlanCost = PlanCost {
     manifest_bytes: 4 << 30,
     pack_bytes: 1 << 40,
