@@ -22,7 +22,11 @@
 //!   gc holds the readers lock exclusively (a `restore`, `cat` or `mount` that opened the spool
 //!   earlier may still read the old packs). A crash anywhere leaves a spool that opens and
 //!   passes `check`: at worst with packs nothing names (notes) or doomed files that the next
-//!   gc deletes.
+//!   gc deletes. `reel purge --exported` dooms the packs it forgets the same way and deletes
+//!   them with `delete_doomed` too.
+//! - **The plan is shared**: a dry run, and `reel prune` and `reel forget` announcing what gc
+//!   will free once their dumps are gone (`plan_after_forgetting`), run the same mark and
+//!   per-pack plan as the real run; the mark then leaves out the dumps about to be forgotten.
 //! - **Exclusion**: gc opens the spool for writing, so it holds the spool lock: no dump, clone,
 //!   import, export, purge or prune runs beside it. That is what protects a running dump's new
 //!   chunks, which no committed manifest names yet.
@@ -173,7 +177,9 @@ struct Marks {
     dumps: HashSet<u64>,
 }
 
-fn mark(spool: &Spool, progress: &dyn Progress) -> Result<Marks> {
+/// Mark what the catalog's dumps and clones reference, as if the dumps `forgotten` were out of
+/// the catalog already (prune plans with the dumps it is about to remove).
+fn mark(spool: &Spool, forgotten: &HashSet<u64>, progress: &dyn Progress) -> Result<Marks> {
     let reader = ChunkReader::new(spool)?;
     let mut set = MarkSet::default();
     let mut dumps = HashSet::new();
@@ -181,6 +187,9 @@ fn mark(spool: &Spool, progress: &dyn Progress) -> Result<Marks> {
     {
         let r = spool.catalog.reader()?;
         for rec in r.dumps_by_id()? {
+            if forgotten.contains(&rec.id) {
+                continue;
+            }
             dumps.insert(rec.id);
             manifests.push((
                 rec.manifest_chunks(),
@@ -529,20 +538,42 @@ fn stored_bytes(spool: &Spool, packs: &HashSet<[u8; 32]>) -> u64 {
         .sum()
 }
 
-/// Delete the doomed packs from the pack store if no reader holds the readers lock, then
-/// forget them. Returns (packs deleted, bytes deleted); sets the waiting counts when a reader
-/// is in.
-fn delete_doomed(spool: &Spool, report: &mut GcReport) -> Result<(u64, u64)> {
+/// What became of the doomed packs: their files deleted, or left waiting for readers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Doomed {
+    /// Pack files deleted, and their bytes.
+    pub deleted: u64,
+    pub deleted_bytes: u64,
+    /// Packs left in `doomed` because a reader holds the readers lock, and their bytes.
+    pub waiting: u64,
+    pub waiting_bytes: u64,
+}
+
+/// The packs in `doomed` and their bytes, deleting nothing (for dry runs).
+pub(crate) fn doomed_waiting(spool: &Spool) -> Result<Doomed> {
     let doomed = spool.catalog.reader()?.doomed_ids()?;
-    report.doomed_waiting = 0;
-    report.doomed_waiting_bytes = 0;
+    Ok(Doomed {
+        waiting: doomed.len() as u64,
+        waiting_bytes: stored_bytes(spool, &doomed),
+        ..Doomed::default()
+    })
+}
+
+/// Delete the files of the doomed packs (those gc and purge took out of the catalog) if no
+/// reader holds the readers lock, then forget them. With a reader in (a `restore`, `cat`,
+/// `mount` or `export-plain` that may read them through the catalog it opened), they stay in
+/// `doomed` for the next gc or purge. The caller holds the spool lock.
+pub(crate) fn delete_doomed(spool: &Spool) -> Result<Doomed> {
+    let doomed = spool.catalog.reader()?.doomed_ids()?;
     if doomed.is_empty() {
-        return Ok((0, 0));
+        return Ok(Doomed::default());
     }
     let Some(lock) = spool.try_lock_readers_out()? else {
-        report.doomed_waiting = doomed.len() as u64;
-        report.doomed_waiting_bytes = stored_bytes(spool, &doomed);
-        return Ok((0, 0));
+        return Ok(Doomed {
+            waiting: doomed.len() as u64,
+            waiting_bytes: stored_bytes(spool, &doomed),
+            ..Doomed::default()
+        });
     };
     // A pack the catalog names again (the same bytes written anew) must stay.
     let named = spool.catalog.reader()?.packs_named(&doomed)?;
@@ -571,54 +602,54 @@ fn delete_doomed(spool: &Spool, report: &mut GcReport) -> Result<(u64, u64)> {
     let w = spool.catalog.writer()?;
     w.forget_doomed(&doomed)?;
     w.commit()?;
-    Ok((present.len() as u64, bytes))
+    Ok(Doomed {
+        deleted: present.len() as u64,
+        deleted_bytes: bytes,
+        ..Doomed::default()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
-// The run
+// The plan
 
-/// Collect garbage. The caller opened `spool` for writing (the spool lock is held).
-pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcReport> {
-    if opts.max_unused_percent > 100 {
-        return Err(Error::usage(format!(
-            "--max-unused {} is out of range: give a percentage from 0 to 100",
-            opts.max_unused_percent
-        )));
-    }
-    let mut report = GcReport {
-        dry_run: opts.dry_run,
-        ..GcReport::default()
-    };
-    let mut freed: i64 = 0;
-    // Packs an earlier run left waiting go first.
-    if opts.dry_run {
-        let doomed = spool.catalog.reader()?.doomed_ids()?;
-        report.doomed_waiting = doomed.len() as u64;
-        report.doomed_waiting_bytes = stored_bytes(spool, &doomed);
-    } else {
-        let (n, b) = delete_doomed(spool, &mut report)?;
-        report.doomed_deleted = n;
-        freed += b as i64;
-    }
+/// What a run decides before it writes anything: the report's counts, each pack's fate, and
+/// the chunk index rows of the packs that go.
+struct Planned {
+    report: GcReport,
+    plans: Vec<PackPlan>,
+    rows: HashMap<u64, Vec<Row>>,
+    dead: Vec<ChunkId>,
+}
 
+/// Mark, size and decide, as if the dumps `forgotten` were out of the catalog; `report`
+/// gets the counts of packs and chunks.
+fn plan_run(
+    spool: &Spool,
+    forgotten: &HashSet<u64>,
+    max_unused: u8,
+    progress: &dyn Progress,
+    mut report: GcReport,
+) -> Result<Planned> {
     progress.message("marking live chunks");
-    let marks = mark(spool, progress)?;
+    let marks = mark(spool, forgotten, progress)?;
     report.live_refs = marks.set.ids.len() as u64;
     let live = liveness(spool, marks)?;
     progress.message("sizing packs");
-    let plans = plan(spool, &live, opts.max_unused_percent)?;
+    let plans = plan(spool, &live, max_unused)?;
     report.packs_before = plans.len() as u64;
     report.bytes_before = plans.iter().map(|p| p.size).sum();
-    let gone: Vec<&PackPlan> = plans.iter().filter(|p| p.fate != Fate::Keep).collect();
-    report.packs_deleted = gone.iter().filter(|p| p.fate == Fate::Delete).count() as u64;
-    report.packs_rewritten = gone.iter().filter(|p| p.fate == Fate::Rewrite).count() as u64;
-    let gone_bytes: u64 = gone.iter().map(|p| p.size).sum();
-    if gone.is_empty() {
-        report.bytes_freed = freed;
-        return Ok(report);
-    }
-    let numbers: HashSet<u64> = gone.iter().map(|p| p.no).collect();
-    let rows = rows_in(spool, &live, &numbers)?;
+    report.packs_deleted = plans.iter().filter(|p| p.fate == Fate::Delete).count() as u64;
+    report.packs_rewritten = plans.iter().filter(|p| p.fate == Fate::Rewrite).count() as u64;
+    let numbers: HashSet<u64> = plans
+        .iter()
+        .filter(|p| p.fate != Fate::Keep)
+        .map(|p| p.no)
+        .collect();
+    let rows = if numbers.is_empty() {
+        HashMap::new()
+    } else {
+        rows_in(spool, &live, &numbers)?
+    };
     let dead: Vec<ChunkId> = rows
         .values()
         .flatten()
@@ -635,18 +666,135 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
             }
         }
     }
+    Ok(Planned {
+        report,
+        plans,
+        rows,
+        dead,
+    })
+}
 
+/// A dry run's report, as if the dumps `forgotten` were out of the catalog: the new packs and
+/// the bytes freed are estimated from the live bytes of the rewritten packs (laid out in
+/// target-size packs), and the doomed packs count as deleted (a run no reader waits on
+/// deletes them first).
+fn dry_run(
+    spool: &Spool,
+    forgotten: &HashSet<u64>,
+    max_unused: u8,
+    progress: &dyn Progress,
+) -> Result<GcReport> {
+    let doomed = doomed_waiting(spool)?;
+    let report = GcReport {
+        dry_run: true,
+        doomed_waiting: doomed.waiting,
+        doomed_waiting_bytes: doomed.waiting_bytes,
+        ..GcReport::default()
+    };
+    let Planned {
+        mut report,
+        plans,
+        rows,
+        ..
+    } = plan_run(spool, forgotten, max_unused, progress, report)?;
+    let gone_bytes: u64 = plans
+        .iter()
+        .filter(|p| p.fate != Fate::Keep)
+        .map(|p| p.size)
+        .sum();
+    let live_bytes: u64 = plans
+        .iter()
+        .filter(|p| p.fate == Fate::Rewrite)
+        .map(|p| p.live_bytes)
+        .sum();
+    report.packs_written = live_bytes.div_ceil(PACK_TARGET_SIZE);
+    report.chunks_moved = rows.values().flatten().filter(|(_, _, l)| *l).count() as u64;
+    report.bytes_freed = (doomed.waiting_bytes + gone_bytes) as i64 - live_bytes as i64;
+    Ok(report)
+}
+
+/// What `reel gc --max-unused max_unused --dry-run` would report once the dumps `forgotten`
+/// are out of the catalog: `reel prune` and `reel forget` announce its `bytes_freed` before
+/// they remove the dumps. It reads what a gc dry run reads; [`plan_cost`] says how much.
+pub fn plan_after_forgetting(
+    spool: &Spool,
+    forgotten: &HashSet<u64>,
+    max_unused: u8,
+    progress: &dyn Progress,
+) -> Result<GcReport> {
+    dry_run(spool, forgotten, max_unused.min(100), progress)
+}
+
+/// What planning a gc reads, for callers that bound it (`reel prune`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanCost {
+    /// Manifest bytes the mark reads: those of the dumps not forgotten (a manifest shared by
+    /// merged dumps once) and of the `store` clones.
+    pub manifest_bytes: u64,
+    /// Bytes of the packs whose chunk index rows the plan scans (every pack the catalog names).
+    pub pack_bytes: u64,
+}
+
+/// The cost of [`plan_after_forgetting`] with `forgotten`, from the catalog's records alone.
+pub fn plan_cost(spool: &Spool, forgotten: &HashSet<u64>) -> Result<PlanCost> {
+    let r = spool.catalog.reader()?;
+    let mut cost = PlanCost::default();
+    let mut seen: HashSet<Vec<[u8; 32]>> = HashSet::new();
+    for rec in r.dumps_by_id()? {
+        if forgotten.contains(&rec.id) {
+            continue;
+        }
+        if seen.insert(rec.manifest.iter().map(|(id, _)| *id).collect()) {
+            cost.manifest_bytes += rec.manifest.iter().map(|(_, n)| u64::from(*n)).sum::<u64>();
+        }
+    }
+    for rec in r.clones()? {
+        if let CloneView::Manifest { chunks, .. } = rec.view {
+            cost.manifest_bytes += chunks.iter().map(|(_, n)| u64::from(*n)).sum::<u64>();
+        }
+    }
+    cost.pack_bytes = r.packs()?.iter().map(|(_, p)| p.size).sum();
+    Ok(cost)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+/// Collect garbage. The caller opened `spool` for writing (the spool lock is held).
+pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcReport> {
+    if opts.max_unused_percent > 100 {
+        return Err(Error::usage(format!(
+            "--max-unused {} is out of range: give a percentage from 0 to 100",
+            opts.max_unused_percent
+        )));
+    }
     if opts.dry_run {
-        // Estimate: the live bytes of the rewritten packs, laid out in target-size packs.
-        let live_bytes: u64 = gone
-            .iter()
-            .filter(|p| p.fate == Fate::Rewrite)
-            .map(|p| p.live_bytes)
-            .sum();
-        report.packs_written = live_bytes.div_ceil(PACK_TARGET_SIZE);
-        report.chunks_moved = rows.values().flatten().filter(|(_, _, l)| *l).count() as u64;
-        report.bytes_freed = freed + gone_bytes as i64 - live_bytes as i64;
-        report.doomed_waiting = 0;
+        return dry_run(spool, &HashSet::new(), opts.max_unused_percent, progress);
+    }
+    // Packs an earlier run (gc or purge) left waiting go first.
+    let first = delete_doomed(spool)?;
+    let report = GcReport {
+        doomed_deleted: first.deleted,
+        doomed_waiting: first.waiting,
+        doomed_waiting_bytes: first.waiting_bytes,
+        ..GcReport::default()
+    };
+    let mut freed = first.deleted_bytes as i64;
+    let Planned {
+        mut report,
+        plans,
+        rows,
+        dead,
+    } = plan_run(
+        spool,
+        &HashSet::new(),
+        opts.max_unused_percent,
+        progress,
+        report,
+    )?;
+    let gone: Vec<&PackPlan> = plans.iter().filter(|p| p.fate != Fate::Keep).collect();
+    if gone.is_empty() {
+        report.bytes_freed = freed;
         return Ok(report);
     }
 
@@ -703,8 +851,10 @@ pub fn gc(spool: &Spool, opts: GcOptions, progress: &dyn Progress) -> Result<GcR
     w.commit()?;
     crate::failpoint::hit("gc-committed");
 
-    let (_, b) = delete_doomed(spool, &mut report)?;
-    freed += b as i64 - written_bytes as i64;
+    let after = delete_doomed(spool)?;
+    report.doomed_waiting = after.waiting;
+    report.doomed_waiting_bytes = after.waiting_bytes;
+    freed += after.deleted_bytes as i64 - written_bytes as i64;
     report.bytes_freed = freed;
     Ok(report)
 }

@@ -23,6 +23,12 @@
 //!   the same transaction that indexes it: a catalog rebuilt from the packs (which still hold
 //!   the removed dumps' `DumpRecord` blobs until gc) then knows not to bring them back. A crash
 //!   before the commit leaves an unreferenced pack (`check` lists it) and every dump in place.
+//! - What `reel gc` will free is announced from gc's own plan (`gc::plan_after_forgetting`:
+//!   the mark without the removed dumps, then the per-pack delete-or-rewrite decision at gc's
+//!   default `--max-unused`), not from the removed dumps' owned bytes: a removed level 0 owns
+//!   every chunk it references, most of which the kept dumps still need. The plan reads what
+//!   `reel gc --dry-run` reads, so above `PLAN_LIMITS` (a spool whose kept manifests or packs
+//!   are that large) prune reports the owned bytes instead, and says that it did.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -32,7 +38,9 @@ use chrono::{Datelike, NaiveDate};
 
 use crate::catalog::DumpRecord;
 use crate::error::Damaged;
+use crate::gc::{self, GcOptions, PlanCost};
 use crate::pack::BlobKind;
+use crate::progress::NoProgress;
 use crate::record::ForgetRecord;
 use crate::spool::Spool;
 use crate::store::StoreWriter;
@@ -345,7 +353,8 @@ fn plan_volume(volume: &str, mut dumps: Vec<&DumpRecord>, policy: &Policy) -> Vo
 #[derive(Clone, Debug)]
 pub struct RemovedDump {
     pub dump: DumpRecord,
-    /// Stored bytes of the chunks it owned (what gc may free, if no other dump needs them).
+    /// Stored bytes of the chunks it owned (what its tape carries; gc frees those that no
+    /// kept dump or clone references).
     pub owned_bytes: u64,
     /// When the dump is on tape: the tapes a restore of it needs (its chain's chunks), in
     /// the order to read them, as the media catalog saw them before the removal.
@@ -361,11 +370,81 @@ pub struct VolumeReport {
     pub removed: Vec<RemovedDump>,
 }
 
+/// The most `prune` and `forget` read to plan what gc will free: the bytes of the manifests
+/// the mark reads (4 GiB, some 70 million entries) and of the packs whose chunk index rows it
+/// scans (1 TiB, some 90 million chunks). Planning costs what `reel gc --dry-run` costs;
+/// above either limit the removed dumps' owned bytes are reported instead.
+pub const PLAN_LIMITS: PlanCost = PlanCost {
+    manifest_bytes: 4 << 30,
+    pack_bytes: 1 << 40,
+};
+
+/// What `reel gc` will free once the removed dumps are out of the catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GcFrees {
+    /// No dump removed: not planned.
+    NothingRemoved,
+    /// gc's own plan at its default `--max-unused`: the bytes a `reel gc` run right after
+    /// frees if no reader is in (its dry run's `bytes_freed`), space that earlier prunes left
+    /// and packs waiting for readers included. A partly live frame that gc rebuilds
+    /// recompresses to a slightly different size, so this is within a few percent.
+    Planned(u64),
+    /// Not planned because the spool is larger than `PLAN_LIMITS`: the removed dumps' owned
+    /// bytes (stored bytes of the chunks they own), which counts chunks kept dumps of other
+    /// chains still reference; `reel gc --dry-run` gives the plan.
+    OwnedBytes(u64),
+}
+
+impl GcFrees {
+    pub fn bytes(&self) -> u64 {
+        match self {
+            GcFrees::NothingRemoved => 0,
+            GcFrees::Planned(b) | GcFrees::OwnedBytes(b) => *b,
+        }
+    }
+
+    /// How the figure was found, as `--json` names it (docs/RETENTION.md).
+    pub fn basis(&self) -> &'static str {
+        match self {
+            GcFrees::NothingRemoved => "nothing removed",
+            GcFrees::Planned(_) => "gc plan",
+            GcFrees::OwnedBytes(_) => "owned bytes",
+        }
+    }
+}
+
+/// Plan what gc will free once `removed` are forgotten, unless that reads more than `limits`
+/// (then the owned bytes `owned`).
+fn gc_frees(
+    spool: &Spool,
+    removed: &HashSet<u64>,
+    owned: u64,
+    limits: PlanCost,
+) -> Result<GcFrees> {
+    if removed.is_empty() {
+        return Ok(GcFrees::NothingRemoved);
+    }
+    let cost = gc::plan_cost(spool, removed)?;
+    if cost.manifest_bytes > limits.manifest_bytes || cost.pack_bytes > limits.pack_bytes {
+        return Ok(GcFrees::OwnedBytes(owned));
+    }
+    let plan = gc::plan_after_forgetting(
+        spool,
+        removed,
+        GcOptions::default().max_unused_percent,
+        &NoProgress,
+    )?;
+    Ok(GcFrees::Planned(plan.bytes_freed.max(0) as u64))
+}
+
 #[derive(Clone, Debug)]
 pub struct PruneReport {
     pub volumes: Vec<VolumeReport>,
-    /// Sum of the removed dumps' owned bytes: an upper bound of what gc may free.
+    /// Sum of the removed dumps' owned bytes (what their tapes carry; not what gc frees:
+    /// kept dumps of other chains may reference the same chunks).
     pub removed_owned_bytes: u64,
+    /// What `reel gc` will free once the removed dumps are gone.
+    pub gc_frees: GcFrees,
     pub dry_run: bool,
     /// The id of the `ForgetRecord` blob written (None for a dry run or nothing removed).
     pub forget: Option<ChunkId>,
@@ -418,6 +497,7 @@ pub fn prune(
     let mut report = PruneReport {
         volumes: Vec::new(),
         removed_owned_bytes: 0,
+        gc_frees: GcFrees::NothingRemoved,
         dry_run,
         forget: None,
     };
@@ -434,6 +514,12 @@ pub fn prune(
             removed,
         });
     }
+    let ids: HashSet<u64> = report
+        .volumes
+        .iter()
+        .flat_map(|v| v.removed.iter().map(|r| r.dump.id))
+        .collect();
+    report.gc_frees = gc_frees(spool, &ids, report.removed_owned_bytes, PLAN_LIMITS)?;
     if dry_run || report.removed_count() == 0 {
         return Ok(report);
     }
@@ -476,8 +562,10 @@ fn removed_dump(spool: &Spool, on_tape: &HashSet<u64>, d: DumpRecord) -> Result<
 pub struct ForgetReport {
     /// In time order (oldest first), across volumes.
     pub removed: Vec<RemovedDump>,
-    /// Sum of the removed dumps' owned bytes: an upper bound of what gc may free.
+    /// Sum of the removed dumps' owned bytes (as in `PruneReport`).
     pub removed_owned_bytes: u64,
+    /// What `reel gc` will free once the removed dumps are gone.
+    pub gc_frees: GcFrees,
     /// Per volume that lost its latest dump: the volume and its latest dump after the removal
     /// (None: no dump left, its next dump is a level 0).
     pub new_latest: Vec<(String, Option<DumpRecord>)>,
@@ -557,6 +645,7 @@ pub fn forget_dumps(spool: &Spool, ids: &[u64], dry_run: bool) -> Result<ForgetR
     let mut report = ForgetReport {
         removed: Vec::new(),
         removed_owned_bytes: 0,
+        gc_frees: GcFrees::NothingRemoved,
         new_latest: Vec::new(),
         dry_run,
         forget: None,
@@ -582,6 +671,7 @@ pub fn forget_dumps(spool: &Spool, ids: &[u64], dry_run: bool) -> Result<ForgetR
         report.removed_owned_bytes += r.owned_bytes;
         report.removed.push(r);
     }
+    report.gc_frees = gc_frees(spool, &gone, report.removed_owned_bytes, PLAN_LIMITS)?;
     if !dry_run {
         let removed: Vec<&DumpRecord> = report.removed.iter().map(|r| &r.dump).collect();
         report.forget = Some(forget(spool, &removed)?);
@@ -1012,6 +1102,20 @@ mod tests {
                     .collect::<Vec<_>>(),
                 [(2, "v"), (3, "v")]
             );
+            // Past the planning limits the owned bytes are reported, and said to be.
+            let removed: HashSet<u64> = [2, 3].into();
+            let small = PlanCost {
+                manifest_bytes: 0,
+                pack_bytes: u64::MAX,
+            };
+            assert_eq!(
+                gc_frees(&spool, &removed, owned, small).unwrap(),
+                GcFrees::OwnedBytes(owned)
+            );
+            assert!(matches!(
+                gc_frees(&spool, &removed, owned, PLAN_LIMITS).unwrap(),
+                GcFrees::Planned(_)
+            ));
             // Nothing more to remove: no new pack, no new record.
             let again = prune(&spool, &[], &pol, false).unwrap();
             assert_eq!(again.removed_count(), 0);

@@ -207,8 +207,10 @@ fn prune_keeps_what_the_policy_and_the_chains_need_and_every_kept_dump_restores(
 
     // The real run removes exactly that.
     let out = spool.run(["prune", "v"].iter().chain(policy.iter()).copied());
-    assert!(out.contains("removed 9 dumps; up to"), "{out}");
-    assert!(out.contains("may be freed by `reel gc`"), "{out}");
+    assert!(
+        out.contains("removed 9 dumps; `reel gc` will free"),
+        "{out}"
+    );
     assert!(out.contains("gone once `reel gc` runs"), "{out}");
     assert!(out.contains("chain of dump 13"), "{out}");
     let after = spool.list_json();
@@ -493,4 +495,117 @@ fn a_far_future_date_is_refused_unless_forced_and_forget_undoes_it() {
         &w.join("restored"),
     );
     spool.run(["check", "--read-data"]);
+}
+
+fn write(p: &Path, data: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+fn gc_bytes_freed(spool: &Spool) -> i64 {
+    let r = json(&spool.run(["gc", "--json"]));
+    r["bytes_freed"].as_i64().unwrap()
+}
+
+/// `|a - b| <= 10%` of the larger.
+fn within_10_percent(announced: u64, freed: i64) -> bool {
+    let (a, f) = (announced as i64, freed);
+    (a - f).abs() * 10 <= a.max(f)
+}
+
+/// Volume `v` with data shared by every day (the rich tree and files never changed) and data
+/// unique to days (random and text files replaced or deleted), dumped on four days at levels
+/// 0, 1, 0, 1; returns the spool.
+fn shared_and_unique(work: &Path) -> Spool {
+    let vol = work.join("vol");
+    rich_tree(&vol);
+    let mut rng = Rng::new(29);
+    write(&vol.join("shared/big.bin"), &rng.bytes(3 << 20));
+    for i in 0..8 {
+        write(&vol.join(format!("data/r{i}.bin")), &rng.bytes(200 << 10));
+        write(&vol.join(format!("data/t{i}.txt")), &rng.text(150 << 10));
+    }
+    let spool = Spool::new();
+    spool.add_volume("v", &vol);
+    for (day, level) in ["0", "1", "0", "1"].iter().enumerate() {
+        let day = day as u32 + 1;
+        if day > 1 {
+            mutate_day(&vol, day);
+            for i in 0..8 {
+                if (i + day).is_multiple_of(3) {
+                    let _ = std::fs::remove_file(vol.join(format!("data/r{i}.bin")));
+                } else if (i + day) % 3 == 1 {
+                    write(&vol.join(format!("data/r{i}.bin")), &rng.bytes(200 << 10));
+                    write(&vol.join(format!("data/t{i}.txt")), &rng.text(150 << 10));
+                }
+            }
+        }
+        spool.run(["dump", "v", "--level", level, "--date", &date(day as usize)]);
+    }
+    spool
+}
+
+#[test]
+fn prune_announces_what_gc_then_frees() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = shared_and_unique(work.path());
+    let dry = json(&spool.run(["prune", "--keep-last", "1", "--dry-run", "--json"]));
+    assert_eq!(ids(&dry["volumes"][0]["removed"]), [1, 2]);
+    assert_eq!(dry["gc_frees_basis"], "gc plan", "{dry}");
+    let announced = dry["gc_frees_bytes"].as_u64().unwrap();
+    let text = spool.run(["prune", "--keep-last", "1", "--dry-run"]);
+    assert!(
+        text.contains(&format!(
+            "would remove 2 dumps; `reel gc` would then free {}",
+            reel::timefmt::format_bytes(announced)
+        )),
+        "{text}"
+    );
+    let real = json(&spool.run(["prune", "--keep-last", "1", "--json"]));
+    assert_eq!(real["gc_frees_bytes"], dry["gc_frees_bytes"], "{real}");
+    let freed = gc_bytes_freed(&spool);
+    assert!(freed > 1 << 20, "gc freed {freed}");
+    assert!(
+        within_10_percent(announced, freed),
+        "prune announced {announced} bytes, gc freed {freed} (the removed dumps own {})",
+        dry["removed_owned_bytes"]
+    );
+    spool.run(["check", "--read-data"]);
+
+    // The same through `reel forget`.
+    let work = tempfile::tempdir().unwrap();
+    let spool = shared_and_unique(work.path());
+    let out = json(&spool.run(["forget", "1", "2", "--json"]));
+    assert_eq!(out["gc_frees_basis"], "gc plan", "{out}");
+    let announced = out["gc_frees_bytes"].as_u64().unwrap();
+    let freed = gc_bytes_freed(&spool);
+    assert!(
+        within_10_percent(announced, freed),
+        "forget announced {announced} bytes, gc freed {freed}"
+    );
+}
+
+#[test]
+fn prune_announces_nothing_to_free_when_kept_dumps_reference_every_chunk() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    let spool = spool_with_full_dump(&vol);
+    // A second level 0 of the same tree: it references every chunk the first one owns.
+    spool.run(["dump", "v", "--level", "0", "--date", "2026-11-02"]);
+    let dry = json(&spool.run(["prune", "--keep-last", "1", "--dry-run", "--json"]));
+    assert_eq!(ids(&dry["volumes"][0]["removed"]), [1]);
+    assert!(dry["removed_owned_bytes"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(dry["gc_frees_bytes"], 0, "{dry}");
+    assert_eq!(dry["gc_frees_basis"], "gc plan", "{dry}");
+    let text = spool.run(["prune", "--keep-last", "1"]);
+    assert!(
+        text.contains("removed 1 dumps; `reel gc` will free 0 B"),
+        "{text}"
+    );
+    assert_eq!(gc_bytes_freed(&spool), 0);
+    // Nothing removed: nothing planned.
+    let again = json(&spool.run(["prune", "--keep-last", "1", "--json"]));
+    assert_eq!(again["gc_frees_basis"], "nothing removed", "{again}");
+    assert_eq!(again["gc_frees_bytes"], 0, "{again}");
 }

@@ -1,5 +1,6 @@
 //! Pack files out of the catalog that wait for readers to finish before they are deleted
-//! (`doomed`; see `crate::gc`).
+//! (`doomed`): gc and purge record the packs they forget here in the same transaction, and
+//! delete the files only while no reader holds the readers lock (`crate::gc::delete_doomed`).
 
 use std::collections::HashSet;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use reel::Result;
 use reel::prune::{
-    ForgetReport, Policy, PruneReport, RemovedDump, forget_dumps, parse_duration, prune,
+    ForgetReport, GcFrees, Policy, PruneReport, RemovedDump, forget_dumps, parse_duration, prune,
 };
 use reel::spool::Access;
 use reel::timefmt::{format_bytes, format_rfc3339, format_short};
@@ -90,6 +90,27 @@ fn whence(d: &RemovedDump) -> String {
     }
 }
 
+/// What `reel gc` will free, for the last line of prune and forget.
+fn gc_frees(g: &GcFrees, dry_run: bool) -> String {
+    let will = if dry_run {
+        "would then free"
+    } else {
+        "will free"
+    };
+    match g {
+        GcFrees::NothingRemoved => "nothing for `reel gc` to free".to_string(),
+        GcFrees::Planned(b) => format!(
+            "`reel gc` {will} {} (gc's own plan at its default --max-unused {})",
+            format_bytes(*b),
+            reel::gc::GcOptions::default().max_unused_percent
+        ),
+        GcFrees::OwnedBytes(b) => format!(
+            "they own {}, of which `reel gc` frees what no kept dump or clone references (the spool is too large for prune to plan gc; `reel gc --dry-run` says what it frees)",
+            format_bytes(*b)
+        ),
+    }
+}
+
 fn removed_json(d: &RemovedDump) -> serde_json::Value {
     serde_json::json!({
         "id": d.dump.id,
@@ -123,6 +144,8 @@ fn report_json(r: &PruneReport) -> serde_json::Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "removed_owned_bytes": r.removed_owned_bytes,
+        "gc_frees_bytes": r.gc_frees.bytes(),
+        "gc_frees_basis": r.gc_frees.basis(),
         "dry_run": r.dry_run,
     })
 }
@@ -161,10 +184,7 @@ fn print_report(r: &PruneReport) {
     if n == 0 {
         println!("nothing to remove");
     } else {
-        println!(
-            "{verb} {n} dumps; up to {} may be freed by `reel gc`",
-            format_bytes(r.removed_owned_bytes)
-        );
+        println!("{verb} {n} dumps; {}", gc_frees(&r.gc_frees, r.dry_run));
     }
     if r.dry_run {
         println!("dry run: nothing was changed");
@@ -205,6 +225,8 @@ fn forget_json(r: &ForgetReport) -> serde_json::Value {
     serde_json::json!({
         "removed": r.removed.iter().map(removed_json).collect::<Vec<_>>(),
         "removed_owned_bytes": r.removed_owned_bytes,
+        "gc_frees_bytes": r.gc_frees.bytes(),
+        "gc_frees_basis": r.gc_frees.basis(),
         "latest": r.new_latest.iter().map(|(v, d)| serde_json::json!({
             "volume": v,
             "id": d.as_ref().map(|d| d.id),
@@ -246,9 +268,9 @@ fn print_forget(r: &ForgetReport) {
     }
     let n = r.removed.len();
     println!(
-        "{verb} {n} dump{}; up to {} may be freed: `reel gc` deletes the chunks no dump needs any more",
+        "{verb} {n} dump{}; {}",
         if n == 1 { "" } else { "s" },
-        format_bytes(r.removed_owned_bytes)
+        gc_frees(&r.gc_frees, r.dry_run)
     );
     if r.dry_run {
         println!("dry run: nothing was changed");

@@ -497,5 +497,26 @@ pub fn purge(ctx: &Ctx, a: PurgeArgs) -> Result<ExitCode> {
     if s.kept > 0 {
         println!("kept {} packs with data on no tape", s.kept);
     }
+    let d = &s.doomed;
+    if d.deleted > 0 && !a.dry_run {
+        println!(
+            "deleted {} pack files ({})",
+            d.deleted,
+            format_bytes(d.deleted_bytes)
+        );
+    }
+    if d.waiting > 0 && a.dry_run {
+        println!(
+            "would delete {} pack files ({}) that an earlier purge or gc left waiting for readers",
+            d.waiting,
+            format_bytes(d.waiting_bytes)
+        );
+    } else if d.waiting > 0 {
+        println!(
+            "deletion deferred: {} pack files ({}) wait for readers (restore/cat/mount/export-plain) to finish; the next `reel purge` or `reel gc` deletes them",
+            d.waiting,
+            format_bytes(d.waiting_bytes)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

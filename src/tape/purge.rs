@@ -11,15 +11,19 @@
 //! A purged pack's manifest and dump-record chunks stay on the spool: they are copied into a
 //! new pack first, so `ls`, `list`, the restore plan and `check` work without tapes, and a
 //! restore reads tapes only for file data. Order, for crash safety: the new pack is written
-//! and fsynced, then one transaction indexes it and forgets the old packs and their chunks,
-//! then the old files are deleted. A crash before the commit leaves a pack no catalog entry
-//! names; after it, old files no entry names; `check` lists both as unreferenced (harmless).
+//! and fsynced, then one transaction indexes it, forgets the old packs and their chunks and
+//! records the old packs in `doomed`, as gc does. Their files are deleted afterwards by gc's
+//! own `delete_doomed`, and only while no reader holds the readers lock: a `restore`, `cat`,
+//! `mount` or `export-plain` that opened the catalog before the commit may still read them.
+//! With a reader in they stay doomed, and the next purge or gc deletes them. A crash before
+//! the commit leaves a pack no catalog entry names (`check` lists it as unreferenced,
+//! harmless); after it, doomed files that the next purge or gc deletes.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::catalog::{DumpRecord, PackRecord};
 use crate::error::Damaged;
-use crate::gc::MarkSet;
+use crate::gc::{Doomed, MarkSet, delete_doomed, doomed_waiting};
 use crate::manifest::ManifestReader;
 use crate::pack::{BlobKind, PackId};
 use crate::record::CloneView;
@@ -39,6 +43,10 @@ pub struct PurgeSummary {
     /// data in them; and their bytes.
     pub latest: u64,
     pub latest_bytes: u64,
+    /// Pack files deleted by this run, this run's and those an earlier purge or gc left
+    /// waiting; and the packs out of the catalog whose files wait for readers (restore, cat,
+    /// mount, export-plain) to finish (with dry run: those waiting now).
+    pub doomed: Doomed,
 }
 
 /// Every chunk that the latest dump of each volume and each `store` clone reference, their
@@ -156,18 +164,24 @@ pub fn purge_exported(
         out.chunks += chunk_count[no];
     }
     drop(catalog);
-    if dry_run || gone.is_empty() {
+    if dry_run {
+        out.doomed = doomed_waiting(spool)?;
+        return Ok(out);
+    }
+    if gone.is_empty() {
+        // Packs an earlier purge or gc left waiting for readers go now if they can.
+        out.doomed = delete_doomed(spool)?;
         return Ok(out);
     }
     let numbers: HashSet<u64> = gone.iter().map(|(no, _)| *no).collect();
-    // The chunks of the doomed packs; manifests and dump records are carried over.
+    // The chunks of the packs that go; manifests and dump records are carried over.
     let reader = ChunkReader::new(spool)?;
-    let mut doomed: Vec<ChunkId> = Vec::new();
+    let mut gone_chunks: Vec<ChunkId> = Vec::new();
     let mut carry: Vec<(ChunkId, BlobKind, Vec<u8>)> = Vec::new();
     for item in spool.catalog.reader()?.chunk_rows()? {
         let (id, loc) = item?;
         if numbers.contains(&loc.pack_no) {
-            doomed.push(id);
+            gone_chunks.push(id);
             if loc.kind != BlobKind::Data {
                 let raw = reader.read(&id, &|| "a manifest kept on the spool".into())?;
                 carry.push((id, loc.kind, raw));
@@ -179,17 +193,20 @@ pub fn purge_exported(
     let gone_ids: Vec<PackId> = gone.iter().map(|(_, r)| PackId(r.id)).collect();
     let mut store = StoreWriter::new(spool)?;
     let mut chunks = store.catalog().chunk_index()?;
-    for id in &doomed {
+    for id in &gone_chunks {
         chunks.remove(id)?;
     }
     drop(chunks);
     store.catalog().forget_packs(&gone_numbers, &gone_ids)?;
+    // In the transaction that forgets them: their files are deleted only when no reader can
+    // still reach them through an older view of the catalog, by this run or a later one.
+    store.catalog().doom_packs(&gone_ids)?;
     for (id, kind, raw) in &carry {
         store.put_one(*id, raw, *kind)?;
     }
     // Dumps check reused files against the spool once a purge has happened (dump.rs).
     store.finish(|catalog, _| catalog.count_purge())?;
-    // The files go only after the commit that forgets them.
-    spool.pack_store().delete(&gone_ids)?;
+    crate::failpoint::hit("purge-committed");
+    out.doomed = delete_doomed(spool)?;
     Ok(out)
 }
