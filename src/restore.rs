@@ -39,7 +39,7 @@ use crate::spool::Spool;
 use crate::store::ChunkReader;
 use crate::tree_writer::{self, TreeWriter};
 pub use crate::types::selected;
-use crate::types::{is_under, path_cmp};
+use crate::types::{Selection, path_cmp};
 use crate::{ChunkId, Entry, EntryKind, Error, Extent, Result};
 
 /// A batch closes at this many entries...
@@ -78,8 +78,8 @@ pub fn normalise_path(p: &[u8]) -> Vec<u8> {
 }
 
 /// Is `path` itself restored (inside a selected subtree, not only an ancestor of one)?
-fn restored(path: &[u8], filters: &[Vec<u8>]) -> bool {
-    let (take, ancestor) = selected(path, filters);
+fn restored(path: &[u8], sel: &Selection) -> bool {
+    let (take, ancestor) = sel.test(path);
     take && !ancestor
 }
 
@@ -136,13 +136,35 @@ fn restore_limited(
 ) -> Result<RestoreStats> {
     // Link targets outside the selection, whose content a restored link name must carry. The
     // same read finds a requested path the dump does not hold, before anything is written.
+    let started = std::time::Instant::now();
+    tracing::debug!(
+        "restore: dump {} of volume {}, level {}, chain {:?}, {} selected paths",
+        rec.id,
+        rec.volume,
+        rec.level,
+        rec.chain,
+        opts.paths.len()
+    );
     let orphans = if opts.paths.is_empty() {
         HashSet::new()
     } else {
+        progress.message("checking the requested paths");
         survey_selection(reader.manifest(rec)?, &opts.paths, rec)?
     };
     let made = prepare_target(target, opts.overwrite)?;
+    progress.message("restoring");
     let result = write_tree(reader, rec, target, opts, progress, limits, orphans);
+    if let Ok(st) = &result {
+        tracing::debug!(
+            "restore: {} entries, {} files, {} bytes, {} chunks read, {} left out, {:.3} s",
+            st.entries,
+            st.files,
+            st.bytes,
+            st.chunks_read,
+            st.skipped,
+            started.elapsed().as_secs_f64()
+        );
+    }
     if let (Err(e), Some(made)) = (&result, made) {
         // Leave the target as we found it (absent), so the retry is not refused as non-empty.
         if let Err(undo) = made.undo() {
@@ -186,9 +208,10 @@ fn write_tree(
     let mut stash: HashMap<Vec<u8>, Entry> = HashMap::new();
     let mut became: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     progress.set_total(rec.totals.logical_bytes);
+    let sel = Selection::new(&opts.paths);
     for entry in reader.manifest(rec)? {
         let mut entry = entry?;
-        let (take, _ancestor) = selected(&entry.path, &opts.paths);
+        let (take, _ancestor) = sel.test(&entry.path);
         if !take {
             if entry.kind == EntryKind::File && orphans.contains(&entry.path) {
                 stash.insert(entry.path.clone(), entry);
@@ -223,20 +246,24 @@ fn survey_selection(
     rec: &DumpRecord,
 ) -> Result<HashSet<Vec<u8>>> {
     let mut orphans = HashSet::new();
-    let mut matched = vec![false; filters.len()];
+    let sel = Selection::new(filters);
+    // The selected paths met: each is the nearest selected path of its own entry.
+    let mut matched: HashSet<Vec<u8>> = HashSet::new();
     for e in manifest {
         let e = e?;
-        for (m, f) in matched.iter_mut().zip(filters) {
-            *m |= is_under(&e.path, f);
-        }
-        if e.kind == EntryKind::HardLink
-            && restored(&e.path, filters)
-            && !restored(&e.target, filters)
+        if let Some(top) = sel.top_of(&e.path)
+            && !matched.contains(top)
         {
+            matched.insert(top.to_vec());
+        }
+        if e.kind == EntryKind::HardLink && restored(&e.path, &sel) && !restored(&e.target, &sel) {
             orphans.insert(e.target);
         }
     }
-    if let Some((_, f)) = matched.iter().zip(filters).find(|(m, _)| !**m) {
+    if let Some(f) = filters
+        .iter()
+        .find(|f| !f.is_empty() && !matched.contains(*f))
+    {
         return Err(Error::usage(format!(
             "{} is not in dump {} of volume {}; `reel ls {}` lists what it holds",
             String::from_utf8_lossy(f),

@@ -233,6 +233,64 @@ pub fn is_under(path: &[u8], top: &[u8]) -> bool {
     top.is_empty() || path == top || (path.starts_with(top) && path.get(top.len()) == Some(&b'/'))
 }
 
+/// The paths a command selects (normalised, `""` for the whole volume), for testing every
+/// entry of a manifest against them in time that grows with the entry's depth, not with the
+/// number of paths: a glob pattern may expand to thousands of them.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    tops: std::collections::HashSet<Vec<u8>>,
+    /// Every proper ancestor of a selected path (`""` included).
+    ancestors: std::collections::HashSet<Vec<u8>>,
+    all: bool,
+}
+
+impl Selection {
+    pub fn new(paths: &[Vec<u8>]) -> Selection {
+        let mut s = Selection {
+            all: paths.is_empty() || paths.iter().any(|p| p.is_empty()),
+            ..Selection::default()
+        };
+        for p in paths {
+            s.tops.insert(p.clone());
+            for (i, &c) in p.iter().enumerate() {
+                if c == b'/' {
+                    s.ancestors.insert(p[..i].to_vec());
+                }
+            }
+            if !p.is_empty() {
+                s.ancestors.insert(Vec::new());
+            }
+        }
+        s
+    }
+
+    /// As [`selected`]: (inside a selected path or an ancestor of one, only an ancestor).
+    pub fn test(&self, path: &[u8]) -> (bool, bool) {
+        if self.all || self.top_of(path).is_some() {
+            return (true, false);
+        }
+        if self.ancestors.contains(path) {
+            return (true, true);
+        }
+        (false, false)
+    }
+
+    /// The selected path `path` is, or is inside (the nearest), if any.
+    pub fn top_of<'a>(&self, path: &'a [u8]) -> Option<&'a [u8]> {
+        if self.tops.contains(path) {
+            return Some(path);
+        }
+        let mut end = path.len();
+        while let Some(i) = path[..end].iter().rposition(|&c| c == b'/') {
+            if self.tops.contains(&path[..i]) {
+                return Some(&path[..i]);
+            }
+            end = i;
+        }
+        None
+    }
+}
+
 /// Is `entry_path` selected by `filters`: inside one of them, or an ancestor directory of one?
 pub fn selected(entry_path: &[u8], filters: &[Vec<u8>]) -> (bool, bool) {
     if filters.is_empty() {
@@ -269,6 +327,42 @@ pub fn path_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 
 #[cfg(test)]
 mod tests {
+    /// `Selection::test` answers as `selected` does, for paths of every relation to the
+    /// selected ones.
+    #[test]
+    fn a_selection_answers_as_selected_does() {
+        let sets: Vec<Vec<Vec<u8>>> = vec![
+            vec![],
+            vec![b"".to_vec()],
+            vec![b"a/b".to_vec()],
+            vec![b"a/b".to_vec(), b"c".to_vec(), b"a/bc/d".to_vec()],
+        ];
+        let paths: [&[u8]; 11] = [
+            b"",
+            b"a",
+            b"a/b",
+            b"a/b/x",
+            b"a/bc",
+            b"a/bc/d",
+            b"a/bc/d/e",
+            b"ab",
+            b"c",
+            b"c/z",
+            b"d",
+        ];
+        for filters in &sets {
+            let sel = Selection::new(filters);
+            for p in paths {
+                assert_eq!(
+                    sel.test(p),
+                    selected(p, filters),
+                    "{:?} against {filters:?}",
+                    String::from_utf8_lossy(p)
+                );
+            }
+        }
+    }
+
     use super::*;
     use std::cmp::Ordering;
 

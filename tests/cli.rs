@@ -1803,3 +1803,31 @@ fn restore_takes_glob_patterns_and_refuses_one_that_matches_nothing_before_writi
     assert_eq!(code, 2);
     assert!(err.contains("zz*"), "{err}");
 }
+
+/// `-v` logs what restore, list and check are doing, `-vv` also their choices and times.
+#[test]
+fn verbose_flags_log_restore_list_and_check() {
+    let work = tempfile::tempdir().unwrap();
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    let spool = spool_with_full_dump(&vol);
+    let stderr = |args: &[&str]| {
+        let out = spool.cmd().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let target = work.path().join("r");
+    let restore = stderr(&["-v", "restore", "v", "--to", s(&target)]);
+    assert!(restore.contains("restoring"), "{restore}");
+    let restore = stderr(&["-vv", "restore", "v", "--to", s(&work.path().join("r2"))]);
+    assert!(
+        restore.contains("restore: dump 1 of volume v, level 0") && restore.contains("chunks read"),
+        "{restore}"
+    );
+    let list = stderr(&["-vv", "list"]);
+    assert!(list.contains("1 dumps read from the catalog"), "{list}");
+    let check = stderr(&["-v", "check"]);
+    assert!(check.contains("checking packs"), "{check}");
+    let check = stderr(&["-vv", "check"]);
+    assert!(check.contains("checking dumps: "), "{check}");
+}

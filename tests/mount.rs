@@ -208,3 +208,36 @@ fn purged_files_name_their_tape_and_read_from_images_given_at_mount() {
     let err = stop(&mut m);
     assert!(!err.contains("ERROR"), "{err}");
 }
+
+/// Unmounted from outside (`umount`, as `fusermount -u` does for a user), the mount ends
+/// quietly with status 0: no warning that its own unmount then found nothing to unmount.
+#[test]
+fn an_outside_unmount_ends_the_mount_quietly() {
+    if !fuse_available() {
+        println!("skipped: /dev/fuse not available");
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let vol = work.path().join("vol");
+    rich_tree(&vol);
+    let spool: Spool = common::spool_with_full_dump(&vol);
+    let mnt = work.path().join("mnt");
+    fs::create_dir(&mnt).expect("mkdir mnt");
+    let Some(mut m) = start(&spool, &mnt, &[]) else {
+        return;
+    };
+    let st = std::process::Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .expect("run umount");
+    assert!(st.success(), "umount {}: {st}", mnt.display());
+    let out = m
+        .child
+        .take()
+        .expect("child")
+        .wait_with_output()
+        .expect("wait for reel mount");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "reel mount: {}: {err}", out.status);
+    assert!(!err.contains("WARN") && !err.contains("failed"), "{err}");
+}

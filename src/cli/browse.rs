@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use reel::error::Damaged;
-use reel::restore::{cat_entry, find_entry, normalise_path, selected};
+use reel::restore::{cat_entry, find_entry, normalise_path};
 use reel::spool::Access;
 use reel::timefmt::{format_rfc3339, format_short};
 use reel::{EntryKind, Error, Result};
@@ -89,6 +89,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
     // Under a pattern: the last matched entry, whose subtree is listed with it (manifest order
     // is depth-first, so the subtree follows it).
     let mut inside: Option<Vec<u8>> = None;
+    let selection = reel::types::Selection::new(&filter);
     let manifest = reader.manifest(d)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -108,7 +109,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
                 continue;
             }
         } else {
-            let (take, ancestor) = selected(&e.path, &filter);
+            let (take, ancestor) = selection.test(&e.path);
             if !take || ancestor {
                 continue;
             }
@@ -153,7 +154,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
     if !found {
         if let Some(p) = pattern {
-            return Err(p.matched_nothing(&d));
+            return Err(p.matched_nothing(d));
         }
         return Err(Error::usage(format!(
             "{} is not in dump {} of volume {}",

@@ -49,11 +49,18 @@ pub fn dump_json(d: &DumpRecord) -> serde_json::Value {
 }
 
 pub fn list(ctx: &Ctx, a: ListArgs) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     let spool = ctx.open(Access::Read)?;
+    tracing::info!("spool {} opened", spool.root().display());
     if let Some(n) = &a.name {
         spool.known_volume(n)?;
     }
     let dumps = spool.catalog.dumps(a.name.as_deref())?;
+    tracing::debug!(
+        "{} dumps read from the catalog in {:.3} s",
+        dumps.len(),
+        started.elapsed().as_secs_f64()
+    );
     if a.json {
         print_json(&serde_json::Value::Array(
             dumps.iter().map(dump_json).collect(),

@@ -185,9 +185,10 @@ pub fn tapes_for_restore(
     let mut picker = TapePicker::new(&tapes_of(&catalog)?);
     let mut seen: HashSet<ChunkId> = HashSet::new();
     let mut missing = 0u64;
+    let sel = crate::types::Selection::new(paths);
     for e in manifest {
         let e = e?;
-        if !crate::types::selected(&e.path, paths).0 {
+        if !sel.test(&e.path).0 {
             continue;
         }
         for (id, len) in e.chunks() {
