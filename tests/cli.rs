@@ -1684,9 +1684,18 @@ fn files_flagged_nodump_are_left_out_unless_the_volume_ignores_the_flag() {
     ok(&spool, &["volume", "set", "v", "--honor-nodump"]);
     // A `copy` clone honours the flag while it is still on the volume (the copy loses it).
     ok(&spool, &["volume", "set", "v", "--clone", "copy"]);
+    // Two of the three files are left out again: the shrink guard must be told it is meant.
     ok(
         &spool,
-        &["backup", "v", "--level", "1", "--date", "2026-11-03"],
+        &[
+            "backup",
+            "v",
+            "--level",
+            "1",
+            "--date",
+            "2026-11-03",
+            "--allow-shrink",
+        ],
     );
     assert_listed(
         &ls_paths(&spool, &["v"]),
