@@ -62,20 +62,9 @@ pub struct StoreWriter<'a> {
     /// Ownership waiting for its chunks' frames to be appended (`own_later`), in order.
     owning: VecDeque<DeferredOwn>,
     /// Rows each dump owns, not yet folded into the catalog's `owned` (`fold_owned`).
-    staged: HashMap<u64, StagedOwned>,
+    staged: HashMap<u64, catalog::OwnedStaging>,
     /// `StoreStats::index_lookups` so far (counted by `missing`, which only reads).
     lookups: Cell<u64>,
-}
-
-/// A dump's owned rows on their way to the catalog: the newest in memory, the others staged
-/// as sorted runs (`catalog::Writer::stage_owned`) so that no commit rewrites the B-tree's
-/// leaves at random.
-#[derive(Default)]
-struct StagedOwned {
-    mem: Vec<(ChunkId, u32)>,
-    runs: u32,
-    /// Rows in the staged runs.
-    rows: u64,
 }
 
 /// The store's [`PackSink`]: packs numbered by the catalog, their chunks indexed in the open
@@ -395,15 +384,8 @@ impl<'a> StoreWriter<'a> {
         // A chunk met again later in the volume is a second row here; staging and the fold
         // keep one.
         let staged = self.staged.entry(dump).or_default();
-        staged.mem.extend(rows);
-        if staged.mem.len() >= self.spool.catalog.tuning().owned_mem_rows {
-            sort_distinct(&mut staged.mem);
-            txn.stage_owned(dump, staged.runs, &staged.mem)?;
-            staged.runs += 1;
-            staged.rows += staged.mem.len() as u64;
-            staged.mem.clear();
-        }
-        Ok(())
+        staged.extend(rows);
+        staged.spill_at(txn, dump, self.spool.catalog.tuning().owned_mem_rows)
     }
 
     /// Write the rows `record_owned` and `own_later` staged for `dump` into the catalog's
@@ -415,9 +397,7 @@ impl<'a> StoreWriter<'a> {
         let Some(mut staged) = self.staged.remove(&dump) else {
             return Ok((0, 0));
         };
-        sort_distinct(&mut staged.mem);
-        let rows = staged.rows + staged.mem.len() as u64;
-        let slices = catalog::owned_slices(rows, self.spool.catalog.tuning().slice_rows);
+        let slices = staged.slices(self.spool.catalog.tuning().slice_rows);
         if slices.len() > 1 {
             self.packer.seal(&mut self.out)?;
         }
@@ -426,10 +406,7 @@ impl<'a> StoreWriter<'a> {
             if i > 0 {
                 self.out.commit_and_reopen()?;
             }
-            let (n, b) = self
-                .out
-                .txn()
-                .fold_owned(dump, staged.runs, &staged.mem, *slice)?;
+            let (n, b) = staged.fold_slice(self.out.txn(), dump, *slice)?;
             total = (total.0 + n, total.1 + b);
         }
         Ok(total)
@@ -640,12 +617,6 @@ fn io_cause(e: &Error, path: &std::path::Path) -> String {
         Error::Io { path: p, source } if p == path => source.to_string(),
         e => e.to_string(),
     }
-}
-
-/// Sort rows by id, keeping the first of each id.
-fn sort_distinct(rows: &mut Vec<(ChunkId, u32)>) {
-    rows.sort_by_key(|r| r.0);
-    rows.dedup_by_key(|r| r.0);
 }
 
 /// A decompressed frame, keyed by (pack number, offset).

@@ -41,7 +41,7 @@ pub use chunks::{ChunkIndex, ChunkIndexMut, ChunkLoc, ChunkRows, FrameSlot};
 pub use dumps::{OwnedIndex, OwnedRows, Ownership};
 pub use media::TapeIndex;
 pub use open::{COMPACT_AFTER_GROWTH, install_damage_report_hook};
-pub use owned_runs::owned_slices;
+pub use owned_runs::{OwnedStaging, owned_slices};
 pub use tables::CATALOG_VERSION;
 
 /// The catalog's records (`crate::record`), by the names its operations use.

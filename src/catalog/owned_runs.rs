@@ -35,6 +35,52 @@ pub fn owned_slices(rows: u64, slice_rows: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// A dump's owned rows on their way to `owned`: the newest in memory, the others staged as
+/// sorted runs (`Writer::stage_owned`), so that no commit rewrites the B-tree's leaves at
+/// random. An id given more than once is one row.
+#[derive(Default)]
+pub struct OwnedStaging {
+    mem: Vec<(ChunkId, u32)>,
+    runs: u32,
+    /// Rows in the staged runs.
+    rows: u64,
+}
+
+impl OwnedStaging {
+    pub fn extend(&mut self, rows: impl IntoIterator<Item = (ChunkId, u32)>) {
+        self.mem.extend(rows);
+    }
+
+    /// Stage the rows in memory as a run of `dump`'s once they are `max_rows` or more.
+    pub fn spill_at(&mut self, w: &Writer, dump: u64, max_rows: usize) -> Result<()> {
+        if self.mem.len() < max_rows {
+            return Ok(());
+        }
+        self.sort();
+        w.stage_owned(dump, self.runs, &self.mem)?;
+        self.runs += 1;
+        self.rows += self.mem.len() as u64;
+        self.mem.clear();
+        Ok(())
+    }
+
+    /// The key-range slices (`owned_slices`) a fold of these rows takes, `slice_rows` each.
+    pub fn slices(&mut self, slice_rows: u64) -> Vec<(u64, u64)> {
+        self.sort();
+        owned_slices(self.rows + self.mem.len() as u64, slice_rows)
+    }
+
+    /// Fold the rows of one of `slices` into `owned` (`Writer::fold_owned`).
+    pub fn fold_slice(&self, w: &Writer, dump: u64, slice: (u64, u64)) -> Result<(u64, u64)> {
+        w.fold_owned(dump, self.runs, &self.mem, slice)
+    }
+
+    fn sort(&mut self) {
+        self.mem.sort_by_key(|r| r.0);
+        self.mem.dedup_by_key(|r| r.0);
+    }
+}
+
 impl Writer {
     /// Stage `rows` (sorted by id, each id once) as run `run` of the rows `dump` owns.
     pub fn stage_owned(&self, dump: u64, run: u32, rows: &[(ChunkId, u32)]) -> Result<()> {

@@ -498,39 +498,6 @@ fn write_index(
     Ok(dumps)
 }
 
-/// A dump's owned rows on their way to `owned`: the newest in memory, the rest staged runs.
-#[derive(Default)]
-struct Staged {
-    mem: Vec<(ChunkId, u32)>,
-    runs: u32,
-    rows: u64,
-}
-
-impl Staged {
-    fn sort(&mut self) {
-        self.mem.sort_unstable_by_key(|r| r.0);
-        self.mem.dedup_by_key(|r| r.0);
-    }
-
-    fn spill(&mut self, w: &catalog::Writer, dump: u64) -> Result<()> {
-        self.sort();
-        w.stage_owned(dump, self.runs, &self.mem)?;
-        self.runs += 1;
-        self.rows += self.mem.len() as u64;
-        self.mem.clear();
-        Ok(())
-    }
-
-    fn fold(mut self, w: &catalog::Writer, dump: u64, slice_rows: u64) -> Result<()> {
-        self.sort();
-        let rows = self.rows + self.mem.len() as u64;
-        for slice in catalog::owned_slices(rows, slice_rows) {
-            w.fold_owned(dump, self.runs, &self.mem, slice)?;
-        }
-        Ok(())
-    }
-}
-
 /// Record the chunks each dump owns, in chain order (ids grow along a chain), and report the
 /// dumps whose chunks are missing. `from_packs` are the dumps the packs gave: the dumps a tape
 /// import added own their chunks already.
@@ -553,7 +520,7 @@ fn settle_owned(
         let mut missing = Missing::default();
         // The rows `d` owns are staged as sorted runs and folded into `owned` in key order (as a
         // dump's are, FORMAT.md "Owning"), not inserted at random keys as the manifest meets them.
-        let mut staged = Staged::default();
+        let mut staged = catalog::OwnedStaging::default();
         let note = walk_refs(&reader, d, &mut |ids| {
             let owned = w.ownership()?;
             for id in ids {
@@ -565,16 +532,15 @@ fn settle_owned(
                     continue;
                 }
                 // On tape only (or lost): owned, with no bytes on the spool.
-                staged.mem.push((*id, loc.as_ref().map_or(0, stored_share)));
+                staged.extend([(*id, loc.as_ref().map_or(0, stored_share))]);
             }
             drop(owned);
-            if staged.mem.len() >= tuning.owned_mem_rows {
-                staged.spill(&w, d.id)?;
-            }
-            Ok(())
+            staged.spill_at(&w, d.id, tuning.owned_mem_rows)
         })?;
         if own {
-            staged.fold(&w, d.id, tuning.slice_rows)?;
+            for slice in staged.slices(tuning.slice_rows) {
+                staged.fold_slice(&w, d.id, slice)?;
+            }
         }
         any_missing |= !missing.chunks.is_empty();
         if note.is_some() || missing.on_no_tape > 0 {
