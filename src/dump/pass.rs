@@ -277,17 +277,11 @@ pub(crate) fn scan<'a>(
                     Previous::Unchanged(old) => {
                         let own = owning && !prev_in_chain;
                         let on_spool = !(purged && (own || !owning)) || {
-                            let ids: Vec<ChunkId> = old
-                                .iter()
-                                .filter_map(|x| match x {
-                                    Extent::Chunk { id, .. } => Some(*id),
-                                    Extent::Hole(_) => None,
-                                })
-                                .collect();
+                            let ids: Vec<ChunkId> = old.chunks().map(|(id, _)| id).collect();
                             s.store.missing(&ids)?.iter().all(|m| !m)
                         };
                         if on_spool {
-                            entry.extents = old;
+                            entry.extents = old.extents;
                             action = Action::Reuse;
                             may_own = own;
                         }

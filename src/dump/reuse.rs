@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 
 use crate::manifest::ManifestReader;
-use crate::{ChunkId, Entry, EntryKind, Error, Extent, Result};
+use crate::{ChunkId, Entry, EntryKind, Error, Result};
 
 /// The manifest a scan takes its stat cache from.
 pub(crate) struct PrevManifest {
@@ -45,10 +45,10 @@ impl StatMap {
 /// What the previous manifest says of a file the walk met.
 pub(super) enum Previous {
     /// The same file, unchanged: its extents are reused as they are.
-    Unchanged(Vec<Extent>),
-    /// A file at the same path that changed since: its extents are what the new version most
+    Unchanged(Entry),
+    /// A file at the same path that changed since: its chunks are what the new version most
     /// likely repeats.
-    Changed(Vec<Extent>),
+    Changed(Entry),
     /// No file at that path before.
     Absent,
 }
@@ -73,9 +73,9 @@ pub(super) fn previous<I: Iterator<Item = Result<Entry>>>(
         && p.ctime_ns == entry.ctime_ns
         && p.mtime_ns.div_euclid(1_000_000_000) < prev_scan_ns.div_euclid(1_000_000_000);
     Ok(if same {
-        Previous::Unchanged(p.extents)
+        Previous::Unchanged(p)
     } else {
-        Previous::Changed(p.extents)
+        Previous::Changed(p)
     })
 }
 
@@ -93,15 +93,8 @@ pub(super) struct KnownChunks(Vec<ChunkId>);
 const KNOWN_MAX: usize = 1 << 16;
 
 impl KnownChunks {
-    pub(super) fn of(extents: &[Extent]) -> Option<KnownChunks> {
-        let mut ids: Vec<ChunkId> = extents
-            .iter()
-            .filter_map(|x| match x {
-                Extent::Chunk { id, .. } => Some(*id),
-                Extent::Hole(_) => None,
-            })
-            .take(KNOWN_MAX)
-            .collect();
+    pub(super) fn of(file: &Entry) -> Option<KnownChunks> {
+        let mut ids: Vec<ChunkId> = file.chunks().map(|(id, _)| id).take(KNOWN_MAX).collect();
         if ids.is_empty() {
             return None;
         }
