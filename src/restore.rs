@@ -38,7 +38,6 @@ use crate::progress::Progress;
 use crate::spool::Spool;
 use crate::store::ChunkReader;
 use crate::tree_writer::{self, TreeWriter};
-pub use crate::types::selected;
 use crate::types::{Selection, path_cmp};
 use crate::{ChunkId, Entry, EntryKind, Error, Extent, Result};
 

@@ -264,7 +264,7 @@ impl Selection {
         s
     }
 
-    /// As [`selected`]: (inside a selected path or an ancestor of one, only an ancestor).
+    /// (inside a selected path or an ancestor of one, only an ancestor of one).
     pub fn test(&self, path: &[u8]) -> (bool, bool) {
         if self.all || self.top_of(path).is_some() {
             return (true, false);
@@ -291,22 +291,6 @@ impl Selection {
     }
 }
 
-/// Is `entry_path` selected by `filters`: inside one of them, or an ancestor directory of one?
-pub fn selected(entry_path: &[u8], filters: &[Vec<u8>]) -> (bool, bool) {
-    if filters.is_empty() {
-        return (true, false);
-    }
-    for f in filters {
-        if is_under(entry_path, f) {
-            return (true, false);
-        }
-        if is_under(f, entry_path) {
-            return (true, true);
-        }
-    }
-    (false, false)
-}
-
 /// Order of manifest paths: depth-first, siblings by name bytes. Comparing component by
 /// component (not the joined bytes) keeps `a/b` before `a.b`, as a directory walk yields them.
 pub fn path_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
@@ -327,6 +311,22 @@ pub fn path_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 
 #[cfg(test)]
 mod tests {
+    /// The plain definition `Selection` must agree with: a scan of every filter.
+    fn selected(entry_path: &[u8], filters: &[Vec<u8>]) -> (bool, bool) {
+        if filters.is_empty() {
+            return (true, false);
+        }
+        for f in filters {
+            if is_under(entry_path, f) {
+                return (true, false);
+            }
+            if is_under(f, entry_path) {
+                return (true, true);
+            }
+        }
+        (false, false)
+    }
+
     /// `Selection::test` answers as `selected` does, for paths of every relation to the
     /// selected ones.
     #[test]
