@@ -190,10 +190,16 @@ pub fn ratio_text(r: &reel::catalog::DumpRecord) -> String {
     } else if t.new_raw_bytes == 0 {
         "all data already stored".to_string()
     } else {
-        format!(
-            "dedup {:.2}\u{d7}, compression {:.2}\u{d7}",
-            t.logical_bytes as f64 / t.new_raw_bytes as f64,
-            t.new_raw_bytes as f64 / t.stored_bytes.max(1) as f64
-        )
+        dedup_and_compression(t.logical_bytes, t.new_raw_bytes, t.stored_bytes)
     }
+}
+
+/// "dedup X×, compression Y×": `logical` bytes over the `raw` bytes of the new chunks, and
+/// those over the `stored` bytes they took (`raw` must not be 0).
+pub fn dedup_and_compression(logical: u64, raw: u64, stored: u64) -> String {
+    format!(
+        "dedup {:.2}\u{d7}, compression {:.2}\u{d7}",
+        logical as f64 / raw as f64,
+        raw as f64 / stored.max(1) as f64
+    )
 }

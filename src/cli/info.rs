@@ -64,11 +64,7 @@ impl Space {
         if self.dedup == 0 {
             "-".into()
         } else {
-            format!(
-                "dedup {:.2}\u{d7}, compression {:.2}\u{d7}",
-                self.logical as f64 / self.dedup as f64,
-                self.dedup as f64 / self.stored.max(1) as f64
-            )
+            super::dump::dedup_and_compression(self.logical, self.dedup, self.stored)
         }
     }
 }
