@@ -44,6 +44,10 @@ pub enum Error {
     /// nightly retry pass leaves it.
     #[error("{0}")]
     Refused(String),
+    /// A key is missing, wrong or damaged: an encrypted spool or tape opened without its key,
+    /// a passphrase that opens none of its key files, a tape sealed under another key.
+    #[error("{0}")]
+    Key(String),
     /// A hook (freeze, thaw, snapshot, release) failed, hung or could not start.
     #[error("{0}")]
     Hook(String),

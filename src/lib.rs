@@ -10,6 +10,7 @@ pub mod ahead;
 pub mod catalog;
 pub mod chunk;
 pub mod clone;
+pub mod crypto;
 pub mod diff;
 pub mod dirfd;
 pub mod dump;
@@ -21,6 +22,7 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gc;
+pub mod keyring;
 pub mod level;
 pub mod manifest;
 pub mod merge;

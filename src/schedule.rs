@@ -488,6 +488,7 @@ mod tests {
             checkpoint_mb: 256,
             min_share_percent: 50,
             keep_reports_days: 60,
+            encryption: None,
             volumes,
         }
     }

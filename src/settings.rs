@@ -39,8 +39,20 @@ pub struct Settings {
     /// no logrotate is needed); 0 keeps them all.
     #[serde(default = "default_keep_reports_days")]
     pub keep_reports_days: u32,
+    /// Set on an encrypted spool (`reel init --encrypt`): the master key's fingerprint. Its
+    /// presence is what makes every command ask for the key before it touches anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSettings>,
     #[serde(default)]
     pub volumes: BTreeMap<String, VolumeSettings>,
+}
+
+/// `[encryption]` in reel.toml.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSettings {
+    /// The master key's fingerprint, 16 hex digits (`crypto::Fingerprint`).
+    pub fingerprint: String,
 }
 
 pub(crate) fn default_compression() -> i32 {

@@ -20,7 +20,10 @@ use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::chunk::ChunkerParams;
+use crate::crypto::keyfile::KeyFile;
+use crate::crypto::{Fingerprint, Keys, MasterKey};
 use crate::error::IoContext;
+use crate::keyring::KeyRing;
 use crate::pack_store::{LocalDir, PackStore};
 pub use crate::settings::{
     ChunkerSettings, CloneMethod, DEFAULT_HOOK_TIMEOUT, Settings, VolumeSettings,
@@ -53,6 +56,8 @@ pub struct Spool {
     pub catalog: Catalog,
     /// Where the packs live: `packs/` ([`LocalDir`]), or the store a test gave.
     packs: Arc<dyn PackStore>,
+    /// How this spool names and seals what it stores: plain, or under its master key.
+    keys: Keys,
     _lock: Option<File>,
     /// Readers hold `locks/readers` shared, so gc deletes pack files only when none is reading.
     _readers: Option<File>,
@@ -66,11 +71,21 @@ fn settings_chunker(s: &Settings) -> ChunkerParams {
     }
 }
 
+/// How a command gets the master key of an encrypted spool: given the spool's key files and
+/// the fingerprint reel.toml records, it returns the key (from a passphrase, a key file…).
+pub type Unlock<'a> = &'a dyn Fn(&KeyRing, Fingerprint) -> Result<MasterKey>;
+
 impl Spool {
     /// Make a new spool in `root` (created if missing). Refuses an existing spool and a
     /// non-empty folder that is not one.
     pub fn init(root: &Path) -> Result<Spool> {
         Self::init_with_store(root, Self::local_packs(root))
+    }
+
+    /// Make a new encrypted spool: `master` seals everything, `first` (its master key
+    /// wrapped under the first passphrase) goes into `keys/`.
+    pub fn init_encrypted(root: &Path, master: &MasterKey, first: &KeyFile) -> Result<Spool> {
+        Self::init_keyed(root, Self::local_packs(root), Some((master, first)))
     }
 
     /// The spool's own pack store: its `packs/` directory.
@@ -81,6 +96,14 @@ impl Spool {
     /// `init`, with the packs kept in `packs` rather than in the spool's `packs/` directory
     /// (tests: an in-memory or a fault-injecting store).
     pub fn init_with_store(root: &Path, packs: Arc<dyn PackStore>) -> Result<Spool> {
+        Self::init_keyed(root, packs, None)
+    }
+
+    fn init_keyed(
+        root: &Path,
+        packs: Arc<dyn PackStore>,
+        encryption: Option<(&MasterKey, &KeyFile)>,
+    ) -> Result<Spool> {
         if root.join(SETTINGS_FILE).exists() || root.join(CATALOG_FILE).exists() {
             return Err(Error::Spool(format!(
                 "{} is already a reel spool; use it as it is",
@@ -113,7 +136,17 @@ impl Spool {
             checkpoint_mb: default_checkpoint_mb(),
             min_share_percent: default_min_share_percent(),
             keep_reports_days: default_keep_reports_days(),
+            encryption: encryption.map(|(m, _)| crate::settings::EncryptionSettings {
+                fingerprint: m.fingerprint().to_string(),
+            }),
             volumes: BTreeMap::new(),
+        };
+        let keys = match encryption {
+            None => Keys::plain(),
+            Some((master, first)) => {
+                KeyRing::of_spool(root).add(first)?;
+                Keys::from_master(master)
+            }
         };
         let catalog = Catalog::create(&root.join(CATALOG_FILE))?;
         let spool = Spool {
@@ -121,6 +154,7 @@ impl Spool {
             settings,
             catalog,
             packs,
+            keys,
             _lock: lock,
             _readers: None,
         };
@@ -130,8 +164,16 @@ impl Spool {
     }
 
     /// Open an existing spool. `Write` takes the spool lock or fails at once, naming the holder.
+    /// An encrypted spool is refused (`Error::Key`) before anything is touched: use
+    /// `open_keyed`.
     pub fn open(root: &Path, access: Access) -> Result<Spool> {
         Self::open_with_store(root, access, Self::local_packs(root))
+    }
+
+    /// `open`, getting the key of an encrypted spool through `unlock` (not called for a plain
+    /// spool) before anything is touched.
+    pub fn open_keyed(root: &Path, access: Access, unlock: Unlock) -> Result<Spool> {
+        Self::open_full(root, access, Self::local_packs(root), unlock)
     }
 
     /// `open`, with the packs kept in `packs` (the store the spool was made with by
@@ -140,6 +182,20 @@ impl Spool {
         root: &Path,
         access: Access,
         packs: Arc<dyn PackStore>,
+    ) -> Result<Spool> {
+        Self::open_full(root, access, packs, &|_, fp| {
+            Err(Error::Key(format!(
+                "spool {} is encrypted (key {fp}) and no key was given: give its passphrase (REEL_PASSWORD, --password-file or --password-command)",
+                root.display()
+            )))
+        })
+    }
+
+    fn open_full(
+        root: &Path,
+        access: Access,
+        packs: Arc<dyn PackStore>,
+        unlock: Unlock,
     ) -> Result<Spool> {
         if !root.join(SETTINGS_FILE).exists() {
             return Err(Error::Spool(format!(
@@ -155,6 +211,7 @@ impl Spool {
                 root.join(SETTINGS_FILE).display()
             ))
         })?;
+        let keys = Self::unlock_keys(root, &settings, unlock)?;
         let lock = Self::lock(root, access)?;
         let cat_path = root.join(CATALOG_FILE);
         let catalog = match access {
@@ -190,9 +247,48 @@ impl Spool {
             settings,
             catalog,
             packs,
+            keys,
             _lock: lock,
             _readers: readers,
         })
+    }
+
+    /// The spool's keys: plain, or the master key `unlock` gives, checked against the
+    /// fingerprint reel.toml records. A spool with key files but no `[encryption]` is refused:
+    /// reel.toml lost its section, and writing plain packs into it would leak.
+    fn unlock_keys(root: &Path, settings: &Settings, unlock: Unlock) -> Result<Keys> {
+        let ring = KeyRing::of_spool(root);
+        let Some(enc) = &settings.encryption else {
+            if ring.dir().exists() {
+                return Err(Error::Key(format!(
+                    "spool {} has key files ({}) but {SETTINGS_FILE} has no [encryption] section: restore its `[encryption] fingerprint = \"...\"` (the fingerprint `reel key list` shows) before using it",
+                    root.display(),
+                    ring.dir().display()
+                )));
+            }
+            return Ok(Keys::plain());
+        };
+        let want = Fingerprint::parse(&enc.fingerprint).ok_or_else(|| {
+            Error::Spool(format!(
+                "{}: [encryption] fingerprint {:?} is not 16 hex digits",
+                root.join(SETTINGS_FILE).display(),
+                enc.fingerprint
+            ))
+        })?;
+        let master = unlock(&ring, want)?;
+        let got = master.fingerprint();
+        if got != want {
+            return Err(Error::Key(format!(
+                "the key given is {got}, but spool {} is encrypted with key {want}: give this spool's key",
+                root.display()
+            )));
+        }
+        Ok(Keys::from_master(&master))
+    }
+
+    /// How this spool names and seals what it stores.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// For `rebuild-catalog` (`crate::recovery::rebuild`): the spool's settings and write lock, tmp/
@@ -201,6 +297,7 @@ impl Spool {
     pub(crate) fn open_with_catalog(
         root: &Path,
         make: impl FnOnce(&Path) -> Result<Catalog>,
+        unlock: Unlock,
     ) -> Result<Spool> {
         if !root.join(SETTINGS_FILE).exists() {
             return Err(Error::Spool(format!(
@@ -209,6 +306,7 @@ impl Spool {
             )));
         }
         let settings = Self::load_settings(root)?;
+        let keys = Self::unlock_keys(root, &settings, unlock)?;
         let lock = Self::lock(root, Access::Write)?;
         if let Ok(rd) = fs::read_dir(root.join("tmp")) {
             for e in rd.flatten() {
@@ -221,6 +319,7 @@ impl Spool {
             settings,
             catalog,
             packs: Self::local_packs(root),
+            keys,
             _lock: lock,
             _readers: None,
         })

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "ahead",
             "record",
             "signal",
+            "crypto",
         ],
     ),
     (
@@ -49,7 +50,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "spool, catalog, store",
-        &["spool", "catalog", "store", "pack_store", "frame_packer"],
+        &[
+            "spool",
+            "keyring",
+            "catalog",
+            "store",
+            "pack_store",
+            "frame_packer",
+        ],
     ),
     (
         "operations",

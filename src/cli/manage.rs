@@ -12,10 +12,29 @@ use reel::{Error, Result};
 
 use super::{Ctx, at_time, print_json};
 
-pub fn init(ctx: &Ctx) -> Result<ExitCode> {
+#[derive(Args)]
+pub struct InitArgs {
+    /// Encrypt everything the spool and its tapes hold under a new random master key, wrapped
+    /// under a passphrase (REEL_PASSWORD). Keep `reel key export`'s output apart from the
+    /// spool: without the key nothing can be read back.
+    #[arg(long)]
+    encrypt: bool,
+}
+
+pub fn init(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
     let dir = ctx.spool_dir()?;
-    Spool::init(&dir)?;
-    println!("created spool {}", dir.display());
+    if a.encrypt {
+        let (master, first) = super::keys::new_master()?;
+        Spool::init_encrypted(&dir, &master, &first)?;
+        println!(
+            "created encrypted spool {} (key {}); keep a copy of its key apart from it (`reel key export`)",
+            dir.display(),
+            master.fingerprint()
+        );
+    } else {
+        Spool::init(&dir)?;
+        println!("created spool {}", dir.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

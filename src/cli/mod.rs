@@ -10,6 +10,7 @@ mod gc;
 mod info;
 mod ingest;
 mod json;
+mod keys;
 mod list;
 mod manage;
 mod mount;
@@ -58,7 +59,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new spool.
-    Init,
+    Init(manage::InitArgs),
     /// Add, list or remove volumes.
     #[command(subcommand)]
     Volume(manage::VolumeCmd),
@@ -137,7 +138,7 @@ impl Ctx {
     }
 
     fn open(&self, access: Access) -> Result<Spool> {
-        Spool::open(&self.spool_dir()?, access)
+        Spool::open_keyed(&self.spool_dir()?, access, &keys::unlock)
     }
 
     /// A progress bar on a terminal, nothing on a pipe.
@@ -335,7 +336,7 @@ pub fn main() -> ExitCode {
         quiet: cli.quiet,
     };
     let result = match cli.command {
-        Command::Init => manage::init(&ctx),
+        Command::Init(a) => manage::init(&ctx, a),
         Command::Volume(c) => manage::volume(&ctx, c),
         Command::Dump(a) => dump::run(&ctx, a),
         Command::Info(a) => info::run(&ctx, a),

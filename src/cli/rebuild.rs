@@ -23,7 +23,12 @@ pub struct RebuildArgs {
 pub fn run(ctx: &Ctx, a: RebuildArgs) -> Result<ExitCode> {
     let root = ctx.spool_dir()?;
     let bar = ctx.progress();
-    let r = reel::recovery::rebuild::rebuild_catalog(&root, a.from_tapes.as_deref(), &bar)?;
+    let r = reel::recovery::rebuild::rebuild_catalog(
+        &root,
+        a.from_tapes.as_deref(),
+        &bar,
+        &super::keys::unlock,
+    )?;
     drop(bar);
     let code = if r.clean() {
         ExitCode::SUCCESS

@@ -317,18 +317,23 @@ pub fn rebuild_catalog(
     root: &Path,
     from_tapes: Option<&Path>,
     progress: &dyn Progress,
+    unlock: crate::spool::Unlock,
 ) -> Result<RebuildReport> {
     let new_path = root.join(REBUILD_FILE);
-    let spool = Spool::open_with_catalog(root, |root| {
-        // A rebuild killed earlier left its half-built file: start again.
-        let p = root.join(REBUILD_FILE);
-        match fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&p, e)),
-        }
-        Catalog::create(&p)
-    })?;
+    let spool = Spool::open_with_catalog(
+        root,
+        |root| {
+            // A rebuild killed earlier left its half-built file: start again.
+            let p = root.join(REBUILD_FILE);
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&p, e)),
+            }
+            Catalog::create(&p)
+        },
+        unlock,
+    )?;
     let mut report = RebuildReport::default();
 
     // 1. Every pack, read and verified in parallel.
