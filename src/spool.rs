@@ -403,7 +403,9 @@ impl Spool {
         }
     }
 
-    fn load_settings(root: &Path) -> Result<Settings> {
+    /// The settings in `root`'s reel.toml, read without opening the spool (`reel key` reads
+    /// `[encryption]` from it on a spool whose catalog or key files are lost).
+    pub fn load_settings(root: &Path) -> Result<Settings> {
         let path = root.join(SETTINGS_FILE);
         let text = fs::read_to_string(&path).at(&path)?;
         let s: Settings =

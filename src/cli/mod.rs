@@ -10,6 +10,7 @@ mod gc;
 mod info;
 mod ingest;
 mod json;
+mod key;
 mod keys;
 mod list;
 mod manage;
@@ -52,6 +53,9 @@ pub struct Cli {
     /// No progress bars.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Where the key of an encrypted spool comes from (docs/KEYS.md).
+    #[command(flatten)]
+    keys: keys::KeyOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +67,10 @@ enum Command {
     /// Add, list or remove volumes.
     #[command(subcommand)]
     Volume(manage::VolumeCmd),
+    /// An encrypted spool's keys: list, add, remove and change passphrases; export the
+    /// master key for paper and import it back.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
     /// Dump a volume at a level (0 = full, N = changes since the latest dump below N).
     Dump(dump::DumpArgs),
     /// List dumps, one row each.
@@ -331,6 +339,7 @@ pub fn main() -> ExitCode {
         .without_time()
         .with_target(false)
         .init();
+    keys::set_sources(&cli.keys);
     let ctx = Ctx {
         spool_dir: cli.spool.clone(),
         quiet: cli.quiet,
@@ -338,6 +347,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(a) => manage::init(&ctx, a),
         Command::Volume(c) => manage::volume(&ctx, c),
+        Command::Key(c) => key::run(&ctx, c),
         Command::Dump(a) => dump::run(&ctx, a),
         Command::Info(a) => info::run(&ctx, a),
         Command::List(a) => list::list(&ctx, a),
