@@ -576,3 +576,67 @@ fn a_damaged_key_file_does_not_stop_another_from_opening_the_spool() {
     assert!(err.contains("wrong passphrase"), "{err}");
     assert!(err.contains("0000000000000000.key"), "{err}");
 }
+
+/// `cmd` run by `script` on a new terminal, its input typed there line by line (a pause
+/// before each, so the prompt is up); returns (success, what the terminal showed). `None`
+/// when `script` (util-linux) is not installed.
+fn on_a_terminal(cmd: &str, typed: &[&str]) -> Option<(bool, String)> {
+    use std::io::Write;
+    use std::process::Stdio;
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("`script` is not installed: the prompt is not tested");
+        return None;
+    }
+    let mut child = Command::new("script")
+        .args(["-qec", cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in typed {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        stdin.write_all(format!("{line}\r").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let shown =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Some((out.status.success(), shown))
+}
+
+#[test]
+fn on_a_terminal_the_passphrase_is_asked_without_echo_and_a_new_one_twice() {
+    let s = Spool::empty();
+    let exe = env!("CARGO_BIN_EXE_reel");
+    let spool = s.path().display().to_string();
+    let base = format!(
+        "env -u REEL_PASSWORD -u REEL_PASSWORD_FILE -u REEL_PASSWORD_COMMAND -u REEL_KEY_FILE -u REEL_NEW_PASSWORD {exe} --spool {spool}"
+    );
+    // Two different answers: refused, nothing made.
+    let Some((ok, shown)) = on_a_terminal(
+        &format!("{base} init --encrypt --kdf-memory 8"),
+        &["typed secret", "typed secreT"],
+    ) else {
+        return;
+    };
+    assert!(!ok, "{shown}");
+    assert!(shown.contains("differ"), "{shown}");
+    assert!(!s.path().join("reel.toml").exists());
+    let (ok, shown) = on_a_terminal(
+        &format!("{base} init --encrypt --kdf-memory 8"),
+        &["typed secret", "typed secret"],
+    )
+    .unwrap();
+    assert!(ok, "{shown}");
+    assert!(shown.contains("Enter it again"), "{shown}");
+    assert!(!shown.contains("typed secret"), "echoed: {shown}");
+    let (ok, shown) = on_a_terminal(&format!("{base} key list"), &["typed secret"]).unwrap();
+    assert!(ok, "{shown}");
+    assert!(shown.contains("Enter the passphrase of key"), "{shown}");
+    assert!(!shown.contains("typed secret"), "echoed: {shown}");
+    assert!(opens(&s, "typed secret"));
+}

@@ -215,8 +215,8 @@ fn read_passphrase(
     }
     if std::io::stdin().is_terminal() {
         let what = match fp {
-            Some(fp) => format!("passphrase for key {fp}: "),
-            None => "passphrase for the new key: ".to_string(),
+            Some(fp) => format!("the passphrase of key {fp}"),
+            None => "a passphrase for the new key".to_string(),
         };
         return prompt(&what, twice);
     }
@@ -241,7 +241,7 @@ pub fn new_passphrase(file: Option<&Path>) -> Result<Zeroizing<String>> {
         return Ok(Zeroizing::new(p));
     }
     if std::io::stdin().is_terminal() {
-        return prompt("new passphrase: ", true);
+        return prompt("the new passphrase", true);
     }
     Err(Error::usage(
         "no new passphrase was given and standard input is not a terminal to ask for it: set REEL_NEW_PASSWORD or give --new-password-file FILE",
@@ -308,14 +308,14 @@ fn prompt(what: &str, twice: bool) -> Result<Zeroizing<String>> {
             .map(Zeroizing::new)
             .map_err(|e| Error::Key(format!("cannot read the passphrase from the terminal: {e}")))
     };
-    let first = ask(&format!("Enter {what}"))?;
+    let first = ask(&format!("Enter {what}: "))?;
     if first.is_empty() {
         return Err(Error::usage(
             "an empty passphrase would protect nothing; give one",
         ));
     }
     if twice {
-        let again = ask(&format!("Enter the {what}again: "))?;
+        let again = ask("Enter it again: ")?;
         if *again != *first {
             return Err(Error::usage(
                 "the two passphrases typed differ; nothing was changed: run the command again",

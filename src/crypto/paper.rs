@@ -349,6 +349,20 @@ mod tests {
         assert!(caught > 1000, "{caught}");
     }
 
+    /// The example in docs/FORMAT.md and docs/KEYS.md: the layout is pinned, byte for byte.
+    #[test]
+    fn the_documented_example_reads_and_prints_the_same() {
+        let text = "reel master key v1 fingerprint be7efb7156c911de\n\
+                    1: 63ed a3b9 93cb 1896  0f1f\n\
+                    2: 04f8 c2ae efab a8a7  f142\n\
+                    3: ba0b f37d c492 3fa3  c8b6\n\
+                    4: 3c47 52f7 7127 30b9  b0f8\n\
+                    check: a8df b64f\n";
+        let m = parse(text).unwrap();
+        assert_eq!(m.fingerprint().to_string(), "be7efb7156c911de");
+        assert_eq!(to_text(&m), text);
+    }
+
     #[test]
     fn two_lines_swapped_or_a_line_missing_are_refused() {
         let text = to_text(&key());
