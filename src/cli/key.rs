@@ -111,10 +111,10 @@ pub fn run(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
             let matching: Vec<&str> = entries
                 .iter()
                 .map(|e| e.id.as_str())
-                .filter(|i| i.starts_with(&id.to_ascii_lowercase()))
+                .filter(|i| !id.is_empty() && i.starts_with(&id.to_ascii_lowercase()))
                 .collect();
             let target = match matching[..] {
-                [one] if !id.is_empty() => one.to_string(),
+                [one] => one.to_string(),
                 [] => {
                     return Err(Error::usage(format!(
                         "no key file of spool {} has id {id:?}: `reel key list` shows them ({})",
@@ -183,6 +183,7 @@ pub fn run(ctx: &Ctx, cmd: KeyCmd) -> Result<ExitCode> {
             // The new file is on disk (data and name) before the old one goes: a crash between
             // leaves both, and either passphrase opens the spool.
             let path = ring.add(&kf)?;
+            reel::failpoint::hit("key-passwd-added");
             ring.remove(&old_id)?;
             println!(
                 "changed the passphrase: key file {} ({}) replaces {old_id}",
