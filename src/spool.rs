@@ -10,7 +10,11 @@
 //!   tmp/           packs being written (removed when a writer opens the spool)
 //!   clones/ logs/  later phases
 //!   lock           flock()ed by the writer; holds its pid and command for messages
+//!   locks/ keys/   the readers' and freeze locks; an encrypted spool's key files
 //! ```
+//!
+//! Every file here is created 0600 and every folder 0700 (`crate::fsutil`); folders that
+//! exist keep their modes.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -429,6 +433,21 @@ impl Spool {
         f.sync_all().at(&tmp)?;
         fs::rename(&tmp, &path).at(&path)?;
         crate::fsutil::fsync_dir(&self.root)
+    }
+
+    /// The spool's folder and its own folders (`packs`, `tmp`, `logs`, `clones`, `locks`,
+    /// `keys`) whose mode lets anyone but the owner in: left so by an older reel (which made
+    /// them with the umask's mode) or by hand. reel makes every folder 0700 and never changes
+    /// the mode of one that exists; `reel check` names these so the admin can.
+    pub fn open_folders(&self) -> Vec<PathBuf> {
+        let own = ["packs", "tmp", "logs", "clones", "locks", "keys"];
+        std::iter::once(self.root.clone())
+            .chain(own.iter().map(|d| self.root.join(d)))
+            .filter(|p| {
+                fs::symlink_metadata(p)
+                    .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o077 != 0)
+            })
+            .collect()
     }
 
     pub fn root(&self) -> &Path {

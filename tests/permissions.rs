@@ -344,6 +344,13 @@ fn every_command_writes_private_files(init_args: &[&str], env: &[(&'static str, 
     assert_private("purge", &spool, &clone_tree, &nightly);
     run.ok(&["check", "--repair"]);
     assert_private("check --repair", &spool, &clone_tree, &nightly);
+    // A spool made by this reel has no folder check would warn about.
+    let out = run.cmd().arg("check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("other users"),
+        "{err}"
+    );
 
     // rebuild-catalog: its new catalog while it is being built, then in place.
     run.killed_at("rebuild-built", &["rebuild-catalog"]);
@@ -392,7 +399,8 @@ fn every_file_an_encrypted_spool_and_its_tapes_hold_is_private() {
 }
 
 /// A spool made by an older reel, whose folders and files have the umask's modes: they keep
-/// them (reel does not change what it did not make), and what reel adds is private.
+/// them (reel does not change what it did not make), what reel adds is private, and `check`
+/// names the open folders.
 #[test]
 fn an_older_spools_folders_keep_their_modes_and_new_files_are_private() {
     let work = tempfile::tempdir().unwrap();
@@ -452,6 +460,28 @@ fn an_older_spools_folders_keep_their_modes_and_new_files_are_private() {
         "no nightly report: {now:?}"
     );
     assert!(bad.is_empty(), "modes:\n  {}", bad.join("\n  "));
+
+    // check names the open folders and how to close them; once closed it says nothing.
+    let out = run.cmd().arg("check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for d in ["packs", "tmp", "logs", "clones"] {
+        assert!(
+            err.contains(&spool.join(d).display().to_string()),
+            "check does not name {d}: {err}"
+        );
+    }
+    assert!(err.contains("chmod go= "), "{err}");
+    let (_, now) = offenders(&spool, &no_skip);
+    for (rel, _) in now.iter().filter(|(rel, _)| spool.join(rel).is_dir()) {
+        fs::set_permissions(spool.join(rel), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let out = run.cmd().arg("check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("other users"),
+        "{err}"
+    );
 }
 
 /// What a restore writes keeps the dump's modes exactly, set-id and sticky bits included,
