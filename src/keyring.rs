@@ -55,7 +55,7 @@ impl KeyRing {
 
     /// Write a new key file (0600, never replacing one), durably.
     pub fn add(&self, kf: &KeyFile) -> Result<PathBuf> {
-        fs::create_dir_all(&self.dir).at(&self.dir)?;
+        crate::fsutil::create_dir_all(&self.dir).at(&self.dir)?;
         let path = self.dir.join(format!("{}.key", kf.id));
         let tmp = self.dir.join(format!(".{}.key.tmp", kf.id));
         let mut f = fs::OpenOptions::new()
