@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::crypto::keyfile::KeyFile;
@@ -86,12 +86,9 @@ impl KeyRing {
         Ok(KeysLock(f))
     }
 
+    /// `keys/`, made 0700 if missing.
     fn make_dir(&self) -> Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .at(&self.dir)
+        crate::fsutil::create_dir_all(&self.dir).at(&self.dir)
     }
 
     /// Write a new key file (0600, never replacing one), durably: the file's data and its name

@@ -292,16 +292,17 @@ fn disk_full_advice(e: &Error, spool: Option<&std::path::Path>) -> Option<String
 /// buffers, frames, compressed blobs). glibc serves such sizes with fresh mmaps by default,
 /// and the kernel must fault in and zero every page again: 8-10% of a full dump's CPU
 /// (docs/PERFORMANCE.md). Keep them on the heap and keep freed memory for reuse instead; the
-/// peak stays bounded by what the pipelines hold at once. Two arenas, not glibc's eight a core:
+/// peak stays bounded by what the pipelines hold at once. One arena, not glibc's eight a core:
 /// each thread's arena kept its own freed buffers, and a 4 GiB first dump peaked at 222 MB of
-/// RSS for 128 MB of heap (149 MB with two, as fast).
+/// RSS for 128 MB of heap (149 MB with two arenas, as fast); a 16 GiB one peaked at 168 MB
+/// with two and 147 MB with one (docs/PERFORMANCE.md).
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
