@@ -340,7 +340,13 @@ fn plan(spool: &Spool, live: &Liveness, max_unused: u8) -> Result<Vec<PackPlan>>
         let fate = if !any {
             Fate::Delete
         } else {
-            live_bytes += (FILE_HEADER_LEN + FOOTER_LEN) as u64;
+            // A sealed pack's index carries a nonce and a tag.
+            let sealing = if spool.keys().is_encrypted() {
+                crate::crypto::SEAL_OVERHEAD
+            } else {
+                0
+            };
+            live_bytes += (FILE_HEADER_LEN + FOOTER_LEN + sealing) as u64;
             let unused = rec.size.saturating_sub(live_bytes);
             if unused > 0 && unused * 100 > u64::from(max_unused) * rec.size {
                 Fate::Rewrite

@@ -732,6 +732,82 @@ mod tests {
         assert!(tmp_is_empty(&s));
     }
 
+    /// A sealed pack reads back (index, blobs, salvage walk, frames located by a chunk) with
+    /// its keys, is the size `seal` announced, shows none of its content, and is refused by a
+    /// plain spool's reader as a plain pack is by a sealed spool's.
+    #[test]
+    fn sealed_packs_round_trip_and_are_refused_by_the_other_kind_of_spool() {
+        use crate::crypto::{Keys, MasterKey};
+        use crate::pack::PackReader;
+        let s = spool();
+        let keys = Keys::from_master(&MasterKey::generate().unwrap());
+        let plain = Keys::plain();
+        let raws: Vec<Vec<u8>> = vec![
+            text(1, 20_000),
+            crate::chunk::tests::random(2, 9000),
+            Vec::new(),
+        ];
+        let (frame, _) = crate::frame::build(&[(keys.chunk_id(&raws[0]), &raws[0])]);
+        let frame_id = crate::frame::id(&keys, &frame).unwrap();
+        let mut w = PackWriter::create(&s.tmp, &keys).unwrap();
+        let mut bg = BackgroundPack::start(&s.tmp, &keys).unwrap();
+        let mut entries = Vec::new();
+        for raw in &raws {
+            let (id, blob) = (keys.chunk_id(raw), encode_blob(raw, 3));
+            let a = w.add(id, BlobKind::Data, &blob).unwrap();
+            assert_eq!(a, bg.add(id, BlobKind::Data, blob).unwrap());
+            entries.push(a);
+        }
+        let blob = encode_blob(&frame, 3);
+        let fe = w.add(frame_id, BlobKind::Frame, &blob).unwrap();
+        bg.add(frame_id, BlobKind::Frame, blob).unwrap();
+        let sealed = bg.seal(into_dir(&s.packs)).unwrap();
+        let announced = sealed.size();
+        let done = sealed.wait().unwrap();
+        assert_eq!(done.size, announced);
+        let p = w.finish(&s.packs).unwrap();
+        assert_eq!(p.size, done.size);
+        assert_ne!(p.id, done.id, "random nonces: two sealings differ");
+        let bytes = fs::read(&p.path).unwrap();
+        assert!(!bytes.windows(12).any(|w| w == &raws[0][100..112]));
+
+        let r = PackReader::open(&p.path, &keys).unwrap();
+        let index = r.read_index().unwrap();
+        assert_eq!(index.len(), 4);
+        for (e, raw) in index.iter().zip(&raws) {
+            assert_eq!(e.stored_len as usize, encode_blob(raw, 3).data.len() + 40);
+            assert_eq!(&r.read_blob(e).unwrap(), raw);
+        }
+        assert_eq!(r.read_blob(&index[3]).unwrap(), frame);
+        assert_eq!(r.scan().unwrap().entries, index);
+        // A frame located by one of its chunks: the frame's id comes from its header.
+        let by_chunk = BlobEntry {
+            id: keys.chunk_id(&raws[0]),
+            ..fe.clone()
+        };
+        let opened = r.read_opened(&by_chunk).unwrap();
+        let got = crate::pack::decode_opened(&keys, &fe, &opened).unwrap();
+        assert_eq!(got, frame);
+
+        let err = PackReader::open(&p.path, &plain).unwrap_err().to_string();
+        assert!(err.contains("sealed"), "{err}");
+        let other = Keys::from_master(&MasterKey::generate().unwrap());
+        let err = PackReader::open(&p.path, &other)
+            .unwrap()
+            .read_index()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("authentication failed"), "{err}");
+        let mut pw = PackWriter::create(&s.tmp, &plain).unwrap();
+        pw.add(ChunkId::of(b"x"), BlobKind::Data, &encode_blob(b"x", 3))
+            .unwrap();
+        let plain_pack = pw.finish(&s.packs).unwrap();
+        let err = PackReader::open(&plain_pack.path, &keys)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not sealed"), "{err}");
+    }
+
     #[test]
     fn add_refuses_inconsistent_blobs() {
         let s = spool();

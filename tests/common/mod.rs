@@ -176,6 +176,13 @@ impl Spool {
         c
     }
 
+    /// The spool opened with reel's library (its key unlocked by [`PASSWORD`] when
+    /// encrypted), for a test that changes the catalog as no command does.
+    pub fn open_lib(&self, access: reel::spool::Access) -> reel::spool::Spool {
+        let unlock = |ring: &reel::keyring::KeyRing, _| ring.unlock(PASSWORD.as_bytes());
+        reel::spool::Spool::open_keyed(self.path(), access, &unlock).expect("open the spool")
+    }
+
     /// `reel --spool DIR ARGS...`, which must succeed; returns stdout.
     pub fn run<I, S>(&self, args: I) -> String
     where
