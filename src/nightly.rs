@@ -514,15 +514,15 @@ pub fn render(r: &NightlyReport) -> String {
 /// Save the report under the spool's logs/ as text and JSON; records the paths in it.
 pub fn save(spool: &Spool, r: &mut NightlyReport) -> Result<()> {
     let dir = spool.logs_dir();
-    std::fs::create_dir_all(&dir).at(&dir)?;
+    crate::fsutil::create_dir_all(&dir).at(&dir)?;
     let stamp = chrono::Local::now().format("%Y%m%dT%H%M%S").to_string();
     let base = dir.join(format!("nightly-{}-{stamp}", r.date));
     let txt = base.with_extension("txt");
     let json = base.with_extension("json");
     r.saved = vec![txt.display().to_string(), json.display().to_string()];
-    std::fs::write(&txt, render(r)).at(&txt)?;
+    crate::fsutil::write_file(&txt, render(r).as_bytes()).at(&txt)?;
     let body = serde_json::to_string_pretty(r).expect("report serialises");
-    std::fs::write(&json, body).at(&json)?;
+    crate::fsutil::write_file(&json, body.as_bytes()).at(&json)?;
     Ok(())
 }
 

@@ -10,11 +10,16 @@
 //!   tmp/           packs being written (removed when a writer opens the spool)
 //!   clones/ logs/  later phases
 //!   lock           flock()ed by the writer; holds its pid and command for messages
+//!   locks/ keys/   the readers' and freeze locks; an encrypted spool's key files
 //! ```
+//!
+//! Every file here is created 0600 and every folder 0700 (`crate::fsutil`); folders that
+//! exist keep their modes.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,6 +28,7 @@ use crate::chunk::ChunkerParams;
 use crate::crypto::keyfile::KeyFile;
 use crate::crypto::{Fingerprint, Keys, MasterKey};
 use crate::error::IoContext;
+use crate::fsutil;
 use crate::keyring::KeyRing;
 use crate::pack_store::{LocalDir, PackStore};
 pub use crate::settings::{
@@ -124,9 +130,9 @@ impl Spool {
                 )));
             }
         }
-        fs::create_dir_all(root).at(root)?;
+        Self::make_root(root)?;
         for d in ["packs", "tmp", "logs", "clones"] {
-            fs::create_dir_all(root.join(d)).at(root.join(d))?;
+            fsutil::create_dir_all(&root.join(d)).at(root.join(d))?;
         }
         let lock = Self::lock(root, Access::Write)?;
         let settings = Settings {
@@ -161,6 +167,19 @@ impl Spool {
         spool.save_settings()?;
         crate::fsutil::fsync_dir(root)?;
         Ok(spool)
+    }
+
+    /// The spool's own folder, 0700: made so (its missing parents as the umask says, they are
+    /// the admin's), or, when it exists empty, set so before anything goes into it.
+    fn make_root(root: &Path) -> Result<()> {
+        if root.is_dir() {
+            return fs::set_permissions(root, fs::Permissions::from_mode(fsutil::DIR_MODE))
+                .at(root);
+        }
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).at(parent)?;
+        }
+        fsutil::create_dir(root).at(root)
     }
 
     /// Open an existing spool. `Write` takes the spool lock or fails at once, naming the holder.
@@ -330,13 +349,7 @@ impl Spool {
             return Ok(None);
         }
         let path = root.join(LOCK_FILE);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .at(&path)?;
+        let mut f = fsutil::lock_file_options().open(&path).at(&path)?;
         match f.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -372,14 +385,8 @@ impl Spool {
     /// nothing can delete its packs then anyway.
     fn lock_readers_in(root: &Path) -> Option<File> {
         let path = Self::readers_lock_path(root);
-        let _ = fs::create_dir_all(root.join("locks"));
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .ok()?;
+        let _ = fsutil::create_dir_all(&root.join("locks"));
+        let f = fsutil::lock_file_options().open(&path).ok()?;
         f.lock_shared().ok()?;
         Some(f)
     }
@@ -388,14 +395,8 @@ impl Spool {
     /// reader holds it (`None` if one does). Pack files may be deleted while it is held.
     pub fn try_lock_readers_out(&self) -> Result<Option<File>> {
         let path = Self::readers_lock_path(&self.root);
-        fs::create_dir_all(self.root.join("locks")).at(self.root.join("locks"))?;
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .at(&path)?;
+        fsutil::create_dir_all(&self.root.join("locks")).at(self.root.join("locks"))?;
+        let f = fsutil::lock_file_options().open(&path).at(&path)?;
         match f.try_lock() {
             Ok(()) => Ok(Some(f)),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -403,7 +404,9 @@ impl Spool {
         }
     }
 
-    fn load_settings(root: &Path) -> Result<Settings> {
+    /// The settings in `root`'s reel.toml, read without opening the spool (`reel key` reads
+    /// `[encryption]` from it on a spool whose catalog or key files are lost).
+    pub fn load_settings(root: &Path) -> Result<Settings> {
         let path = root.join(SETTINGS_FILE);
         let text = fs::read_to_string(&path).at(&path)?;
         let s: Settings =
@@ -427,11 +430,26 @@ impl Spool {
             toml::to_string_pretty(&self.settings)
                 .map_err(|e| Error::Spool(format!("cannot write settings: {e}")))?
         );
-        let mut f = File::create(&tmp).at(&tmp)?;
+        let mut f = fsutil::create_file(&tmp).at(&tmp)?;
         f.write_all(body.as_bytes()).at(&tmp)?;
         f.sync_all().at(&tmp)?;
         fs::rename(&tmp, &path).at(&path)?;
         crate::fsutil::fsync_dir(&self.root)
+    }
+
+    /// The spool's folder and its own folders (`packs`, `tmp`, `logs`, `clones`, `locks`,
+    /// `keys`) whose mode lets anyone but the owner in: left so by an older reel (which made
+    /// them with the umask's mode) or by hand. reel makes every folder 0700 and never changes
+    /// the mode of one that exists; `reel check` names these so the admin can.
+    pub fn open_folders(&self) -> Vec<PathBuf> {
+        let own = ["packs", "tmp", "logs", "clones", "locks", "keys"];
+        std::iter::once(self.root.clone())
+            .chain(own.iter().map(|d| self.root.join(d)))
+            .filter(|p| {
+                fs::symlink_metadata(p)
+                    .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o077 != 0)
+            })
+            .collect()
     }
 
     pub fn root(&self) -> &Path {

@@ -63,9 +63,18 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> Error {
 }
 
 impl Catalog {
-    /// Create a new, empty catalog.
+    /// Create a new, empty catalog. The file must not exist: reel makes it (mode 0600, like
+    /// every file of a spool) and hands it to redb, which would otherwise create it with the
+    /// umask's mode before the first page lands.
     pub fn create(path: &Path) -> Result<Catalog> {
-        let db = builder().create(path).map_err(|e| open_error(path, e))?;
+        let file = crate::fsutil::new_file_options()
+            .read(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let backend = redb::backends::FileBackend::new(file).map_err(|e| open_error(path, e))?;
+        let db = builder()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(path, e))?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;

@@ -15,16 +15,29 @@ use super::{Ctx, at_time, print_json};
 #[derive(Args)]
 pub struct InitArgs {
     /// Encrypt everything the spool and its tapes hold under a new random master key, wrapped
-    /// under a passphrase (REEL_PASSWORD). Keep `reel key export`'s output apart from the
-    /// spool: without the key nothing can be read back.
+    /// under a passphrase (REEL_PASSWORD, --password-file, --password-command or a prompt).
+    /// Keep `reel key export`'s output apart from the spool: without the key nothing can be
+    /// read back.
     #[arg(long)]
     encrypt: bool,
+    /// With --encrypt: use the master key in FILE (`reel key export`'s text) instead of a new
+    /// one, to make a spool that reads the packs and tapes of a lost spool of that key.
+    #[arg(long, value_name = "FILE", requires = "encrypt")]
+    from_key: Option<PathBuf>,
+    #[command(flatten)]
+    kdf: super::keys::KdfOpts,
 }
 
 pub fn init(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
     let dir = ctx.spool_dir()?;
+    if !a.encrypt && (a.kdf.kdf_memory.is_some() || a.kdf.kdf_passes.is_some()) {
+        return Err(Error::usage(
+            "--kdf-memory and --kdf-passes set the cost of a key file: they go with --encrypt",
+        ));
+    }
     if a.encrypt {
-        let (master, first) = super::keys::new_master()?;
+        let params = a.kdf.params()?;
+        let (master, first) = super::keys::new_master(a.from_key.as_deref(), params)?;
         Spool::init_encrypted(&dir, &master, &first)?;
         println!(
             "created encrypted spool {} (key {}); keep a copy of its key apart from it (`reel key export`)",

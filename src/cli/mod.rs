@@ -10,6 +10,7 @@ mod gc;
 mod info;
 mod ingest;
 mod json;
+mod key;
 mod keys;
 mod list;
 mod manage;
@@ -52,6 +53,9 @@ pub struct Cli {
     /// No progress bars.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Where the key of an encrypted spool comes from (docs/KEYS.md).
+    #[command(flatten)]
+    keys: keys::KeyOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +67,10 @@ enum Command {
     /// Add, list or remove volumes.
     #[command(subcommand)]
     Volume(manage::VolumeCmd),
+    /// An encrypted spool's keys: list, add, remove and change passphrases; export the
+    /// master key for paper and import it back.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
     /// Dump a volume at a level (0 = full, N = changes since the latest dump below N).
     Dump(dump::DumpArgs),
     /// List dumps, one row each.
@@ -284,16 +292,17 @@ fn disk_full_advice(e: &Error, spool: Option<&std::path::Path>) -> Option<String
 /// buffers, frames, compressed blobs). glibc serves such sizes with fresh mmaps by default,
 /// and the kernel must fault in and zero every page again: 8-10% of a full dump's CPU
 /// (docs/PERFORMANCE.md). Keep them on the heap and keep freed memory for reuse instead; the
-/// peak stays bounded by what the pipelines hold at once. Two arenas, not glibc's eight a core:
+/// peak stays bounded by what the pipelines hold at once. One arena, not glibc's eight a core:
 /// each thread's arena kept its own freed buffers, and a 4 GiB first dump peaked at 222 MB of
-/// RSS for 128 MB of heap (149 MB with two, as fast).
+/// RSS for 128 MB of heap (149 MB with two arenas, as fast); a 16 GiB one peaked at 168 MB
+/// with two and 147 MB with one (docs/PERFORMANCE.md).
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
@@ -331,6 +340,7 @@ pub fn main() -> ExitCode {
         .without_time()
         .with_target(false)
         .init();
+    keys::set_sources(&cli.keys);
     let ctx = Ctx {
         spool_dir: cli.spool.clone(),
         quiet: cli.quiet,
@@ -338,6 +348,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(a) => manage::init(&ctx, a),
         Command::Volume(c) => manage::volume(&ctx, c),
+        Command::Key(c) => key::run(&ctx, c),
         Command::Dump(a) => dump::run(&ctx, a),
         Command::Info(a) => info::run(&ctx, a),
         Command::List(a) => list::list(&ctx, a),

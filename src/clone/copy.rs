@@ -109,7 +109,7 @@ pub fn copy_tree_excluding(
         Err(e) => return Err(Error::io(dst, with_what("cannot stat clone target", e))),
     }
     if let Some(parent) = dst.parent() {
-        fs::create_dir_all(parent).at(parent)?;
+        crate::fsutil::create_dir_all(parent).at(parent)?;
     }
     // From here on, whatever exists at dst and statmap is ours to remove on failure.
     let result = copy_inner(src, dst, mode, statmap, check, exclude);
@@ -150,10 +150,11 @@ fn copy_inner(
     if let Some(dir) = statmap.parent() {
         walker.spill_links_in(dir);
     }
-    let map_file = File::create(statmap).at(statmap)?;
+    let map_file = crate::fsutil::create_file(statmap).at(statmap)?;
     let mut map = ManifestWriter::new(map_file).map_err(|e| in_statmap(statmap, e))?;
     // The root is created here: it must not exist yet (checked above).
-    fs::create_dir(dst).map_err(|e| Error::io(dst, with_what("cannot create clone", e)))?;
+    crate::fsutil::create_dir(dst)
+        .map_err(|e| Error::io(dst, with_what("cannot create clone", e)))?;
     let mut tree = TreeWriter::open(dst, as_root)?;
 
     let mut stats = CopyStats::default();

@@ -11,7 +11,7 @@
 //! leaves the lock held. The lock is taken by polling `try_lock` (every 50 ms) so that the wait
 //! is bounded by a timeout instead of hanging behind a writer that never finishes.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,15 +50,16 @@ impl Drop for FreezeLock {
 /// and saying that writers still hold it.
 pub fn acquire(path: &Path, timeout: Duration) -> Result<FreezeLock> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).at(dir)?;
+        crate::fsutil::create_dir_all(dir).at(dir)?;
     }
-    // 0644: site scripts running as other users must be able to open it to take it shared.
+    // 0600 like every file of the spool: a site script that takes it shared runs as the
+    // spool's owner (docs/NIGHTLY.md, "The freeze lock").
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
+        .mode(crate::fsutil::FILE_MODE)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
         .at(path)?;

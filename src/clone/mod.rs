@@ -191,7 +191,7 @@ fn take(
         CloneMethod::Store => capture::capture_clone(spool, name, time_ns, opts, progress),
         CloneMethod::Reflink | CloneMethod::Copy => {
             let dir = spool.clones_dir(name);
-            std::fs::create_dir_all(&dir).at(&dir)?;
+            crate::fsutil::create_dir_all(&dir).at(&dir)?;
             let dst = dir.join(time_ns.to_string());
             let statmap = dir.join(format!("{time_ns}.statmap"));
             if dst.exists() {

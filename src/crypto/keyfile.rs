@@ -2,7 +2,7 @@
 //! XChaCha20-Poly1305), with the parameters that unwrap it recorded beside it. A spool keeps
 //! one per passphrase; adding or removing a passphrase touches only these files.
 //!
-//! The file is JSON (docs/SECURITY.md has its fields). `check` is a plain blake3 over every
+//! The file is JSON (docs/KEYS.md has its fields). `check` is a plain blake3 over every
 //! other field, so a damaged file is told apart from a wrong passphrase; the wrapping's AAD
 //! binds the parameters, the file's id and the key's fingerprint, so none of them can be
 //! changed without the passphrase failing to open it.

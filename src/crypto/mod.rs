@@ -13,6 +13,7 @@
 //! to be, and its 96-bit random nonces allow only about 2^32 objects per key).
 
 pub mod keyfile;
+pub mod paper;
 
 use std::fmt;
 use std::sync::Arc;

@@ -33,9 +33,9 @@ use crate::timefmt;
 use crate::{ChunkId, Entry, EntryKind, Error, Extent, Result};
 
 use super::read_engine::{
-    Action, FileContent, Got, LargeRead, Piece, READ_ATTEMPTS, READ_THREADS, ReadingWindow, Source,
-    WINDOW_BYTES, WINDOW_ENTRIES, Work, changed_while_read, fstat, refreshed_xattrs,
-    wait_to_settle, window_buffer,
+    Action, FileContent, Got, LargeRead, Piece, READ_ATTEMPTS, READ_THREADS, ReadingWindow,
+    SMALL_FILE, Source, WINDOW_BYTES, WINDOW_ENTRIES, Work, changed_while_read, fstat,
+    refreshed_xattrs, wait_to_settle, window_buffer,
 };
 use super::reuse::{KnownChunks, PrevManifest, Previous, StatMap, previous};
 
@@ -145,6 +145,16 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// The buffer a window reads its small files into: a spare one, or a new one of the most a
+    /// window can hold; none for a window without small files (of large files, directories or
+    /// unchanged files only), which would otherwise hold two buffers of 20 MiB for nothing.
+    fn window_buffer(&mut self, small_files: bool) -> Vec<u8> {
+        if !small_files {
+            return Vec::new();
+        }
+        self.spare_bufs.pop().unwrap_or_else(window_buffer)
+    }
+
     /// On how many reading threads the next window's small files go.
     fn read_threads(&self) -> usize {
         if self.read_ns >= READ_SLOW_NS {
@@ -249,6 +259,8 @@ pub(crate) fn scan<'a>(
         let (mut items, walking) = ahead::spawn(sc, "reel-walk", walker, 256).map_err(start)?;
         let mut window: Vec<Work> = Vec::new();
         let mut window_bytes = 0u64;
+        // Whether the window has a small file to read, so needs a window buffer.
+        let mut window_small = false;
         // The window before `window`: its small files are being read on the pool while this
         // thread walks on, and it is stored once `window` is full and reading in turn.
         let mut reading: Option<ReadingWindow> = None;
@@ -298,6 +310,7 @@ pub(crate) fn scan<'a>(
             }
             if matches!(action, Action::Read) {
                 window_bytes += entry.size;
+                window_small |= entry.size <= SMALL_FILE;
             }
             window.push(Work {
                 entry,
@@ -316,7 +329,7 @@ pub(crate) fn scan<'a>(
                 || window_dirs >= dir_budget
             {
                 crate::signal::check_interrupted()?;
-                let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
+                let buf = s.window_buffer(window_small);
                 let next = ReadingWindow::start(
                     std::mem::take(&mut window),
                     s.params,
@@ -328,10 +341,11 @@ pub(crate) fn scan<'a>(
                     s.store_window(before, &mut manifest)?;
                 }
                 window_bytes = 0;
+                window_small = false;
                 window_dirs = 0;
             }
         }
-        let buf = s.spare_bufs.pop().unwrap_or_else(window_buffer);
+        let buf = s.window_buffer(window_small);
         let last = ReadingWindow::start(window, s.params, &s.keys, buf, s.read_threads());
         if let Some(before) = reading.take() {
             s.store_window(before, &mut manifest)?;
@@ -419,7 +433,9 @@ impl Session<'_> {
         }
         self.store.put_batch(&batch, BlobKind::Data)?;
         drop(batch);
-        self.spare_bufs.push(buf);
+        if !buf.is_empty() {
+            self.spare_bufs.push(buf);
+        }
         for (i, _, c) in read {
             let w = &mut window[i];
             self.read_bytes += c.len as u64;

@@ -20,7 +20,7 @@ use crate::timefmt;
 use crate::{ChunkId, Entry, EntryKind, Error, Extent, Result};
 
 /// Files up to this size are read whole, many at once; larger ones stream in segments.
-const SMALL_FILE: u64 = 4 << 20;
+pub(super) const SMALL_FILE: u64 = 4 << 20;
 /// A window of entries closes when its files to read reach this many bytes... Two windows are
 /// in memory at a time (one being read, one being stored): 16 MiB rather than 32 keeps a dump
 /// of many small files under 150 MB of memory for 3-5% of its time (docs/PERFORMANCE.md).

@@ -26,7 +26,7 @@ pub fn place(staged: StagedPack, packs_dir: &Path) -> Result<PathBuf> {
     let path = pack_path(packs_dir, staged.id());
     let dir = path.parent().unwrap_or(packs_dir).to_path_buf();
     if !dir.is_dir() {
-        fs::create_dir_all(&dir).at(&dir)?;
+        crate::fsutil::create_dir_all(&dir).at(&dir)?;
         // Make the new `ab` entry itself durable.
         fsync_dir(packs_dir)?;
     }

@@ -2,7 +2,7 @@
 //! pack under its tmp name ([`StagedPack`], what a pack store's `put` takes, and its index
 //! entries), and [`BackgroundPack`] does the writing, closing and putting on a thread of its own.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,9 +81,7 @@ impl PackWriter {
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let tmp_path = tmp_dir.join(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        let file = crate::fsutil::new_file_options()
             .open(&tmp_path)
             .at(&tmp_path)?;
         let mut w = PackWriter {

@@ -73,6 +73,17 @@ fn index_agrees(e: &pack::BlobEntry, loc: &ChunkLoc, id: &ChunkId) -> bool {
 
 pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    let open = spool.open_folders();
+    if !open.is_empty() {
+        let shown: Vec<String> = open.iter().map(|p| p.display().to_string()).collect();
+        tracing::warn!(
+            "spool folder{} {} can be entered by other users (an older reel made {} with the umask's mode); reel makes its folders 0700 but leaves existing ones alone: `chmod go= {}` makes them private",
+            if open.len() == 1 { "" } else { "s" },
+            shown.join(", "),
+            if open.len() == 1 { "it" } else { "them" },
+            shown.join(" ")
+        );
+    }
     let packs = spool.catalog.packs()?;
     report.packs = packs.len() as u64;
     let store = spool.pack_store().as_ref();

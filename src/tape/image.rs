@@ -24,6 +24,10 @@ const REEL_DIR: u32 = 3;
 const PACKS_DIR: u32 = 4;
 const FIRST_FILE: u32 = 5;
 const DT_DIR: u8 = 4;
+/// The payload's folders and files as the image records them, owner-only like the spool they
+/// come from: `restore -x` of a reel tape makes them so.
+const DIR_MODE: u32 = 0o040000 | crate::fsutil::DIR_MODE;
+const FILE_MODE: u32 = 0o100000 | crate::fsutil::FILE_MODE;
 const DT_REG: u8 = 8;
 
 fn meta(mode: u32, size: u64, now_ns: i64) -> InodeMeta {
@@ -96,22 +100,22 @@ pub fn write_image(
     w.dir(
         ROOT,
         ROOT,
-        &meta(0o040755, 0, now_ns),
+        &meta(DIR_MODE, 0, now_ns),
         &[DirEntry {
             name: b"reel".to_vec(),
             ino: REEL_DIR,
             dtype: DT_DIR,
         }],
     )?;
-    w.dir(REEL_DIR, ROOT, &meta(0o040755, 0, now_ns), &top)?;
-    w.dir(PACKS_DIR, REEL_DIR, &meta(0o040755, 0, now_ns), &packs)?;
+    w.dir(REEL_DIR, ROOT, &meta(DIR_MODE, 0, now_ns), &top)?;
+    w.dir(PACKS_DIR, REEL_DIR, &meta(DIR_MODE, 0, now_ns), &packs)?;
     for (i, rel) in files.iter().enumerate() {
         let path = dir.join(rel);
         let mut f = File::open(&path).at(&path)?;
         let size = f.metadata().at(&path)?.len();
         w.file(
             FIRST_FILE + i as u32,
-            &meta(0o100644, size, now_ns),
+            &meta(FILE_MODE, size, now_ns),
             &mut f,
             &[],
         )?;
@@ -182,9 +186,9 @@ pub fn extract_image(volumes: &[PathBuf], dir: &Path) -> Result<()> {
                 };
                 let path = dir.join(rel);
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).at(parent)?;
+                    crate::fsutil::create_dir_all(parent).at(parent)?;
                 }
-                let mut out = std::io::BufWriter::new(File::create(&path).at(&path)?);
+                let mut out = std::io::BufWriter::new(crate::fsutil::create_file(&path).at(&path)?);
                 let mut written = 0u64;
                 while let Some(p) = r.piece()? {
                     match p {

@@ -28,7 +28,6 @@
 //! written: the images before it stay ingested (each is a complete dump), nothing of it is.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -145,7 +144,7 @@ impl Staging {
         remove_tree(dir)?;
         let pool = dir.join("pool");
         let tree = dir.join("tree");
-        fs::create_dir_all(&pool).at(&pool)?;
+        crate::fsutil::create_dir_all(&pool).at(&pool)?;
         let pool_dir = Dir::open(&pool).at(&pool)?;
         Ok(Staging {
             pool,
@@ -361,7 +360,7 @@ impl Staging {
     /// how many of them were left out (device nodes, not root).
     fn build_tree(&self, in_use: &super::bsd::BitMap, image: &str) -> Result<(u64, u64)> {
         remove_tree(&self.tree)?;
-        fs::create_dir(&self.tree).at(&self.tree)?;
+        crate::fsutil::create_dir(&self.tree).at(&self.tree)?;
         if !self.dirs.contains_key(&ROOTINO) {
             return Err(Error::damaged(
                 Damaged::Image {
@@ -548,6 +547,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
     use std::ffi::OsStr;
+    use std::fs;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;

@@ -99,7 +99,7 @@ impl Staged {
             .tmp_dir()
             .join(format!("{what}-{}-{n}", std::process::id()));
         let staged = Staged { dir, remove: true };
-        std::fs::create_dir_all(&staged.dir).map_err(|e| Error::io(&staged.dir, e))?;
+        crate::fsutil::create_dir_all(&staged.dir).map_err(|e| Error::io(&staged.dir, e))?;
         Ok(staged)
     }
 }

@@ -11,7 +11,7 @@
 //! of the current inode still to come, and the stream continues mid-file.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -549,13 +549,10 @@ impl DumpWriter {
     }
 }
 
+/// An image file is the spool's data: created 0600 (a file that was there is made so before it
+/// is written); a tape device is written as it is.
 fn open_out(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .at(path)
+    crate::fsutil::create_file(path).at(path)
 }
 
 /// fsync a regular file; a tape device has nothing to sync.

@@ -41,7 +41,7 @@ pub struct ImportSummary {
 fn copy_verified(src: &Path, tmp_dir: &Path, id: &PackId) -> Result<PathBuf> {
     let tmp = tmp_dir.join(format!("import-{}-{}.tmp", std::process::id(), id.to_hex()));
     let mut input = File::open(src).at(src)?;
-    let mut out = File::create(&tmp).at(&tmp)?;
+    let mut out = crate::fsutil::create_file(&tmp).at(&tmp)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let res = (|| -> Result<()> {

@@ -2,7 +2,7 @@
 //! manifest order) through the packer, the whole-file baseline, then LABEL and CATALOG.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -199,7 +199,7 @@ pub fn whole_file_bytes(spool: &Spool, reader: &ChunkReader, d: &DumpRecord) -> 
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<u64> {
-    let mut f = File::create(path).at(path)?;
+    let mut f = crate::fsutil::create_file(path).at(path)?;
     f.write_all(data).at(path)?;
     f.sync_all().at(path)?;
     Ok(data.len() as u64)
@@ -234,8 +234,8 @@ pub fn write_payload(
     }
     let packs_dir = dir.join(PACKS_DIR);
     let stage = dir.join(STAGE_DIR);
-    fs::create_dir_all(&packs_dir).at(&packs_dir)?;
-    fs::create_dir_all(stage.join("sealed")).at(&stage)?;
+    crate::fsutil::create_dir_all(&packs_dir).at(&packs_dir)?;
+    crate::fsutil::create_dir_all(&stage.join("sealed")).at(&stage)?;
     let created_ns = crate::timefmt::now_ns();
     progress.message(&format!("writing tape {label}"));
     progress.set_total(plan.bytes);
@@ -368,7 +368,7 @@ fn chain_refs(spool: &Spool, d: &DumpRecord) -> Result<ChainRefs> {
 
 /// Writes the CATALOG file durably; returns its size.
 fn write_catalog(path: &Path, cat: &TapeCatalog) -> Result<u64> {
-    let f = File::create(path).at(path)?;
+    let f = crate::fsutil::create_file(path).at(path)?;
     let mut out = BufWriter::new(f);
     serde_json::to_writer_pretty(&mut out, cat)
         .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
