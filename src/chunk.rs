@@ -138,15 +138,17 @@ pub fn cut(data: &[u8], params: &ChunkerParams, eof: bool) -> (Vec<u32>, usize) 
     (lens, pos)
 }
 
-/// `cut`, with each chunk's id: (id, byte range in `data`) per chunk, and the bytes consumed.
+/// `cut`, with each chunk's id under the spool's `keys` (keyed blake3 on an encrypted spool):
+/// (id, byte range in `data`) per chunk, and the bytes consumed.
 pub fn cut_hashed(
+    keys: &crate::crypto::Keys,
     data: &[u8],
     params: &ChunkerParams,
     eof: bool,
 ) -> (Vec<(crate::ChunkId, Range<usize>)>, usize) {
     let (lens, consumed) = cut(data, params, eof);
     let chunks = ranges(&lens)
-        .map(|r| (crate::ChunkId::of(&data[r.clone()]), r))
+        .map(|r| (keys.chunk_id(&data[r.clone()]), r))
         .collect();
     (chunks, consumed)
 }

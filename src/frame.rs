@@ -13,11 +13,12 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `RFRM` |
 //! | 4 | 4 | chunk count n (u32) |
-//! | 8 | 36 × n | per chunk: id (32 bytes, blake3 of its bytes), raw length (u32) |
+//! | 8 | 36 × n | per chunk: id (32 bytes: blake3 of its bytes, keyed on an encrypted spool), raw length (u32) |
 //! | 8 + 36n | Σ lengths | the chunks' bytes, in table order |
 
 use std::ops::Range;
 
+use crate::crypto::Keys;
 use crate::error::Damaged;
 use crate::{ChunkId, Error, Result};
 
@@ -130,11 +131,11 @@ impl Builder {
         }
     }
 
-    /// The raw frame and its name (`id`).
-    pub fn into_named(self) -> (ChunkId, RawFrame) {
+    /// The raw frame and its name (`id`) under the spool's `keys`.
+    pub fn into_named(self, keys: &Keys) -> (ChunkId, RawFrame) {
         let raw = self.into_raw();
         (
-            id(&raw).expect("a built frame has its header and table"),
+            id(keys, &raw).expect("a built frame has its header and table"),
             raw,
         )
     }
@@ -153,10 +154,11 @@ fn cost(len: usize) -> usize {
 /// A frame's name: the blake3 of its header and chunk table. The table holds every chunk's id,
 /// the blake3 of its bytes, so the name covers the bytes too, and costs a hash of a few KiB
 /// instead of all of them (the chunks' bytes are verified when sliced, or by
-/// `check --read-data`). None if `raw` does not start with a whole header and table.
-pub fn id(raw: &[u8]) -> Option<ChunkId> {
+/// `check --read-data`). Keyed on an encrypted spool, as every id (`Keys::chunk_id`). None
+/// if `raw` does not start with a whole header and table.
+pub fn id(keys: &Keys, raw: &[u8]) -> Option<ChunkId> {
     let (_, table_end) = table_bounds(raw).ok()?;
-    Some(ChunkId::of(&raw[..table_end]))
+    Some(keys.chunk_id(&raw[..table_end]))
 }
 
 /// The chunk count and the end of the table, checked against the magic and `raw`'s length.
@@ -199,9 +201,14 @@ pub fn parse(raw: &[u8]) -> Result<Vec<(ChunkId, Range<usize>)>> {
 
 /// The bytes of a chunk `parse` found at `range`, verified against its `id` from the table
 /// (the frame's name covers the table, not the bytes).
-pub fn verified<'a>(raw: &'a [u8], id: &ChunkId, range: Range<usize>) -> Result<&'a [u8]> {
+pub fn verified<'a>(
+    keys: &Keys,
+    raw: &'a [u8],
+    id: &ChunkId,
+    range: Range<usize>,
+) -> Result<&'a [u8]> {
     let data = &raw[range];
-    if ChunkId::of(data) != *id {
+    if keys.chunk_id(data) != *id {
         return Err(Error::damaged(
             Damaged::Frame,
             format!("chunk {} in a frame does not match its hash", id.short()),
@@ -211,12 +218,18 @@ pub fn verified<'a>(raw: &'a [u8], id: &ChunkId, range: Range<usize>) -> Result<
 }
 
 /// The bytes of chunk `id` at `inner..inner+len` of a raw frame, verified against the id.
-pub fn slice(raw: &[u8], id: &ChunkId, inner: u32, len: u32) -> Result<Vec<u8>> {
-    slice_ref(raw, id, inner, len).map(<[u8]>::to_vec)
+pub fn slice(keys: &Keys, raw: &[u8], id: &ChunkId, inner: u32, len: u32) -> Result<Vec<u8>> {
+    slice_ref(keys, raw, id, inner, len).map(<[u8]>::to_vec)
 }
 
 /// [`slice`] without the copy: the chunk's bytes inside the frame.
-pub fn slice_ref<'a>(raw: &'a [u8], id: &ChunkId, inner: u32, len: u32) -> Result<&'a [u8]> {
+pub fn slice_ref<'a>(
+    keys: &Keys,
+    raw: &'a [u8],
+    id: &ChunkId,
+    inner: u32,
+    len: u32,
+) -> Result<&'a [u8]> {
     let r = inner as usize..inner as usize + len as usize;
     let data = raw.get(r).ok_or_else(|| {
         Error::damaged(
@@ -227,7 +240,7 @@ pub fn slice_ref<'a>(raw: &'a [u8], id: &ChunkId, inner: u32, len: u32) -> Resul
             ),
         )
     })?;
-    if ChunkId::of(data) != *id {
+    if keys.chunk_id(data) != *id {
         return Err(Error::damaged(
             Damaged::Frame,
             format!(
@@ -257,10 +270,27 @@ mod tests {
         for ((id, data), ((pid, r), off)) in chunks.iter().zip(parsed.iter().zip(&offs)) {
             assert_eq!(id, pid);
             assert_eq!(r.start, *off as usize);
-            assert_eq!(slice(&raw, id, *off, data.len() as u32).unwrap(), *data);
+            assert_eq!(
+                slice(
+                    &crate::crypto::Keys::plain(),
+                    &raw,
+                    id,
+                    *off,
+                    data.len() as u32
+                )
+                .unwrap(),
+                *data
+            );
         }
         assert!(
-            slice(&raw, &chunks[0].0, offs[1], 11).is_err(),
+            slice(
+                &crate::crypto::Keys::plain(),
+                &raw,
+                &chunks[0].0,
+                offs[1],
+                11
+            )
+            .is_err(),
             "wrong bytes must not verify"
         );
         assert!(parse(&raw[..raw.len() - 1]).is_err());

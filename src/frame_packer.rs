@@ -13,6 +13,7 @@
 //! its pool and appends them, in order, with [`FramePacker::append`].
 
 use crate::catalog::{ChunkLoc, FrameSlot};
+use crate::crypto::{Keys, SEAL_OVERHEAD};
 use crate::frame;
 use crate::pack::{
     self, BLOB_HEADER_LEN, BackgroundPack, BlobEntry, BlobKind, EncodedBlob, FOOTER_LEN,
@@ -86,6 +87,8 @@ pub enum Chunks<'a> {
 /// Chunks into frames, frames and blobs into packs; see the module documentation.
 pub struct FramePacker<P> {
     level: i32,
+    /// The spool's keys: frames are named under them; the packs the sink opens seal with them.
+    keys: Keys,
     rollover: Rollover,
     /// The open pack and its number.
     pack: Option<(u64, P)>,
@@ -94,13 +97,19 @@ pub struct FramePacker<P> {
 }
 
 impl<P: OpenPack> FramePacker<P> {
-    pub fn new(level: i32, rollover: Rollover) -> FramePacker<P> {
+    pub fn new(level: i32, rollover: Rollover, keys: &Keys) -> FramePacker<P> {
         FramePacker {
             level,
+            keys: keys.clone(),
             rollover,
             pack: None,
             filling: frame::Builder::default(),
         }
+    }
+
+    /// The keys frames are named under.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// The compression level of the blobs.
@@ -160,7 +169,7 @@ impl<P: OpenPack> FramePacker<P> {
         sink: &mut S,
         frame: frame::Builder,
     ) -> Result<()> {
-        let (id, slots, blob) = compress(frame, self.level);
+        let (id, slots, blob) = compress(frame, self.level, &self.keys);
         self.append(sink, id, BlobKind::Frame, blob, Chunks::Frame(&slots))
     }
 
@@ -175,7 +184,14 @@ impl<P: OpenPack> FramePacker<P> {
         chunks: Chunks,
     ) -> Result<()> {
         if let (Rollover::Below(max), Some((_, p))) = (self.rollover, &self.pack) {
-            let need = (BLOB_HEADER_LEN + blob.data.len() + INDEX_ENTRY_LEN + FOOTER_LEN) as u64;
+            // A sealed pack's blobs and index are each SEAL_OVERHEAD bytes longer.
+            let sealing = if self.keys.is_encrypted() {
+                2 * SEAL_OVERHEAD
+            } else {
+                0
+            };
+            let need =
+                (BLOB_HEADER_LEN + blob.data.len() + INDEX_ENTRY_LEN + FOOTER_LEN + sealing) as u64;
             let index = (INDEX_ENTRY_LEN * p.blob_count()) as u64;
             if p.blob_count() > 0 && p.size() + index + need > max {
                 self.seal(sink)?;
@@ -228,14 +244,15 @@ impl<P: OpenPack> FramePacker<P> {
     }
 }
 
-/// Name and compress a frame: (its id, where each chunk sits in it, the blob). A worker
-/// thread may do this.
+/// Name (under `keys`) and compress a frame: (its id, where each chunk sits in it, the blob).
+/// A worker thread may do this.
 pub fn compress(
     frame: frame::Builder,
     level: i32,
+    keys: &Keys,
 ) -> (ChunkId, Vec<(ChunkId, u32, FrameSlot)>, EncodedBlob) {
     let slots = frame_slots(&frame);
-    let (id, raw) = frame.into_named();
+    let (id, raw) = frame.into_named(keys);
     (id, slots, pack::encode_blob(&raw, level))
 }
 
@@ -265,7 +282,10 @@ mod tests {
         type Pack = PackWriter;
         fn open(&mut self) -> Result<(u64, PackWriter)> {
             self.opened += 1;
-            Ok((self.opened, PackWriter::create(self.tmp.path())?))
+            Ok((
+                self.opened,
+                PackWriter::create(self.tmp.path(), &crate::crypto::Keys::plain())?,
+            ))
         }
         fn placed(&mut self, _: &BlobEntry, chunks: Vec<(ChunkId, ChunkLoc)>) -> Result<()> {
             self.placed.extend(chunks);
@@ -292,7 +312,7 @@ mod tests {
     #[test]
     fn packs_stay_below_the_limit_and_locations_read_back() {
         let mut sink = keep();
-        let mut p = FramePacker::new(3, Rollover::Below(10_000));
+        let mut p = FramePacker::new(3, Rollover::Below(10_000), &crate::crypto::Keys::plain());
         let chunks: Vec<Vec<u8>> = (0..40u32)
             .map(|i| {
                 let mut v = vec![0u8; 600 + i as usize * 37];
@@ -354,13 +374,20 @@ mod tests {
                 .unwrap()
                 .1
                 .path;
-            let r = crate::pack::PackReader::open(path).unwrap();
+            let r = crate::pack::PackReader::open(path, &crate::crypto::Keys::plain()).unwrap();
             let entry = loc.blob_entry(*id);
             let got = match loc.frame {
                 None => r.read_blob(&entry).unwrap(),
                 Some(slot) => {
                     let raw = loc.decode_frame(&r.read_stored(&entry).unwrap()).unwrap();
-                    frame::slice(&raw, id, slot.inner, loc.raw_len).unwrap()
+                    frame::slice(
+                        &crate::crypto::Keys::plain(),
+                        &raw,
+                        id,
+                        slot.inner,
+                        loc.raw_len,
+                    )
+                    .unwrap()
                 }
             };
             assert_eq!(&got, c);

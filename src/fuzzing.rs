@@ -151,7 +151,8 @@ fn pack_once(data: &[u8]) {
     let Some(tmp) = TempInput::new("pack", data) else {
         return;
     };
-    let Ok(r) = PackReader::open(&tmp.0) else {
+    let keys = crate::crypto::Keys::plain();
+    let Ok(r) = PackReader::open(&tmp.0, &keys) else {
         return;
     };
     if let Ok(entries) = r.read_index() {
@@ -162,7 +163,7 @@ fn pack_once(data: &[u8]) {
     if let Ok(scan) = r.scan() {
         for e in scan.entries.iter().take(MAX_ITEMS) {
             if let Ok(stored) = r.read_stored(e) {
-                let _ = decode_blob(e, &stored);
+                let _ = decode_blob(&keys, e, &stored);
             }
         }
     }

@@ -340,7 +340,13 @@ fn plan(spool: &Spool, live: &Liveness, max_unused: u8) -> Result<Vec<PackPlan>>
         let fate = if !any {
             Fate::Delete
         } else {
-            live_bytes += (FILE_HEADER_LEN + FOOTER_LEN) as u64;
+            // A sealed pack's index carries a nonce and a tag.
+            let sealing = if spool.keys().is_encrypted() {
+                crate::crypto::SEAL_OVERHEAD
+            } else {
+                0
+            };
+            live_bytes += (FILE_HEADER_LEN + FOOTER_LEN + sealing) as u64;
             let unused = rec.size.saturating_sub(live_bytes);
             if unused > 0 && unused * 100 > u64::from(max_unused) * rec.size {
                 Fate::Rewrite
@@ -400,7 +406,10 @@ impl PackSink for NewPacks<'_> {
     type Pack = PackWriter;
 
     fn open(&mut self) -> Result<(u64, PackWriter)> {
-        Ok((0, PackWriter::create(&self.spool.tmp_dir())?))
+        Ok((
+            0,
+            PackWriter::create(&self.spool.tmp_dir(), self.spool.keys())?,
+        ))
     }
 
     fn placed(&mut self, _: &BlobEntry, chunks: Vec<(ChunkId, ChunkLoc)>) -> Result<()> {
@@ -423,7 +432,11 @@ impl<'a> Rewriter<'a> {
     fn new(spool: &'a Spool) -> Rewriter<'a> {
         Rewriter {
             spool,
-            packer: FramePacker::new(spool.settings.compression_level, Rollover::AtTarget),
+            packer: FramePacker::new(
+                spool.settings.compression_level,
+                Rollover::AtTarget,
+                spool.keys(),
+            ),
             out: NewPacks {
                 spool,
                 current_locs: Vec::new(),
@@ -442,7 +455,8 @@ impl<'a> Rewriter<'a> {
     fn copy_pack(&mut self, p: &PackPlan, rows: &[Row]) -> Result<u64> {
         let store = self.spool.pack_store();
         let path = store.location(&p.id);
-        let reader = store.open(&p.id)?;
+        let keys = self.spool.keys();
+        let reader = store.open(&p.id, keys)?;
         let damaged = |e: Error| {
             Error::damaged(
                 Damaged::Pack {
@@ -476,9 +490,10 @@ impl<'a> Rewriter<'a> {
                     "the chunk index points at offset {offset}, where the pack's index has no blob"
                 )))
             })?;
-            let stored = reader.read_stored(entry).map_err(damaged)?;
-            // Verify before copying: gc must not give damaged bytes a fresh pack name.
-            let raw = pack::decode_blob(entry, &stored).map_err(damaged)?;
+            // Opened (in a sealed pack; the new pack seals them again under a fresh nonce) and
+            // verified before copying: gc must not give damaged bytes a fresh pack name.
+            let stored = reader.read_opened(entry).map_err(damaged)?;
+            let raw = pack::decode_opened(keys, entry, &stored).map_err(damaged)?;
             moved += chunks.len() as u64;
             let table = match entry.kind {
                 BlobKind::Frame => Some(crate::frame::parse(&raw).map_err(damaged)?),
@@ -509,7 +524,8 @@ impl<'a> Rewriter<'a> {
             let mut framed = HashSet::new();
             for (id, r) in table.iter().flatten() {
                 if keep.contains_key(id) && framed.insert(*id) {
-                    let data = crate::frame::verified(&raw, id, r.clone()).map_err(damaged)?;
+                    let data =
+                        crate::frame::verified(keys, &raw, id, r.clone()).map_err(damaged)?;
                     frame.push(*id, data);
                 }
             }

@@ -60,7 +60,7 @@ pub fn merge(spool: &Spool, volume: &str, at: i64) -> Result<DumpRecord> {
     };
     rec.duration_ns = started.elapsed().as_nanos() as u64;
     let blob = rec.encode();
-    store.put_one(ChunkId::of(&blob), &blob, BlobKind::DumpRecord)?;
+    store.put_one(store.keys().chunk_id(&blob), &blob, BlobKind::DumpRecord)?;
     let stats = store.finish(|txn, stats| {
         rec.totals.stored_bytes = stats.stored_bytes;
         txn.record_dump(&rec)?;

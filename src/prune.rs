@@ -709,7 +709,7 @@ fn forget(spool: &Spool, removed: &[&DumpRecord]) -> Result<ChunkId> {
             .collect(),
     };
     let blob = rec.encode();
-    let id = ChunkId::of(&blob);
+    let id = spool.keys().chunk_id(&blob);
     let mut store = StoreWriter::new(spool)?;
     // The record names its own time, so its id is new; a repeat would already be durable.
     if store.missing(&[id])?[0] {

@@ -643,16 +643,21 @@ fn write_unit(
             Ok((a, b)) => (a, b),
             Err(_) => (&mut fresh.0, &mut fresh.1),
         };
-        pack.read_stored_into(&first.loc.blob_entry(first.id), stored)?;
+        // Opened in place in a sealed pack (authenticated before anything is decoded).
+        let entry = first.loc.blob_entry(first.id);
+        let opened = pack.read_opened_into(&entry, stored).map_err(damaged)?;
+        let opened = &stored[opened];
         // A frame, whose chunks are sliced out and verified one by one below, or a chunk stored
         // alone, verified as it is decoded.
         match first.loc.frame {
-            Some(_) => first.loc.decode_frame_into(stored, decoded),
-            None => crate::pack::decode_blob(&first.loc.blob_entry(first.id), stored)
-                .map(|raw| *decoded = raw),
+            Some(_) => first.loc.decode_frame_into(opened, decoded),
+            None => {
+                crate::pack::decode_opened(reader.keys(), &entry, opened).map(|raw| *decoded = raw)
+            }
         }
         .map_err(damaged)?;
         write_chunks(
+            reader.keys(),
             unit,
             decoded,
             files,
@@ -669,6 +674,7 @@ fn write_unit(
 /// plan says. Returns the chunks written.
 #[allow(clippy::too_many_arguments)]
 fn write_chunks(
+    keys: &crate::crypto::Keys,
     unit: &[PlannedWrite],
     decoded: &[u8],
     files: &[BatchFile],
@@ -688,7 +694,7 @@ fn write_chunks(
         let (writes, tail) = rest.split_at(k);
         rest = tail;
         let raw: &[u8] = match w0.loc.frame {
-            Some(_) => crate::frame::slice_ref(decoded, &w0.id, w0.inner(), w0.loc.raw_len)
+            Some(_) => crate::frame::slice_ref(keys, decoded, &w0.id, w0.inner(), w0.loc.raw_len)
                 .map_err(damaged)?,
             None => decoded,
         };

@@ -124,10 +124,19 @@ const INFLIGHT_RAW_MAX: usize = 16 << 20;
 const CHECKPOINT_CHUNKS: u64 = 250_000;
 
 impl<'a> StoreWriter<'a> {
+    /// The spool's keys, which every id the store is given must come from.
+    pub fn keys(&self) -> &crate::crypto::Keys {
+        self.spool.keys()
+    }
+
     pub fn new(spool: &'a Spool) -> Result<StoreWriter<'a>> {
         Ok(StoreWriter {
             spool,
-            packer: FramePacker::new(spool.settings.compression_level, Rollover::AtTarget),
+            packer: FramePacker::new(
+                spool.settings.compression_level,
+                Rollover::AtTarget,
+                spool.keys(),
+            ),
             out: Sink {
                 spool,
                 txn: Some(spool.catalog.writer()?),
@@ -241,9 +250,10 @@ impl<'a> StoreWriter<'a> {
     fn send_frame(&mut self, frame: frame::Builder) {
         let raw_len = frame.raw_len();
         let level = self.packer.level();
+        let keys = self.packer.keys().clone();
         let (tx, done) = mpsc::sync_channel(1);
         let work = move || {
-            let _ = tx.send(frame_packer::compress(frame, level));
+            let _ = tx.send(frame_packer::compress(frame, level, &keys));
         };
         if rayon::current_thread_index().is_some() {
             // Called from inside the pool: waiting there for queued jobs could deadlock it.
@@ -467,7 +477,10 @@ impl PackSink for Sink<'_> {
 
     fn open(&mut self) -> Result<(u64, BackgroundPack)> {
         let no = self.txn().take_pack_number()?;
-        Ok((no, BackgroundPack::start(&self.spool.tmp_dir())?))
+        Ok((
+            no,
+            BackgroundPack::start(&self.spool.tmp_dir(), self.spool.keys())?,
+        ))
     }
 
     /// Index the blob's chunks in the open transaction.
@@ -635,9 +648,16 @@ pub struct ChunkReader<'a> {
     /// pack numbers counted down from u64::MAX, which the catalog never hands out.
     extra: ChunkMap<ChunkLoc>,
     extra_packs: HashMap<u64, std::path::PathBuf>,
+    /// The spool's keys: packs are opened and chunks verified with them.
+    keys: crate::crypto::Keys,
 }
 
 impl<'a> ChunkReader<'a> {
+    /// The keys chunks are verified with.
+    pub fn keys(&self) -> &crate::crypto::Keys {
+        &self.keys
+    }
+
     pub fn new(spool: &'a Spool) -> Result<ChunkReader<'a>> {
         let catalog = spool.catalog.reader()?;
         Ok(ChunkReader {
@@ -648,6 +668,7 @@ impl<'a> ChunkReader<'a> {
             last_frame: Mutex::new(None),
             extra: ChunkMap::default(),
             extra_packs: HashMap::new(),
+            keys: spool.keys().clone(),
         })
     }
 
@@ -656,7 +677,7 @@ impl<'a> ChunkReader<'a> {
     pub fn add_packs(&mut self, packs: &[std::path::PathBuf]) -> Result<()> {
         for path in packs {
             let no = u64::MAX - self.extra_packs.len() as u64;
-            for (id, mut loc) in pack_chunks(path)?.1 {
+            for (id, mut loc) in pack_chunks(path, &self.keys)?.1 {
                 loc.pack_no = no;
                 self.extra.entry(id).or_insert(loc);
             }
@@ -729,8 +750,8 @@ impl<'a> ChunkReader<'a> {
             return Ok(p.clone());
         }
         let reader = Arc::new(match self.extra_packs.get(&no) {
-            Some(path) => PackReader::open(path)?,
-            None => self.packs.open(&self.pack_id(no)?)?,
+            Some(path) => PackReader::open(path, &self.keys)?,
+            None => self.packs.open(&self.pack_id(no)?, &self.keys)?,
         });
         let mut cache = self.open.lock().expect("pack cache");
         if cache.len() >= 256 {
@@ -786,13 +807,13 @@ impl<'a> ChunkReader<'a> {
         let frame = match cached {
             Some(f) => f,
             None => {
-                let stored = p.read_stored(&loc.blob_entry(*id)).map_err(damaged)?;
-                let f = Arc::new(loc.decode_frame(&stored).map_err(damaged)?);
+                let opened = p.read_opened(&loc.blob_entry(*id)).map_err(damaged)?;
+                let f = Arc::new(loc.decode_frame(&opened).map_err(damaged)?);
                 *self.last_frame.lock().expect("frame cache") = Some((key, f.clone()));
                 f
             }
         };
-        frame::slice(&frame, id, slot.inner, loc.raw_len).map_err(damaged)
+        frame::slice(&self.keys, &frame, id, slot.inner, loc.raw_len).map_err(damaged)
     }
 
     /// A byte stream over chunks in order (a manifest, a cat).

@@ -137,10 +137,15 @@ fn small_volume(root: &Path) {
 
 /// A spool with volume `v` (a `small_volume`) dumped once at level 0 on 2026-11-01.
 fn dumped() -> (tempfile::TempDir, PathBuf, Spool) {
+    dumped_of(Kind::Plain)
+}
+
+/// [`dumped`] on a spool of `kind`.
+fn dumped_of(kind: Kind) -> (tempfile::TempDir, PathBuf, Spool) {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     small_volume(&vol);
-    let spool = Spool::new();
+    let spool = Spool::of(kind);
     spool.add_volume("v", &vol);
     ok(
         &spool,
@@ -831,13 +836,13 @@ fn ls_json_gives_path_type_mode_size_mtime_target() {
 // --at: dated dumps, RFC 3339, bad times
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn at_picks_the_dump_of_the_right_day_for_ls_cat_and_restore() {
+both_kinds!(at_picks_the_dump_of_the_right_day_for_ls_cat_and_restore);
+fn at_picks_the_dump_of_the_right_day_for_ls_cat_and_restore(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     write(&vol.join("notes.txt"), b"monday\n");
     write(&vol.join("gone.txt"), b"only on monday\n");
-    let spool = Spool::new();
+    let spool = Spool::of(kind);
     spool.add_volume("v", &vol);
     ok(
         &spool,
@@ -1015,9 +1020,9 @@ fn date_option_takes_rfc3339_and_a_bad_time_shows_the_accepted_forms() {
 // reel cat
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn cat_writes_the_exact_bytes_of_binary_sparse_and_hard_linked_files() {
-    let (_work, vol, spool) = dumped();
+both_kinds!(cat_writes_the_exact_bytes_of_binary_sparse_and_hard_linked_files);
+fn cat_writes_the_exact_bytes_of_binary_sparse_and_hard_linked_files(kind: Kind) {
+    let (_work, vol, spool) = dumped_of(kind);
     for name in [
         "bin.dat",
         "sparse.img",
@@ -1109,9 +1114,9 @@ fn restore_refuses_a_non_empty_target_unless_overwrite() {
     assert_trees_equal(&vol, &target);
 }
 
-#[test]
-fn restore_of_several_paths_restores_just_those_subtrees() {
-    let (work, vol, spool) = dumped();
+both_kinds!(restore_of_several_paths_restores_just_those_subtrees);
+fn restore_of_several_paths_restores_just_those_subtrees(kind: Kind) {
+    let (work, vol, spool) = dumped_of(kind);
     let target = work.path().join("t");
     ok(
         &spool,

@@ -946,7 +946,7 @@ fn crafted_tape(fx: &Fixture, src: &Path, name: &str, manifest: &[u8]) -> PathBu
     let stage = fx.work.path().join(format!("{name}-stage"));
     fs::create_dir_all(&stage).unwrap();
     let id = ChunkId::of(manifest);
-    let mut w = reel::pack::PackWriter::create(&stage).unwrap();
+    let mut w = reel::pack::PackWriter::create(&stage, &reel::crypto::Keys::plain()).unwrap();
     w.add(
         id,
         BlobKind::Manifest,

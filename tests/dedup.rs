@@ -156,7 +156,7 @@ fn frames_group_a_windows_files_by_type() {
 
     let mut order = Vec::new();
     for (_, path) in list_packs(&spool.path().join("packs")).unwrap() {
-        let pack = PackReader::open(&path).unwrap();
+        let pack = PackReader::open(&path, &reel::crypto::Keys::plain()).unwrap();
         for entry in pack.read_index().unwrap() {
             if entry.kind == BlobKind::Frame {
                 let raw = pack.read_blob(&entry).unwrap();

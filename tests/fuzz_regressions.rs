@@ -101,7 +101,7 @@ fn seed_manifest() -> Vec<u8> {
 fn seed_pack() -> Vec<u8> {
     let tmp = std::env::temp_dir().join(format!("reel-fuzz-seed-{}", std::process::id()));
     fs::create_dir_all(&tmp).unwrap();
-    let mut w = PackWriter::create(&tmp).unwrap();
+    let mut w = PackWriter::create(&tmp, &reel::crypto::Keys::plain()).unwrap();
     let blobs: [&[u8]; 3] = [
         b"abc",
         &[7u8; 3000],
@@ -129,7 +129,7 @@ fn zstd_bomb_pack() -> Vec<u8> {
     ];
     let tmp = std::env::temp_dir().join(format!("reel-fuzz-bomb-{}", std::process::id()));
     fs::create_dir_all(&tmp).unwrap();
-    let mut w = PackWriter::create(&tmp).unwrap();
+    let mut w = PackWriter::create(&tmp, &reel::crypto::Keys::plain()).unwrap();
     let blob = EncodedBlob {
         data: frame.to_vec(),
         compressed: true,

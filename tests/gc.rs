@@ -15,7 +15,7 @@ use reel::spool::Access;
 
 /// Take dumps out of the catalog as `prune` would (without its Forget record).
 fn forget_dumps(spool: &Spool, ids: &[u64]) {
-    let s = reel::spool::Spool::open(spool.path(), Access::Write).expect("open spool");
+    let s = spool.open_lib(Access::Write);
     let w = s.catalog.writer().expect("write txn");
     let recs: Vec<_> = {
         let r = s.catalog.reader().expect("read txn");
@@ -63,6 +63,11 @@ fn write(p: &Path, data: &[u8]) {
 /// A volume of a few MiB whose days replace some files: dumps 1..=4 (levels 0, 1, 0, 1) with
 /// snapshots of each day under `work/sN`.
 fn history(work: &Path) -> (Spool, std::path::PathBuf) {
+    history_of(Kind::Plain, work)
+}
+
+/// [`history`] on a spool of `kind`.
+fn history_of(kind: Kind, work: &Path) -> (Spool, std::path::PathBuf) {
     let vol = work.join("vol");
     rich_tree(&vol);
     let mut rng = Rng::new(7);
@@ -70,7 +75,7 @@ fn history(work: &Path) -> (Spool, std::path::PathBuf) {
         write(&vol.join(format!("data/r{i}.bin")), &rng.bytes(200 << 10));
         write(&vol.join(format!("data/t{i}.txt")), &rng.text(150 << 10));
     }
-    let spool = Spool::new();
+    let spool = Spool::of(kind);
     spool.add_volume("v", &vol);
     let levels = ["0", "1", "0", "1"];
     for (day, level) in levels.iter().enumerate() {
@@ -99,10 +104,10 @@ fn history(work: &Path) -> (Spool, std::path::PathBuf) {
     (spool, vol)
 }
 
-#[test]
-fn gc_frees_forgotten_dumps_and_keeps_the_rest_exact() {
+both_kinds!(gc_frees_forgotten_dumps_and_keeps_the_rest_exact);
+fn gc_frees_forgotten_dumps_and_keeps_the_rest_exact(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
-    let (spool, vol) = history(work.path());
+    let (spool, vol) = history_of(kind, work.path());
     forget_dumps(&spool, &[1, 2]);
     let r = gc_json(&spool, &[]);
     assert!(n(&r, "bytes_freed") > 0, "{r}");
@@ -142,15 +147,15 @@ fn gc_frees_forgotten_dumps_and_keeps_the_rest_exact() {
     assert!(out.contains("0 of "), "{out}");
 }
 
-#[test]
-fn partly_live_frames_are_rebuilt_and_restore_stays_exact() {
+both_kinds!(partly_live_frames_are_rebuilt_and_restore_stays_exact);
+fn partly_live_frames_are_rebuilt_and_restore_stays_exact(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     let mut rng = Rng::new(11);
     // Both files' chunks go into the same frames (one batch, frames of up to 1 MiB).
     write(&vol.join("keep.txt"), &rng.text(300 << 10));
     write(&vol.join("drop.txt"), &rng.text(300 << 10));
-    let spool = spool_with_full_dump(&vol);
+    let spool = spool_of_with_full_dump(kind, &vol);
     fs::remove_file(vol.join("drop.txt")).unwrap();
     spool.run(["dump", "v", "--level", "0", "--date", "2026-11-02"]);
     let s2 = work.path().join("s2");

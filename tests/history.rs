@@ -16,12 +16,12 @@ fn day_date(day: usize) -> String {
     format!("2026-11-{:02}", day + 1)
 }
 
-#[test]
-fn week_of_mixed_levels_restores_every_day_exactly() {
+both_kinds!(week_of_mixed_levels_restores_every_day_exactly);
+fn week_of_mixed_levels_restores_every_day_exactly(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     rich_tree(&vol);
-    let spool = Spool::new();
+    let spool = Spool::of(kind);
     spool.add_volume("home", &vol);
     // Let the tree's mtimes fall into an earlier second than the first scan, so the stat cache
     // can be trusted from day 2 on (the same-second rule would otherwise re-read them).
@@ -166,12 +166,12 @@ fn reread_gives_the_same_dump_and_unchanged_files_are_not_read() {
     assert!(!j1["manifest_chunks"].as_array().unwrap().is_empty());
 }
 
-#[test]
-fn merge_records_a_synthetic_full_that_restores() {
+both_kinds!(merge_records_a_synthetic_full_that_restores);
+fn merge_records_a_synthetic_full_that_restores(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     rich_tree(&vol);
-    let spool = spool_with_full_dump(&vol);
+    let spool = spool_of_with_full_dump(kind, &vol);
     mutate_day(&vol, 1);
     snapshot(&vol, &work.path().join("day1"));
     spool.run(["dump", "v", "--level", "1", "--date", "2026-11-02"]);
@@ -213,12 +213,12 @@ fn dir_size(p: &Path) -> u64 {
     n
 }
 
+both_kinds!(several_large_files_in_a_row_restore_exactly_at_levels_0_and_1);
 /// Large files (over 4 MiB) stream through their own reader threads, each started while the
 /// one before is stored, some from the window before. Several of them in a row, sparse ones
 /// among them (a small one first, which is not read ahead), a copy of another and small files in between, must restore exactly, dedup the
 /// copy, and survive an incremental that changes, removes and adds large files.
-#[test]
-fn several_large_files_in_a_row_restore_exactly_at_levels_0_and_1() {
+fn several_large_files_in_a_row_restore_exactly_at_levels_0_and_1(kind: Kind) {
     use std::io::{Seek, SeekFrom, Write};
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
@@ -249,7 +249,7 @@ fn several_large_files_in_a_row_restore_exactly_at_levels_0_and_1() {
     std::fs::write(vol.join("big/g.bin"), rng.bytes(6 << 20)).unwrap();
     std::fs::write(vol.join("z.txt"), rng.text(5 << 20)).unwrap();
 
-    let spool = Spool::new();
+    let spool = Spool::of(kind);
     spool.add_volume("v", &vol);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let day0 = work.path().join("day0");
@@ -294,11 +294,11 @@ fn several_large_files_in_a_row_restore_exactly_at_levels_0_and_1() {
     spool.run(["check", "--read-data"]);
 }
 
+both_kinds!(a_tree_of_many_directories_restores_exactly_with_files_created_concurrently);
 /// Many small files over many directories, with empty files, symlinks (one dangling), FIFOs and
 /// hard links among them: a restore creates a window's files from several threads (a
 /// directory's run each) and the other nodes after them. The tree must come back exact.
-#[test]
-fn a_tree_of_many_directories_restores_exactly_with_files_created_concurrently() {
+fn a_tree_of_many_directories_restores_exactly_with_files_created_concurrently(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     let mut rng = Rng::new(11);
@@ -318,7 +318,7 @@ fn a_tree_of_many_directories_restores_exactly_with_files_created_concurrently()
             std::fs::hard_link(dir.join("f00"), dir.join("hard")).unwrap();
         }
     }
-    let spool = spool_with_full_dump(&vol);
+    let spool = spool_of_with_full_dump(kind, &vol);
     let out = work.path().join("out");
     spool.run(["restore", "v", "--to", out.to_str().unwrap()]);
     let diffs = tree_differences(&vol, &out);

@@ -2685,12 +2685,12 @@ fn build_deep_tree(root: &Path) {
     set_times_at(fds[0].as_raw_fd(), b".", t + 1, 1).expect("utimensat root");
 }
 
+both_kinds!(deeper_than_path_max_dumps_restores_lists_and_cats);
 /// A volume whose deepest path is about 40 KB (200 nested 200-byte names) dumps, restores
 /// exactly (names, kinds, modes, sizes, mtimes, bytes, symlink targets, xattrs, hard links:
 /// compared by an fd-based walk), and `reel ls` and `reel cat` reach its deepest file: a user
 /// who can write into a volume must not be able to stop its backups by nesting directories.
-#[test]
-fn deeper_than_path_max_dumps_restores_lists_and_cats() {
+fn deeper_than_path_max_dumps_restores_lists_and_cats(kind: Kind) {
     let work = tempfile::tempdir().expect("tempdir");
     let vol = work.path().join("vol");
     let r = work.path().join("r");
@@ -2702,7 +2702,7 @@ fn deeper_than_path_max_dumps_restores_lists_and_cats() {
         deepest_dir.len() > 9 * libc::PATH_MAX as usize,
         "not deep enough"
     );
-    let spool = Spool::new();
+    let spool = Spool::of(kind);
     spool.add_volume("v", &vol);
     let dump = spool
         .cmd()

@@ -369,6 +369,13 @@ fn every_command_writes_private_files(init_args: &[&str], env: &[(&'static str, 
     };
     let mut init = vec!["init"];
     init.extend_from_slice(init_args);
+    // An encrypted spool's tapes carry packs sealed under its key: the spool they are
+    // imported into is made with that key.
+    let key = work.path().join("master.key");
+    if init_args.contains(&"--encrypt") {
+        fs::write(&key, run.ok(&["key", "export"])).unwrap();
+        init.extend_from_slice(&["--from-key", key.to_str().unwrap()]);
+    }
     fresh.ok(&init);
     fresh.ok(&["import", img.to_str().unwrap()]);
     fresh.ok(&["import", split.to_str().unwrap()]);

@@ -20,11 +20,11 @@ fn date(day: usize) -> String {
 }
 
 /// Volume `v` with one dump per day on 2026-11-01..14 at `LEVELS`; `work/dayN` holds each
-/// day's tree. Dump ids are 1..=14 in day order.
-fn two_weeks(work: &Path) -> Spool {
+/// day's tree, on a spool of `kind`. Dump ids are 1..=14 in day order.
+fn two_weeks_of(kind: Kind, work: &Path) -> Spool {
     let vol = work.join("vol");
     rich_tree(&vol);
-    let spool = Spool::new();
+    let spool = Spool::of(kind);
     spool.add_volume("v", &vol);
     for (i, level) in LEVELS.iter().enumerate() {
         let day = i + 1;
@@ -103,11 +103,11 @@ fn restore_equals(spool: &Spool, work: &Path, id: u64, day: usize) {
     restore_and_compare(spool, id, &work.join(format!("day{day}")), &to);
 }
 
-#[test]
-fn prune_keeps_what_the_policy_and_the_chains_need_and_every_kept_dump_restores() {
+both_kinds!(prune_keeps_what_the_policy_and_the_chains_need_and_every_kept_dump_restores);
+fn prune_keeps_what_the_policy_and_the_chains_need_and_every_kept_dump_restores(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let spool = two_weeks(w);
+    let spool = two_weeks_of(kind, w);
     let listed = spool.list_json();
     assert_eq!(ids(&listed), (1..=14).collect::<Vec<_>>());
     // The chains the test expects are the ones reel recorded.

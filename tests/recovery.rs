@@ -12,9 +12,14 @@ use common::*;
 /// Volume `v` with five dumps at levels 0,1,2,1,0 on 2026-11-01..05; returns the spool and
 /// each dump's (id, snapshot of the tree it recorded).
 fn history(work: &Path) -> (Spool, Vec<(u64, PathBuf)>) {
+    history_of(Kind::Plain, work)
+}
+
+/// [`history`] on a spool of `kind`.
+fn history_of(kind: Kind, work: &Path) -> (Spool, Vec<(u64, PathBuf)>) {
     let vol = work.join("vol");
     rich_tree(&vol);
-    let spool = Spool::new();
+    let spool = Spool::of(kind);
     spool.add_volume("v", &vol);
     let mut out = Vec::new();
     for (day, level) in [(1u32, 0u8), (2, 1), (3, 2), (4, 1), (5, 0)] {
@@ -79,10 +84,10 @@ fn assert_whole(spool: &Spool, work: &Path, dumps: &[(u64, PathBuf)], tag: &str)
     );
 }
 
-#[test]
-fn a_deleted_catalog_is_rebuilt_from_the_packs() {
+both_kinds!(a_deleted_catalog_is_rebuilt_from_the_packs);
+fn a_deleted_catalog_is_rebuilt_from_the_packs(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
-    let (spool, dumps) = history(work.path());
+    let (spool, dumps) = history_of(kind, work.path());
     let before = identity(&spool);
     fs::remove_file(catalog(&spool)).unwrap();
     let (code, err) = spool.fail(["list"]);
@@ -202,13 +207,13 @@ fn a_forgotten_dump_stays_forgotten_after_a_rebuild() {
     }
 }
 
-#[test]
-fn repair_adopts_the_pack_of_a_killed_dump() {
+both_kinds!(repair_adopts_the_pack_of_a_killed_dump);
+fn repair_adopts_the_pack_of_a_killed_dump(kind: Kind) {
     let work = tempfile::tempdir().unwrap();
     let vol = work.path().join("vol");
     rich_tree(&vol);
     snapshot(&vol, &work.path().join("day1"));
-    let spool = spool_with_full_dump(&vol);
+    let spool = spool_of_with_full_dump(kind, &vol);
     mutate_day(&vol, 1);
     let out = spool
         .cmd()

@@ -9,6 +9,7 @@ use redb::{ReadOnlyTable, ReadableTable, Table, WriteTransaction};
 use super::chunk_runs::{FilterCache, Lsm, Merged, Source, TOMBSTONE, View, rows_of, start_key};
 use super::tables::{CHUNK_BLOCKS, CHUNK_FILTERS, META, open_optional};
 use super::{Reader, Writer};
+use crate::crypto::Keys;
 use crate::error::Damaged;
 use crate::pack::{BlobEntry, BlobKind};
 use crate::{ChunkId, Error, Result};
@@ -130,7 +131,7 @@ impl ChunkLoc {
         }
     }
 
-    /// Decompress a frame's stored bytes (framed chunks only), checking its length. The
+    /// Decompress a frame's opened bytes (framed chunks only; `PackReader::read_opened_into`), checking its length. The
     /// frame's own hash is not known here; `frame::slice` verifies each chunk instead.
     pub fn decode_frame(&self, stored: &[u8]) -> Result<Vec<u8>> {
         let mut raw = Vec::new();
@@ -162,11 +163,15 @@ impl ChunkLoc {
         Ok(())
     }
 
-    /// Turn the stored bytes of the chunk's blob into the chunk's verified raw bytes.
-    pub fn decode_chunk(&self, id: ChunkId, stored: &[u8]) -> Result<Vec<u8>> {
+    /// Turn the opened bytes of the chunk's blob (`PackReader::read_opened_into`) into the
+    /// chunk's raw bytes, verified under the spool's `keys`.
+    pub fn decode_chunk(&self, keys: &Keys, id: ChunkId, opened: &[u8]) -> Result<Vec<u8>> {
         match self.frame {
-            None => crate::pack::decode_blob(&self.blob_entry(id), stored),
-            Some(f) => crate::frame::slice(&self.decode_frame(stored)?, &id, f.inner, self.raw_len),
+            None => crate::pack::decode_opened(keys, &self.blob_entry(id), opened),
+            Some(f) => {
+                let raw = self.decode_frame(opened)?;
+                crate::frame::slice(keys, &raw, &id, f.inner, self.raw_len)
+            }
         }
     }
 }

@@ -250,7 +250,7 @@ fn commit_record(
     clone: Option<CloneRecord>,
 ) -> Result<(DumpRecord, StoreStats)> {
     let blob = rec.encode();
-    store.put_one(ChunkId::of(&blob), &blob, BlobKind::DumpRecord)?;
+    store.put_one(store.keys().chunk_id(&blob), &blob, BlobKind::DumpRecord)?;
     let id = rec.id;
     let stats = store.finish(|txn, stats| {
         rec.totals.new_chunks += stats.new_chunks;

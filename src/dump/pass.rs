@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::ahead;
 use crate::chunk::{self, ChunkerParams};
+use crate::crypto::Keys;
 use crate::dirfd::{Stat, Xattrs};
 use crate::manifest::{ManifestReader, ManifestWriter};
 use crate::pack::BlobKind;
@@ -65,6 +66,8 @@ pub(crate) struct Owner {
 struct Session<'a> {
     store: StoreWriter<'a>,
     params: ChunkerParams,
+    /// The spool's keys: every chunk id is `keys.chunk_id` of its bytes.
+    keys: Keys,
     owner: Option<Owner>,
     /// Whether the previous manifest's chunks are all owned in the owner's chain, so a changed
     /// file's known chunks (`Work::known`) need no ownership rows.
@@ -102,6 +105,7 @@ impl<'a> Session<'a> {
         progress: &'a dyn Progress,
     ) -> Session<'a> {
         Session {
+            keys: store.keys().clone(),
             store,
             params,
             owner,
@@ -329,6 +333,7 @@ pub(crate) fn scan<'a>(
                 let next = ReadingWindow::start(
                     std::mem::take(&mut window),
                     s.params,
+                    &s.keys,
                     buf,
                     s.read_threads(),
                 );
@@ -341,7 +346,7 @@ pub(crate) fn scan<'a>(
             }
         }
         let buf = s.window_buffer(window_small);
-        let last = ReadingWindow::start(window, s.params, buf, s.read_threads());
+        let last = ReadingWindow::start(window, s.params, &s.keys, buf, s.read_threads());
         if let Some(before) = reading.take() {
             s.store_window(before, &mut manifest)?;
         }
@@ -465,7 +470,10 @@ impl Session<'_> {
             if ahead.is_none()
                 && let Some(&j) = large.get(k + 1)
             {
-                ahead = Some((j, LargeRead::start(window[j].src.clone(), self.params)));
+                ahead = Some((
+                    j,
+                    LargeRead::start(window[j].src.clone(), self.params, &self.keys),
+                ));
             }
             let w = &mut window[i];
             match self.store_large(&w.src, w.known.as_ref(), this)? {
@@ -527,7 +535,7 @@ impl Session<'_> {
             *self.manifest_buf.0.borrow_mut() = data;
             return Ok(());
         }
-        let (chunks, consumed) = chunk::cut_hashed(&data, &self.params, eof);
+        let (chunks, consumed) = chunk::cut_hashed(&self.keys, &data, &self.params, eof);
         let batch: Vec<(ChunkId, &[u8])> = chunks
             .iter()
             .map(|(id, r)| (*id, &data[r.clone()]))
@@ -560,7 +568,7 @@ impl Session<'_> {
             attempt += 1;
             let started = match ahead.take() {
                 Some(started) => started,
-                None => LargeRead::start(src.clone(), self.params),
+                None => LargeRead::start(src.clone(), self.params, &self.keys),
             };
             let read = match started? {
                 Got::Read(read) => read,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::chunk::{self, ChunkerParams, Segment, StreamChunker};
+use crate::crypto::Keys;
 use crate::dirfd::{Dir, Stat, Xattrs};
 use crate::scan;
 use crate::timefmt;
@@ -124,7 +125,12 @@ pub(super) fn wait_to_settle(md: &Stat) {
 /// saw the file), cut and hash it. Retries while the file changes under us, or changed so
 /// lately that a write may have been in flight (`SETTLE`). What is stored is what the last read
 /// gave, with the size it gave: never more bytes than were read.
-fn read_small(src: &Source, slot: &mut [u8], params: &ChunkerParams) -> Result<Got<FileContent>> {
+fn read_small(
+    src: &Source,
+    slot: &mut [u8],
+    params: &ChunkerParams,
+    keys: &Keys,
+) -> Result<Got<FileContent>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -152,7 +158,7 @@ fn read_small(src: &Source, slot: &mut [u8], params: &ChunkerParams) -> Result<G
         }
         let xattrs = refreshed_xattrs(&f, src, &after)?;
         let data = own.as_deref().unwrap_or(&slot[..len]);
-        let (chunks, _) = chunk::cut_hashed(data, params, true);
+        let (chunks, _) = chunk::cut_hashed(keys, data, params, true);
         let extents = chunks
             .iter()
             .map(|(id, r)| Extent::Chunk {
@@ -344,6 +350,7 @@ impl ReadingWindow {
     pub(super) fn start(
         window: Vec<Work>,
         params: ChunkerParams,
+        keys: &Keys,
         mut buf: Vec<u8>,
         threads: usize,
     ) -> ReadingWindow {
@@ -355,6 +362,7 @@ impl ReadingWindow {
             .collect();
         let sources: Vec<Source> = small.iter().map(|&i| window[i].src.clone()).collect();
         let (tx, done) = std::sync::mpsc::sync_channel(1);
+        let reading_keys = keys.clone();
         let work = move || {
             // One buffer for the window, a slot a file as large as the walk saw it, rather than
             // an allocation a file on each of the reading threads.
@@ -382,7 +390,7 @@ impl ReadingWindow {
                 .par_iter()
                 .zip(slots.into_par_iter())
                 .with_min_len(per_task)
-                .map(|(s, slot)| read_small(s, slot, &params))
+                .map(|(s, slot)| read_small(s, slot, &params, &reading_keys))
                 .collect();
             let (mut spent, mut n) = (0u128, 0usize);
             for c in contents.iter().flatten() {
@@ -401,7 +409,7 @@ impl ReadingWindow {
         let first_large = window
             .iter()
             .position(|w| matches!(w.action, Action::Read) && w.entry.size > SMALL_FILE)
-            .map(|i| (i, LargeRead::start(window[i].src.clone(), params)));
+            .map(|i| (i, LargeRead::start(window[i].src.clone(), params, keys)));
         ReadingWindow {
             window,
             small,
@@ -449,7 +457,7 @@ pub(super) struct LargeRead {
 impl LargeRead {
     /// Open the file and start reading it; left out if it vanished or changed type since the
     /// walk.
-    pub(super) fn start(src: Source, params: ChunkerParams) -> Result<Got<LargeRead>> {
+    pub(super) fn start(src: Source, params: ChunkerParams, keys: &Keys) -> Result<Got<LargeRead>> {
         let (file, before, settled) = match open_for_read(&src)? {
             Got::Read(opened) => opened,
             Got::LeftOut(why) => return Ok(Got::LeftOut(why)),
@@ -458,10 +466,11 @@ impl LargeRead {
         let (size, sparse) = (before.size, before.is_sparse());
         let (tx, pieces) = std::sync::mpsc::sync_channel(1);
         let reader = Arc::clone(&file);
+        let keys = keys.clone();
         let thread = std::thread::Builder::new()
             .name("reel-large-read".into())
             .spawn(
-                move || match read_segments(&reader, size, sparse, params, &tx) {
+                move || match read_segments(&reader, size, sparse, params, &keys, &tx) {
                     Ok(complete) => complete,
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -502,6 +511,7 @@ fn read_segments(
     size: u64,
     sparse: bool,
     params: ChunkerParams,
+    keys: &Keys,
     tx: &std::sync::mpsc::SyncSender<std::io::Result<Piece>>,
 ) -> std::io::Result<bool> {
     let ranges = if sparse {
@@ -519,7 +529,7 @@ fn read_segments(
             let ids = seg
                 .chunks
                 .iter()
-                .map(|r| ChunkId::of(&seg.data[r.clone()]))
+                .map(|r| keys.chunk_id(&seg.data[r.clone()]))
                 .collect();
             if tx.send(Ok(Piece::Segment { seg, ids })).is_err() {
                 return Ok(false);

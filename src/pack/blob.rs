@@ -3,10 +3,10 @@
 
 use std::cell::RefCell;
 
-use super::format::{BlobEntry, BlobKind};
+use super::format::{BlobEntry, BlobKind, blob_aad};
+use crate::crypto::Keys;
 use crate::error::Damaged;
 use crate::error::{Error, Result};
-use crate::types::ChunkId;
 
 /// A blob ready to be appended to a pack.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,48 +160,86 @@ pub fn encode_blob(raw: &[u8], level: i32) -> EncodedBlob {
     }
 }
 
-/// Decompress (if compressed) and verify length and name: `blake3(raw) == entry.id`, or for
-/// a frame `frame::id(raw) == entry.id` (its chunks' bytes are verified as they are sliced).
-pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>> {
-    let damaged = |what: String| {
-        Error::damaged(
-            Damaged::Chunk(entry.id),
+/// Open (in a sealed pack: with an encrypted spool's `keys`), decompress (if compressed) and
+/// verify length and name: `keys.chunk_id(raw) == entry.id`, or for a frame
+/// `frame::id(keys, raw) == entry.id` (its chunks' bytes are verified as they are sliced).
+pub fn decode_blob(keys: &Keys, entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>> {
+    if stored.len() != entry.stored_len as usize {
+        return Err(damaged_blob(
+            entry,
             format!(
-                "chunk {}: {what}; the pack holding it is damaged",
-                entry.id.short()
+                "{} stored bytes where the index says {}",
+                stored.len(),
+                entry.stored_len
+            ),
+        ));
+    }
+    let Some(sealer) = keys.sealer() else {
+        return decode_opened(keys, entry, stored);
+    };
+    let opened = sealer.open(&blob_aad(entry), stored).map_err(|_| {
+        damaged_blob(
+            entry,
+            format!(
+                "authentication failed for the sealed blob at offset {} (its bytes or header \
+                 were changed, or it was sealed under another key)",
+                entry.offset
             ),
         )
-    };
-    if stored.len() != entry.stored_len as usize {
-        return Err(damaged(format!(
-            "{} stored bytes where the index says {}",
-            stored.len(),
-            entry.stored_len
-        )));
+    })?;
+    if entry.compressed {
+        return decode_opened(keys, entry, &opened);
     }
+    verify_raw(keys, entry, opened)
+}
+
+/// [`decode_blob`] of bytes already opened (`PackReader::read_opened_into`), or of a plain
+/// pack's stored bytes: decompress and verify.
+pub fn decode_opened(keys: &Keys, entry: &BlobEntry, opened: &[u8]) -> Result<Vec<u8>> {
     let raw = if entry.compressed {
-        zstd_decompress(stored, entry.raw_len as usize)
-            .map_err(|e| damaged(format!("zstd data does not decompress ({e})")))?
+        zstd_decompress(opened, entry.raw_len as usize)
+            .map_err(|e| damaged_blob(entry, format!("zstd data does not decompress ({e})")))?
     } else {
-        stored.to_vec()
+        opened.to_vec()
     };
+    verify_raw(keys, entry, raw)
+}
+
+fn damaged_blob(entry: &BlobEntry, what: String) -> Error {
+    Error::damaged(
+        Damaged::Chunk(entry.id),
+        format!(
+            "chunk {}: {what}; the pack holding it is damaged",
+            entry.id.short()
+        ),
+    )
+}
+
+/// The length and name of a blob's raw bytes checked against its entry.
+fn verify_raw(keys: &Keys, entry: &BlobEntry, raw: Vec<u8>) -> Result<Vec<u8>> {
     if raw.len() != entry.raw_len as usize {
-        return Err(damaged(format!(
-            "{} raw bytes where the index says {}",
-            raw.len(),
-            entry.raw_len
-        )));
+        return Err(damaged_blob(
+            entry,
+            format!(
+                "{} raw bytes where the index says {}",
+                raw.len(),
+                entry.raw_len
+            ),
+        ));
     }
     let named = match entry.kind {
         // Frames written by version 1 are named by all their bytes, and keep that name when
         // gc or an export copies them into a newer pack as they are.
         BlobKind::Frame => {
-            crate::frame::id(&raw) == Some(entry.id) || ChunkId::of(&raw) == entry.id
+            crate::frame::id(keys, &raw) == Some(entry.id) || keys.chunk_id(&raw) == entry.id
         }
-        _ => ChunkId::of(&raw) == entry.id,
+        _ => keys.chunk_id(&raw) == entry.id,
     };
     if !named {
-        return Err(damaged("content does not match its hash".to_string()));
+        return Err(damaged_blob(
+            entry,
+            "content does not match its hash".to_string(),
+        ));
     }
     Ok(raw)
 }
@@ -211,6 +249,7 @@ mod tests {
     use super::*;
     use crate::chunk::tests::random;
     use crate::pack::tests::text;
+    use crate::types::ChunkId;
 
     #[test]
     fn encode_keeps_random_raw_and_compresses_text() {
@@ -267,7 +306,7 @@ mod tests {
         let (a, b) = (text(1, 5000), text(2, 7000));
         let ids = [ChunkId::of(&a), ChunkId::of(&b)];
         let (raw, offsets) = crate::frame::build(&[(ids[0], &a), (ids[1], &b)]);
-        let name = crate::frame::id(&raw).unwrap();
+        let name = crate::frame::id(&crate::crypto::Keys::plain(), &raw).unwrap();
         let v1_name = ChunkId::of(&raw);
         assert_ne!(name, v1_name);
         let blob = encode_blob(&raw, 3);
@@ -284,24 +323,41 @@ mod tests {
                 compressed: blob.compressed,
                 ..entry(id, &blob.data)
             };
-            assert_eq!(decode_blob(&e, &blob.data).unwrap(), raw);
+            assert_eq!(
+                decode_blob(&crate::crypto::Keys::plain(), &e, &blob.data).unwrap(),
+                raw
+            );
         }
         // A byte of the table changes the name: the frame is refused.
         let mut bad = raw.clone();
         bad[12] ^= 1;
-        let err = decode_blob(&entry(name, &bad), &bad)
+        let err = decode_blob(&crate::crypto::Keys::plain(), &entry(name, &bad), &bad)
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not match its hash"), "{err}");
         // A byte of a chunk does not: that chunk is refused when sliced, the other reads.
         let mut bad = raw.clone();
         bad[offsets[1] as usize + 100] ^= 1;
-        let got = decode_blob(&entry(name, &bad), &bad).unwrap();
+        let got = decode_blob(&crate::crypto::Keys::plain(), &entry(name, &bad), &bad).unwrap();
         assert_eq!(
-            crate::frame::slice(&got, &ids[0], offsets[0], 5000).unwrap(),
+            crate::frame::slice(
+                &crate::crypto::Keys::plain(),
+                &got,
+                &ids[0],
+                offsets[0],
+                5000
+            )
+            .unwrap(),
             a
         );
-        let err = crate::frame::slice(&got, &ids[1], offsets[1], 7000).unwrap_err();
+        let err = crate::frame::slice(
+            &crate::crypto::Keys::plain(),
+            &got,
+            &ids[1],
+            offsets[1],
+            7000,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("does not match its hash"), "{err}");
     }
 }

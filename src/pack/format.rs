@@ -24,8 +24,45 @@ pub const OLDEST_VERSION: u32 = 1;
 // File header.
 pub(super) const FH_MAGIC: usize = 0; // [u8; 8]
 pub(super) const FH_VERSION: usize = 8; // u32
-pub(super) const FH_FLAGS: usize = 12; // u32, 0 in v1
+pub(super) const FH_FLAGS: usize = 12; // u32: bit 0 "sealed"; 0 in v1
 pub const FILE_HEADER_LEN: usize = 16;
+
+/// File header flag: every blob's stored bytes and the index are sealed (XChaCha20-Poly1305
+/// under the spool's key, `crate::crypto`). A reel that predates it refuses the pack by its
+/// unknown flag.
+pub(super) const PACK_SEALED: u32 = 0x1;
+pub(super) const KNOWN_PACK_FLAGS: u32 = PACK_SEALED;
+
+/// What a sealed blob's stored bytes are bound to: the domain, then its kind, flags, raw
+/// length and id, so a sealed blob cannot be passed off as another or altered unnoticed.
+pub(super) fn blob_aad(e: &BlobEntry) -> [u8; BLOB_AAD_LEN] {
+    let mut a = [0u8; BLOB_AAD_LEN];
+    let d = BLOB_AAD_DOMAIN.len();
+    a[..d].copy_from_slice(BLOB_AAD_DOMAIN);
+    a[d] = e.kind as u8;
+    a[d + 1] = e.flags();
+    a[d + 2..d + 6].copy_from_slice(&e.raw_len.to_le_bytes());
+    a[d + 6..].copy_from_slice(&e.id.0);
+    a
+}
+const BLOB_AAD_DOMAIN: &[u8] = b"reel blob 1\0";
+const BLOB_AAD_LEN: usize = 12 + 1 + 1 + 4 + 32;
+
+/// What a sealed index is bound to: the domain and the blob count the footer gives.
+pub(super) fn index_aad(blob_count: u64) -> Vec<u8> {
+    let mut a = b"reel pack index 1\0".to_vec();
+    a.extend_from_slice(&blob_count.to_le_bytes());
+    a
+}
+
+/// Bytes a sealed blob or index has beyond its plain form (nonce and tag).
+pub(super) fn seal_overhead(sealed: bool) -> u32 {
+    if sealed {
+        crate::crypto::SEAL_OVERHEAD as u32
+    } else {
+        0
+    }
+}
 
 // Blob header; the stored bytes follow it directly.
 pub(super) const BH_MAGIC: usize = 0; // [u8; 4]
@@ -188,7 +225,7 @@ pub(super) fn encode_blob_header(e: &BlobEntry) -> [u8; BLOB_HEADER_LEN] {
 }
 
 /// Parse a blob header found at file offset `at`; `None` if it is not a valid header.
-pub(super) fn decode_blob_header(h: &[u8], at: u64) -> Option<BlobEntry> {
+pub(super) fn decode_blob_header(h: &[u8], at: u64, sealed: bool) -> Option<BlobEntry> {
     if h.len() < BLOB_HEADER_LEN || h[BH_MAGIC..BH_MAGIC + 4] != BLOB_MAGIC {
         return None;
     }
@@ -209,7 +246,8 @@ pub(super) fn decode_blob_header(h: &[u8], at: u64) -> Option<BlobEntry> {
         stored_len: get_u32(h, BH_STORED_LEN),
         raw_len: get_u32(h, BH_RAW_LEN),
     };
-    (e.compressed || e.stored_len == e.raw_len).then_some(e)
+    (e.compressed || Some(e.stored_len) == e.raw_len.checked_add(seal_overhead(sealed)))
+        .then_some(e)
 }
 
 pub(super) fn encode_index_entry(e: &BlobEntry, out: &mut Vec<u8>) {

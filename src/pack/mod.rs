@@ -23,7 +23,7 @@ mod reader;
 mod writer;
 
 pub(crate) use blob::zstd_decompress_into;
-pub use blob::{EncodedBlob, decode_blob, encode_blob};
+pub use blob::{EncodedBlob, decode_blob, decode_opened, encode_blob};
 pub use dir::{list_packs, pack_path, place};
 pub use format::{
     BLOB_HEADER_LEN, BLOB_MAGIC, BlobEntry, BlobKind, FILE_HEADER_LEN, FILE_MAGIC, FOOTER_LEN,
@@ -81,7 +81,7 @@ mod tests {
 
     /// Write a pack of the given raw blobs; returns it with the raw bytes.
     pub(super) fn write_pack(s: &Spool, blobs: &[(BlobKind, Vec<u8>)]) -> FinishedPack {
-        let mut w = PackWriter::create(&s.tmp).unwrap();
+        let mut w = PackWriter::create(&s.tmp, &crate::crypto::Keys::plain()).unwrap();
         for (kind, raw) in blobs {
             let e = w
                 .add(ChunkId::of(raw), *kind, &encode_blob(raw, 3))

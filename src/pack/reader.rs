@@ -11,9 +11,10 @@ use super::format::{
     BLOB_HEADER_LEN, BLOB_MAGIC, BlobEntry, BlobKind, FH_FLAGS, FH_MAGIC, FH_VERSION,
     FILE_HEADER_LEN, FILE_MAGIC, FLAG_ZSTD, FOOTER_LEN, FOOTER_MAGIC, IE_FLAGS, IE_ID, IE_KIND,
     IE_OFFSET, IE_RAW_LEN, IE_RESERVED, IE_STORED_LEN, INDEX_ENTRY_LEN, KNOWN_FLAGS,
-    OLDEST_VERSION, PackId, VERSION, decode_blob_header, decode_footer, get_32, get_u16, get_u32,
-    get_u64,
+    KNOWN_PACK_FLAGS, OLDEST_VERSION, PACK_SEALED, PackId, VERSION, blob_aad, decode_blob_header,
+    decode_footer, get_32, get_u16, get_u32, get_u64, index_aad, seal_overhead,
 };
+use crate::crypto::Keys;
 use crate::error::{Damaged, Error, IoContext, Result};
 use crate::types::ChunkId;
 
@@ -75,6 +76,8 @@ pub struct PackReader {
     path: PathBuf,
     size: u64,
     version: u32,
+    /// The spool's keys: a sealed pack is opened with them, and blobs verified against ids.
+    keys: Keys,
 }
 
 impl std::fmt::Debug for PackReader {
@@ -88,21 +91,28 @@ impl std::fmt::Debug for PackReader {
 }
 
 impl PackReader {
-    /// Open a pack file and check its file magic and version.
-    pub fn open(path: &Path) -> Result<PackReader> {
+    /// Open a pack file and check its file magic, version and flags: a sealed pack needs an
+    /// encrypted spool's `keys`, and such a spool reads only sealed packs.
+    pub fn open(path: &Path, keys: &Keys) -> Result<PackReader> {
         let file = File::open(path).at(path)?;
         let size = file.metadata().at(path)?.len();
-        PackReader::with_bytes(Box::new(file), size, path.to_path_buf())
+        PackReader::with_bytes(Box::new(file), size, path.to_path_buf(), keys)
     }
 
     /// Open a pack of `size` bytes that `bytes` reads (a pack store's), and check its file
     /// magic and version. Messages name it by `path`.
-    pub fn with_bytes(bytes: Box<dyn PackBytes>, size: u64, path: PathBuf) -> Result<PackReader> {
+    pub fn with_bytes(
+        bytes: Box<dyn PackBytes>,
+        size: u64,
+        path: PathBuf,
+        keys: &Keys,
+    ) -> Result<PackReader> {
         let mut r = PackReader {
             bytes,
             path,
             size,
             version: VERSION,
+            keys: keys.clone(),
         };
         let head_len = size.min(FILE_HEADER_LEN as u64) as usize;
         let head = r.read_at(0, head_len)?;
@@ -124,16 +134,36 @@ impl PackReader {
         }
         r.version = version;
         let flags = get_u32(&head, FH_FLAGS);
-        if flags != 0 {
+        if flags & !KNOWN_PACK_FLAGS != 0 || (version < 2 && flags != 0) {
             return Err(r.corrupt(format!(
                 "unknown header flags {flags:#x} (damaged, or written by a newer reel)"
             )));
+        }
+        let sealed = flags & PACK_SEALED != 0;
+        if sealed && !keys.is_encrypted() {
+            return Err(r.corrupt(
+                "the pack is sealed (written by an encrypted spool) but this spool is plain: it \
+                 does not belong here, or its header flag is damaged"
+                    .to_string(),
+            ));
+        }
+        if !sealed && keys.is_encrypted() {
+            return Err(r.corrupt(
+                "the pack is not sealed but this spool is encrypted: its bytes cannot be \
+                 authenticated (it does not belong here, or its header flag is damaged)"
+                    .to_string(),
+            ));
         }
         Ok(r)
     }
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The keys blobs are opened and verified with.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     pub fn path(&self) -> &Path {
@@ -180,9 +210,11 @@ impl PackReader {
             return Err(self.corrupt(format!("footer reserved field is not zero: {damaged}")));
         }
         let index_end = self.size - FOOTER_LEN as u64;
+        let overhead = u64::from(seal_overhead(self.keys.is_encrypted()));
         let index_len = f
             .blob_count
             .checked_mul(INDEX_ENTRY_LEN as u64)
+            .and_then(|l| l.checked_add(overhead))
             .filter(|&l| l <= index_end);
         let Some(index_len) = index_len.filter(|&l| {
             f.index_offset >= FILE_HEADER_LEN as u64
@@ -194,9 +226,18 @@ impl PackReader {
                 f.index_offset, f.blob_count, self.size
             )));
         };
-        let index = self.read_at(f.index_offset, index_len as usize)?;
+        let mut index = self.read_at(f.index_offset, index_len as usize)?;
         if blake3::hash(&index).as_bytes() != &f.index_hash {
             return Err(self.corrupt(format!("index does not match its hash: {damaged}")));
+        }
+        if let Some(sealer) = self.keys.sealer() {
+            index = sealer.open(&index_aad(f.blob_count), &index).map_err(|_| {
+                self.corrupt(format!(
+                    "authentication failed for the sealed index at offset {} (changed, or \
+                         sealed under another key): {damaged}",
+                    f.index_offset
+                ))
+            })?;
         }
         let mut entries = Vec::with_capacity(f.blob_count as usize);
         let mut prev_end = FILE_HEADER_LEN as u64;
@@ -222,7 +263,7 @@ impl PackReader {
             {
                 return Err(bad("blob outside the blob area or overlapping another"));
             }
-            if !e.compressed && e.stored_len != e.raw_len {
+            if !e.compressed && Some(e.stored_len) != e.raw_len.checked_add(overhead as u32) {
                 return Err(bad("uncompressed blob with stored length != raw length"));
             }
             prev_end = e.end();
@@ -268,10 +309,82 @@ impl PackReader {
         self.read_at(entry.offset, entry.stored_len as usize)
     }
 
+    /// The stored bytes of one blob as the blob's codec reads them: opened in a sealed pack
+    /// (authenticated, in place in `buf`), as they are in a plain one. `buf` is filled and the
+    /// range of those bytes in it returned, so a reader of many blobs reuses one buffer. For
+    /// a frame located by one of its chunks (`entry.id` is the chunk's, as
+    /// `ChunkLoc::blob_entry` gives it) the frame's id, which the seal is bound to, is read from
+    /// the blob header in front of the stored bytes; nothing else in it is trusted. Not
+    /// verified against the id: decode with `ChunkLoc::decode_frame_into` or `decode_opened`.
+    pub fn read_opened_into(&self, entry: &BlobEntry, buf: &mut Vec<u8>) -> Result<Range<usize>> {
+        let Some(sealer) = self.keys.sealer() else {
+            self.read_stored_into(entry, buf)?;
+            return Ok(0..buf.len());
+        };
+        let start = entry
+            .offset
+            .checked_sub(BLOB_HEADER_LEN as u64)
+            .ok_or_else(|| {
+                self.corrupt(format!(
+                    "blob at offset {} has no room for its header",
+                    entry.offset
+                ))
+            })?;
+        let with_header = BlobEntry {
+            offset: start,
+            stored_len: entry.stored_len.saturating_add(BLOB_HEADER_LEN as u32),
+            ..entry.clone()
+        };
+        self.read_stored_into(&with_header, buf)?;
+        let header = decode_blob_header(&buf[..BLOB_HEADER_LEN], start, true);
+        let sealed_as = match header {
+            Some(h)
+                if h.offset == entry.offset
+                    && h.stored_len == entry.stored_len
+                    && h.kind == entry.kind
+                    && h.compressed == entry.compressed
+                    && (h.kind == BlobKind::Frame || h.id == entry.id) =>
+            {
+                // The index's raw length (a frame's, for a framed chunk) is what was sealed.
+                BlobEntry {
+                    raw_len: entry.raw_len,
+                    ..h
+                }
+            }
+            _ => {
+                return Err(self.corrupt(format!(
+                    "authentication failed for the sealed blob at offset {}: its header is \
+                     damaged or does not match the index",
+                    entry.offset
+                )));
+            }
+        };
+        let opened = sealer
+            .open_in_place(&blob_aad(&sealed_as), &mut buf[BLOB_HEADER_LEN..])
+            .map_err(|_| {
+                self.corrupt(format!(
+                    "authentication failed for the sealed blob at offset {} (its bytes or \
+                     header were changed, or it was sealed under another key)",
+                    entry.offset
+                ))
+            })?;
+        let from = BLOB_HEADER_LEN + crate::crypto::NONCE_LEN;
+        Ok(from..from + opened.len())
+    }
+
+    /// [`PackReader::read_opened_into`] into a buffer of its own, trimmed to the opened bytes.
+    pub fn read_opened(&self, entry: &BlobEntry) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let r = self.read_opened_into(entry, &mut buf)?;
+        buf.truncate(r.end);
+        buf.drain(..r.start);
+        Ok(buf)
+    }
+
     /// Read one blob, decompress it and verify it against its id.
     pub fn read_blob(&self, entry: &BlobEntry) -> Result<Vec<u8>> {
         let stored = self.read_stored(entry)?;
-        decode_blob(entry, &stored).map_err(|e| match e {
+        decode_blob(&self.keys, entry, &stored).map_err(|e| match e {
             Error::Corrupt { msg, .. } => self.corrupt(msg),
             e => e,
         })
@@ -311,9 +424,11 @@ impl PackReader {
         if buf.len() >= FILE_HEADER_LEN + FOOTER_LEN {
             let f = decode_footer(&buf[buf.len() - FOOTER_LEN..]);
             let index_end = (buf.len() - FOOTER_LEN) as u64;
+            let overhead = u64::from(seal_overhead(self.keys.is_encrypted()));
             let fits = f
                 .blob_count
                 .checked_mul(INDEX_ENTRY_LEN as u64)
+                .and_then(|l| l.checked_add(overhead))
                 .and_then(|l| l.checked_add(f.index_offset))
                 == Some(index_end);
             if f.magic == FOOTER_MAGIC && fits && f.index_offset >= FILE_HEADER_LEN as u64 {
@@ -322,7 +437,7 @@ impl PackReader {
         }
         let valid_at = |pos: usize| -> Option<BlobEntry> {
             let h = buf.get(pos..pos + BLOB_HEADER_LEN)?;
-            let e = decode_blob_header(h, pos as u64)?;
+            let e = decode_blob_header(h, pos as u64, self.keys.is_encrypted())?;
             (e.end() <= end as u64).then_some(e)
         };
         let mut scan = BlobScan::default();
@@ -390,7 +505,7 @@ mod tests {
             *blake3::hash(&fs::read(&p.path).unwrap()).as_bytes()
         );
 
-        let r = PackReader::open(&p.path).unwrap();
+        let r = PackReader::open(&p.path, &crate::crypto::Keys::plain()).unwrap();
         assert_eq!(r.hash_file().unwrap(), p.id);
         let index = r.read_index().unwrap();
         assert_eq!(index, p.entries);
@@ -408,7 +523,7 @@ mod tests {
     fn empty_pack_is_valid() {
         let s = spool();
         let p = write_pack(&s, &[]);
-        let r = PackReader::open(&p.path).unwrap();
+        let r = PackReader::open(&p.path, &crate::crypto::Keys::plain()).unwrap();
         assert!(r.read_index().unwrap().is_empty());
         assert!(r.scan_blobs().unwrap().is_empty());
         assert_eq!(r.size(), (FILE_HEADER_LEN + FOOTER_LEN) as u64);
@@ -431,7 +546,7 @@ mod tests {
             let mut bytes = good.clone();
             bytes[i] ^= 0x20;
             fs::write(&bad_path, &bytes).unwrap();
-            let r = match PackReader::open(&bad_path) {
+            let r = match PackReader::open(&bad_path, &crate::crypto::Keys::plain()) {
                 Err(e) => {
                     assert!(i < FILE_HEADER_LEN, "byte {i}: open failed: {e}");
                     continue;
@@ -501,7 +616,7 @@ mod tests {
             good.len() - 1,
         ] {
             fs::write(&cut_path, &good[..len]).unwrap();
-            let err = match PackReader::open(&cut_path) {
+            let err = match PackReader::open(&cut_path, &crate::crypto::Keys::plain()) {
                 Err(e) => e,
                 Ok(r) => r.read_index().unwrap_err(),
             };
@@ -510,18 +625,25 @@ mod tests {
         // Salvage from a pack torn inside its fourth blob keeps the first three.
         let torn = p.entries[3].offset as usize + 10;
         fs::write(&cut_path, &good[..torn]).unwrap();
-        let scan = PackReader::open(&cut_path).unwrap().scan().unwrap();
+        let scan = PackReader::open(&cut_path, &crate::crypto::Keys::plain())
+            .unwrap()
+            .scan()
+            .unwrap();
         assert_eq!(scan.entries, p.entries[..3].to_vec());
         assert_eq!(scan.damaged.len(), 1);
 
         fs::write(&cut_path, random(9, 4096)).unwrap();
-        let err = PackReader::open(&cut_path).unwrap_err().to_string();
+        let err = PackReader::open(&cut_path, &crate::crypto::Keys::plain())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a reel pack"), "{err}");
 
         let mut v3 = good.clone();
         v3[FH_VERSION..FH_VERSION + 4].copy_from_slice(&3u32.to_le_bytes());
         fs::write(&cut_path, &v3).unwrap();
-        let err = PackReader::open(&cut_path).unwrap_err().to_string();
+        let err = PackReader::open(&cut_path, &crate::crypto::Keys::plain())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown pack version 3"), "{err}");
         // Version 1 packs (frames named by all their bytes) still read.
         let mut v1 = good.clone();
@@ -529,12 +651,15 @@ mod tests {
         v1[FH_VERSION..FH_VERSION + 4].copy_from_slice(&1u32.to_le_bytes());
         v1[ft..ft + 4].copy_from_slice(&1u32.to_le_bytes());
         fs::write(&cut_path, &v1).unwrap();
-        let index = PackReader::open(&cut_path).unwrap().read_index().unwrap();
+        let index = PackReader::open(&cut_path, &crate::crypto::Keys::plain())
+            .unwrap()
+            .read_index()
+            .unwrap();
         assert_eq!(index, p.entries);
         // Header and footer must agree.
         v1[FH_VERSION..FH_VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
         fs::write(&cut_path, &v1).unwrap();
-        let err = PackReader::open(&cut_path)
+        let err = PackReader::open(&cut_path, &crate::crypto::Keys::plain())
             .unwrap()
             .read_index()
             .unwrap_err();
@@ -553,7 +678,10 @@ mod tests {
         bytes[start..start + 100].fill(0xEE);
         let bad = s.tmp.join("bad.pack");
         fs::write(&bad, &bytes).unwrap();
-        let scan = PackReader::open(&bad).unwrap().scan().unwrap();
+        let scan = PackReader::open(&bad, &crate::crypto::Keys::plain())
+            .unwrap()
+            .scan()
+            .unwrap();
         let mut want = p.entries.clone();
         want.remove(2);
         assert_eq!(scan.entries, want);

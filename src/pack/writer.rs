@@ -11,9 +11,10 @@ use super::blob::EncodedBlob;
 use super::dir::place;
 use super::format::{
     BLOB_HEADER_LEN, BlobEntry, BlobKind, FH_FLAGS, FH_MAGIC, FH_VERSION, FILE_HEADER_LEN,
-    FILE_MAGIC, FOOTER_LEN, INDEX_ENTRY_LEN, PackId, VERSION, encode_blob_header, encode_footer,
-    encode_index_entry,
+    FILE_MAGIC, FOOTER_LEN, INDEX_ENTRY_LEN, PACK_SEALED, PackId, VERSION, blob_aad,
+    encode_blob_header, encode_footer, encode_index_entry, index_aad, seal_overhead,
 };
+use crate::crypto::Keys;
 use crate::error::{Error, IoContext, Result};
 use crate::types::ChunkId;
 
@@ -34,6 +35,10 @@ pub struct PackWriter {
     entries: Vec<BlobEntry>,
     /// Set once `close` handed the tmp file on: it is no longer this writer's to remove.
     released: bool,
+    /// The spool's keys: with a sealer, every blob's stored bytes and the index are sealed.
+    keys: Keys,
+    /// Where a borrowed blob is sealed ([`PackWriter::add`]), reused from blob to blob.
+    scratch: Vec<u8>,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -63,8 +68,9 @@ fn start_writeback(file: &File, from: u64, to: u64) {
 }
 
 impl PackWriter {
-    /// Create a new pack file with a unique name in `tmp_dir` and write its header.
-    pub fn create(tmp_dir: &Path) -> Result<PackWriter> {
+    /// Create a new pack file with a unique name in `tmp_dir` and write its header. With an
+    /// encrypted spool's `keys` the pack is sealed (header flag, sealed blobs and index).
+    pub fn create(tmp_dir: &Path, keys: &Keys) -> Result<PackWriter> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -86,11 +92,14 @@ impl PackWriter {
             writeback_from: 0,
             entries: Vec::new(),
             released: false,
+            keys: keys.clone(),
+            scratch: Vec::new(),
         };
+        let flags = if keys.is_encrypted() { PACK_SEALED } else { 0 };
         let mut h = [0u8; FILE_HEADER_LEN];
         h[FH_MAGIC..FH_MAGIC + 8].copy_from_slice(&FILE_MAGIC);
         h[FH_VERSION..FH_VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
-        h[FH_FLAGS..FH_FLAGS + 4].copy_from_slice(&0u32.to_le_bytes());
+        h[FH_FLAGS..FH_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
         w.write(&h)?;
         Ok(w)
     }
@@ -111,12 +120,48 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Append one blob (header + stored bytes). The caller vouches that `id` is the blake3 of
-    /// the blob's raw bytes; readers verify it.
+    /// Append one blob (header + stored bytes). The caller vouches that `id` is the blob's id
+    /// under the spool's keys (`Keys::chunk_id` of its raw bytes, `frame::id` of a frame);
+    /// readers verify it. In a sealed pack the stored bytes are sealed (copied into a reused
+    /// buffer first: the blob is borrowed).
     pub fn add(&mut self, id: ChunkId, kind: BlobKind, blob: &EncodedBlob) -> Result<BlobEntry> {
-        let entry = next_entry(self.size, id, kind, blob)?;
+        let sealed = self.keys.is_encrypted();
+        let entry = next_entry(self.size, id, kind, blob, sealed)?;
         self.write(&encode_blob_header(&entry))?;
+        let keys = self.keys.clone();
+        match keys.sealer() {
+            None => self.write(&blob.data)?,
+            Some(sealer) => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.clear();
+                sealer.seal_into(&blob_aad(&entry), &blob.data, &mut scratch)?;
+                let written = self.write(&scratch);
+                self.scratch = scratch;
+                written?;
+            }
+        }
+        self.entries.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// [`PackWriter::add`] of a blob the writer may change: in a sealed pack its bytes are
+    /// sealed in place and written with their nonce and tag, without a copy.
+    pub fn add_owned(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        mut blob: EncodedBlob,
+    ) -> Result<BlobEntry> {
+        let keys = self.keys.clone();
+        let Some(sealer) = keys.sealer() else {
+            return self.add(id, kind, &blob);
+        };
+        let entry = next_entry(self.size, id, kind, &blob, true)?;
+        self.write(&encode_blob_header(&entry))?;
+        let (nonce, tag) = sealer.seal_detached(&blob_aad(&entry), &mut blob.data)?;
+        self.write(&nonce)?;
         self.write(&blob.data)?;
+        self.write(&tag)?;
         self.entries.push(entry.clone());
         Ok(entry)
     }
@@ -145,6 +190,10 @@ impl PackWriter {
         let mut index = Vec::with_capacity(self.entries.len() * INDEX_ENTRY_LEN);
         for e in &self.entries {
             encode_index_entry(e, &mut index);
+        }
+        if let Some(sealer) = self.keys.sealer() {
+            let count = self.entries.len() as u64;
+            index = sealer.seal(&index_aad(count), &index)?;
         }
         let index_hash = blake3::hash(&index);
         let footer = encode_footer(
@@ -191,19 +240,28 @@ impl Drop for PackWriter {
 }
 
 /// The entry of `blob` appended to a pack of `size` bytes so far, once checked.
-fn next_entry(size: u64, id: ChunkId, kind: BlobKind, blob: &EncodedBlob) -> Result<BlobEntry> {
-    let stored_len = u32::try_from(blob.data.len()).map_err(|_| {
+fn next_entry(
+    size: u64,
+    id: ChunkId,
+    kind: BlobKind,
+    blob: &EncodedBlob,
+    sealed: bool,
+) -> Result<BlobEntry> {
+    let stored_len = u32::try_from(blob.data.len())
+        .ok()
+        .and_then(|l| l.checked_add(seal_overhead(sealed)));
+    let stored_len = stored_len.ok_or_else(|| {
         Error::usage(format!(
             "blob {} is {} bytes; a pack blob must be under 4 GiB",
             id.short(),
             blob.data.len()
         ))
     })?;
-    if !blob.compressed && stored_len != blob.raw_len {
+    if !blob.compressed && blob.data.len() != blob.raw_len as usize {
         return Err(Error::usage(format!(
             "blob {}: uncompressed but {} stored bytes for raw length {}",
             id.short(),
-            stored_len,
+            blob.data.len(),
             blob.raw_len
         )));
     }
@@ -233,6 +291,7 @@ pub struct BackgroundPack {
     thread: Option<std::thread::JoinHandle<Result<StoredPack>>>,
     size: u64,
     blobs: usize,
+    sealed: bool,
 }
 
 /// What makes a staged pack durable where packs live (a pack store's `put`), run on the pack's
@@ -250,15 +309,15 @@ const BACKGROUND_QUEUE: usize = 4;
 impl BackgroundPack {
     /// Create the pack's tmp file in `tmp_dir` (an error here is the caller's at once) and
     /// start its thread.
-    pub fn start(tmp_dir: &Path) -> Result<BackgroundPack> {
-        let mut writer = PackWriter::create(tmp_dir)?;
+    pub fn start(tmp_dir: &Path, keys: &Keys) -> Result<BackgroundPack> {
+        let mut writer = PackWriter::create(tmp_dir, keys)?;
         let size = writer.size();
         let (jobs, queue) = std::sync::mpsc::sync_channel(BACKGROUND_QUEUE);
         let run = move || -> Result<StoredPack> {
             for job in queue {
                 match job {
                     PackJob::Blob(id, kind, blob) => {
-                        writer.add(id, kind, &blob)?;
+                        writer.add_owned(id, kind, blob)?;
                     }
                     PackJob::Seal(put) => {
                         let (staged, entries) = writer.close()?.into_parts();
@@ -286,12 +345,13 @@ impl BackgroundPack {
             thread: Some(thread),
             size,
             blobs: 0,
+            sealed: keys.is_encrypted(),
         })
     }
 
     /// Hand one blob over; its entry, as [`PackWriter::add`] would give it.
     pub fn add(&mut self, id: ChunkId, kind: BlobKind, blob: EncodedBlob) -> Result<BlobEntry> {
-        let entry = next_entry(self.size, id, kind, &blob)?;
+        let entry = next_entry(self.size, id, kind, &blob, self.sealed)?;
         let sent = match &self.jobs {
             Some(jobs) => jobs.send(PackJob::Blob(id, kind, blob)).is_ok(),
             None => false,
@@ -323,7 +383,10 @@ impl BackgroundPack {
         if !sealed {
             return Err(self.stopped());
         }
-        let size = self.size + (self.blobs * INDEX_ENTRY_LEN) as u64 + FOOTER_LEN as u64;
+        let size = self.size
+            + (self.blobs * INDEX_ENTRY_LEN) as u64
+            + u64::from(seal_overhead(self.sealed))
+            + FOOTER_LEN as u64;
         Ok(SealedPack {
             thread: self.thread.take().expect("pack thread until sealed"),
             size,
@@ -556,13 +619,13 @@ mod tests {
     #[test]
     fn abandon_and_drop_remove_the_tmp_file() {
         let s = spool();
-        let mut w = PackWriter::create(&s.tmp).unwrap();
+        let mut w = PackWriter::create(&s.tmp, &crate::crypto::Keys::plain()).unwrap();
         w.add(ChunkId::of(b"x"), BlobKind::Data, &encode_blob(b"x", 3))
             .unwrap();
         assert!(!tmp_is_empty(&s));
         w.abandon();
         assert!(tmp_is_empty(&s));
-        let w = PackWriter::create(&s.tmp).unwrap();
+        let w = PackWriter::create(&s.tmp, &crate::crypto::Keys::plain()).unwrap();
         assert!(!tmp_is_empty(&s));
         drop(w);
         assert!(tmp_is_empty(&s));
@@ -574,7 +637,7 @@ mod tests {
         let s = spool();
         let blobs = [b"first".to_vec(), b"second".to_vec()];
         let fill = || {
-            let mut w = PackWriter::create(&s.tmp).unwrap();
+            let mut w = PackWriter::create(&s.tmp, &crate::crypto::Keys::plain()).unwrap();
             for raw in &blobs {
                 w.add(ChunkId::of(raw), BlobKind::Data, &encode_blob(raw, 3))
                     .unwrap();
@@ -611,8 +674,8 @@ mod tests {
         let blobs: Vec<Vec<u8>> = (0..6u64)
             .map(|i| text(i, 3000 + 700 * i as usize))
             .collect();
-        let mut w = PackWriter::create(&s.tmp).unwrap();
-        let mut bg = BackgroundPack::start(&s.tmp).unwrap();
+        let mut w = PackWriter::create(&s.tmp, &crate::crypto::Keys::plain()).unwrap();
+        let mut bg = BackgroundPack::start(&s.tmp, &crate::crypto::Keys::plain()).unwrap();
         for raw in &blobs {
             let blob = encode_blob(raw, 3);
             let a = w.add(ChunkId::of(raw), BlobKind::Data, &blob).unwrap();
@@ -643,7 +706,7 @@ mod tests {
 
         // Dropped unsealed: the tmp file goes, no pack appears.
         let before = list_packs(&s.packs).unwrap().len();
-        let mut bg = BackgroundPack::start(&s.tmp).unwrap();
+        let mut bg = BackgroundPack::start(&s.tmp, &crate::crypto::Keys::plain()).unwrap();
         bg.add(ChunkId::of(b"y"), BlobKind::Data, encode_blob(b"y", 3))
             .unwrap();
         drop(bg);
@@ -654,7 +717,7 @@ mod tests {
         // and the tmp file is removed.
         let not_a_dir = s.tmp.parent().unwrap().join("not-a-dir");
         fs::write(&not_a_dir, b"").unwrap();
-        let mut bg = BackgroundPack::start(&s.tmp).unwrap();
+        let mut bg = BackgroundPack::start(&s.tmp, &crate::crypto::Keys::plain()).unwrap();
         bg.add(ChunkId::of(b"z"), BlobKind::Data, encode_blob(b"z", 3))
             .unwrap();
         let err = bg
@@ -667,10 +730,86 @@ mod tests {
         assert!(tmp_is_empty(&s));
     }
 
+    /// A sealed pack reads back (index, blobs, salvage walk, frames located by a chunk) with
+    /// its keys, is the size `seal` announced, shows none of its content, and is refused by a
+    /// plain spool's reader as a plain pack is by a sealed spool's.
+    #[test]
+    fn sealed_packs_round_trip_and_are_refused_by_the_other_kind_of_spool() {
+        use crate::crypto::{Keys, MasterKey};
+        use crate::pack::PackReader;
+        let s = spool();
+        let keys = Keys::from_master(&MasterKey::generate().unwrap());
+        let plain = Keys::plain();
+        let raws: Vec<Vec<u8>> = vec![
+            text(1, 20_000),
+            crate::chunk::tests::random(2, 9000),
+            Vec::new(),
+        ];
+        let (frame, _) = crate::frame::build(&[(keys.chunk_id(&raws[0]), &raws[0])]);
+        let frame_id = crate::frame::id(&keys, &frame).unwrap();
+        let mut w = PackWriter::create(&s.tmp, &keys).unwrap();
+        let mut bg = BackgroundPack::start(&s.tmp, &keys).unwrap();
+        let mut entries = Vec::new();
+        for raw in &raws {
+            let (id, blob) = (keys.chunk_id(raw), encode_blob(raw, 3));
+            let a = w.add(id, BlobKind::Data, &blob).unwrap();
+            assert_eq!(a, bg.add(id, BlobKind::Data, blob).unwrap());
+            entries.push(a);
+        }
+        let blob = encode_blob(&frame, 3);
+        let fe = w.add(frame_id, BlobKind::Frame, &blob).unwrap();
+        bg.add(frame_id, BlobKind::Frame, blob).unwrap();
+        let sealed = bg.seal(into_dir(&s.packs)).unwrap();
+        let announced = sealed.size();
+        let done = sealed.wait().unwrap();
+        assert_eq!(done.size, announced);
+        let p = w.finish(&s.packs).unwrap();
+        assert_eq!(p.size, done.size);
+        assert_ne!(p.id, done.id, "random nonces: two sealings differ");
+        let bytes = fs::read(&p.path).unwrap();
+        assert!(!bytes.windows(12).any(|w| w == &raws[0][100..112]));
+
+        let r = PackReader::open(&p.path, &keys).unwrap();
+        let index = r.read_index().unwrap();
+        assert_eq!(index.len(), 4);
+        for (e, raw) in index.iter().zip(&raws) {
+            assert_eq!(e.stored_len as usize, encode_blob(raw, 3).data.len() + 40);
+            assert_eq!(&r.read_blob(e).unwrap(), raw);
+        }
+        assert_eq!(r.read_blob(&index[3]).unwrap(), frame);
+        assert_eq!(r.scan().unwrap().entries, index);
+        // A frame located by one of its chunks: the frame's id comes from its header.
+        let by_chunk = BlobEntry {
+            id: keys.chunk_id(&raws[0]),
+            ..fe.clone()
+        };
+        let opened = r.read_opened(&by_chunk).unwrap();
+        let got = crate::pack::decode_opened(&keys, &fe, &opened).unwrap();
+        assert_eq!(got, frame);
+
+        let err = PackReader::open(&p.path, &plain).unwrap_err().to_string();
+        assert!(err.contains("sealed"), "{err}");
+        let other = Keys::from_master(&MasterKey::generate().unwrap());
+        let err = PackReader::open(&p.path, &other)
+            .unwrap()
+            .read_index()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("authentication failed"), "{err}");
+        let mut pw = PackWriter::create(&s.tmp, &plain).unwrap();
+        pw.add(ChunkId::of(b"x"), BlobKind::Data, &encode_blob(b"x", 3))
+            .unwrap();
+        let plain_pack = pw.finish(&s.packs).unwrap();
+        let err = PackReader::open(&plain_pack.path, &keys)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not sealed"), "{err}");
+    }
+
     #[test]
     fn add_refuses_inconsistent_blobs() {
         let s = spool();
-        let mut w = PackWriter::create(&s.tmp).unwrap();
+        let mut w = PackWriter::create(&s.tmp, &crate::crypto::Keys::plain()).unwrap();
         let bad = EncodedBlob {
             data: vec![1, 2, 3],
             compressed: false,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{PackInfo, PackStore, StagedPack};
+use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::pack::{PackId, PackReader};
 
@@ -83,9 +84,9 @@ impl PackStore for Faulty {
         self.inner.put(pack)
     }
 
-    fn open(&self, id: &PackId) -> Result<PackReader> {
+    fn open(&self, id: &PackId, keys: &Keys) -> Result<PackReader> {
         self.check_read(id)?;
-        self.inner.open(id)
+        self.inner.open(id, keys)
     }
 
     fn read_ranges(&self, id: &PackId, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
@@ -168,7 +169,7 @@ mod tests {
         store.put(b).unwrap();
         store.fail_reads_of(ida);
         for err in [
-            store.open(&ida).unwrap_err(),
+            store.open(&ida, &crate::crypto::Keys::plain()).unwrap_err(),
             store.read(&ida, 0..8).unwrap_err(),
             store.read_ranges(&ida, &[0..1, 2..3]).unwrap_err(),
         ] {
@@ -178,7 +179,7 @@ mod tests {
                 "{err}"
             );
         }
-        store.open(&idb).unwrap();
+        store.open(&idb, &crate::crypto::Keys::plain()).unwrap();
         assert_eq!(store.read(&idb, 0..8).unwrap(), b"REELPAK\0");
         store.fail_deletes(true);
         assert!(store.delete(&[idb]).is_err());

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{PackInfo, PackStore, StagedPack, range_len, truncated, unix_ns};
+use crate::crypto::Keys;
 use crate::error::{Error, IoContext, Result};
 use crate::pack::{self, PackId, PackReader};
 
@@ -37,8 +38,8 @@ impl PackStore for LocalDir {
         pack::place(pack, &self.dir).map(drop)
     }
 
-    fn open(&self, id: &PackId) -> Result<PackReader> {
-        PackReader::open(&self.location(id))
+    fn open(&self, id: &PackId, keys: &Keys) -> Result<PackReader> {
+        PackReader::open(&self.location(id), keys)
     }
 
     fn read_ranges(&self, id: &PackId, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use super::{PackInfo, PackStore, StagedPack, range_len, truncated, unix_ns};
+use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::pack::{PackBytes, PackId, PackReader};
 
@@ -67,10 +68,10 @@ impl PackStore for InMemory {
         Ok(())
     }
 
-    fn open(&self, id: &PackId) -> Result<PackReader> {
+    fn open(&self, id: &PackId, keys: &Keys) -> Result<PackReader> {
         let bytes = self.get(id)?;
         let size = bytes.len() as u64;
-        PackReader::with_bytes(Box::new(MemBytes(bytes)), size, self.location(id))
+        PackReader::with_bytes(Box::new(MemBytes(bytes)), size, self.location(id), keys)
     }
 
     fn read_ranges(&self, id: &PackId, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
@@ -145,7 +146,7 @@ mod tests {
         store.put(s).unwrap();
         assert!(tmp_is_empty(tmp.path()));
         assert_eq!(store.read(&id, 0..bytes.len() as u64).unwrap(), bytes);
-        let reader = Arc::new(store.open(&id).unwrap());
+        let reader = Arc::new(store.open(&id, &crate::crypto::Keys::plain()).unwrap());
         std::thread::scope(|t| {
             for e in &entries {
                 let reader = reader.clone();

@@ -18,6 +18,7 @@
 use std::ops::Range;
 use std::path::PathBuf;
 
+use crate::crypto::Keys;
 use crate::error::{Damaged, Error, Result};
 pub use crate::pack::StagedPack;
 use crate::pack::{PackId, PackReader};
@@ -60,7 +61,7 @@ pub trait PackStore: Send + Sync {
     /// Open pack `id` for reading; the reader checks its file magic and version, and its reads
     /// are this store's ranged reads. Callers keep it (one per pack, shared by threads) rather
     /// than open a pack for every read.
-    fn open(&self, id: &PackId) -> Result<PackReader>;
+    fn open(&self, id: &PackId, keys: &Keys) -> Result<PackReader>;
 
     /// Read byte ranges of pack `id`, in the order given, in one call (a remote store fetches
     /// them together). A range outside the pack is an error: the pack is shorter than its
@@ -157,7 +158,7 @@ mod tests {
 
     /// A staged pack of `blobs` (raw), written in `tmp`, with its entries and bytes.
     pub(super) fn staged(tmp: &Path, blobs: &[&[u8]]) -> (StagedPack, Vec<BlobEntry>, Vec<u8>) {
-        let mut w = PackWriter::create(tmp).unwrap();
+        let mut w = PackWriter::create(tmp, &crate::crypto::Keys::plain()).unwrap();
         for raw in blobs {
             w.add(ChunkId::of(raw), BlobKind::Data, &encode_blob(raw, 3))
                 .unwrap();
@@ -216,7 +217,7 @@ mod tests {
         assert!(store.read(&ida, reversed).is_err());
 
         // An open reader reads and verifies blobs.
-        let r = store.open(&ida).unwrap();
+        let r = store.open(&ida, &crate::crypto::Keys::plain()).unwrap();
         assert_eq!(r.size(), n);
         assert_eq!(r.read_index().unwrap(), a_entries);
         assert_eq!(r.read_blob(&a_entries[1]).unwrap(), b"beta");
@@ -224,11 +225,11 @@ mod tests {
 
         // Delete: a missing pack is no error; a deleted one is gone.
         let missing = PackId([9; 32]);
-        assert!(store.open(&missing).is_err());
+        assert!(store.open(&missing, &crate::crypto::Keys::plain()).is_err());
         assert!(store.read(&missing, 0..1).is_err());
         store.delete(&[ida, missing]).unwrap();
         assert!(!store.exists(&ida).unwrap());
-        assert!(store.open(&ida).is_err());
+        assert!(store.open(&ida, &crate::crypto::Keys::plain()).is_err());
         assert_eq!(store.list().unwrap(), vec![(idb, b_bytes.len() as u64)]);
         store.delete(&[idb]).unwrap();
         assert!(store.list().unwrap().is_empty());

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::ChunkId;
 use crate::catalog::ChunkLoc;
+use crate::crypto::Keys;
 use crate::error::{Damaged, Error, Result};
 use crate::frame;
 use crate::pack::{BlobEntry, BlobKind, PackId, PackReader};
@@ -74,7 +75,7 @@ pub fn scan(r: &PackReader, proof: Proof) -> Result<PackScan> {
                 let table = frame::parse(&raw)
                     .map_err(|err| damaged(format!("pack {}: {err}", path.display())))?;
                 for (id, range) in table {
-                    frame::verified(&raw, &id, range.clone()).map_err(|err| {
+                    frame::verified(r.keys(), &raw, &id, range.clone()).map_err(|err| {
                         // Without the pack's hash, say what a bad chunk means.
                         let then = if every_blob {
                             "; the pack is damaged"
@@ -107,8 +108,8 @@ pub fn scan(r: &PackReader, proof: Proof) -> Result<PackScan> {
 
 /// Every chunk in the pack at `path`, every blob verified against its hash (frames: every
 /// chunk inside), with its location (pack number 0: the caller sets it).
-pub fn pack_chunks(path: &Path) -> Result<(Vec<BlobEntry>, PackChunks)> {
-    open_pack_chunks(&PackReader::open(path)?)
+pub fn pack_chunks(path: &Path, keys: &Keys) -> Result<(Vec<BlobEntry>, PackChunks)> {
+    open_pack_chunks(&PackReader::open(path, keys)?)
 }
 
 /// [`pack_chunks`] of an open pack (a pack store's: `PackStore::open`).
@@ -129,7 +130,7 @@ mod tests {
         let tmp = dir.join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
         let store = LocalDir::new(dir.join("packs"));
-        let mut w = PackWriter::create(&tmp).unwrap();
+        let mut w = PackWriter::create(&tmp, &crate::crypto::Keys::plain()).unwrap();
         for (id, kind, raw) in blobs {
             w.add(*id, *kind, &encode_blob(raw, 3)).unwrap();
         }
@@ -155,11 +156,15 @@ mod tests {
         let (store, id) = put_pack(
             dir.path(),
             &[
-                (frame::id(&frame).unwrap(), BlobKind::Frame, frame.clone()),
+                (
+                    frame::id(&crate::crypto::Keys::plain(), &frame).unwrap(),
+                    BlobKind::Frame,
+                    frame.clone(),
+                ),
                 (ChunkId::of(&forget), BlobKind::Forget, forget.clone()),
             ],
         );
-        let r = store.open(&id).unwrap();
+        let r = store.open(&id, &crate::crypto::Keys::plain()).unwrap();
         for proof in [Proof::Name(id), Proof::EachBlob] {
             let s = scan(&r, proof).unwrap();
             assert_eq!(s.entries.len(), 2);
@@ -171,12 +176,16 @@ mod tests {
                 // The row reads the chunk back, as the store's rows do.
                 let stored = r.read_stored(&loc.blob_entry(*cid)).unwrap();
                 let want: &[u8] = if i == 0 { &a } else { &b };
-                assert_eq!(loc.decode_chunk(*cid, &stored).unwrap(), want);
+                assert_eq!(
+                    loc.decode_chunk(&crate::crypto::Keys::plain(), *cid, &stored)
+                        .unwrap(),
+                    want
+                );
             }
         }
         let path = store.location(&id);
         assert_eq!(
-            pack_chunks(&path).unwrap().1,
+            pack_chunks(&path, &crate::crypto::Keys::plain()).unwrap().1,
             scan(&r, Proof::EachBlob).unwrap().chunks
         );
     }
@@ -193,19 +202,22 @@ mod tests {
             dir.path(),
             &[(ChunkId::of(&raw), BlobKind::Data, raw.clone())],
         );
-        let other = scan(&store.open(&id).unwrap(), Proof::Name(PackId([9u8; 32])));
+        let other = scan(
+            &store.open(&id, &crate::crypto::Keys::plain()).unwrap(),
+            Proof::Name(PackId([9u8; 32])),
+        );
         assert!(other.is_err());
         let path = store.location(&id);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[100] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let r = store.open(&id).unwrap();
+        let r = store.open(&id, &crate::crypto::Keys::plain()).unwrap();
         let err = scan(&r, Proof::Name(id)).unwrap_err().to_string();
         assert!(
             err.contains("not to its name: the file is damaged"),
             "{err}"
         );
         assert!(scan(&r, Proof::EachBlob).is_err());
-        assert!(pack_chunks(&path).is_err());
+        assert!(pack_chunks(&path, &crate::crypto::Keys::plain()).is_err());
     }
 }

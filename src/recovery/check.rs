@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 
 use crate::catalog::{ChunkLoc, DumpRecord, PackRecord};
+use crate::crypto::Keys;
 use crate::manifest::ManifestReader;
 use crate::pack::{self, BlobKind, PackId};
 use crate::pack_store::PackStore;
@@ -93,7 +94,15 @@ pub fn check(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result<
 
     progress.message("checking packs");
     progress.set_total(packs.iter().map(|(_, r)| r.size).sum());
-    let indexes = check_packs(&packs, store, &pack_names, read_data, progress, &mut report);
+    let indexes = check_packs(
+        &packs,
+        store,
+        spool.keys(),
+        &pack_names,
+        read_data,
+        progress,
+        &mut report,
+    );
 
     // The chunk index against the packs' own indexes.
     progress.message("checking the chunk index");
@@ -141,6 +150,7 @@ struct PackIndexes {
 fn check_packs(
     packs: &[(u64, PackRecord)],
     store: &dyn PackStore,
+    keys: &Keys,
     pack_names: &HashMap<u64, String>,
     read_data: bool,
     progress: &dyn Progress,
@@ -148,7 +158,7 @@ fn check_packs(
 ) -> PackIndexes {
     let results: Vec<PackCheck> = packs
         .par_iter()
-        .map(|(no, rec)| check_pack(*no, rec, store, read_data, progress))
+        .map(|(no, rec)| check_pack(*no, rec, store, keys, read_data, progress))
         .collect();
     let mut out = PackIndexes::default();
     for c in results {
@@ -175,6 +185,7 @@ fn check_pack(
     no: u64,
     rec: &PackRecord,
     store: &dyn PackStore,
+    keys: &Keys,
     read_data: bool,
     progress: &dyn Progress,
 ) -> PackCheck {
@@ -187,7 +198,7 @@ fn check_pack(
         bad_blobs: Vec::new(),
         bytes_read: 0,
     };
-    let reader = match store.open(&id) {
+    let reader = match store.open(&id, keys) {
         Ok(r) => r,
         Err(e) => {
             out.problems.push(problem(
@@ -234,13 +245,18 @@ fn check_pack(
         }
         for entry in &index {
             out.bytes_read += u64::from(entry.stored_len);
-            match reader.read_blob(entry) {
+            // Opened with its header (in a sealed pack the header must agree with the index
+            // and the seal must hold), then decoded and verified against its id.
+            let read = reader
+                .read_opened(entry)
+                .and_then(|opened| pack::decode_opened(keys, entry, &opened));
+            match read {
                 Err(e) => out.bad_blobs.push((entry.offset, e.to_string())),
                 Ok(raw) if entry.kind == BlobKind::Frame => {
                     // The frame's name (its table) held; its chunks must match it.
                     let broken = crate::frame::parse(&raw).and_then(|table| {
                         table.into_iter().try_for_each(|(cid, r)| {
-                            crate::frame::verified(&raw, &cid, r).map(drop)
+                            crate::frame::verified(keys, &raw, &cid, r).map(drop)
                         })
                     });
                     if let Err(e) = broken {

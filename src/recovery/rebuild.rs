@@ -27,6 +27,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::catalog::{self, Catalog, ChunkLoc, DumpRecord, TapeIndex};
+use crate::crypto::Keys;
 use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::manifest::ManifestReader;
@@ -88,13 +89,14 @@ pub(crate) fn record_scanned_pack(
 /// them, and the refused ones.
 pub(crate) fn scan_packs(
     store: &dyn PackStore,
+    keys: &Keys,
     packs: &[PackInfo],
     scanned: &(dyn Fn(&ScannedPack) + Sync),
 ) -> (Vec<ScannedPack>, Vec<Refused>) {
     let results: Vec<std::result::Result<ScannedPack, Refused>> = packs
         .par_iter()
         .map(|listed| {
-            let r = scan_pack(store, listed).map_err(|e| Refused {
+            let r = scan_pack(store, keys, listed).map_err(|e| Refused {
                 path: store.location(&listed.id),
                 reason: e.to_string(),
             });
@@ -117,10 +119,14 @@ pub(crate) fn scan_packs(
 
 /// Read one pack of `store`: its hash against its name, its index, its frames' chunk tables
 /// (`crate::pack_store::scan`), and its dump and forget records.
-pub(crate) fn scan_pack(store: &dyn PackStore, listed: &PackInfo) -> Result<ScannedPack> {
+pub(crate) fn scan_pack(
+    store: &dyn PackStore,
+    keys: &Keys,
+    listed: &PackInfo,
+) -> Result<ScannedPack> {
     let id = listed.id;
     let path = &store.location(&id);
-    let r = store.open(&id)?;
+    let r = store.open(&id, keys)?;
     let found = scan::scan(&r, Proof::Name(id))?;
     let in_pack = |err: Error| {
         Error::damaged(
@@ -341,7 +347,7 @@ pub fn rebuild_catalog(
     let store = spool.pack_store().as_ref();
     let listed = store.list_info()?;
     progress.set_total(listed.iter().map(|p| p.size).sum());
-    let (packs, refused) = scan_packs(store, &listed, &|s| progress.advance(s.size));
+    let (packs, refused) = scan_packs(store, spool.keys(), &listed, &|s| progress.advance(s.size));
     report.packs_refused = refused;
 
     // 2. Dumps: one record per id, minus the forgotten ones.
@@ -715,7 +721,7 @@ mod tests {
 
     /// Put a pack of `blobs` (staged in `tmp`) into `store`.
     fn put(store: &dyn PackStore, tmp: &Path, blobs: &[(ChunkId, BlobKind, Vec<u8>)]) -> PackId {
-        let mut w = PackWriter::create(tmp).unwrap();
+        let mut w = PackWriter::create(tmp, &crate::crypto::Keys::plain()).unwrap();
         for (id, kind, raw) in blobs {
             w.add(*id, *kind, &encode_blob(raw, 3)).unwrap();
         }
@@ -741,7 +747,11 @@ mod tests {
             store,
             tmp,
             &[
-                (crate::frame::id(&frame).unwrap(), BlobKind::Frame, frame),
+                (
+                    crate::frame::id(&crate::crypto::Keys::plain(), &frame).unwrap(),
+                    BlobKind::Frame,
+                    frame,
+                ),
                 (ChunkId::of(&forget), BlobKind::Forget, forget),
             ],
         );
@@ -756,7 +766,7 @@ mod tests {
         let store = InMemory::new();
         let (first, second) = two_packs(&store, tmp.path());
         let listed = store.list_info().unwrap();
-        let (good, refused) = scan_packs(&store, &listed, &|_| {});
+        let (good, refused) = scan_packs(&store, &crate::crypto::Keys::plain(), &listed, &|_| {});
         assert!(refused.is_empty());
         let ids: Vec<PackId> = good.iter().map(|p| p.id).collect();
         assert_eq!(ids, vec![first, second]);
@@ -783,6 +793,7 @@ mod tests {
         assert!(
             scan_pack(
                 &store,
+                &crate::crypto::Keys::plain(),
                 &PackInfo {
                     id: gone,
                     ..listed[0]
@@ -790,7 +801,7 @@ mod tests {
             )
             .is_err()
         );
-        let (good, refused) = scan_packs(&store, &listed, &|_| {});
+        let (good, refused) = scan_packs(&store, &crate::crypto::Keys::plain(), &listed, &|_| {});
         assert_eq!(good.len(), 1);
         assert_eq!(good[0].id, second);
         assert_eq!(refused.len(), 1);

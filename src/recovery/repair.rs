@@ -82,7 +82,7 @@ pub fn repair(spool: &Spool, read_data: bool, progress: &dyn Progress) -> Result
         .into_iter()
         .filter(|p| !named_ids.contains(&p.id.0) && !doomed.contains(&p.id.0))
         .collect();
-    let (good, refused) = scan_packs(store, &candidates, &|_| {});
+    let (good, refused) = scan_packs(store, spool.keys(), &candidates, &|_| {});
     report.refused = refused;
 
     // Packs named that are gone (not merely unreadable: that is damage, reported by check; nor
@@ -229,7 +229,7 @@ mod tests {
         );
 
         // A pack no catalog names (a dump killed before its commit), and a named one gone.
-        let mut pw = PackWriter::create(&spool.tmp_dir()).unwrap();
+        let mut pw = PackWriter::create(&spool.tmp_dir(), &crate::crypto::Keys::plain()).unwrap();
         pw.add(
             ChunkId::of(&data[2]),
             BlobKind::Data,

@@ -34,12 +34,15 @@ use std::process::{Command, Output, Stdio};
 // ---------------------------------------------------------------------------------------------
 
 /// A `Command` for the `reel` binary under test, with `REEL_SPOOL` removed from its environment
-/// so a developer's own spool can never be touched by a test.
+/// so a developer's own spool can never be touched by a test. `REEL_TEST_BIN` names another
+/// binary to run instead (an older build, to see a new test fail where the behaviour it tests
+/// is missing).
 pub fn reel() -> Command {
     // option_env!, not env!: this module must compile even in a tree without the binary target.
-    let Some(exe) = option_env!("CARGO_BIN_EXE_reel") else {
+    let Some(built) = option_env!("CARGO_BIN_EXE_reel") else {
         panic!("the reel binary target is missing (CARGO_BIN_EXE_reel not set)");
     };
+    let exe = std::env::var_os("REEL_TEST_BIN").unwrap_or_else(|| built.into());
     let mut cmd = Command::new(exe);
     cmd.env_remove("REEL_SPOOL");
     cmd.stdin(Stdio::null());
@@ -79,23 +82,69 @@ pub fn run_fail(cmd: &mut Command) -> (i32, String) {
     }
 }
 
+/// What kind of spool a test runs on: the tests of what a spool keeps and restores run on
+/// both ([`both_kinds!`]), so an encrypted spool is held to the same fidelity as a plain one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `reel init`.
+    Plain,
+    /// `reel init --encrypt`, with [`PASSWORD`] in `REEL_PASSWORD` for every command.
+    Encrypted,
+}
+
+/// The passphrase of the tests' encrypted spools.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// For a test function `fn NAME(kind: Kind)`, the tests `NAME::plain` and `NAME::encrypted`
+/// (a module of the same name), each running it on its kind of spool: `both_kinds!(NAME);`.
+#[macro_export]
+macro_rules! both_kinds {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn plain() {
+                super::$name(super::Kind::Plain)
+            }
+            #[test]
+            fn encrypted() {
+                super::$name(super::Kind::Encrypted)
+            }
+        }
+    };
+}
+
 /// A spool in a temporary directory, removed when dropped.
 pub struct Spool {
     pub dir: tempfile::TempDir,
+    pub kind: Kind,
 }
 
 impl Spool {
     /// A fresh empty directory for a spool; `reel init` has not run yet.
     pub fn empty() -> Spool {
+        Spool::empty_of(Kind::Plain)
+    }
+
+    /// [`Spool::empty`] for a spool of `kind` (its commands carry the passphrase).
+    pub fn empty_of(kind: Kind) -> Spool {
         Spool {
             dir: tempfile::tempdir().expect("cannot create a temporary spool directory"),
+            kind,
         }
     }
 
     /// A fresh spool on which `reel init` has succeeded.
     pub fn new() -> Spool {
-        let s = Spool::empty();
-        run_ok(s.cmd().arg("init"));
+        Spool::of(Kind::Plain)
+    }
+
+    /// A fresh spool of `kind`: `reel init`, or `reel init --encrypt`.
+    pub fn of(kind: Kind) -> Spool {
+        let s = Spool::empty_of(kind);
+        match kind {
+            Kind::Plain => run_ok(s.cmd().arg("init")),
+            Kind::Encrypted => run_ok(s.cmd().args(["init", "--encrypt"])),
+        };
         s
     }
 
@@ -121,7 +170,17 @@ impl Spool {
     pub fn cmd(&self) -> Command {
         let mut c = reel();
         c.arg("--spool").arg(self.dir.path());
+        if self.kind == Kind::Encrypted {
+            c.env("REEL_PASSWORD", PASSWORD);
+        }
         c
+    }
+
+    /// The spool opened with reel's library (its key unlocked by [`PASSWORD`] when
+    /// encrypted), for a test that changes the catalog as no command does.
+    pub fn open_lib(&self, access: reel::spool::Access) -> reel::spool::Spool {
+        let unlock = |ring: &reel::keyring::KeyRing, _| ring.unlock(PASSWORD.as_bytes());
+        reel::spool::Spool::open_keyed(self.path(), access, &unlock).expect("open the spool")
     }
 
     /// `reel --spool DIR ARGS...`, which must succeed; returns stdout.
@@ -218,7 +277,12 @@ impl Spool {
 
 /// A new spool with volume `v` at `vol` and its level 0 dump dated 2026-11-01.
 pub fn spool_with_full_dump(vol: &Path) -> Spool {
-    let spool = Spool::new();
+    spool_of_with_full_dump(Kind::Plain, vol)
+}
+
+/// [`spool_with_full_dump`] on a spool of `kind`.
+pub fn spool_of_with_full_dump(kind: Kind, vol: &Path) -> Spool {
+    let spool = Spool::of(kind);
     spool.add_volume("v", vol);
     spool.run(["dump", "v", "--level", "0", "--date", "2026-11-01"]);
     spool

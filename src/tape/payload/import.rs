@@ -259,7 +259,7 @@ fn adopt_and_commit(
             continue;
         }
         let src = pack_file(dir, &p.name);
-        let (entries, chunks) = crate::store::pack_chunks(&src)?;
+        let (entries, chunks) = crate::store::pack_chunks(&src, spool.keys())?;
         let lacking: Vec<&(ChunkId, ChunkLoc)> = {
             let t = store.catalog().chunk_index()?;
             let mut v = Vec::new();
@@ -300,7 +300,7 @@ fn adopt_and_commit(
     // A copy of each new dump record in a pack, so the catalog stays rebuildable from packs.
     for (rec, _) in new_dumps {
         let blob = rec.encode();
-        store.put_one(ChunkId::of(&blob), &blob, BlobKind::DumpRecord)?;
+        store.put_one(store.keys().chunk_id(&blob), &blob, BlobKind::DumpRecord)?;
     }
     let record_tape = tape.is_some();
     store.finish(|txn, _| {
@@ -412,7 +412,7 @@ mod tests {
     fn an_older_format_pack_is_staged_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::init(&dir.path().join("spool")).unwrap();
-        let mut w = PackWriter::create(&spool.tmp_dir()).unwrap();
+        let mut w = PackWriter::create(&spool.tmp_dir(), &crate::crypto::Keys::plain()).unwrap();
         w.add(
             ChunkId::of(b"old"),
             BlobKind::Data,

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use crate::catalog::ChunkLoc;
+use crate::crypto::Keys;
 use crate::error::IoContext;
 use crate::frame_packer::{Chunks, FramePacker, PackSink, Rollover};
 use crate::pack::{self, BLOB_HEADER_LEN, BlobEntry, BlobKind, PACK_TARGET_SIZE, PackWriter};
@@ -23,6 +24,8 @@ pub(super) struct Packer {
 
 /// Where the payload's packs go: staged and sealed in `stage`, then renamed into `packs_dir`.
 struct Placer {
+    /// The spool's keys: an encrypted spool's tape carries sealed packs.
+    keys: Keys,
     stage: PathBuf,
     packs_dir: PathBuf,
     /// Chunks in the open pack (frames count their chunks).
@@ -35,10 +38,11 @@ struct Placer {
 }
 
 impl Packer {
-    pub(super) fn new(stage: PathBuf, packs_dir: PathBuf, level: i32) -> Packer {
+    pub(super) fn new(stage: PathBuf, packs_dir: PathBuf, level: i32, keys: &Keys) -> Packer {
         Packer {
-            frames: FramePacker::new(level, Rollover::Below(PACK_MAX)),
+            frames: FramePacker::new(level, Rollover::Below(PACK_MAX), keys),
             out: Placer {
+                keys: keys.clone(),
                 stage,
                 packs_dir,
                 chunks: 0,
@@ -95,7 +99,10 @@ impl PackSink for Placer {
 
     fn open(&mut self) -> Result<(u64, PackWriter)> {
         self.chunks = 0;
-        Ok((self.finished.len() as u64, PackWriter::create(&self.stage)?))
+        Ok((
+            self.finished.len() as u64,
+            PackWriter::create(&self.stage, &self.keys)?,
+        ))
     }
 
     fn placed(&mut self, entry: &BlobEntry, chunks: Vec<(ChunkId, ChunkLoc)>) -> Result<()> {

@@ -7,6 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::ChunkLoc;
+use crate::crypto::Keys;
 use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::frame;
@@ -49,7 +50,9 @@ pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<Ve
     check_dump_records(dir, &cat)?;
     let listed: HashSet<HexId> = cat.packs.iter().map(|p| p.name).collect();
     check_pack_files(dir, &cat, &listed)?;
-    let tape = read_packs(dir, &cat)?;
+    // The packs of an encrypted spool's tape are sealed: they open with that spool's keys.
+    let keys = spool.map_or_else(Keys::plain, |s| s.keys().clone());
+    let tape = read_packs(dir, &cat, &keys)?;
     check_dump_chunks(dir, &cat, &tape, &listed)?;
     let manifests_elsewhere = check_manifests(&cat, &tape, spool)?;
     Ok(VerifiedPayload {
@@ -159,12 +162,12 @@ fn check_pack_files(dir: &Path, cat: &TapeCatalog, listed: &HashSet<HexId>) -> R
 }
 
 /// Every pack matches its name and its CATALOG entry; where each chunk on the tape is.
-fn read_packs(dir: &Path, cat: &TapeCatalog) -> Result<TapeChunks> {
+fn read_packs(dir: &Path, cat: &TapeCatalog, keys: &Keys) -> Result<TapeChunks> {
     let mut present: HashMap<[u8; 32], ChunkLoc> = HashMap::new();
     let mut paths: Vec<PathBuf> = Vec::new();
     for p in &cat.packs {
         let path = pack_file(dir, &p.name);
-        let r = PackReader::open(&path)?;
+        let r = PackReader::open(&path, keys)?;
         if r.hash_file()?.0 != p.name.0 {
             return Err(Error::damaged(
                 Damaged::Pack {
@@ -203,6 +206,7 @@ fn read_packs(dir: &Path, cat: &TapeCatalog) -> Result<TapeChunks> {
         paths,
         at: present,
         open: std::cell::RefCell::new(None),
+        keys: keys.clone(),
     })
 }
 
@@ -247,6 +251,7 @@ struct TapeChunks {
     paths: Vec<PathBuf>,
     at: HashMap<[u8; 32], ChunkLoc>,
     open: std::cell::RefCell<Option<(u64, PackReader)>>,
+    keys: Keys,
 }
 
 impl TapeChunks {
@@ -261,14 +266,20 @@ impl TapeChunks {
         let mut open = self.open.borrow_mut();
         if open.as_ref().is_none_or(|(no, _)| *no != loc.pack_no) {
             let path = &self.paths[loc.pack_no as usize];
-            *open = Some((loc.pack_no, PackReader::open(path)?));
+            *open = Some((loc.pack_no, PackReader::open(path, &self.keys)?));
         }
         let (_, p) = open.as_ref().expect("pack opened");
         let Some(slot) = loc.frame else {
             return p.read_blob(&loc.blob_entry(*id));
         };
-        let stored = p.read_stored(&loc.blob_entry(*id))?;
-        frame::slice(&loc.decode_frame(&stored)?, id, slot.inner, loc.raw_len)
+        let opened = p.read_opened(&loc.blob_entry(*id))?;
+        frame::slice(
+            &self.keys,
+            &loc.decode_frame(&opened)?,
+            id,
+            slot.inner,
+            loc.raw_len,
+        )
     }
 }
 

@@ -253,6 +253,7 @@ pub fn write_payload(
             stage.clone(),
             packs_dir.clone(),
             spool.settings.compression_level,
+            spool.keys(),
         ),
         written: HashMap::new(),
         progress,
