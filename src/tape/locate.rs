@@ -191,7 +191,10 @@ fn header_label(volumes: &[PathBuf]) -> Option<String> {
     let first = volumes.first()?;
     if first.is_dir() {
         let text = std::fs::read_to_string(first.join(payload::LABEL_FILE)).ok()?;
-        return Some(text.trim().to_string());
+        return text
+            .lines()
+            .find_map(|l| l.strip_prefix("label:"))
+            .map(|l| l.trim().to_string());
     }
     let label = bsd::DumpReader::open(&volumes[..1])
         .ok()?
