@@ -16,8 +16,9 @@ const PASS_A: &str = "correct horse battery staple";
 const PASS_B: &str = "another spool's passphrase";
 /// In a file's contents only: must never be found in an encrypted spool's image.
 const CONTENT_MARKER: &[u8] = b"CONTENT-MARKER-7f3a9c1e5d2b4680-do-not-leak";
-/// In a file's name only.
-const NAME_MARKER: &str = "namemarker-b5e1d07a2c9f4836";
+/// In a file's name only; shares no run of letters with another name, so no compressor
+/// turns part of it into a back-reference in the plain control.
+const NAME_MARKER: &str = "QZ7XW4LP9RV2JK8NY3HT6GB5MC1D";
 
 fn have_restore() -> bool {
     Command::new("sh")
@@ -496,4 +497,50 @@ fn export_plain_on_an_encrypted_spool_asks_for_plaintext() {
             fs::read(work.path().join("vol/marked.bin")).unwrap()
         );
     }
+}
+
+/// `rebuild-catalog --from-tapes` reads tapes under the spool's key: its own tape is recorded
+/// again, another key's tape is refused, naming both keys.
+#[test]
+fn rebuild_catalog_from_tapes_reads_only_tapes_under_the_spools_key() {
+    let work = tempfile::tempdir().unwrap();
+    let (a, img) = purged_encrypted(work.path(), PASS_A, "W1");
+    let (b, bimg) = purged_encrypted(&work.path().join("b"), PASS_B, "WB");
+    let tapes = img.parent().unwrap();
+    fs::copy(&bimg, tapes.join("wb.tape")).unwrap();
+    let out = a
+        .cmd()
+        .args(["rebuild-catalog", "--json", "--from-tapes"])
+        .arg(tapes)
+        .output()
+        .unwrap();
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let recorded: Vec<&str> = r["tapes_recorded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(recorded, ["W1"], "{r}");
+    let refused = r["tapes_refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{r}");
+    let reason = refused[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&a.fingerprint()) && reason.contains(&b.fingerprint()),
+        "{reason}"
+    );
+    // The rebuilt catalog restores the purged day from the tape it recorded.
+    let to = work.path().join("r2");
+    a.run([
+        "restore",
+        "v",
+        "--at",
+        "2026-11-02",
+        "--to",
+        to.to_str().unwrap(),
+        "--tapes",
+        tapes.to_str().unwrap(),
+    ]);
+    assert_trees_equal(&work.path().join("day2"), &to);
 }

@@ -233,7 +233,15 @@ pub fn stage_tapes(
             .filter(|(_, l)| l.as_deref().is_some_and(|l| may_hold(l, label)))
         {
             let mut tape = stage(spool, volumes, "read", n)?;
-            let cat = payload::verify_payload(tape.dir(), &key)?;
+            // An image under another key may be another site's tape of the same label: say
+            // so, and look on.
+            let cat = match payload::verify_payload(tape.dir(), &key) {
+                Err(Error::Key(m)) => {
+                    wrong.push(format!("{}: {m}", volumes[0].display()));
+                    continue;
+                }
+                other => other?,
+            };
             if &cat.label == label {
                 payload::same_key_as_spool(label, cat.fingerprint(), spool.keys(), "read")?;
                 tape.catalog = Some(cat);
