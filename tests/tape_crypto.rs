@@ -360,26 +360,20 @@ fn verify_restore_and_import_of_an_encrypted_tape_need_its_key() {
     b.is_untouched();
 }
 
-/// An empty spool whose master key is the tape's imports it and restores from it: the flow
-/// for a lost spool (docs/TAPES.md, "Encrypted tapes"). The spool is given the key by its key
-/// file and reel.toml's fingerprint, as a spool made from the exported key has them.
+/// An empty spool made from the tape's key (`init --encrypt --from-key` of the exported key)
+/// imports it and restores from it: the flow for a lost spool (docs/TAPES.md, "Encrypted
+/// tapes").
 #[test]
 fn an_empty_spool_with_the_tapes_key_imports_it() {
     let work = tempfile::tempdir().unwrap();
     let (a, img) = purged_encrypted(work.path(), PASS_A, "W1");
-    let d = Keyed::new(Some(PASS_A));
-    let old = d.fingerprint();
-    for f in walk_files(&d.path().join("keys")) {
-        fs::remove_file(f).unwrap();
-    }
-    for f in walk_files(&a.path().join("keys")) {
-        fs::copy(&f, d.path().join("keys").join(f.file_name().unwrap())).unwrap();
-    }
-    let toml = d.path().join("reel.toml");
-    let text = fs::read_to_string(&toml)
-        .unwrap()
-        .replace(&old, &a.fingerprint());
-    fs::write(&toml, text).unwrap();
+    let key = work.path().join("site.key");
+    fs::write(&key, a.run(["key", "export"])).unwrap();
+    let d = Keyed {
+        spool: Spool::empty(),
+        pass: Some(PASS_B),
+    };
+    d.run(["init", "--encrypt", "--from-key", key.to_str().unwrap()]);
     assert_eq!(d.fingerprint(), a.fingerprint());
 
     let out = d.run(["import", img.to_str().unwrap()]);
@@ -543,4 +537,32 @@ fn rebuild_catalog_from_tapes_reads_only_tapes_under_the_spools_key() {
         tapes.to_str().unwrap(),
     ]);
     assert_trees_equal(&work.path().join("day2"), &to);
+}
+
+/// `verify-tape` on a plain spool reads an encrypted tape with the master key `--key-file`
+/// gives (`reel key export`'s text); another key's file is refused naming both keys.
+#[test]
+fn verify_tape_takes_the_exported_key_from_a_key_file() {
+    let work = tempfile::tempdir().unwrap();
+    let (a, img) = purged_encrypted(work.path(), PASS_A, "W1");
+    let b = Keyed::new(Some(PASS_B));
+    let key_a = work.path().join("a.key");
+    let key_b = work.path().join("b.key");
+    fs::write(&key_a, a.run(["key", "export"])).unwrap();
+    fs::write(&key_b, b.run(["key", "export"])).unwrap();
+    let c = Keyed::new(None);
+    let img_s = img.to_str().unwrap();
+    let out = c.run(["verify-tape", img_s, "--key-file", key_a.to_str().unwrap()]);
+    assert!(out.contains("tape W1 is good"), "{out}");
+    let (_, err) = c.fail(["verify-tape", img_s, "--key-file", key_b.to_str().unwrap()]);
+    assert!(
+        err.contains(&a.fingerprint()) && err.contains(&b.fingerprint()),
+        "{err}"
+    );
+    // Without it, the plain spool is told which key the tape needs.
+    let (_, err) = c.fail(["verify-tape", img_s]);
+    assert!(
+        err.contains(&format!("needs key {}", a.fingerprint())),
+        "{err}"
+    );
 }

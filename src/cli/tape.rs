@@ -235,16 +235,24 @@ pub struct VerifyArgs {
 }
 
 /// The key `verify-tape` reads tapes with: the spool's own (an encrypted spool is unlocked
-/// when it opens). A key given to the command by another source takes its place here.
-fn tape_key(spool: &reel::spool::Spool) -> payload::TapeKey {
-    payload::TapeKey::of_spool(spool)
+/// when it opens, by `--key-file` too, whose key must then be the spool's); on a plain spool
+/// the master key `--key-file` gives, so a tape can be verified away from its spool.
+fn tape_key(spool: &reel::spool::Spool) -> Result<payload::TapeKey> {
+    if spool.keys().is_encrypted() || !super::keys::key_file_given() {
+        return Ok(payload::TapeKey::of_spool(spool));
+    }
+    let master = super::keys::master_from_sources(None, None)?;
+    Ok(payload::TapeKey::new(
+        reel::crypto::Keys::from_master(&master),
+        "the key file given (--key-file)",
+    ))
 }
 
 pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
     // The spool's tmp/ holds the extracted files; its chunks complete the manifests of
     // incrementals whose base is on an earlier tape (when the tape is under the spool's key).
     let spool = ctx.open(Access::Read)?;
-    let key = tape_key(&spool);
+    let key = tape_key(&spool)?;
     let reader = reel::store::ChunkReader::new(&spool)?;
     let mut out = Vec::new();
     for (n, img) in a.images.iter().enumerate() {

@@ -66,14 +66,16 @@ impl TapeKey {
             Some(have) if have == needs => Ok(self.keys.clone()),
             Some(_) => Err(Error::Key(format!(
                 "tape {label} is sealed under key {needs}, but {}: read it \
-                 with key {needs}, from the spool that wrote it or one made from that key's \
-                 exported key file (docs/TAPES.md, \"Encrypted tapes\")",
+                 with key {needs}: from the spool that wrote it, from a spool made with `reel \
+                 init --encrypt --from-key` of that key, or with --key-file (docs/TAPES.md, \
+                 \"Encrypted tapes\")",
                 self.source
             ))),
             None => Err(Error::Key(format!(
                 "tape {label} is encrypted and needs key {needs}, but {}: read it with key \
-                 {needs}, from the spool that wrote it or one made from that key's exported key \
-                 file (docs/TAPES.md, \"Encrypted tapes\")",
+                 {needs}: from the spool that wrote it, from a spool made with `reel init \
+                 --encrypt --from-key` of that key, or with --key-file (docs/TAPES.md, \
+                 \"Encrypted tapes\")",
                 self.source
             ))),
         }
@@ -98,7 +100,7 @@ pub fn same_key_as_spool(
         ))),
         (Some(t), None) => Err(Error::Key(format!(
             "tape {label} is encrypted and needs key {t}; this spool is not encrypted, so it \
-             cannot be {what} here: use a spool made with `reel init --encrypt` from key {t} \
+             cannot be {what} here: use a spool made with `reel init --encrypt --from-key` of key {t} \
              (docs/TAPES.md, \"Encrypted tapes\")"
         ))),
         (None, Some(s)) => Err(Error::Key(format!(
