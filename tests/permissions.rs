@@ -377,6 +377,12 @@ fn every_command_writes_private_files(init_args: &[&str], env: &[(&'static str, 
         init.extend_from_slice(&["--from-key", key.to_str().unwrap()]);
     }
     fresh.ok(&init);
+    if init_args.contains(&"--encrypt") {
+        // An encrypted tape imports only into a spool with its key (docs/TAPES.md, "Encrypted
+        // tapes"): the new spool takes the source spool's key file and fingerprint, as a
+        // spool made from the exported key has them.
+        same_key_as(&spool, &fresh.spool);
+    }
     fresh.ok(&["import", img.to_str().unwrap()]);
     fresh.ok(&["import", split.to_str().unwrap()]);
     assert_private("import", &fresh.spool, &no_skip, &with(&["packs/", "tmp"]));
@@ -393,6 +399,30 @@ fn every_command_writes_private_files(init_args: &[&str], env: &[(&'static str, 
     let md = |p: &str| fs::symlink_metadata(r.join(p)).unwrap().mode() & 0o7777;
     assert_eq!(md("a.txt"), 0o644);
     assert_eq!(md("sub"), 0o755);
+}
+
+/// Give encrypted spool `to` the master key of encrypted spool `from`: its key files (copied
+/// with their modes) and the fingerprint in reel.toml.
+fn same_key_as(from: &Path, to: &Path) {
+    let fingerprint = |root: &Path| {
+        let toml = fs::read_to_string(root.join("reel.toml")).unwrap();
+        toml.lines()
+            .find_map(|l| l.strip_prefix("fingerprint = \""))
+            .map(|l| l.trim_end_matches('"').to_string())
+            .unwrap_or_else(|| panic!("no fingerprint in reel.toml:\n{toml}"))
+    };
+    for e in fs::read_dir(to.join("keys")).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    for e in fs::read_dir(from.join("keys")).unwrap() {
+        let p = e.unwrap().path();
+        fs::copy(&p, to.join("keys").join(p.file_name().unwrap())).unwrap();
+    }
+    let toml = to.join("reel.toml");
+    let text = fs::read_to_string(&toml)
+        .unwrap()
+        .replace(&fingerprint(to), &fingerprint(from));
+    fs::write(&toml, text).unwrap();
 }
 
 #[test]

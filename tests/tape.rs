@@ -584,3 +584,44 @@ fn cat_of_a_purged_hard_link_reads_its_groups_tape() {
     );
     assert!(z == days[1], "cat of the link printed other bytes");
 }
+
+/// A folder the stock `restore -x` extracted a tape into is a tape for a read of purged data,
+/// in a `--tapes DIR` folder or named by `--tape`: it is known by its `reel/LABEL`.
+#[test]
+fn a_folder_restore_x_extracted_is_a_tape_for_a_restore() {
+    if !have_restore() {
+        println!("skipped: restore not installed (apt-get install dump)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let spool = replaced_file_days(work.path());
+    let img = work.path().join("w1.tape");
+    spool.run(["export", "--to", img.to_str().unwrap(), "--label", "W1"]);
+    spool.run(["purge", "--exported"]);
+    let tapes = work.path().join("tapes");
+    let x = tapes.join("w1");
+    std::fs::create_dir_all(&x).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo n | restore -x -a -y -f {}", img.display()))
+        .current_dir(&x)
+        .output()
+        .unwrap();
+    assert!(x.join("reel/LABEL").exists(), "{st:?}");
+    spool.restore_equals(
+        &[
+            "v",
+            "--at",
+            "2026-11-02",
+            "--tapes",
+            tapes.to_str().unwrap(),
+        ],
+        &work.path().join("day2"),
+        &work.path().join("by-folder"),
+    );
+    spool.restore_equals(
+        &["v", "--at", "2026-11-02", "--tape", x.to_str().unwrap()],
+        &work.path().join("day2"),
+        &work.path().join("by-tape"),
+    );
+}

@@ -83,6 +83,11 @@ pub fn set_sources(opts: &KeyOpts) {
     });
 }
 
+/// Was the master key given for this run (`--key-file`, `REEL_KEY_FILE`)?
+pub fn key_file_given() -> bool {
+    session().opts.key_file.is_some()
+}
+
 /// The id of the key file whose passphrase opened the spool in this run; `None` when the
 /// master key came from `--key-file` or nothing was opened yet.
 pub fn opened_key() -> Option<String> {

@@ -34,12 +34,25 @@ pub struct ExportPlainArgs {
     /// Records (1 KiB) per tape block (dump's -b).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     block_size: u32,
+    /// On an encrypted spool: write the tree anyway, as a plain dump anyone can read (the
+    /// image is outside the spool's encryption).
+    #[arg(long)]
+    plaintext: bool,
     #[command(flatten)]
     tapes: super::restore::TapeArgs,
 }
 
 pub fn run(ctx: &Ctx, a: ExportPlainArgs) -> Result<ExitCode> {
     let spool = ctx.open(Access::Write)?;
+    if let Some(fp) = spool.keys().fingerprint()
+        && !a.plaintext
+    {
+        return Err(Error::usage(format!(
+            "this spool is encrypted (key {fp}) and export-plain writes the volume's files as a \
+             plain BSD dump that anyone holding the image can read, outside the encryption; \
+             give --plaintext to write it anyway"
+        )));
+    }
     // Data purge removed from the spool is read from the tapes that hold it, as a restore of
     // the whole dump reads it (none are needed when every chunk is on the spool); a dump only
     // tapes hold (pruned) is read from its tapes.

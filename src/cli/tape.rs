@@ -156,6 +156,7 @@ fn in_image(img: &Path, e: Error) -> Error {
     match e {
         Error::Corrupt { object, msg } => Error::damaged(object, prefix(msg)),
         Error::Usage(m) => Error::Usage(prefix(m)),
+        Error::Key(m) => Error::Key(prefix(m)),
         other => other,
     }
 }
@@ -233,17 +234,32 @@ pub struct VerifyArgs {
     json: bool,
 }
 
+/// The key `verify-tape` reads tapes with: the spool's own (an encrypted spool is unlocked
+/// when it opens, by `--key-file` too, whose key must then be the spool's); on a plain spool
+/// the master key `--key-file` gives, so a tape can be verified away from its spool.
+fn tape_key(spool: &reel::spool::Spool) -> Result<payload::TapeKey> {
+    if spool.keys().is_encrypted() || !super::keys::key_file_given() {
+        return Ok(payload::TapeKey::of_spool(spool));
+    }
+    let master = super::keys::master_from_sources(None, None)?;
+    Ok(payload::TapeKey::new(
+        reel::crypto::Keys::from_master(&master),
+        "the key file given (--key-file)",
+    ))
+}
+
 pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
     // The spool's tmp/ holds the extracted files; its chunks complete the manifests of
-    // incrementals whose base is on an earlier tape.
+    // incrementals whose base is on an earlier tape (when the tape is under the spool's key).
     let spool = ctx.open(Access::Read)?;
+    let key = tape_key(&spool)?;
     let reader = reel::store::ChunkReader::new(&spool)?;
     let mut out = Vec::new();
     for (n, img) in a.images.iter().enumerate() {
         let staged = image_volumes(img)
             .and_then(|v| locate::stage(&spool, &v, "verify", n))
             .map_err(|e| in_image(img, e))?;
-        let v = payload::verify_payload_with(staged.dir(), Some(&reader))
+        let v = payload::verify_payload_with(staged.dir(), &key, Some((&reader, spool.keys())))
             .map_err(|e| in_image(img, e))?;
         let cat = &v.catalog;
         for &i in &v.manifests_elsewhere {
@@ -264,7 +280,14 @@ pub fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<ExitCode> {
         if a.json {
             out.push(serde_json::to_value(cat).expect("catalog serialises"));
         } else {
-            println!("{}: tape {} is good", img.display(), cat.label);
+            match &cat.key_fingerprint {
+                Some(fp) => println!(
+                    "{}: tape {} is good (sealed under key {fp})",
+                    img.display(),
+                    cat.label
+                ),
+                None => println!("{}: tape {} is good", img.display(), cat.label),
+            }
             for d in &cat.dumps {
                 println!(
                     "  {}  {}  level {}  {}",

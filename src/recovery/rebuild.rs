@@ -610,7 +610,7 @@ fn read_tapes(spool: &Spool, dir: &Path, report: &mut RebuildReport) -> Result<(
                 continue;
             }
         };
-        match payload::verify_payload(staged.dir()) {
+        match payload::verify_payload(staged.dir(), &payload::TapeKey::of_spool(spool)) {
             Ok(cat) => tapes.push((cat, staged, vols)),
             Err(e) => report.tapes_refused.push(Refused {
                 path: vols[0].clone(),

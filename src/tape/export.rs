@@ -97,7 +97,8 @@ pub fn export(
         }
     };
     // Only a complete image is recorded as a tape.
-    let (mut rec, chunks) = payload::tape_record(&written, scratch.dir())?;
+    let (mut rec, chunks) =
+        payload::tape_record(&written, scratch.dir(), &payload::TapeKey::of_spool(spool))?;
     rec.bytes = image.bytes;
     rec.volumes = image.volumes.len() as u32;
     crate::failpoint::hit("export-image-written"); // complete image, not yet a known tape

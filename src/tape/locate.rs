@@ -86,6 +86,8 @@ pub fn images_in(dir: &Path) -> Result<Vec<Vec<PathBuf>>> {
 pub struct Staged {
     dir: PathBuf,
     remove: bool,
+    /// The tape's CATALOG, once verified (`stage_tapes`).
+    catalog: Option<payload::TapeCatalog>,
 }
 
 impl Staged {
@@ -98,7 +100,11 @@ impl Staged {
         let dir = spool
             .tmp_dir()
             .join(format!("{what}-{}-{n}", std::process::id()));
-        let staged = Staged { dir, remove: true };
+        let staged = Staged {
+            dir,
+            remove: true,
+            catalog: None,
+        };
         crate::fsutil::create_dir_all(&staged.dir).map_err(|e| Error::io(&staged.dir, e))?;
         Ok(staged)
     }
@@ -123,6 +129,7 @@ pub fn stage(spool: &Spool, volumes: &[PathBuf], what: &str, n: usize) -> Result
             return Ok(Staged {
                 dir: one.clone(),
                 remove: false,
+                catalog: None,
             });
         }
         return Err(Error::usage(format!(
@@ -184,7 +191,10 @@ fn header_label(volumes: &[PathBuf]) -> Option<String> {
     let first = volumes.first()?;
     if first.is_dir() {
         let text = std::fs::read_to_string(first.join(payload::LABEL_FILE)).ok()?;
-        return Some(text.trim().to_string());
+        return text
+            .lines()
+            .find_map(|l| l.strip_prefix("label:"))
+            .map(|l| l.trim().to_string());
     }
     let label = bsd::DumpReader::open(&volumes[..1])
         .ok()?
@@ -199,9 +209,11 @@ fn may_hold(found: &str, label: &str) -> bool {
     found == label || (found.chars().count() >= 15 && label.starts_with(found))
 }
 
-/// The tapes `labels` (in the order to read them) found among `sources`, staged and checked:
-/// returns the pack files to read and the staged folders holding them. A tape not found is an
-/// error naming it when `all` is set, and is left out (returned in the third item) when not.
+/// The tapes `labels` (in the order to read them) found among `sources`, staged and checked
+/// under the spool's key (a tape sealed under another key, or a plain tape for an encrypted
+/// spool, is refused, naming both): returns the pack files to read and the staged folders
+/// holding them. A tape not found is an error naming it when `all` is set, and is left out
+/// (returned in the third item) when not.
 pub fn stage_tapes(
     spool: &Spool,
     labels: &[String],
@@ -209,6 +221,7 @@ pub fn stage_tapes(
     all: bool,
 ) -> Result<(Vec<PathBuf>, Vec<Staged>, Vec<String>)> {
     let candidates = sources.candidates()?;
+    let key = payload::TapeKey::of_spool(spool);
     let mut packs = Vec::new();
     let mut staged = Vec::new();
     let mut missing = Vec::new();
@@ -219,9 +232,19 @@ pub fn stage_tapes(
             .iter()
             .filter(|(_, l)| l.as_deref().is_some_and(|l| may_hold(l, label)))
         {
-            let tape = stage(spool, volumes, "read", n)?;
-            let cat = payload::verify_payload(tape.dir())?;
+            let mut tape = stage(spool, volumes, "read", n)?;
+            // An image under another key may be another site's tape of the same label: say
+            // so, and look on.
+            let cat = match payload::verify_payload(tape.dir(), &key) {
+                Err(Error::Key(m)) => {
+                    wrong.push(format!("{}: {m}", volumes[0].display()));
+                    continue;
+                }
+                other => other?,
+            };
             if &cat.label == label {
+                payload::same_key_as_spool(label, cat.fingerprint(), spool.keys(), "read")?;
+                tape.catalog = Some(cat);
                 found = Some(tape);
                 break;
             }
@@ -301,8 +324,7 @@ pub fn supply(
 /// the media catalog places it on tape `label`), read from the CATALOG of the `staged` tapes
 /// and named by this spool's ids, as `reel tapes` lists it.
 pub fn tape_dump_record(staged: &[Staged], label: &str, s: &TapeDumpSummary) -> Result<DumpRecord> {
-    for g in staged {
-        let cat = payload::read_catalog(g.dir())?;
+    for cat in staged.iter().filter_map(|g| g.catalog.as_ref()) {
         if let Some(td) = cat
             .dumps
             .iter()

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::{Fingerprint, Keys};
 use crate::error::Damaged;
 use crate::error::IoContext;
 use crate::record::{DumpRecord, ScanTotals, TapeDumpSummary};
+use crate::tape::payload::key::{TapeKey, catalog_aad};
 use crate::timefmt::format_rfc3339;
 use crate::{ChunkId, Error, Result};
 
@@ -22,6 +24,8 @@ pub const PAYLOAD_DIR: &str = "reel";
 pub const LABEL_FILE: &str = "reel/LABEL";
 pub const CATALOG_FILE: &str = "reel/CATALOG";
 pub const PACKS_DIR: &str = "reel/packs";
+/// The LABEL key naming the fingerprint of the key a tape is sealed under.
+pub const KEY_FINGERPRINT: &str = "key_fingerprint";
 
 /// 32 bytes written as 64 lower-case hex digits (chunk and pack ids).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -119,6 +123,10 @@ pub struct TapeCatalog {
     pub media_set: Option<String>,
     pub sequence: u32,
     pub reel_version: String,
+    /// The fingerprint of the key the tape is sealed under (16 hex digits), as LABEL's
+    /// `key_fingerprint`; absent on a tape from a plain spool, whose CATALOG is plain JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
     /// In the order they are on the tape.
     pub packs: Vec<TapePack>,
     /// In time order.
@@ -287,6 +295,9 @@ pub(super) fn label_text(cat: &TapeCatalog) -> String {
         cat.sequence,
         cat.reel_version
     );
+    if let Some(fp) = &cat.key_fingerprint {
+        s.push_str(&format!("{KEY_FINGERPRINT}: {fp}\n"));
+    }
     for d in &cat.dumps {
         s.push_str(&format!(
             "dump: {} {} level {}\n",
@@ -310,11 +321,34 @@ pub(super) fn catalog_chunks(cat: &TapeCatalog) -> Vec<ChunkId> {
     v
 }
 
-/// The CATALOG of the payload in `dir`, parsed (not verified: see `verify_payload`).
-pub fn read_catalog(dir: &Path) -> Result<TapeCatalog> {
+impl TapeCatalog {
+    /// The key the tape is sealed under; None for a plain tape.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.key_fingerprint.as_deref().and_then(Fingerprint::parse)
+    }
+}
+
+/// The CATALOG of the payload in `dir`, opened with `key` and parsed (not verified: see
+/// `verify_payload`).
+pub fn read_catalog(dir: &Path, key: &TapeKey) -> Result<TapeCatalog> {
+    Ok(open_catalog(dir, key)?.0)
+}
+
+/// The key a payload's LABEL says it is sealed under (None for a plain tape), and its label,
+/// from LABEL alone: a command refuses a tape whose key it does not have before reading more.
+pub fn tape_fingerprint(dir: &Path) -> Result<(String, Option<Fingerprint>)> {
+    let label = Label::read(dir)?;
+    Ok((label.name(dir), label.fingerprint(dir)?))
+}
+
+/// The CATALOG of the payload in `dir`, opened with `key` (refused when the tape needs
+/// another), and the keys the tape is read with (plain for a plain tape).
+pub(super) fn open_catalog(dir: &Path, key: &TapeKey) -> Result<(TapeCatalog, Keys)> {
+    let label = Label::read(dir)?;
+    let needs = label.fingerprint(dir)?;
+    let keys = key.for_tape(&label.name(dir), needs)?;
     let path = dir.join(CATALOG_FILE);
-    let f = File::open(&path).at(&path)?;
-    let cat: TapeCatalog = serde_json::from_reader(BufReader::new(f)).map_err(|e| {
+    let not_catalog = |e: serde_json::Error| {
         Error::damaged(
             Damaged::File(path.clone()),
             format!(
@@ -322,7 +356,30 @@ pub fn read_catalog(dir: &Path) -> Result<TapeCatalog> {
                 path.display()
             ),
         )
-    })?;
+    };
+    let cat: TapeCatalog = match keys.sealer() {
+        None => {
+            let f = File::open(&path).at(&path)?;
+            serde_json::from_reader(BufReader::new(f)).map_err(not_catalog)?
+        }
+        Some(sealer) => {
+            let sealed = std::fs::read(&path).at(&path)?;
+            let plain = sealer
+                .open(&catalog_aad(&label.bytes), &sealed)
+                .map_err(|_| {
+                    Error::damaged(
+                        Damaged::File(path.clone()),
+                        format!(
+                            "{}: authentication failed: the sealed CATALOG was changed, or \
+                             belongs to another tape (it is bound to this tape's LABEL); the \
+                             tape is damaged",
+                            path.display()
+                        ),
+                    )
+                })?;
+            serde_json::from_slice(&plain).map_err(not_catalog)?
+        }
+    };
     if cat.format != PAYLOAD_FORMAT {
         return Err(Error::damaged(
             Damaged::File(path.clone()),
@@ -333,46 +390,94 @@ pub fn read_catalog(dir: &Path) -> Result<TapeCatalog> {
             ),
         ));
     }
-    Ok(cat)
+    if cat.fingerprint() != needs {
+        return Err(Error::damaged(
+            Damaged::File(path.clone()),
+            format!(
+                "{}: the CATALOG's key fingerprint differs from the LABEL's; the tape is damaged",
+                path.display()
+            ),
+        ));
+    }
+    Ok((cat, keys))
 }
 
-/// LABEL as key/value pairs (`dump` lines collected in order).
-pub(super) fn read_label(dir: &Path) -> Result<(HashMap<String, String>, Vec<String>)> {
-    let path = dir.join(LABEL_FILE);
-    let mut text = String::new();
-    File::open(&path)
-        .at(&path)?
-        .take(16 << 20)
-        .read_to_string(&mut text)
-        .map_err(|e| {
+/// The LABEL file: its bytes (a sealed CATALOG is bound to them) and its lines.
+struct Label {
+    bytes: Vec<u8>,
+    keys: HashMap<String, String>,
+    dumps: Vec<String>,
+}
+
+impl Label {
+    fn read(dir: &Path) -> Result<Label> {
+        let path = dir.join(LABEL_FILE);
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .at(&path)?
+            .take(16 << 20)
+            .read_to_end(&mut bytes)
+            .at(&path)?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
             Error::damaged(
                 Damaged::File(path.clone()),
                 format!("{}: unreadable label ({e})", path.display()),
             )
         })?;
-    let mut keys = HashMap::new();
-    let mut dumps = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let (k, v) = line
-            .split_once(": ")
-            .or_else(|| line.split_once(':'))
-            .ok_or_else(|| {
-                Error::damaged(
-                    Damaged::File(path.clone()),
-                    format!(
-                        "{} line {}: not \"key: value\"; the tape is damaged or not a reel tape",
-                        path.display(),
-                        n + 1
-                    ),
-                )
-            })?;
-        if k == "dump" {
-            dumps.push(v.to_string());
-        } else {
-            keys.insert(k.to_string(), v.trim().to_string());
+        let mut keys = HashMap::new();
+        let mut dumps = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let (k, v) = line
+                .split_once(": ")
+                .or_else(|| line.split_once(':'))
+                .ok_or_else(|| {
+                    Error::damaged(
+                        Damaged::File(path.clone()),
+                        format!(
+                            "{} line {}: not \"key: value\"; the tape is damaged or not a reel tape",
+                            path.display(),
+                            n + 1
+                        ),
+                    )
+                })?;
+            if k == "dump" {
+                dumps.push(v.to_string());
+            } else {
+                keys.insert(k.to_string(), v.trim().to_string());
+            }
         }
+        Ok(Label { bytes, keys, dumps })
     }
-    Ok((keys, dumps))
+
+    /// The tape's label as LABEL gives it, for messages (the folder when it gives none).
+    fn name(&self, dir: &Path) -> String {
+        self.keys
+            .get("label")
+            .cloned()
+            .unwrap_or_else(|| dir.display().to_string())
+    }
+
+    fn fingerprint(&self, dir: &Path) -> Result<Option<Fingerprint>> {
+        let Some(v) = self.keys.get(KEY_FINGERPRINT) else {
+            return Ok(None);
+        };
+        Fingerprint::parse(v).map(Some).ok_or_else(|| {
+            let path = dir.join(LABEL_FILE);
+            Error::damaged(
+                Damaged::File(path.clone()),
+                format!(
+                    "{}: {KEY_FINGERPRINT} {v:?} is not 16 hex digits; the tape is damaged",
+                    path.display()
+                ),
+            )
+        })
+    }
+}
+
+/// LABEL as key/value pairs (`dump` lines collected in order).
+pub(super) fn read_label(dir: &Path) -> Result<(HashMap<String, String>, Vec<String>)> {
+    let l = Label::read(dir)?;
+    Ok((l.keys, l.dumps))
 }
 
 pub(super) fn pack_file(dir: &Path, name: &HexId) -> PathBuf {

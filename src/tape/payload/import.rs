@@ -16,7 +16,9 @@ use crate::store::{ChunkReader, StoreWriter, stored_share};
 use crate::tape::media::{self, TapeRecord};
 use crate::tape::payload::format::{
     CATALOG_FILE, DumpRef, LABEL_FILE, TapeCatalog, TapeDump, catalog_chunks, dump_name, pack_file,
+    tape_fingerprint,
 };
+use crate::tape::payload::key::{TapeKey, same_key_as_spool};
 use crate::tape::payload::verify::verify_payload_with;
 use crate::{ChunkId, Error, Result};
 
@@ -91,9 +93,20 @@ fn stage_copy(src: &Path, tmp_dir: &Path, id: &PackId) -> Result<StagedPack> {
 /// Import a payload directory: verify it first (nothing changes on any error), then adopt
 /// the packs holding chunks the spool lacks, add the dumps the spool does not have (matched
 /// by volume and time; new ids; bases and chains mapped), with the chunks each owns, and
-/// record the tape in the media catalog. Importing twice adds nothing.
+/// record the tape in the media catalog. Importing twice adds nothing. The tape must be
+/// sealed under the spool's key (or both be plain), which is checked from LABEL first: its
+/// chunk ids are those of the spool that wrote it, so only a spool with the same key can
+/// use them, and a plain tape's packs would lie unsealed in an encrypted spool.
 pub fn import_payload(spool: &Spool, dir: &Path) -> Result<ImportSummary> {
-    let verified = verify_payload_with(dir, Some(&ChunkReader::new(spool)?))?;
+    let (label, tape_key) = tape_fingerprint(dir)?;
+    same_key_as_spool(&label, tape_key, spool.keys(), "imported")?;
+    let reader = ChunkReader::new(spool)?;
+    let verified = verify_payload_with(
+        dir,
+        &TapeKey::of_spool(spool),
+        Some((&reader, spool.keys())),
+    )?;
+    drop(reader);
     let cat = verified.catalog;
     let mut summary = ImportSummary {
         label: cat.label.clone(),

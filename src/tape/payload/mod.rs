@@ -4,8 +4,9 @@
 //! ```text
 //! reel/LABEL             "key: value" text: who the tape is, for people with no reel
 //! reel/CATALOG           JSON: the dumps it holds (full records), their chains by id and by
-//!                        (volume, time), and per dump the chunks it owns that are on the tape
-//! reel/packs/<hex>.pack  the packs, pack format v1 exactly as in a spool
+//!                        (volume, time), and per dump the chunks it owns that are on the tape;
+//!                        sealed under the spool's key when the spool is encrypted
+//! reel/packs/<hex>.pack  the packs, in the pack format exactly as in a spool
 //! ```
 //!
 //! Why it is built this way:
@@ -19,6 +20,10 @@
 //! - The CATALOG is JSON because it must be readable in decades with any tool. Dumps are named
 //!   by (volume, time) besides their ids, so another spool can resolve bases and chains; ids
 //!   in it are the exporting spool's.
+//! - A tape from an encrypted spool is as private as the spool: LABEL (who the tape is) stays
+//!   readable and names the fingerprint of the key it needs, the CATALOG (file names live in
+//!   it, by the dumps' records) is sealed, bound to LABEL, and the packs are sealed packs. A
+//!   reader without that key is refused by name before it reads anything else (`key`).
 //! - Export streams: chunk bytes pass through one frame (≤ 4 MiB) and one pack writer at a
 //!   time. What grows with the tape is only the list of chunk ids (32 bytes each), which the
 //!   CATALOG must name anyway.
@@ -30,20 +35,24 @@
 //! The code is cut by job: `format` is the on-tape layout (the CATALOG's JSON types and how
 //! reel's records map to them, LABEL, reading both back); `plan` decides what an export
 //! writes; `packer` fills frames and packs; `write` writes a payload directory; `verify` reads
-//! one back and checks it; `import` adopts a verified payload into a spool.
+//! one back and checks it; `import` adopts a verified payload into a spool; `key` is the key
+//! a tape is read with.
 
 mod format;
 mod import;
+mod key;
 mod packer;
 mod plan;
 mod verify;
 mod write;
 
 pub use format::{
-    CATALOG_FILE, DumpRef, HexId, LABEL_FILE, ManifestChunk, PACKS_DIR, PAYLOAD_DIR,
-    PAYLOAD_FORMAT, TapeCatalog, TapeDump, TapePack, read_catalog, validate_label,
+    CATALOG_FILE, DumpRef, HexId, KEY_FINGERPRINT, LABEL_FILE, ManifestChunk, PACKS_DIR,
+    PAYLOAD_DIR, PAYLOAD_FORMAT, TapeCatalog, TapeDump, TapePack, read_catalog, tape_fingerprint,
+    validate_label,
 };
 pub use import::{ImportSummary, import_payload};
+pub use key::{TapeKey, same_key_as_spool};
 pub use packer::PACK_MAX;
 pub use plan::{ExportPlan, PlannedDump, plan_export};
 pub use verify::{VerifiedPayload, verify_payload, verify_payload_with};
@@ -166,10 +175,15 @@ mod tests {
     }
 
     pub(super) fn record(f: &Fixture, s: &PayloadSummary, dir: &Path) {
-        let (rec, chunks) = tape_record(s, dir).unwrap();
+        let (rec, chunks) = tape_record(s, dir, &plain_key()).unwrap();
         let w = f.spool.catalog.writer().unwrap();
         w.record_tape(&rec.label, &rec, chunks.into_iter()).unwrap();
         w.commit().unwrap();
+    }
+
+    /// The key a plain spool reads its tapes with.
+    pub(super) fn plain_key() -> TapeKey {
+        TapeKey::new(crate::crypto::Keys::plain(), "the test's key")
     }
 
     pub(super) fn spool_is_empty(s: &Spool) {
@@ -204,7 +218,7 @@ mod tests {
             "{label}"
         );
 
-        let cat = verify_payload(&dir).unwrap();
+        let cat = verify_payload(&dir, &plain_key()).unwrap();
         assert_eq!(cat.dumps.len(), 2);
         assert_eq!(cat.dumps[1].tapes_needed, ["T-1"]);
         assert_eq!(cat.dumps[1].base_ref.as_ref().unwrap().time_ns, T0);

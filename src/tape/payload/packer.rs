@@ -1,6 +1,7 @@
 //! The packer: chunks into frames, frames and blobs into packs of at most `PACK_MAX` bytes
-//! (`crate::frame_packer`), packs sealed and named by their hash, as a spool's packs are, and
-//! placed under `reel/packs/`.
+//! (`crate::frame_packer`), packs finished and named by their hash, as a spool's packs are
+//! (blobs and index sealed under an encrypted spool's keys by the pack writer), and placed
+//! under `reel/packs/`.
 
 use std::fs;
 use std::path::PathBuf;

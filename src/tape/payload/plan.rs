@@ -110,7 +110,7 @@ pub(super) fn on_set_tape(on_tapes: &TapeIndex, set: &[String], id: &ChunkId) ->
 mod tests {
     use super::*;
     use crate::progress::NoProgress;
-    use crate::tape::payload::tests::{DAY, T0, dump, export, fixture, record};
+    use crate::tape::payload::tests::{DAY, T0, dump, export, fixture, plain_key, record};
     use crate::tape::payload::{verify_payload, write_payload};
 
     #[test]
@@ -145,7 +145,7 @@ mod tests {
         )
         .unwrap();
         assert!(s2.bytes * 5 < s1.bytes);
-        let cat = verify_payload(&dir2).unwrap();
+        let cat = verify_payload(&dir2, &plain_key()).unwrap();
         assert_eq!(cat.dumps[0].tapes_needed, ["W-1", "W-2"]);
     }
 }

@@ -16,17 +16,19 @@ use crate::pack::PackReader;
 use crate::spool::validate_volume_name;
 use crate::store::ChunkReader;
 use crate::tape::payload::format::{
-    CATALOG_FILE, HexId, LABEL_FILE, PACKS_DIR, PAYLOAD_FORMAT, TapeCatalog, dump_name, pack_file,
-    read_catalog, read_label, validate_label,
+    CATALOG_FILE, HexId, KEY_FINGERPRINT, LABEL_FILE, PACKS_DIR, PAYLOAD_FORMAT, TapeCatalog,
+    dump_name, open_catalog, pack_file, read_label, validate_label,
 };
+use crate::tape::payload::key::TapeKey;
 use crate::{ChunkId, Error, Result};
 
-/// Read a payload directory back: parse LABEL and CATALOG, check every pack's name against
-/// its bytes, every blob's chunk hash (frames: every chunk inside), the catalog's chunk lists
-/// against the packs, and every manifest held on the tape as strictly as a restore reads it.
-/// Changes nothing.
-pub fn verify_payload(dir: &Path) -> Result<TapeCatalog> {
-    Ok(verify_payload_with(dir, None)?.catalog)
+/// Read a payload directory back with `key`: parse LABEL and open CATALOG (a tape sealed
+/// under another key is refused, naming both), check every pack's name against its bytes,
+/// every blob's chunk hash (frames: every chunk inside), the catalog's chunk lists against
+/// the packs, and every manifest held on the tape as strictly as a restore reads it. Changes
+/// nothing.
+pub fn verify_payload(dir: &Path, key: &TapeKey) -> Result<TapeCatalog> {
+    Ok(verify_payload_with(dir, key, None)?.catalog)
 }
 
 /// A payload that `verify_payload_with` found good.
@@ -37,27 +39,36 @@ pub struct VerifiedPayload {
     /// was not checked: some of its chunks are neither on this tape nor in the spool given (a
     /// level N's manifest shares chunks with its base's, which may be on an earlier tape).
     pub manifests_elsewhere: Vec<usize>,
+    /// The keys the tape was read with: the key it is sealed under, plain for a plain tape.
+    pub keys: Keys,
 }
 
 /// `verify_payload`, reading the manifest chunks that are not on the tape from `spool` when
-/// given (the base's chunks of an incremental whose base is on an earlier tape). Every dump's
-/// manifest that can be read whole is read through [`ManifestReader`], the gatekeeper a
-/// restore reads it with: unsafe paths, a broken tree, extents that do not add up to a file's
-/// size, a bad trailer all fail the tape, naming the dump.
-pub fn verify_payload_with(dir: &Path, spool: Option<&ChunkReader>) -> Result<VerifiedPayload> {
-    let cat = read_catalog(dir)?;
+/// given (the base's chunks of an incremental whose base is on an earlier tape), a spool's
+/// reader with its keys: it is used only when they are the tape's, since chunk ids are keyed.
+/// Every dump's manifest that can be read whole is read through [`ManifestReader`], the
+/// gatekeeper a restore reads it with: unsafe paths, a broken tree, extents that do not add up
+/// to a file's size, a bad trailer all fail the tape, naming the dump.
+pub fn verify_payload_with(
+    dir: &Path,
+    key: &TapeKey,
+    spool: Option<(&ChunkReader, &Keys)>,
+) -> Result<VerifiedPayload> {
+    let (cat, keys) = open_catalog(dir, key)?;
     check_label(dir, &cat)?;
     check_dump_records(dir, &cat)?;
     let listed: HashSet<HexId> = cat.packs.iter().map(|p| p.name).collect();
     check_pack_files(dir, &cat, &listed)?;
-    // The packs of an encrypted spool's tape are sealed: they open with that spool's keys.
-    let keys = spool.map_or_else(Keys::plain, |s| s.keys().clone());
     let tape = read_packs(dir, &cat, &keys)?;
     check_dump_chunks(dir, &cat, &tape, &listed)?;
+    let spool = spool
+        .filter(|(_, k)| k.fingerprint() == keys.fingerprint())
+        .map(|(r, _)| r);
     let manifests_elsewhere = check_manifests(&cat, &tape, spool)?;
     Ok(VerifiedPayload {
         catalog: cat,
         manifests_elsewhere,
+        keys,
     })
 }
 
@@ -85,6 +96,9 @@ fn check_label(dir: &Path, cat: &TapeCatalog) -> Result<()> {
     }
     if label.get("sequence") != Some(&cat.sequence.to_string()) {
         return Err(mismatch("sequence"));
+    }
+    if label.get(KEY_FINGERPRINT) != cat.key_fingerprint.as_ref() {
+        return Err(mismatch(KEY_FINGERPRINT));
     }
     if label_dumps.len() != cat.dumps.len() {
         return Err(mismatch("the list of dumps"));
@@ -370,8 +384,10 @@ mod tests {
     use super::*;
     use crate::progress::NoProgress;
     use crate::spool::Spool;
-    use crate::tape::payload::tests::{export, fixture, spool_is_empty};
-    use crate::tape::payload::{ManifestChunk, import_payload, plan_export, write_payload};
+    use crate::tape::payload::tests::{export, fixture, plain_key, spool_is_empty};
+    use crate::tape::payload::{
+        ManifestChunk, import_payload, plan_export, read_catalog, write_payload,
+    };
 
     #[test]
     fn a_flipped_byte_fails_verify_and_import_changes_nothing() {
@@ -382,7 +398,10 @@ mod tests {
         let mid = b.len() / 2;
         b[mid] ^= 0x40;
         fs::write(&pack, b).unwrap();
-        assert!(matches!(verify_payload(&dir), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            verify_payload(&dir, &plain_key()),
+            Err(Error::Corrupt { .. })
+        ));
         let tmp2 = tempfile::tempdir().unwrap();
         let target = Spool::init(&tmp2.path().join("spool")).unwrap();
         assert!(import_payload(&target, &dir).is_err());
@@ -393,7 +412,7 @@ mod tests {
     fn a_catalog_naming_a_missing_chunk_fails() {
         let f = fixture();
         let (dir, _) = export(&f, None, "T-1", 1);
-        let mut cat = read_catalog(&dir).unwrap();
+        let mut cat = read_catalog(&dir, &plain_key()).unwrap();
         cat.dumps[1]
             .chunks
             .push(HexId(ChunkId::of(b"not on this tape").0));
@@ -402,7 +421,7 @@ mod tests {
             serde_json::to_vec_pretty(&cat).unwrap(),
         )
         .unwrap();
-        let err = verify_payload(&dir).unwrap_err().to_string();
+        let err = verify_payload(&dir, &plain_key()).unwrap_err().to_string();
         assert!(err.contains("no pack on the tape holds it"), "{err}");
         let tmp2 = tempfile::tempdir().unwrap();
         let target = Spool::init(&tmp2.path().join("spool")).unwrap();
@@ -415,9 +434,9 @@ mod tests {
             serde_json::to_vec_pretty(&cat).unwrap(),
         )
         .unwrap();
-        verify_payload(&dir).unwrap();
+        verify_payload(&dir, &plain_key()).unwrap();
         fs::write(dir.join(PACKS_DIR).join("stray"), b"x").unwrap();
-        assert!(verify_payload(&dir).is_err());
+        assert!(verify_payload(&dir, &plain_key()).is_err());
     }
 
     /// A manifest with chunks neither on the tape nor in the spool cannot be read, so it is
@@ -433,7 +452,7 @@ mod tests {
         plan.per_dump.truncate(1);
         let dir = f.tmp.path().join("tape-A");
         write_payload(&f.spool, &plan, "A", None, 1, &dir, &NoProgress).unwrap();
-        let mut cat = read_catalog(&dir).unwrap();
+        let mut cat = read_catalog(&dir, &plain_key()).unwrap();
         let l1 = f.spool.catalog.dumps(None).unwrap()[1].clone();
         let on_tape: HashSet<[u8; 32]> = cat.dumps[0].chunks.iter().map(|c| c.0).collect();
         assert!(l1.manifest.iter().all(|(id, _)| !on_tape.contains(id)));
@@ -456,11 +475,13 @@ mod tests {
         cat.dumps[0].manifest = manifest_of(&l1.manifest);
         write(&cat);
         assert_eq!(
-            verify_payload_with(&dir, None).unwrap().manifests_elsewhere,
+            verify_payload_with(&dir, &plain_key(), None)
+                .unwrap()
+                .manifests_elsewhere,
             [0]
         );
         let source = ChunkReader::new(&f.spool).unwrap();
-        let v = verify_payload_with(&dir, Some(&source)).unwrap();
+        let v = verify_payload_with(&dir, &plain_key(), Some((&source, f.spool.keys()))).unwrap();
         assert!(v.manifests_elsewhere.is_empty(), "read from the spool");
         let tmp2 = tempfile::tempdir().unwrap();
         let target = Spool::init(&tmp2.path().join("spool")).unwrap();
@@ -479,7 +500,7 @@ mod tests {
             .unwrap();
         cat.dumps[0].manifest = manifest_of(&[(data, 1)]);
         write(&cat);
-        let err = verify_payload(&dir).unwrap_err().to_string();
+        let err = verify_payload(&dir, &plain_key()).unwrap_err().to_string();
         assert!(err.contains("its manifest is refused"), "{err}");
         assert!(import_payload(&target, &dir).is_err());
         spool_is_empty(&target);

@@ -21,6 +21,7 @@ use crate::tape::payload::format::{
     PAYLOAD_FORMAT, TapeCatalog, TapeDump, catalog_chunks, label_text, read_catalog,
     validate_label,
 };
+use crate::tape::payload::key::{TapeKey, catalog_aad};
 use crate::tape::payload::packer::Packer;
 use crate::tape::payload::plan::{ExportPlan, on_set_tape};
 use crate::timefmt::format_rfc3339;
@@ -206,8 +207,9 @@ fn write_file(path: &Path, data: &[u8]) -> Result<u64> {
 }
 
 /// Write the payload directory for `plan` under `dir` (created; must not hold a payload yet):
-/// packs with the chunks in the order a restore reads them, framed and compressed like the
-/// spool's, then LABEL and CATALOG. Chunk bytes stream through one frame and one pack at a
+/// packs with the chunks in the order a restore reads them, framed, compressed and (on an
+/// encrypted spool) sealed like the spool's, then LABEL and CATALOG (sealed, bound to LABEL,
+/// on an encrypted spool). Chunk bytes stream through one frame and one pack at a
 /// time. The spool is only read.
 pub fn write_payload(
     spool: &Spool,
@@ -310,11 +312,23 @@ pub fn write_payload(
         media_set: media_set.map(str::to_string),
         sequence,
         reel_version: env!("CARGO_PKG_VERSION").to_string(),
+        key_fingerprint: spool.keys().fingerprint().map(|fp| fp.to_string()),
         packs,
         dumps,
     };
-    let mut bytes = write_file(&dir.join(LABEL_FILE), label_text(&cat).as_bytes())?;
-    bytes += write_catalog(&dir.join(CATALOG_FILE), &cat)?;
+    let label_bytes = label_text(&cat);
+    let mut bytes = write_file(&dir.join(LABEL_FILE), label_bytes.as_bytes())?;
+    bytes += match spool.keys().sealer() {
+        None => write_catalog(&dir.join(CATALOG_FILE), &cat)?,
+        Some(sealer) => {
+            let path = dir.join(CATALOG_FILE);
+            let mut json = serde_json::to_vec_pretty(&cat)
+                .map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+            json.push(b'\n');
+            let sealed = sealer.seal(&catalog_aad(label_bytes.as_bytes()), &json)?;
+            write_file(&path, &sealed)?
+        }
+    };
     fsync_dir(&top)?;
     let mut files = vec![PathBuf::from(LABEL_FILE), PathBuf::from(CATALOG_FILE)];
     for p in &cat.packs {
@@ -391,9 +405,13 @@ fn pack_index_of(k: [u8; 32]) -> usize {
 }
 
 /// The media-catalog record of a written payload and the chunks it holds, for
-/// the catalog's `record_tape` once the image is complete.
-pub fn tape_record(summary: &PayloadSummary, dir: &Path) -> Result<(TapeRecord, Vec<ChunkId>)> {
-    let cat = read_catalog(dir)?;
+/// the catalog's `record_tape` once the image is complete; `key` is the writing spool's.
+pub fn tape_record(
+    summary: &PayloadSummary,
+    dir: &Path,
+    key: &TapeKey,
+) -> Result<(TapeRecord, Vec<ChunkId>)> {
+    let cat = read_catalog(dir, key)?;
     let chunks = catalog_chunks(&cat);
     let rec = TapeRecord {
         version: TAPE_RECORD_VERSION,
