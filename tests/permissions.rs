@@ -150,14 +150,6 @@ fn change(root: &Path, day: u32) {
     fs::write(root.join(format!("new-{day}.bin")), rng.bytes(600_000)).unwrap();
 }
 
-fn have_restore() -> bool {
-    Command::new("sh")
-        .args(["-c", "command -v restore"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// Every command that writes into a spool or a tape folder, on a spool made with `init_args`,
 /// each followed by the walk.
 fn every_command_writes_private_files(init_args: &[&str], env: &[(&'static str, &'static str)]) {
@@ -302,13 +294,7 @@ fn every_command_writes_private_files(init_args: &[&str], env: &[(&'static str, 
         let x = work.path().join("extracted");
         fs::create_dir(&x).unwrap();
         fs::set_permissions(&x, fs::Permissions::from_mode(0o700)).unwrap();
-        let st = Command::new("sh")
-            .arg("-c")
-            .arg(format!("echo n | restore -x -a -y -f {}", img.display()))
-            .current_dir(&x)
-            .output()
-            .unwrap();
-        assert!(x.join("reel/CATALOG").exists(), "{st:?}");
+        stock_extract(&img, &x);
         assert_private(
             "restore -x of a reel tape",
             &x,

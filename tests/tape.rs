@@ -9,14 +9,6 @@ use std::process::Command;
 
 use common::*;
 
-fn have_restore() -> bool {
-    Command::new("sh")
-        .args(["-c", "command -v restore"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// A spool with volume `v`: a level 0 and a level 1 a day later; the days' trees are kept.
 fn two_days(work: &Path) -> Spool {
     let vol = work.join("vol");
@@ -79,14 +71,7 @@ fn the_stock_restore_lists_and_extracts_a_reel_tape() {
         );
     }
     let x = work.path().join("x");
-    std::fs::create_dir(&x).unwrap();
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo n | restore -x -a -y -f {}", img.display()))
-        .current_dir(&x)
-        .output()
-        .unwrap();
-    assert!(x.join("reel/CATALOG").exists(), "{st:?}");
+    stock_extract(&img, &x);
     // What restore extracted is itself importable.
     let fresh = Spool::new();
     fresh.run(["import", x.to_str().unwrap()]);
@@ -600,14 +585,7 @@ fn a_folder_restore_x_extracted_is_a_tape_for_a_restore() {
     spool.run(["purge", "--exported"]);
     let tapes = work.path().join("tapes");
     let x = tapes.join("w1");
-    std::fs::create_dir_all(&x).unwrap();
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo n | restore -x -a -y -f {}", img.display()))
-        .current_dir(&x)
-        .output()
-        .unwrap();
-    assert!(x.join("reel/LABEL").exists(), "{st:?}");
+    stock_extract(&img, &x);
     spool.restore_equals(
         &[
             "v",

@@ -20,14 +20,6 @@ const CONTENT_MARKER: &[u8] = b"CONTENT-MARKER-7f3a9c1e5d2b4680-do-not-leak";
 /// turns part of it into a back-reference in the plain control.
 const NAME_MARKER: &str = "QZ7XW4LP9RV2JK8NY3HT6GB5MC1D";
 
-fn have_restore() -> bool {
-    Command::new("sh")
-        .args(["-c", "command -v restore"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// A spool whose every command runs with its passphrase in `REEL_PASSWORD` (none for a plain
 /// spool).
 struct Keyed {
@@ -130,18 +122,6 @@ fn marked_spool(work: &Path, pass: Option<&'static str>) -> Keyed {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// `restore -x` of `img` into `to`, as the stock tool extracts it.
-fn stock_extract(img: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo n | restore -x -a -y -f {}", img.display()))
-        .current_dir(to)
-        .output()
-        .unwrap();
-    assert!(to.join("reel/CATALOG").exists(), "{st:?}");
 }
 
 #[test]

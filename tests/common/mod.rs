@@ -1251,3 +1251,32 @@ pub fn assert_trees_equal(expected: &Path, actual: &Path) {
 pub fn path_bytes(root: &Path, rel: &[u8]) -> PathBuf {
     root.join(OsString::from_vec(rel.to_vec()))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The stock BSD restore
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the stock BSD `restore` is installed (Debian's `dump`, which `.ci/run` installs).
+pub fn have_restore() -> bool {
+    Command::new("sh")
+        .args(["-c", "command -v restore"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// `restore -x` of the image `img` into `to` (created if missing), as the stock tool extracts
+/// it; the extraction must hold a reel payload.
+pub fn stock_extract(img: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo n | restore -x -a -y -f {}", img.display()))
+        .current_dir(to)
+        .output()
+        .unwrap();
+    assert!(
+        to.join("reel/LABEL").exists() && to.join("reel/CATALOG").exists(),
+        "{st:?}"
+    );
+}
