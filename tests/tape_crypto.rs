@@ -374,7 +374,7 @@ fn an_empty_spool_with_the_tapes_key_imports_it() {
 }
 
 #[test]
-fn a_changed_or_moved_sealed_catalog_fails_authentication_naming_the_tape() {
+fn a_changed_or_moved_sealed_catalog_or_a_changed_pack_fails_authentication_naming_it() {
     if !have_restore() {
         println!("skipped: restore not installed (apt-get install dump)");
         return;
@@ -423,6 +423,21 @@ fn a_changed_or_moved_sealed_catalog_fails_authentication_naming_the_tape() {
     fs::write(x2.join("reel/CATALOG"), &cat).unwrap();
     let (_, err) = a.fail(["verify-tape", x2.to_str().unwrap()]);
     assert!(err.contains("authentication failed"), "{err}");
+
+    // A flipped byte in a pack of the tape: the sealed CATALOG names each pack by its hash.
+    let pack = fs::read_dir(x.join("reel/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .expect("the tape has a pack");
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[200] ^= 0x01;
+    fs::write(&pack, &bytes).unwrap();
+    let (_, err) = a.fail(["verify-tape", x.to_str().unwrap()]);
+    assert!(
+        err.contains("authentication failed") && err.contains(pack.to_str().unwrap()),
+        "{err}"
+    );
 }
 
 #[test]

@@ -188,10 +188,19 @@ fn read_packs(dir: &Path, cat: &TapeCatalog, keys: &Keys) -> Result<TapeChunks> 
                     path: path.clone(),
                     offset: None,
                 },
-                format!(
-                    "pack {}: its bytes do not match its name; the tape is damaged",
-                    path.display()
-                ),
+                if keys.is_encrypted() {
+                    // The sealed CATALOG names the pack by the blake3 of its bytes, so a pack
+                    // that does not match its name fails authentication like any sealed blob.
+                    format!(
+                        "pack {}: authentication failed: its bytes do not match the name the sealed CATALOG gives it; the tape was changed or is damaged",
+                        path.display()
+                    )
+                } else {
+                    format!(
+                        "pack {}: its bytes do not match its name; the tape is damaged",
+                        path.display()
+                    )
+                },
             ));
         }
         let (entries, chunks) = crate::store::open_pack_chunks(&r)?;
