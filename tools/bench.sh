@@ -3,8 +3,9 @@
 # data, in one run.
 #
 # Usage: tools/bench.sh [--out FILE] [--tools "reel restic borg"]
-#        (any of: reel reel-before restic rustic bupstash borg; the default is "reel restic borg";
-#        reel-before is a second reel binary, REEL_BEFORE_BIN, for before/after in one run)
+#        (any of: reel reel-before reel-encrypted restic rustic bupstash borg; the default is
+#        "reel restic borg"; reel-before is a second reel binary, REEL_BEFORE_BIN, for
+#        before/after in one run; reel-encrypted is reel on a spool made with `init --encrypt`)
 #
 # Environment:
 #   BENCH_MB=300            size of the generated tree (MiB) of the full, incr and restore
@@ -97,7 +98,7 @@ cd "$ROOT"
 
 OUT=""
 TOOLS="reel restic borg"
-KNOWN_TOOLS="reel reel-before restic rustic bupstash borg"
+KNOWN_TOOLS="reel reel-before reel-encrypted restic rustic bupstash borg"
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT=${2:?--out needs a file}; shift 2 ;;
@@ -182,7 +183,7 @@ fi
 for t in $SKIPPED; do TOOLS=$(echo " $TOOLS " | sed "s/ $t / /; s/^ *//; s/ *$//"); done
 
 REEL=""
-if has_tool reel || [ "$BENCH_SMALL_FILES" -gt 0 ] || [ "$BENCH_FREEZE_FILES" -gt 0 ]; then
+if has_tool reel || has_tool reel-encrypted || [ "$BENCH_SMALL_FILES" -gt 0 ] || [ "$BENCH_FREEZE_FILES" -gt 0 ]; then
     if [ -n "${REEL_BIN:-}" ]; then
         REEL=$REEL_BIN
     else
@@ -197,9 +198,18 @@ if has_tool reel-before; then
     REEL_BEFORE=${REEL_BEFORE_BIN:?the tool reel-before needs REEL_BEFORE_BIN (a reel binary)}
     [ -x "$REEL_BEFORE" ] || die "REEL_BEFORE_BIN=$REEL_BEFORE is not an executable"
 fi
-# reel_of TOOL / spool_of TOOL: the binary and the spool of reel or reel-before.
+# reel_of TOOL / spool_of TOOL: the binary and the spool of reel, reel-before or reel-encrypted.
 reel_of() { if [ "$1" = reel-before ]; then echo "$REEL_BEFORE"; else echo "$REEL"; fi; }
-spool_of() { if [ "$1" = reel-before ]; then echo "$SPOOL-before"; else echo "$SPOOL"; fi; }
+spool_of() {
+    case $1 in
+        reel-before) echo "$SPOOL-before" ;;
+        reel-encrypted) echo "$SPOOL-encrypted" ;;
+        *) echo "$SPOOL" ;;
+    esac
+}
+# The encrypted spool's passphrase (plain spools never read it); its key is unlocked with
+# argon2id's default cost at every command, as a site's would be.
+export REEL_PASSWORD=reel-bench
 
 # --- work directory -----------------------------------------------------------------------------
 
@@ -287,9 +297,10 @@ measure() {
 tool_init() {
     local t=$1 src=$2
     case $t in
-        reel|reel-before)
+        reel|reel-before|reel-encrypted)
             rm -rf "$(spool_of "$t")"
             "$(reel_of "$t")" --spool "$(spool_of "$t")" init \
+                $([ "$t" = reel-encrypted ] && echo --encrypt) \
                 && "$(reel_of "$t")" --spool "$(spool_of "$t")" volume add bench "$src"
             ;;
         restic)
@@ -319,7 +330,7 @@ BORG_LAST=""  # borg: the name of the latest archive
 tool_backup() {
     local t=$1 phase=$2 bytes=$3 src=$4 level=$5
     case $t in
-        reel|reel-before)
+        reel|reel-before|reel-encrypted)
             measure "$t" "$phase" "$bytes" "$(spool_of "$t")" "$WORK" \
                 "$(reel_of "$t")" --spool "$(spool_of "$t")" dump bench --level "$level"
             ;;
@@ -350,7 +361,7 @@ tool_restore() {
     local t=$1 phase=$2 bytes=$3 dst=$4 now
     mkdir -p "$dst"
     case $t in
-        reel|reel-before)
+        reel|reel-before|reel-encrypted)
             # the latest dump: --at now (a second after it at least), into an empty directory.
             sleep 1
             now=$(date '+%Y-%m-%dT%H:%M:%S%:z')
@@ -561,6 +572,7 @@ AWK_MEDIAN='
 tool_note() {
     case $1 in
         reel) echo "reel: built with \`cargo build --profile dist\` unless REEL_BIN is given" ;;
+        reel-encrypted) echo "reel-encrypted: the same reel on a spool made with \`init --encrypt\` (XChaCha20-Poly1305, keyed ids; the key unlocked with argon2id's default cost at every command)" ;;
         reel-before) echo "reel-before: $REEL_BEFORE ($("$REEL_BEFORE" --version 2>/dev/null | head -n 1)), set up like reel" ;;
         restic) echo "restic: encrypted (no unencrypted mode), local cache in use (not counted in repo MB${2:+: $2 MB}), compression auto" ;;
         rustic) echo "rustic: encrypted, default settings (compression zstd, level 3), local cache in use (not counted in repo MB${2:+: $2 MB})" ;;
@@ -643,7 +655,7 @@ report() {
     # medians, and within every run.
     if [ -n "$RUN_TOOLS" ] && has_tool reel; then
         if has_tool restic; then ratios restic 1 "${ROWS[@]}"; fi
-        for t in rustic bupstash reel-before; do
+        for t in rustic bupstash reel-before reel-encrypted; do
             if has_tool "$t"; then ratios "$t" "" "${ROWS[@]}"; fi
         done
     fi
