@@ -15,6 +15,7 @@ use reel::manifest::ManifestReader;
 use reel::spool::{Access, Spool};
 use reel::store::ChunkReader;
 use reel::timefmt::format_rfc3339;
+use reel::types::hex;
 use reel::{Error, Result};
 
 use super::{Ctx, at_time, print_json};
@@ -80,10 +81,6 @@ fn side(spool: &Spool, volume: &str, t: &str) -> Result<Side> {
         chunks: d.manifest_chunks(),
         what: format!("manifest of dump {}", d.id),
     })
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn display(path: &[u8]) -> String {

@@ -23,6 +23,7 @@ use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
 use crate::types::ChunkId;
+pub use crate::types::{hex, unhex};
 
 /// Bytes of the master key and of every derived key.
 pub const KEY_LEN: usize = 32;
@@ -265,32 +266,6 @@ pub fn random(buf: &mut [u8]) -> crate::Result<()> {
             "the operating system's random generator failed ({e}); no key or nonce can be made"
         ))
     })
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
-/// Hex (either case) to bytes; `None` unless every character is a hex digit and there is an
-/// even number of them.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| {
-            let d = |c: u8| (c as char).to_digit(16);
-            Some((d(p[0])? * 16 + d(p[1])?) as u8)
-        })
-        .collect()
 }
 
 #[cfg(test)]
