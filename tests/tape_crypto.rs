@@ -62,6 +62,23 @@ impl Keyed {
         self.spool.path()
     }
 
+    /// Day 2 of `purged_encrypted`'s volume (purged from the spool) restores exactly from the
+    /// tapes in `tapes`.
+    fn restores_day2_from(&self, work: &Path, tapes: &Path) {
+        let to = work.join("r2");
+        self.run([
+            "restore",
+            "v",
+            "--at",
+            "2026-11-02",
+            "--to",
+            to.to_str().unwrap(),
+            "--tapes",
+            tapes.to_str().unwrap(),
+        ]);
+        assert_trees_equal(&work.join("day2"), &to);
+    }
+
     /// The key's fingerprint, as reel.toml records it.
     fn fingerprint(&self) -> String {
         let toml = fs::read_to_string(self.path().join("reel.toml")).unwrap();
@@ -268,18 +285,7 @@ fn verify_restore_and_import_of_an_encrypted_tape_need_its_key() {
     let out = a.run(["verify-tape", img_s]);
     assert!(out.contains("tape W1 is good"), "{out}");
     let tapes = work.path().join("tapes");
-    let to = work.path().join("r2");
-    a.run([
-        "restore",
-        "v",
-        "--at",
-        "2026-11-02",
-        "--to",
-        to.to_str().unwrap(),
-        "--tapes",
-        tapes.to_str().unwrap(),
-    ]);
-    assert_trees_equal(&work.path().join("day2"), &to);
+    a.restores_day2_from(work.path(), &tapes);
 
     // Another encrypted spool: verify and import are refused naming both keys; nothing is
     // written.
@@ -520,18 +526,7 @@ fn rebuild_catalog_from_tapes_reads_only_tapes_under_the_spools_key() {
         "{reason}"
     );
     // The rebuilt catalog restores the purged day from the tape it recorded.
-    let to = work.path().join("r2");
-    a.run([
-        "restore",
-        "v",
-        "--at",
-        "2026-11-02",
-        "--to",
-        to.to_str().unwrap(),
-        "--tapes",
-        tapes.to_str().unwrap(),
-    ]);
-    assert_trees_equal(&work.path().join("day2"), &to);
+    a.restores_day2_from(work.path(), tapes);
 }
 
 /// `verify-tape` on a plain spool reads an encrypted tape with the master key `--key-file`
