@@ -115,22 +115,27 @@ fn a_reader_keeps_the_packs_it_can_see_through_a_purge() {
     );
 }
 
-#[test]
-fn a_purge_killed_after_its_commit_leaves_doomed_packs_the_next_gc_deletes() {
-    let work = tempfile::tempdir().unwrap();
-    let spool = exported_days(work.path());
-    let before = pack_files(&spool);
+/// `purge --exported`, killed at the failpoint `fp`.
+fn purge_killed_at(spool: &Spool, fp: &str) {
     let out = spool
         .cmd()
         .args(["purge", "--exported"])
-        .env("REEL_FAILPOINT", "purge-committed")
+        .env("REEL_FAILPOINT", fp)
         .output()
         .unwrap();
     assert_eq!(
         out.status.signal(),
         Some(9),
-        "purge was not killed: {out:?}"
+        "purge was not killed at {fp}: {out:?}"
     );
+}
+
+#[test]
+fn a_purge_killed_after_its_commit_leaves_doomed_packs_the_next_gc_deletes() {
+    let work = tempfile::tempdir().unwrap();
+    let spool = exported_days(work.path());
+    let before = pack_files(&spool);
+    purge_killed_at(&spool, "purge-committed");
     // The pack is out of the catalog and doomed, not an unreferenced file.
     let c = check_clean(&spool);
     assert_eq!(n(&c, "doomed_packs"), 1, "{c}");
@@ -160,17 +165,7 @@ fn a_purge_killed_after_its_commit_leaves_doomed_packs_the_next_gc_deletes() {
     // forgets it.
     let work2 = tempfile::tempdir().unwrap();
     let spool = exported_days(work2.path());
-    let out = spool
-        .cmd()
-        .args(["purge", "--exported"])
-        .env("REEL_FAILPOINT", "gc-deleting")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "purge was not killed: {out:?}"
-    );
+    purge_killed_at(&spool, "gc-deleting");
     let c = check_clean(&spool);
     assert_eq!(n(&c, "doomed_packs"), 0, "the file is gone: {c}");
     let dry = spool.run(["purge", "--exported", "--dry-run"]);
